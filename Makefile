@@ -1,0 +1,49 @@
+# Thin driver over CMake. `make` builds (CLI at build/patchcore), `make test` runs every test,
+# `make install PREFIX=... DESTDIR=...` installs. See README.md for the options.
+PREFIX    ?= /usr/local
+BUILD     ?= build
+NATIVE    ?= 0
+SANITIZE  ?= 0
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON    ?= /usr/bin/python3
+CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
+             -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
+
+.PHONY: all configure build test refs asan asan-test install clean bench
+
+all: build
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+
+configure:
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Reference tensors made by PyTorch/torchvision/PIL/scipy/sklearn scripts in tests/ref/.
+refs:
+	PYTHON=$(PYTHON) sh tools/gen_refs.sh $(BUILD)/ref
+
+test: build refs
+	cd $(BUILD) && ctest --output-on-failure -j 1
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (separate build folder).
+asan:
+	$(MAKE) build BUILD=build-asan SANITIZE=1
+
+asan-test:
+	$(MAKE) refs BUILD=build
+	$(MAKE) build BUILD=build-asan SANITIZE=1
+	rm -rf build-asan/ref && ln -s ../build/ref build-asan/ref
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 1
+
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+bench: build
+	sh bench/run.sh
+
+clean:
+	rm -rf build build-asan

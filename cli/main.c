@@ -1,0 +1,60 @@
+/*
+ * main.c - the patchcore command: dispatches `patchcore <verb> ...` to the verb's run function.
+ * Each verb lives in its own cli/cmd_<verb>.c and prints its own --help.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int cmd_version(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: patchcore version\n\nPrint the library version and exit.\n");
+        return CLI_EXIT_OK;
+    }
+    printf("patchcore %s\n", pc_version());
+    return CLI_EXIT_OK;
+}
+
+/* One line per verb, in the order `patchcore --help` lists them. */
+
+static const cli_verb verbs[] = {
+    {"version", "print the version", cmd_version},
+};
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "patchcore %s - PatchCore industrial anomaly detection\n"
+            "\n"
+            "usage: patchcore <verb> [options] [arguments]\n"
+            "       patchcore --version | --help\n"
+            "\n"
+            "verbs:\n",
+            pc_version());
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        fprintf(out, "  %-12s %s\n", verbs[i].name, verbs[i].summary);
+    fprintf(out,
+            "\n"
+            "`patchcore <verb> --help` describes a verb's options and defaults.\n"
+            "exit codes: 0 ok, 1 error, 2 bad command line, 3 some inputs failed, 4 anomaly found\n"
+            "(with --fail-on-anomaly).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        printf("patchcore %s\n", pc_version());
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strcmp(argv[1], verbs[i].name) == 0) return verbs[i].run(argc - 1, argv + 1);
+    cli_error("unknown verb '%s' (see patchcore --help)", argv[1]);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install everything patchcore needs to build, test and benchmark, from Debian's packages only.
+# Idempotent: packages already present are left as they are. Uses sudo when not root.
+set -eu
+
+PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev"
+PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil python3-torch python3-torchvision python3-faiss"
+
+case "${1:-all}" in
+  build) PKGS="$PKGS_BUILD" ;;
+  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE" ;;
+  *) echo "usage: scripts/setup.sh [build|all]" >&2; exit 2 ;;
+esac
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=""
+for p in $PKGS; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+if [ -n "$missing" ]; then
+  echo "setup: installing:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+  echo "setup: all packages present" >&2
+fi

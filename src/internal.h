@@ -1,0 +1,57 @@
+/*
+ * internal.h - helpers shared by the library's sources and never installed: error reporting into the
+ * thread-local last-error buffer, overflow-checked size arithmetic, and small utilities.
+ */
+#ifndef PC_INTERNAL_H
+#define PC_INTERNAL_H
+
+#include "patchcore.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PC_ERRMSG_MAX 1024
+
+/* Record a failure: formats the message into this thread's last-error buffer and returns status,
+ * so callers can write `return pc_fail(PC_ERR_FORMAT, "%s: bad header", path);`. */
+pc_status pc_fail(pc_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+pc_status pc_failv(pc_status status, const char *fmt, va_list ap);
+
+/* Prefix the current last-error message with "prefix: " (to add context such as a file name when an
+ * inner call failed) and return status unchanged. */
+pc_status pc_fail_context(pc_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Clear this thread's last error (called at the start of public entry points). */
+void pc_clear_error(void);
+
+/* Copy this thread's last error into an object's own buffer (size PC_ERRMSG_MAX). */
+void pc_copy_error(char *dst);
+
+/* Overflow-checked size arithmetic (stb_image's mul2sizes_valid idea): return false on overflow. */
+static inline bool pc_mul_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool pc_add_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline bool pc_mul3_size(size_t a, size_t b, size_t c, size_t *out) {
+    size_t t;
+    return pc_mul_size(a, b, &t) && pc_mul_size(t, c, out);
+}
+
+/* Allocation helpers: aligned (64 bytes, for SIMD and cache lines), counted, NULL on failure.
+ * pc_malloc(0) returns a valid unique pointer. Free with pc_free. The fault-injection hook
+ * (PC_FAULT_ALLOC environment variable in test builds) lives behind these. */
+void *pc_malloc(size_t size);
+void *pc_calloc(size_t n, size_t size);
+void pc_free(void *p);
+
+/* Read a whole file into memory (pc_malloc'd). Errors name the path. */
+pc_status pc_read_file(const char *path, uint8_t **data, size_t *size);
+
+#define PC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif /* PC_INTERNAL_H */

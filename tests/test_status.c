@@ -1,0 +1,66 @@
+/*
+ * test_status.c - status codes, versions, the thread-local last error and the checked allocators.
+ */
+#include "internal.h"
+#include "testutil.h"
+
+#include <string.h>
+
+static void test_version(void **state) {
+    (void)state;
+    assert_string_equal(pc_version(), PC_VERSION_STRING);
+    assert_int_equal(pc_version_number(), PC_VERSION_MAJOR * 1000000 + PC_VERSION_MINOR * 1000 + PC_VERSION_PATCH);
+}
+
+static void test_status_strings(void **state) {
+    (void)state;
+    assert_string_equal(pc_status_str(PC_OK), "ok");
+    assert_string_equal(pc_status_str(PC_ERR_FORMAT), "malformed file");
+    assert_string_equal(pc_status_str((pc_status)9999), "unknown status");
+    /* Every defined code has its own text. */
+    for (int a = PC_OK; a <= PC_ERR_INTERNAL; a++)
+        for (int b = a + 1; b <= PC_ERR_INTERNAL; b++)
+            assert_string_not_equal(pc_status_str((pc_status)a), pc_status_str((pc_status)b));
+}
+
+static void test_last_error(void **state) {
+    (void)state;
+    pc_clear_error();
+    assert_string_equal(pc_last_error(), "");
+    assert_int_equal(pc_fail(PC_ERR_IO, "%s: cannot open", "x.png"), PC_ERR_IO);
+    assert_string_equal(pc_last_error(), "x.png: cannot open");
+    assert_int_equal(pc_fail_context(PC_ERR_IO, "batch %d", 3), PC_ERR_IO);
+    assert_string_equal(pc_last_error(), "batch 3: x.png: cannot open");
+}
+
+static void test_checked_sizes(void **state) {
+    (void)state;
+    size_t r;
+    assert_true(pc_mul_size(1000, 1000, &r) && r == 1000000);
+    assert_false(pc_mul_size(SIZE_MAX / 2 + 1, 2, &r));
+    assert_false(pc_mul3_size(1u << 31, 1u << 31, 1u << 31, &r));
+    assert_false(pc_add_size(SIZE_MAX, 1, &r));
+    assert_null(pc_calloc(SIZE_MAX / 4, 8));
+    void *p = pc_malloc(0);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 64, 0);
+    pc_free(p);
+}
+
+static void test_read_file_missing(void **state) {
+    (void)state;
+    uint8_t *d;
+    size_t n;
+    assert_int_equal(pc_read_file("/nonexistent/dir/file.bin", &d, &n), PC_ERR_IO);
+    assert_non_null(strstr(pc_last_error(), "/nonexistent/dir/file.bin"));
+    assert_null(d);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version),       cmocka_unit_test(test_status_strings),
+        cmocka_unit_test(test_last_error),    cmocka_unit_test(test_checked_sizes),
+        cmocka_unit_test(test_read_file_missing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
