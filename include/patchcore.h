@@ -201,6 +201,130 @@ PC_API pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int3
 PC_API pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w,
                                      uint32_t layer_mask, float *const outs[4]);
 
+/* ---------------------------------------------------------------------------------------------
+ * Metrics (METHOD.md §7; definitions, tie and threshold conventions in docs/metrics.md)
+ *
+ * Scores are float32 and must be finite (NaN or +-inf gives PC_ERR_INVALID_ARGUMENT). Labels and
+ * masks are bytes, non-zero = anomalous. -0.0 and +0.0 are the same score. Results are double.
+ * Every function here is thread-safe (no shared state) and allocates only scratch it frees.
+ * Scratch memory: 16 bytes per score (one radix sort of (score, payload) pairs and its buffer).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Everything one sort of (score, label) gives, computed exactly as sklearn does (docs/metrics.md):
+ *  auroc    = sklearn.metrics.roc_auc_score(labels, scores): trapezoid over the ROC curve whose points
+ *             are the distinct score values (tied scores form one step, i.e. a tie counts one half);
+ *  f1_max   = max over the thresholds t of sklearn.metrics.precision_recall_curve (the distinct
+ *             scores, positive when score >= t) of F1 = 2PR/(P+R) = 2TP/(2TP+FP+FN), 0 when TP = 0;
+ *  f1_threshold = that t (sklearn's convention, ">="); when several t attain the maximum, the lowest
+ *             (what np.argmax over sklearn's increasing thresholds picks);
+ *  f1_decision_threshold = the same operating point for this library's decision rule
+ *             "anomalous when score > threshold": halfway between f1_threshold and the next lower
+ *             distinct score, or the largest double below f1_threshold when there is none. */
+typedef struct pc_binary_metrics {
+    double auroc;                 /* NaN when one class is absent */
+    double f1_max;                /* 0 when there is no positive */
+    float f1_threshold;
+    double f1_decision_threshold;
+    int64_t n_positive, n_negative;
+} pc_binary_metrics;
+
+/* The metrics above over n scores (n x 1, e.g. image scores s*, or all pixels of all maps flattened).
+ * Needs n >= 1; a missing class is not an error here: auroc is then NaN and f1_max 0. */
+PC_API pc_status pc_metric_binary(pc_binary_metrics *out, const float *scores, const uint8_t *labels,
+                                  size_t n);
+
+/* AUROC alone (sklearn.metrics.roc_auc_score). Fails with PC_ERR_INVALID_ARGUMENT, like sklearn,
+ * when only one class is present; *auroc is NaN then. */
+PC_API pc_status pc_metric_auroc(double *auroc, const float *scores, const uint8_t *labels, size_t n);
+
+/* F1-max and its threshold (sklearn convention, positive when score >= *threshold; see
+ * pc_binary_metrics). threshold may be NULL. Fails when there is no positive. */
+PC_API pc_status pc_metric_f1_max(double *f1_max, float *threshold, const float *scores,
+                                  const uint8_t *labels, size_t n);
+
+/* AUPRO of n anomaly maps against their ground-truth masks, both n x h x w, as the MVTec AD
+ * evaluation code (compute_pro + trapezoid with x_max) defines it: regions are the 8-connected
+ * components of each mask; for every threshold t, FPR = share of all nominal pixels (mask 0, all
+ * images) above t and PRO = mean over all regions of all images of the share of the region's pixels
+ * above t; the curve runs from (0,0) to (1,1) through the distinct map values, and the area under it
+ * for FPR in [0, fpr_limit] (trapezoid, the last segment interpolated at fpr_limit) is divided by
+ * fpr_limit. The value does not depend on ">" vs ">=" (both give the same set of points).
+ * fpr_limit in (0, 1]; METHOD.md's is 0.3 (PC_AUPRO_FPR_LIMIT). Fails when the masks have no
+ * anomalous or no nominal pixel. One sort of all pixels, O(P log P) worst case, O(P) typical. */
+#define PC_AUPRO_FPR_LIMIT 0.3
+PC_API pc_status pc_metric_aupro(double *aupro, const float *maps, const uint8_t *masks, int32_t n,
+                                 int32_t h, int32_t w, double fpr_limit);
+
+/* 8-connected component labelling of a mask (h x w, non-zero = foreground) into labels (h x w):
+ * 0 for background, 1..*n_components for the components, numbered in raster order of each
+ * component's first pixel (scipy.ndimage.label(mask, np.ones((3,3))) gives the same partition).
+ * Needs h*w < 2^31. No allocation (labels doubles as the union-find forest). */
+PC_API pc_status pc_label_components(int32_t *labels, int32_t *n_components, const uint8_t *mask,
+                                     int32_t h, int32_t w);
+
+/* One labelled component. Coordinates are those of the labelled grid (the caller maps them to the
+ * original image). The box is half-open like scipy.ndimage.find_objects' slices. */
+typedef struct pc_region {
+    int32_t label;          /* 1..n_components */
+    int32_t x0, y0, x1, y1; /* x0 <= x < x1, y0 <= y < y1 */
+    int64_t area;           /* pixels */
+    float peak;             /* max of the map over the region (0 when map is NULL) */
+    int32_t peak_x, peak_y; /* where; the first in raster order on ties (-1 when map is NULL) */
+} pc_region;
+
+/* Describe the components of labels (h x w, from pc_label_components) into regions[0..n_components-1]
+ * (regions[i] is label i+1). map (h x w) may be NULL. Labels outside 0..n_components are an error. */
+PC_API pc_status pc_regions_describe(pc_region *regions, const int32_t *labels, int32_t n_components,
+                                     const float *map, int32_t h, int32_t w);
+
+/* ---------------------------------------------------------------------------------------------
+ * Thresholds (calibration from scores; docs/metrics.md). Decision rule everywhere in this library:
+ * a score is anomalous when score > threshold (strictly). Thresholds are double. Thread-safe.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The q-quantile (0 <= q <= 1) of n >= 1 nominal scores, exactly numpy.quantile(x.astype(float64), q)
+ * with numpy's default 'linear' method (index (n-1)q, linear interpolation). */
+PC_API pc_status pc_threshold_quantile(double *threshold, const float *scores, size_t n, double q);
+
+/* mean + k * std of n >= 2 nominal scores, std being the sample standard deviation (ddof = 1,
+ * numpy.std(x, ddof=1)): the estimate of the population's spread, not the sample's. */
+PC_API pc_status pc_threshold_mean_std(double *threshold, const float *scores, size_t n, double k);
+
+/* Target false-alarm rate on the given scores: the smallest threshold t such that the fraction of
+ * scores strictly above t is <= rate (0 <= rate < 1). t is always one of the scores: the (k+1)-th
+ * largest, k the largest integer with k/n <= rate. */
+PC_API pc_status pc_threshold_false_alarm(double *threshold, const float *scores, size_t n, double rate);
+
+/* Split-conformal threshold for a false-alarm rate `rate` on NEW nominal samples: with m the largest
+ * integer with m <= rate*(n+1), the m-th largest held-out score, so that a new nominal score
+ * exchangeable with the n held-out ones exceeds it with probability <= m/(n+1) <= rate, whatever
+ * the distribution. When m = 0 (n too small for the rate: n+1 < 1/rate) it is the largest score and
+ * the guarantee is only 1/(n+1). *bound (may be NULL) receives the guaranteed rate m/(n+1) (or
+ * 1/(n+1)). 0 < rate < 1. */
+PC_API pc_status pc_threshold_conformal(double *threshold, double *bound, const float *scores, size_t n,
+                                        double rate);
+
+/* The default calibration: pc_threshold_conformal at PC_THRESHOLD_DEFAULT_RATE (1%). Use it on
+ * held-out nominal image scores for the image threshold, and on the per-image maxima of held-out
+ * nominal anomaly maps for the pixel threshold (so that a good image shows a region with
+ * probability <= the rate). See docs/metrics.md for why. */
+#define PC_THRESHOLD_DEFAULT_RATE 0.01
+PC_API pc_status pc_threshold_default(double *threshold, double *bound, const float *scores, size_t n);
+
+/* F1-optimal threshold from labelled scores: pc_binary_metrics.f1_decision_threshold (for the rule
+ * score > threshold). f1 (may be NULL) receives the F1 reached. Fails when there is no positive. */
+PC_API pc_status pc_threshold_f1(double *threshold, double *f1, const float *scores, const uint8_t *labels,
+                                 size_t n);
+
+/* The scale of the normalised score: threshold - median(nominal scores) when positive; otherwise the
+ * sample std of the nominal scores when positive; otherwise 1. n >= 1. */
+PC_API pc_status pc_threshold_scale(double *scale, double threshold, const float *nominal, size_t n);
+
+/* Normalised score in (0,1): 1 / (1 + exp(-ln(9) (score - threshold) / scale)). Strictly increasing
+ * in score; 0.5 at the threshold, 0.1 at the nominal median, 0.9 at threshold + (threshold - median),
+ * which makes it comparable between models. NaN for a NaN score; scale must be > 0. */
+PC_API double pc_threshold_normalize(double score, double threshold, double scale);
+
 #ifdef __cplusplus
 }
 #endif
