@@ -28,8 +28,8 @@ static pc_status sorted_copy(float **sorted, const float *scores, size_t n, size
 
 /* numpy.quantile(x, q) (method 'linear') of ascending sorted x, in float64 exactly as numpy does it:
  * index (n-1)q, previous = floor, gamma = index - previous, lerp a + (b-a)g, or b - (b-a)(1-g) when
- * g >= 0.5. */
-static double quantile_sorted(const float *s, size_t n, double q) {
+ * g >= 0.5. Contraction into an FMA (the build uses -mfma) would round differently from numpy. */
+__attribute__((optimize("fp-contract=off"))) static double quantile_sorted(const float *s, size_t n, double q) {
     double vi = (double)(n - 1) * q;
     if (vi >= (double)(n - 1)) return (double)s[n - 1];
     if (vi <= 0) return (double)s[0];
