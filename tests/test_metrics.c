@@ -25,9 +25,10 @@ static int load_count(const char *name) {
     return n;
 }
 
+/* These references need only numpy/scipy/sklearn (not ../shared), so a missing one is a failure. */
 #define NEED_REFS(name)                                                                        \
     do {                                                                                       \
-        if (!ref_exists(name)) TEST_SKIP_MSG("reference %s missing: run `make refs`", name);   \
+        if (!ref_exists(name)) fail_msg("reference %s missing: run `make refs`", name);         \
     } while (0)
 
 static void load_or_fail(npy_array *a, const char *fmt, int i) {
@@ -108,6 +109,12 @@ static void test_binary_by_hand(void **state) {
     assert_true(m.f1_threshold == 2.0f && m.f1_decision_threshold == 1.5);
     assert_int_equal(m.n_positive, 2);
     assert_int_equal(m.n_negative, 2);
+    /* F1 ties: scores 4,3,2,1 labels 1,0,0,1: F1 = 2/3 at t=4 and at t=1; the lowest t is chosen. */
+    const float s2[] = {4, 3, 2, 1};
+    const uint8_t y2[] = {1, 0, 0, 1};
+    assert_int_equal(pc_metric_binary(&m, s2, y2, 4), PC_OK);
+    assert_true(fabs(m.f1_max - 2.0 / 3) < 1e-15);
+    assert_true(m.f1_threshold == 1.0f && m.f1_decision_threshold == nextafter(1.0, 0.0));
 }
 
 static void test_binary_errors(void **state) {

@@ -79,6 +79,7 @@ def binary_cases():
     cases.append((np.array([0.5, 0.25], np.float32), np.array([1, 0], np.uint8)))    # two
     cases.append((rng.integers(0, 5, 50).astype(np.float32), np.zeros(50, np.uint8)))  # no positive
     cases.append((rng.integers(0, 5, 50).astype(np.float32), np.ones(50, np.uint8)))   # no negative
+    cases.append((np.array([4, 3, 2, 1], np.float32), np.array([1, 0, 0, 1], np.uint8)))  # F1 tie: 2/3 twice
     y = (rng.random(1000) < 0.5).astype(np.uint8)                                     # tiny ulp gaps
     s = (1.0 + rng.integers(0, 40, 1000) * np.float32(2 ** -23)).astype(np.float32)
     cases.append((s, y))
