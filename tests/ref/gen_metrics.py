@@ -113,6 +113,47 @@ def aupro_slow(maps, masks, limit):
     return area / limit
 
 
+def aupro_fast(maps, masks, limit):
+    """The same definition vectorised (one argsort and cumulative sums, as MVTec's compute_pro): a
+    second, independent oracle for maps too large for aupro_slow. Checked against it on every small case."""
+    weight_pro = np.zeros(maps.shape, np.float64)
+    nominal = np.zeros(maps.shape, np.float64)
+    nreg = 0
+    for k in range(len(maps)):
+        lab, nc = ndimage.label(masks[k] != 0, structure=STRUCT8)
+        nreg += nc
+        areas = np.bincount(lab.ravel(), minlength=nc + 1)
+        weight_pro[k] = np.where(lab > 0, 1.0 / areas[lab], 0.0)
+        nominal[k] = lab == 0
+    v = maps.astype(np.float64).ravel()
+    order = np.argsort(-v, kind="stable")
+    v = v[order]
+    fpr = np.cumsum(nominal.ravel()[order]) / nominal.sum()
+    pro = np.minimum(np.cumsum(weight_pro.ravel()[order]) / nreg, 1.0)
+    last = np.r_[v[1:] != v[:-1], True]  # the last pixel of each group of tied values
+    xs = np.r_[0.0, fpr[last], 1.0]
+    ys = np.r_[0.0, pro[last], 1.0]
+    i = int(np.searchsorted(xs, limit, side="right"))  # xs[:i] <= limit < xs[i]
+    area = np.sum(0.5 * (ys[1:i] + ys[:i - 1]) * np.diff(xs[:i]))
+    if i < len(xs):
+        yl = ys[i - 1] + (ys[i] - ys[i - 1]) * (limit - xs[i - 1]) / (xs[i] - xs[i - 1])
+        area += 0.5 * (ys[i - 1] + yl) * (limit - xs[i - 1])
+    return area / limit
+
+
+def maplike(n, h, w, sigma, strength):
+    """Smoothed random fields; blob masks on all but the first quarter ("good") raise the field."""
+    masks = np.zeros((n, h, w), np.uint8)
+    maps = np.zeros((n, h, w), np.float32)
+    for k in range(n):
+        if k >= n // 4:
+            masks[k] = blob_mask(h, w, 1 + k % 3)
+        f = ndimage.gaussian_filter(rng.normal(size=(h, w)), sigma)
+        f += strength * ndimage.gaussian_filter(masks[k].astype(float), sigma / 2)
+        maps[k] = f
+    return maps, masks
+
+
 def blob_mask(h, w, nblobs):
     m = np.zeros((h, w), bool)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -223,18 +264,35 @@ def threshold_cases():
 def main():
     d = outdir()
     bc = binary_cases()
-    save(d, "bin_count.npy", np.array([len(bc)], np.int32))
     for i, (s, y) in enumerate(bc):
         save(d, "bin_%02d_scores.npy" % i, s.astype(np.float32))
         save(d, "bin_%02d_labels.npy" % i, y.astype(np.uint8))
         save(d, "bin_%02d_expect.npy" % i, binary_expect(s, y))
 
     ac = aupro_cases()
+    expect = []
+    for maps, masks, limit in ac:
+        slow = aupro_slow(maps, masks, limit)
+        assert abs(slow - aupro_fast(maps, masks, limit)) < 1e-9  # the two oracles agree
+        expect.append(slow)
+    # Larger map-like sets (the sizes of a small test split), against the vectorised oracle only;
+    # their pixel AUROC / F1 against sklearn go with the binary cases.
+    for n, h, w, sigma, strength, limit in [(24, 112, 112, 4.0, 0.15, 0.3), (12, 224, 224, 8.0, 0.05, 0.3)]:
+        maps, masks = maplike(n, h, w, sigma, strength)
+        ac.append((maps, masks, limit))
+        expect.append(aupro_fast(maps, masks, limit))
+        s = maps.ravel()
+        y = masks.ravel()
+        save(d, "bin_%02d_scores.npy" % len(bc), s)
+        save(d, "bin_%02d_labels.npy" % len(bc), y)
+        save(d, "bin_%02d_expect.npy" % len(bc), binary_expect(s, y))
+        bc.append((s, y))
+    save(d, "bin_count.npy", np.array([len(bc)], np.int32))
     save(d, "pro_count.npy", np.array([len(ac)], np.int32))
     for i, (maps, masks, limit) in enumerate(ac):
         save(d, "pro_%02d_maps.npy" % i, maps.astype(np.float32))
         save(d, "pro_%02d_masks.npy" % i, masks.astype(np.uint8))
-        save(d, "pro_%02d_expect.npy" % i, np.array([limit, aupro_slow(maps, masks, limit)]))
+        save(d, "pro_%02d_expect.npy" % i, np.array([limit, expect[i]]))
 
     lc = label_cases()
     save(d, "lab_count.npy", np.array([len(lc)], np.int32))
