@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define TOL_METRIC 1e-6
 
@@ -423,13 +425,58 @@ static void test_sort_vs_qsort(void **state) {
     }
 }
 
-int main(void) {
+/* Out of memory: run the allocating functions in a child process with PC_FAULT_ALLOC=N (the N-th and
+ * later allocations fail). Each call must return PC_OK or PC_ERR_NO_MEMORY, never crash, and free what
+ * it took (the sanitizer build checks leaks at the child's exit). */
+static int fault_child(void) {
+    float maps[2 * 4 * 5];
+    uint8_t masks[2 * 4 * 5] = {0};
+    for (int i = 0; i < 40; i++) maps[i] = (float)((i * 7) % 11);
+    masks[3] = masks[4] = masks[27] = 1;
+    double v, t, b;
+    pc_binary_metrics m;
+    int n_nomem = 0;
+    pc_status st[6] = {
+        pc_metric_aupro(&v, maps, masks, 2, 4, 5, 0.3), pc_metric_binary(&m, maps, masks, 40),
+        pc_threshold_quantile(&t, maps, 40, 0.5),      pc_threshold_false_alarm(&t, maps, 40, 0.1),
+        pc_threshold_conformal(&t, &b, maps, 40, 0.1), pc_threshold_scale(&t, 20.0, maps, 40),
+    };
+    for (int i = 0; i < 6; i++) {
+        if (st[i] != PC_OK && st[i] != PC_ERR_NO_MEMORY) return 10 + i;
+        if (st[i] == PC_ERR_NO_MEMORY && !strstr(pc_last_error(), "allocate")) return 20 + i;
+        n_nomem += st[i] == PC_ERR_NO_MEMORY;
+    }
+    return n_nomem > 0 ? 0 : 1; /* 1: no allocation failed (N beyond the last allocation) */
+}
+
+static void test_alloc_faults(void **state) {
+    (void)state;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) TEST_SKIP_MSG("cannot find /proc/self/exe");
+    self[len] = 0;
+    int last = 0;
+    for (int n = 1; n <= 64; n++) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "PC_FAULT_ALLOC=%d '%s' --fault-child", n, self);
+        int rc = system(cmd);
+        assert_true(WIFEXITED(rc));
+        last = WEXITSTATUS(rc);
+        if (last == 1) break;
+        if (last != 0) fail_msg("PC_FAULT_ALLOC=%d: child exit %d", n, last);
+    }
+    assert_int_equal(last, 1); /* reached N with no failing allocation: every earlier N was covered */
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--fault-child") == 0) return fault_child();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_binary_vs_sklearn),  cmocka_unit_test(test_binary_by_hand),
         cmocka_unit_test(test_binary_errors),      cmocka_unit_test(test_aupro_vs_definition),
         cmocka_unit_test(test_aupro_by_hand),      cmocka_unit_test(test_labels_vs_scipy),
         cmocka_unit_test(test_labels_errors),      cmocka_unit_test(test_thresholds_vs_numpy),
         cmocka_unit_test(test_thresholds_semantics), cmocka_unit_test(test_sort_vs_qsort),
+        cmocka_unit_test(test_alloc_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
