@@ -36,4 +36,12 @@ pc_status pc_check_finite(const float *scores, size_t n, const char *what);
 /* Sort n finite scores ascending into out (n floats, -0 written as +0). Uses 16n bytes of scratch. */
 pc_status pc_sort_scores(float *out, const float *scores, size_t n);
 
+/* Plain reference versions (src/metrics_ref.c), straight from the definitions and slow (O(P*N),
+ * O(T*P)); the tests compare the fast ones against them on many random odd shapes. */
+pc_status pc_label_components_ref(int32_t *labels, int32_t *n_components, const uint8_t *mask, int32_t h,
+                                  int32_t w);
+double pc_metric_auroc_ref(const float *scores, const uint8_t *labels, size_t n);
+double pc_metric_aupro_ref(const float *maps, const uint8_t *masks, int32_t n, int32_t h, int32_t w,
+                           double fpr_limit);
+
 #endif /* PC_METRICS_H */

@@ -425,6 +425,52 @@ static void test_sort_vs_qsort(void **state) {
     }
 }
 
+/* The fast kernels against the plain references of src/metrics_ref.c on many random odd shapes,
+ * with quantised values (ties) and sparse to dense masks. Labels must be identical (same numbering
+ * rule); AUROC and AUPRO to 1e-12 (both exact up to summation order). */
+static void test_fast_vs_plain_reference(void **state) {
+    (void)state;
+    srand(12345);
+    double worst_auc = 0, worst_pro = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        int32_t n = 1 + rand() % 3, h = 1 + rand() % 19, w = 1 + rand() % 23;
+        size_t hw = (size_t)h * w, total = hw * n;
+        uint8_t *mask = malloc(total);
+        float *map = malloc(total * sizeof *map);
+        int32_t *a = malloc(hw * sizeof *a), *b = malloc(hw * sizeof *b);
+        int density = rand() % 100, levels = 1 + rand() % 12;
+        for (size_t i = 0; i < total; i++) {
+            mask[i] = rand() % 100 < density;
+            map[i] = (float)(rand() % levels) + (mask[i] ? (float)(rand() % 3) : 0.0f);
+        }
+        for (int32_t k = 0; k < n; k++) {
+            int32_t na, nb;
+            assert_int_equal(pc_label_components(a, &na, mask + k * hw, h, w), PC_OK);
+            assert_int_equal(pc_label_components_ref(b, &nb, mask + k * hw, h, w), PC_OK);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, hw * sizeof *a);
+        }
+        size_t npos = 0;
+        for (size_t i = 0; i < total; i++) npos += mask[i];
+        if (npos > 0 && npos < total) {
+            double fast, ref = pc_metric_auroc_ref(map, mask, total);
+            assert_int_equal(pc_metric_auroc(&fast, map, mask, total), PC_OK);
+            worst_auc = fmax(worst_auc, fabs(fast - ref));
+            if (!(fabs(fast - ref) <= 1e-12)) fail_msg("trial %d: AUROC %.17g, plain %.17g", trial, fast, ref);
+            double limit = trial % 3 == 0 ? 1.0 : trial % 3 == 1 ? 0.3 : 0.07;
+            ref = pc_metric_aupro_ref(map, mask, n, h, w, limit);
+            assert_int_equal(pc_metric_aupro(&fast, map, mask, n, h, w, limit), PC_OK);
+            worst_pro = fmax(worst_pro, fabs(fast - ref));
+            if (!(fabs(fast - ref) <= 1e-12)) fail_msg("trial %d: AUPRO %.17g, plain %.17g", trial, fast, ref);
+        }
+        free(mask);
+        free(map);
+        free(a);
+        free(b);
+    }
+    print_message("fast vs plain: 300 random shapes, max |dAUROC| %.3g, max |dAUPRO| %.3g\n", worst_auc, worst_pro);
+}
+
 /* Out of memory: run the allocating functions in a child process with PC_FAULT_ALLOC=N (the N-th and
  * later allocations fail). Each call must return PC_OK or PC_ERR_NO_MEMORY, never crash, and free what
  * it took (the sanitizer build checks leaks at the child's exit). */
@@ -476,7 +522,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_aupro_by_hand),      cmocka_unit_test(test_labels_vs_scipy),
         cmocka_unit_test(test_labels_errors),      cmocka_unit_test(test_thresholds_vs_numpy),
         cmocka_unit_test(test_thresholds_semantics), cmocka_unit_test(test_sort_vs_qsort),
-        cmocka_unit_test(test_alloc_faults),
+        cmocka_unit_test(test_fast_vs_plain_reference), cmocka_unit_test(test_alloc_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
