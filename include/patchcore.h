@@ -325,6 +325,122 @@ PC_API pc_status pc_threshold_scale(double *scale, double threshold, const float
  * which makes it comparable between models. NaN for a NaN score; scale must be > 0. */
 PC_API double pc_threshold_normalize(double score, double threshold, double scale);
 
+/* ---------------------------------------------------------------------------------------------
+ * Model: fit a memory bank from good images, save/load it as one file, predict (METHOD.md §3-§6)
+ * ------------------------------------------------------------------------------------------- */
+
+/* How the memory bank is subsampled (METHOD.md §4). Values are stable. */
+typedef enum pc_sampler {
+    PC_SAMPLER_APPROX_GREEDY = 0, /* the reference default: approximate greedy coreset */
+    PC_SAMPLER_RANDOM = 1,        /* uniform random subset (baseline) */
+    PC_SAMPLER_NONE = 2           /* keep every patch (r = 1) */
+} pc_sampler;
+
+#define PC_MAX_LAYERS 4
+
+/* Everything a fit is built with. Fill with pc_fit_options_init, then change what you need. */
+typedef struct pc_fit_options {
+    const char *weights;          /* backbone weights file; NULL: look where torchvision keeps them */
+    pc_arch arch;                 /* PC_ARCH_UNKNOWN: infer from the weights */
+    int32_t layers[PC_MAX_LAYERS];/* layer numbers in order (default {2, 3}) */
+    int32_t n_layers;             /* default 2 */
+    int32_t resize;               /* default 256 */
+    int32_t crop;                 /* default 224 */
+    int32_t patch;                /* neighbourhood p, odd (default 3) */
+    int32_t pre_dim;              /* per-layer projection D_pre (default 1024) */
+    int32_t dim;                  /* feature dimension D (default 1024) */
+    int32_t k;                    /* nearest neighbours averaged in a patch score (default 1) */
+    pc_sampler sampler;           /* default PC_SAMPLER_APPROX_GREEDY */
+    double coreset_ratio;         /* r, used when coreset_size == 0 (default 0.1) */
+    int64_t coreset_size;         /* an exact bank size instead of a ratio (0 = use the ratio) */
+    int32_t projection_dim;       /* d* of the approximate greedy coreset (default 128) */
+    int32_t n_starts;             /* start points of the greedy coreset (default 10) */
+    uint64_t seed;                /* drives the projection, the start points, random sampling (0) */
+    int32_t batch_size;           /* images per backbone call (default 8) */
+    int32_t reweight_b;           /* > 0: the paper's Eq. 7 image score with b neighbours (0 = off) */
+    /* Advanced, to reproduce a run exactly: a caller-supplied coreset projection (projection_dim x
+     * dim, applied as features @ projection^T like nn.Linear) and start indices (n_starts). NULL:
+     * drawn from seed. */
+    const float *coreset_projection;
+    const int64_t *coreset_starts;
+    pc_progress_fn progress;      /* may be NULL */
+    void *progress_user;
+    /* Called once for each input that cannot be used (fit goes on without it); may be NULL. */
+    void (*on_image_error)(void *user, const char *path, pc_status status, const char *message);
+    void *on_image_error_user;
+} pc_fit_options;
+
+/* Defaults equal to the reference implementation's (listed above). */
+PC_API void pc_fit_options_init(pc_fit_options *opt);
+
+typedef struct pc_model pc_model;
+
+/* Fit a model on good images given as file paths. Inputs that cannot be decoded are reported through
+ * on_image_error and skipped; fit fails only when no image is usable. Progress stages: "features"
+ * (images), "coreset" (iterations). Uses the shared thread pool (pc_set_num_threads). */
+PC_API pc_status pc_model_fit(const pc_fit_options *opt, const char *const *paths, size_t n_paths,
+                              pc_model **out);
+
+/* The same from decoded 8-bit RGB images (pc_image with channels == 3). */
+PC_API pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images, size_t n_images,
+                                     pc_model **out);
+
+/* Write the model to one self-contained file (docs/model-format.md), atomically. Thread-safe with
+ * concurrent predicts. */
+PC_API pc_status pc_model_save(const pc_model *model, const char *path);
+
+/* Load a model file. */
+PC_API pc_status pc_model_load(const char *path, pc_model **out);
+
+/* Free a model (NULL is fine). No predict may be running on it. */
+PC_API void pc_model_free(pc_model *model);
+
+/* The message of the last failure of a call on this model (thread-local pc_last_error() is the
+ * per-thread equivalent). */
+PC_API const char *pc_model_errmsg(const pc_model *model);
+
+/* What a model was built with. Strings point into the model. */
+typedef struct pc_model_info {
+    pc_arch arch;
+    int32_t layers[PC_MAX_LAYERS], n_layers;
+    int32_t resize, crop, patch, pre_dim, dim, k;
+    int32_t grid_h, grid_w;        /* patch grid H x W */
+    pc_sampler sampler;
+    double coreset_ratio;
+    int64_t bank_size;             /* entries in the memory bank */
+    int64_t n_patches_total;       /* patches before subsampling */
+    int32_t n_train_images;
+    uint64_t seed;
+    int32_t reweight_b;
+    /* Calibrated thresholds (NaN when not calibrated) and the scale of the normalised score. */
+    double image_threshold, pixel_threshold, score_scale;
+} pc_model_info;
+
+PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
+
+/* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats. */
+typedef struct pc_prediction {
+    float score;                   /* image score s* (or Eq. 7's s with reweighting) */
+    double normalized;             /* in (0,1), 0.5 at the image threshold; NaN when uncalibrated */
+    int32_t anomalous;             /* score > image threshold (0 when uncalibrated) */
+} pc_prediction;
+
+/* Predict one decoded RGB image: the image score and, when map != NULL, the crop x crop anomaly map
+ * (METHOD.md §6). Thread-safe: several threads may predict on one model at once (each call takes a
+ * scratch workspace from a pool on the model; no allocation once the pool is warm). geometry (may be
+ * NULL) receives how the map relates to the original image. */
+PC_API pc_status pc_model_predict(pc_model *model, const pc_image *rgb, pc_prediction *out, float *map,
+                                  pc_geometry *geometry);
+
+/* The same from a file path. */
+PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_prediction *out, float *map,
+                                       pc_geometry *geometry);
+
+/* Set the thresholds stored in the model (NaN clears one) and the normalised score's scale (> 0).
+ * Not thread-safe with concurrent predicts. */
+PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold, double pixel_threshold,
+                                         double score_scale);
+
 #ifdef __cplusplus
 }
 #endif
