@@ -14,6 +14,7 @@
  * centre crop (what pc_preprocess does) gives the same values as resizing everything and cropping.
  */
 #include "internal.h"
+#include "resize.h"
 
 #include <math.h>
 #include <string.h>
@@ -96,9 +97,10 @@ static inline uint8_t clip8(int32_t acc) {
     return (uint8_t)(acc >> PIL_PRECISION_BITS);
 }
 
-/* One horizontal pass: out (rows, out_cols[x0..x0+nx), ch) from in (rows, in_w, ch), rows given by
+/* Reference kernels: the plain loops, one output sample at a time.
+ * One horizontal pass: out (rows, out_cols[x0..x0+nx), ch) from in (rows, in_w, ch), rows given by
  * in_row0 .. in_row0 + nrows. */
-static void pass_horizontal(uint8_t *out, const uint8_t *in, int32_t in_w, int32_t in_row0, int32_t nrows,
+static void pass_horizontal_ref(uint8_t *out, const uint8_t *in, int32_t in_w, int32_t in_row0, int32_t nrows,
                             const resample_axis *ax, int32_t x0, int32_t nx, int32_t ch) {
     for (int32_t y = 0; y < nrows; y++) {
         const uint8_t *src = in + ((size_t)(in_row0 + y) * (size_t)in_w) * (size_t)ch;
@@ -119,7 +121,7 @@ static void pass_horizontal(uint8_t *out, const uint8_t *in, int32_t in_w, int32
 
 /* One vertical pass: out rows y0..y0+ny of the resized image, from in (in_h_rows, w, ch) whose first
  * row is input row in_row0 (the horizontal pass only kept the rows needed). */
-static void pass_vertical(uint8_t *out, const uint8_t *in, int32_t w, int32_t in_row0, const resample_axis *ax,
+static void pass_vertical_ref(uint8_t *out, const uint8_t *in, int32_t w, int32_t in_row0, const resample_axis *ax,
                           int32_t y0, int32_t ny, int32_t ch) {
     size_t stride = (size_t)w * (size_t)ch;
     for (int32_t j = 0; j < ny; j++) {
@@ -136,16 +138,79 @@ static void pass_vertical(uint8_t *out, const uint8_t *in, int32_t w, int32_t in
     }
 }
 
+/* Fast kernels, identical results (integer sums do not depend on their order): the horizontal pass
+ * keeps one accumulator per channel for 1 and 3 channels; the vertical pass accumulates whole rows
+ * (acc, w*ch int32) so the inner loop runs along memory and vectorises. */
+static void pass_horizontal(uint8_t *out, const uint8_t *in, int32_t in_w, int32_t in_row0, int32_t nrows,
+                            const resample_axis *ax, int32_t x0, int32_t nx, int32_t ch) {
+    if (ch != 1 && ch != 3) {
+        pass_horizontal_ref(out, in, in_w, in_row0, nrows, ax, x0, nx, ch);
+        return;
+    }
+    for (int32_t y = 0; y < nrows; y++) {
+        const uint8_t *src = in + ((size_t)(in_row0 + y) * (size_t)in_w) * (size_t)ch;
+        uint8_t *dst = out + (size_t)y * (size_t)nx * (size_t)ch;
+        for (int32_t i = 0; i < nx; i++) {
+            int32_t xx = x0 + i;
+            const int32_t *k = ax->weight + (size_t)xx * (size_t)ax->ksize;
+            int32_t n = ax->len[xx];
+            if (ch == 3) {
+                const uint8_t *s = src + (size_t)ax->start[xx] * 3;
+                int32_t a0 = 1 << (PIL_PRECISION_BITS - 1), a1 = a0, a2 = a0;
+                for (int32_t x = 0; x < n; x++) {
+                    a0 += s[3 * x] * k[x];
+                    a1 += s[3 * x + 1] * k[x];
+                    a2 += s[3 * x + 2] * k[x];
+                }
+                dst[3 * i] = clip8(a0), dst[3 * i + 1] = clip8(a1), dst[3 * i + 2] = clip8(a2);
+            } else {
+                const uint8_t *s = src + ax->start[xx];
+                int32_t a0 = 1 << (PIL_PRECISION_BITS - 1);
+                for (int32_t x = 0; x < n; x++) a0 += s[x] * k[x];
+                dst[i] = clip8(a0);
+            }
+        }
+    }
+}
+
+static void pass_vertical(uint8_t *out, const uint8_t *in, int32_t w, int32_t in_row0, const resample_axis *ax,
+                          int32_t y0, int32_t ny, int32_t ch, int32_t *acc) {
+    size_t stride = (size_t)w * (size_t)ch;
+    for (int32_t j = 0; j < ny; j++) {
+        int32_t yy = y0 + j;
+        const int32_t *k = ax->weight + (size_t)yy * (size_t)ax->ksize;
+        const uint8_t *src = in + (size_t)(ax->start[yy] - in_row0) * stride;
+        int32_t n = ax->len[yy];
+        uint8_t *dst = out + (size_t)j * stride;
+        for (size_t xc = 0; xc < stride; xc++) acc[xc] = 1 << (PIL_PRECISION_BITS - 1);
+        for (int32_t y = 0; y < n; y++) {
+            const uint8_t *row = src + (size_t)y * stride;
+            int32_t ky = k[y];
+            for (size_t xc = 0; xc < stride; xc++) acc[xc] += row[xc] * ky;
+        }
+        for (size_t xc = 0; xc < stride; xc++) dst[xc] = clip8(acc[xc]);
+    }
+}
+
 /* Resize in (in_w x in_h x ch) to out_w x out_h, but write only the window [x0, x0+nx) x [y0, y0+ny)
- * of the result into out (ny, nx, ch). The window must lie inside the resized image. */
+ * of the result into out (ny, nx, ch). The window must lie inside the resized image. use_ref picks
+ * the plain reference kernels. */
 static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32_t x0, int32_t y0, int32_t nx,
-                               int32_t ny, const uint8_t *in, int32_t in_w, int32_t in_h, int32_t ch) {
+                               int32_t ny, const uint8_t *in, int32_t in_w, int32_t in_h, int32_t ch, int use_ref) {
     int need_h = out_w != in_w, need_v = out_h != in_h;
     resample_axis ah = {0}, av = {0};
     uint8_t *tmp = NULL;
+    int32_t *acc = NULL;
     pc_status st = PC_OK;
     if (need_h && (st = axis_init(&ah, in_w, out_w))) goto done;
     if (need_v && (st = axis_init(&av, in_h, out_h))) goto done;
+    if (need_v && !use_ref) {
+        acc = pc_malloc(sizeof(int32_t) * (size_t)nx * (size_t)ch);
+        if (!acc) {
+            st = pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate a row of %d pixels", nx);
+            goto done;
+        }
+    }
 
     /* input rows the window's output rows read */
     int32_t r0 = y0, r1 = y0 + ny;
@@ -168,10 +233,16 @@ static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32
             st = pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate %zu bytes", n);
             goto done;
         }
-        pass_horizontal(tmp, in, in_w, r0, r1 - r0, &ah, x0, nx, ch);
-        pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch);
+        if (use_ref) {
+            pass_horizontal_ref(tmp, in, in_w, r0, r1 - r0, &ah, x0, nx, ch);
+            pass_vertical_ref(out, tmp, nx, r0, &av, y0, ny, ch);
+        } else {
+            pass_horizontal(tmp, in, in_w, r0, r1 - r0, &ah, x0, nx, ch);
+            pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch, acc);
+        }
     } else if (need_h) {
-        pass_horizontal(out, in, in_w, y0, ny, &ah, x0, nx, ch);
+        if (use_ref) pass_horizontal_ref(out, in, in_w, y0, ny, &ah, x0, nx, ch);
+        else pass_horizontal(out, in, in_w, y0, ny, &ah, x0, nx, ch);
     } else if (need_v) {
         /* the vertical pass reads whole input rows; give it the window's columns only */
         size_t n;
@@ -182,7 +253,8 @@ static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32
         for (int32_t y = r0; y < r1; y++)
             memcpy(tmp + (size_t)(y - r0) * (size_t)nx * (size_t)ch,
                    in + ((size_t)y * (size_t)in_w + (size_t)x0) * (size_t)ch, (size_t)nx * (size_t)ch);
-        pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch);
+        if (use_ref) pass_vertical_ref(out, tmp, nx, r0, &av, y0, ny, ch);
+        else pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch, acc);
     } else {
         for (int32_t y = 0; y < ny; y++)
             memcpy(out + (size_t)y * (size_t)nx * (size_t)ch,
@@ -190,6 +262,7 @@ static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32
     }
 done:
     pc_free(tmp);
+    pc_free(acc);
     axis_free(&ah);
     axis_free(&av);
     return st;
@@ -214,7 +287,19 @@ pc_status pc_resize_bilinear_u8(uint8_t *out, int32_t out_w, int32_t out_h, cons
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: output is NULL");
     pc_status st = check_resize_args(out_w, out_h, in, in_w, in_h, channels);
     if (st) return st;
-    return resize_window(out, out_w, out_h, 0, 0, out_w, out_h, in, in_w, in_h, channels);
+    return resize_window(out, out_w, out_h, 0, 0, out_w, out_h, in, in_w, in_h, channels, 0);
+}
+
+pc_status pc_resize_window_u8(uint8_t *out, int32_t out_w, int32_t out_h, int32_t x0, int32_t y0, int32_t nx,
+                              int32_t ny, const uint8_t *in, int32_t in_w, int32_t in_h, int32_t channels,
+                              int use_ref) {
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: output is NULL");
+    pc_status st = check_resize_args(out_w, out_h, in, in_w, in_h, channels);
+    if (st) return st;
+    if (x0 < 0 || y0 < 0 || nx <= 0 || ny <= 0 || x0 > out_w - nx || y0 > out_h - ny)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: window outside the %dx%d result", out_w, out_h);
+    return resize_window(out, out_w, out_h, x0, y0, nx, ny, in, in_w, in_h, channels, use_ref);
 }
 
 /* Python's round() of d/2 for an integer d >= 0: halves go to the even neighbour. */
@@ -283,7 +368,7 @@ static pc_status resize_crop(uint8_t **win_out, const pc_image *img, int32_t ch_
         }
     }
     st = resize_window(part, g->resized_width, g->resized_height, x0, y0, nx, ny, img->data, img->width,
-                       img->height, ch_expected);
+                       img->height, ch_expected, 0);
     if (!st && !full)
         for (int32_t y = 0; y < ny; y++)
             memcpy(win + ((size_t)(y + dy) * (size_t)crop + (size_t)dx) * (size_t)ch_expected,
