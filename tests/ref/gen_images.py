@@ -1,7 +1,7 @@
 """Reference images and tensors for tests/test_image.c, made by PIL (Pillow) + torchvision.
 
 Run as: /usr/bin/python3 tests/ref/gen_images.py OUTDIR. Writes into OUTDIR only:
-  in/NAME.png|jpg        generated inputs (and copies of none of ../shared: bottle paths are listed)
+  in/NAME.png|jpg        generated inputs (bottle images are read in place from ../shared, not copied)
   NAME_rgb.npy           PIL Image.open(f).convert("RGB")          (H, W, 3) uint8
   NAME_l.npy             PIL Image.open(f).convert("L")            (H, W) uint8
   NAME_rs{R}.npy         torchvision Resize(R) of the RGB image     (H', W', 3) uint8 (PIL bilinear)
@@ -14,6 +14,7 @@ Run as: /usr/bin/python3 tests/ref/gen_images.py OUTDIR. Writes into OUTDIR only
 import os
 import struct
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -292,6 +293,8 @@ def gen_bad():
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    # PIL warns that P images with per-entry alpha should become RGBA; we want exactly convert("RGB")
+    warnings.filterwarnings("ignore", message="Palette images with Transparency")
     gen_inputs()
     gen_refs()
     gen_resize_cases()
