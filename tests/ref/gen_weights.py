@@ -204,7 +204,7 @@ def write_bad():
     # Hostile pickles.
     put("global_system.pth", zip_pth(pickle_bytes(sd_of(w=Call(os.system, "echo pwned"))), {}),
         "UNSUPPORTED", "posix.system")
-    put("global_eval.pth", zip_pth(pickle_bytes(Call(eval, "1+1")), {}), "UNSUPPORTED", "builtins.eval")
+    put("global_eval.pth", zip_pth(pickle_bytes(Call(eval, "1+1")), {}), "UNSUPPORTED", "__builtin__.eval")
     put("global_load_from_bytes.pth",
         zip_pth(pickle_bytes(sd_of(w=Call(torch.storage._load_from_bytes, b"x"))), {}),
         "UNSUPPORTED", "torch.storage._load_from_bytes")
