@@ -153,12 +153,21 @@ static void convert_strided(float *out, const uint8_t *base, pc_dtype dt, int32_
  * The dictionary being built
  * =========================================================================================== */
 
+/* Where a kept tensor's values are: converted in one pass once every tensor is known, into one
+ * arena sized for all of them. */
+typedef struct pending {
+    const uint8_t *base;  /* the storage's first byte */
+    int64_t offset;       /* in elements */
+    int64_t stride[PC_TENSOR_MAX_DIMS];
+} pending;
+
 typedef struct loader {
     const char *name; /* the file, for messages */
     pc_tensor_filter filter;
     void *user;
     pc_tensor_dict *dict;
     size_t cap;
+    pending *pend; /* parallel to dict->tensors */
 } loader;
 
 static int loader_wants(const loader *L, const char *tensor_name) {
@@ -176,50 +185,112 @@ static pc_status shape_numel(const loader *L, const char *tname, int32_t ndim, c
     return PC_OK;
 }
 
-/* Append a tensor (name copied) and allocate its float buffer when its dtype is a float type. */
+/* Append a tensor (name copied; names are unique by the time they get here) whose values are at
+ * base[offset + sum idx * stride] (stride NULL: contiguous). Its float32 values are filled in by
+ * loader_finish. The caller has checked that every addressed element lies inside the file. */
 static pc_status loader_add(loader *L, const char *tname, pc_dtype dt, int32_t ndim, const int64_t *shape,
-                            int64_t numel, pc_tensor **out) {
+                            int64_t numel, const uint8_t *base, int64_t offset, const int64_t *stride) {
     pc_tensor_dict *D = L->dict;
-    for (size_t i = 0; i < D->count; i++)
-        if (strcmp(D->tensors[i].name, tname) == 0)
-            return pc_fail(PC_ERR_FORMAT, "%s: tensor '%s' appears twice", L->name, tname);
     if (D->count == L->cap) {
         size_t ncap = L->cap ? 2 * L->cap : 64;
         pc_tensor *nt = pc_calloc(ncap, sizeof *nt);
-        if (!nt) return pc_fail(PC_ERR_NO_MEMORY, "%s: out of memory for the tensor list", L->name);
-        if (D->count) memcpy(nt, D->tensors, D->count * sizeof *nt);
+        pending *np = pc_calloc(ncap, sizeof *np);
+        if (!nt || !np) {
+            pc_free(nt);
+            pc_free(np);
+            return pc_fail(PC_ERR_NO_MEMORY, "%s: out of memory for the tensor list", L->name);
+        }
+        if (D->count) {
+            memcpy(nt, D->tensors, D->count * sizeof *nt);
+            memcpy(np, L->pend, D->count * sizeof *np);
+        }
         pc_free(D->tensors);
+        pc_free(L->pend);
         D->tensors = nt;
+        L->pend = np;
         L->cap = ncap;
     }
     pc_tensor *t = &D->tensors[D->count];
+    pending *pd = &L->pend[D->count];
     memset(t, 0, sizeof *t);
     size_t len = strlen(tname);
     t->name = pc_malloc(len + 1);
     if (!t->name) return pc_fail(PC_ERR_NO_MEMORY, "%s: out of memory", L->name);
     memcpy(t->name, tname, len + 1);
-    D->count++; /* from here on the dictionary owns the name (and the data, below) */
+    D->count++; /* from here on the dictionary owns the name */
     t->dtype = dt;
     t->ndim = ndim;
-    for (int32_t d = 0; d < ndim; d++) t->shape[d] = shape[d];
     t->numel = numel;
-    if (dtype_is_float(dt)) {
-        t->data = pc_malloc((size_t)numel * sizeof(float));
-        if (!t->data)
-            return pc_fail(PC_ERR_NO_MEMORY, "%s: tensor '%s': cannot allocate %lld floats", L->name, tname,
-                           (long long)numel);
+    pd->base = base;
+    pd->offset = offset;
+    int64_t contiguous = 1;
+    for (int32_t d = ndim - 1; d >= 0; d--) {
+        t->shape[d] = shape[d];
+        pd->stride[d] = stride ? stride[d] : contiguous;
+        contiguous *= shape[d];
     }
-    *out = t;
+    return PC_OK;
+}
+
+/* Large arenas are mapped directly and asked for transparent huge pages: faulting in hundreds of
+ * megabytes 4 KiB at a time costs more than converting them. */
+#define ARENA_MMAP_MIN ((size_t)4 << 20)
+#define ARENA_ALIGN ((size_t)2 << 20)
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Allocate one arena for every float tensor and convert them all (in parallel over tensors). */
+static pc_status loader_finish(loader *L) {
+    pc_tensor_dict *D = L->dict;
+    size_t total = 0;
+    for (size_t i = 0; i < D->count; i++)
+        if (dtype_is_float(D->tensors[i].dtype)) {
+            size_t bytes = round64((size_t)D->tensors[i].numel * sizeof(float));
+            if (!pc_add_size(total, bytes, &total)) return pc_fail(PC_ERR_TOO_LARGE, "%s: tensors too large", L->name);
+        }
+    if (total == 0) return PC_OK;
+    uint8_t *arena = NULL;
+    if (total >= ARENA_MMAP_MIN && total <= SIZE_MAX - ARENA_ALIGN) {
+        size_t maplen = total + ARENA_ALIGN;
+        void *m = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED) {
+            D->arena_map = m;
+            D->arena_map_len = maplen;
+            arena = (uint8_t *)(((uintptr_t)m + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1));
+#ifdef MADV_HUGEPAGE
+            madvise(arena, total, MADV_HUGEPAGE);
+#endif
+        }
+    }
+    if (!arena) {
+        arena = pc_malloc(total);
+        if (!arena)
+            return pc_fail(PC_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes for the tensors", L->name, total);
+        D->arena = arena;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < D->count; i++)
+        if (dtype_is_float(D->tensors[i].dtype)) {
+            D->tensors[i].data = (float *)(arena + at);
+            at += round64((size_t)D->tensors[i].numel * sizeof(float));
+        }
+    long n = (long)D->count;
+#pragma omp parallel for schedule(dynamic, 1) if (total > ARENA_MMAP_MIN)
+    for (long i = 0; i < n; i++) {
+        pc_tensor *t = &D->tensors[i];
+        if (t->data)
+            convert_strided(t->data, L->pend[i].base, t->dtype, t->ndim, t->shape, L->pend[i].stride, L->pend[i].offset,
+                            t->numel);
+    }
     return PC_OK;
 }
 
 void pc_tensor_dict_free(pc_tensor_dict *d) {
     if (!d) return;
-    for (size_t i = 0; i < d->count; i++) {
-        pc_free(d->tensors[i].name);
-        pc_free(d->tensors[i].data);
-    }
+    for (size_t i = 0; i < d->count; i++) pc_free(d->tensors[i].name);
     pc_free(d->tensors);
+    if (d->arena_map) munmap(d->arena_map, d->arena_map_len);
+    pc_free(d->arena);
     pc_free(d);
 }
 
@@ -703,10 +774,10 @@ static pc_status load_safetensors(loader *L, const uint8_t *buf, size_t len) {
     for (size_t i = 0; i < count; i++) {
         st_entry *e = &ents[i];
         if (!loader_wants(L, e->name)) continue;
-        pc_tensor *t = NULL;
-        if ((st = loader_add(L, e->name, e->dtype, e->ndim, e->shape, e->numel, &t)) != PC_OK) goto done;
-        if (t->data) convert_run(t->data, data + e->begin, e->dtype, (size_t)e->numel);
+        if ((st = loader_add(L, e->name, e->dtype, e->ndim, e->shape, e->numel, data + e->begin, 0, NULL)) != PC_OK)
+            goto done;
     }
+    st = loader_finish(L);
     goto done;
 
 json_error:
@@ -759,6 +830,7 @@ pc_status pc_weights_load_memory(const uint8_t *buf, size_t len, const char *nam
         st = pc_fail(PC_ERR_FORMAT, "%s: not a recognised weights file (expected a PyTorch .pth - zip or legacy - "
                      "or a .safetensors file)", name);
     }
+    pc_free(L.pend);
     if (st != PC_OK) {
         pc_tensor_dict_free(d);
         return st;
@@ -785,7 +857,7 @@ pc_status pc_weights_load(const char *path, pc_tensor_filter filter, void *user,
         return pc_fail(PC_ERR_FORMAT, "%s: empty file", path);
     }
     /* Mapped, not read: tensors are converted straight from the page cache into their buffers. */
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
         /* Fall back to reading (e.g. a file system without mmap). */
@@ -816,6 +888,7 @@ typedef struct pstorage {
     const uint8_t *data;
     size_t nbytes;
     uint8_t *owned;         /* inflated copy (deflated zip entries), or NULL */
+    uint32_t crc;           /* zip: the entry's CRC-32, to check */
 } pstorage;
 
 /* The torch storage types a state dict may reference, and their element types. Quantised and
@@ -1486,10 +1559,7 @@ static pc_status add_tensor(pvm *V, const char *tname, const pk_tensor *pt, stor
                            (long long)numel, s->key, (long long)cap, dtype_name(s->dtype));
     }
     if (!loader_wants(L, tname)) return PC_OK;
-    pc_tensor *t = NULL;
-    if ((st = loader_add(L, tname, s->dtype, pt->ndim, pt->shape, numel, &t))) return st;
-    if (t->data) convert_strided(t->data, s->data, s->dtype, pt->ndim, pt->shape, pt->stride, pt->storage_offset, numel);
-    return PC_OK;
+    return loader_add(L, tname, s->dtype, pt->ndim, pt->shape, numel, s->data, pt->storage_offset, pt->stride);
 }
 
 /* The state dict: the pickle's top dict, or (for training checkpoints) a dict under "state_dict" or
@@ -1653,7 +1723,7 @@ static const zentry *zip_find(const zarchive *Z, const char *name) {
 /* An entry's bytes: a pointer into the archive when stored, an inflated copy (*owned) when deflated.
  * The CRC-32 is checked either way. */
 static pc_status zip_read(loader *L, const zarchive *Z, const zentry *e, const uint8_t **data, size_t *size,
-                          uint8_t **owned) {
+                          uint8_t **owned, int check_crc) {
     char nm[160];
     clean_name(nm, sizeof nm, e->name, e->name_len);
     *owned = NULL;
@@ -1715,9 +1785,7 @@ static pc_status zip_read(loader *L, const zarchive *Z, const zentry *e, const u
         return pc_fail(PC_ERR_UNSUPPORTED, "%s: zip entry '%s' uses compression method %u (only stored and deflate are "
                        "supported)", L->name, nm, e->method);
     }
-    uLong crc = crc32_z(0L, Z_NULL, 0);
-    crc = crc32_z(crc, *data, *size);
-    if ((uint32_t)crc != e->crc) {
+    if (check_crc && (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), *data, *size) != e->crc) {
         pc_free(*owned);
         *owned = NULL;
         return pc_fail(PC_ERR_FORMAT, "%s: corrupt zip: CRC-32 mismatch in '%s'", L->name, nm);
@@ -1736,9 +1804,29 @@ static pc_status zip_resolve(pvm *V, pstorage *s, void *ctx) {
     snprintf(name, sizeof name, "%sdata/%s", C->prefix, s->key);
     const zentry *e = zip_find(C->Z, name);
     if (!e) return pc_fail(PC_ERR_FORMAT, "%s: storage '%s' is missing from the archive (no entry %s)", V->L->name, s->key, name);
-    pc_status st = zip_read(V->L, C->Z, e, &s->data, &s->nbytes, &s->owned);
+    pc_status st = zip_read(V->L, C->Z, e, &s->data, &s->nbytes, &s->owned, 0);
+    s->crc = e->crc; /* checked for all storages at once, in parallel (zip_check_crcs) */
     if (st) return st;
     s->resolved = 1;
+    return PC_OK;
+}
+
+/* The CRC-32 of every storage that was read (the ones kept tensors use), over threads: at ~3 GB/s
+ * per core it is the largest cost of loading a zip .pth after the copy itself. */
+static pc_status zip_check_crcs(loader *L, const pvm *V) {
+    long n = (long)V->nst, bad = -1;
+    size_t total = 0;
+    for (long i = 0; i < n; i++) total += V->st[i].resolved ? V->st[i].nbytes : 0;
+#pragma omp parallel for schedule(dynamic, 1) if (total > ((size_t)4 << 20))
+    for (long i = 0; i < n; i++) {
+        const pstorage *s = &V->st[i];
+        if (s->resolved && (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), s->data, s->nbytes) != s->crc) {
+#pragma omp critical(pc_weights_crc)
+            if (bad < 0 || i < bad) bad = i;
+        }
+    }
+    if (bad >= 0)
+        return pc_fail(PC_ERR_FORMAT, "%s: corrupt zip: CRC-32 mismatch in storage '%s'", L->name, V->st[bad].key);
     return PC_OK;
 }
 
@@ -1775,7 +1863,7 @@ static pc_status load_pth_zip(loader *L, const uint8_t *buf, size_t len) {
         const uint8_t *d;
         size_t n;
         uint8_t *own;
-        if ((st = zip_read(L, &Z, bo, &d, &n, &own))) goto done;
+        if ((st = zip_read(L, &Z, bo, &d, &n, &own, 1))) goto done;
         int little = n == 6 && memcmp(d, "little", 6) == 0;
         char shown[16];
         clean_name(shown, sizeof shown, d, n);
@@ -1792,12 +1880,13 @@ static pc_status load_pth_zip(loader *L, const uint8_t *buf, size_t len) {
                      "model.state_dict() with torch.save instead", L->name);
         goto done;
     }
-    if ((st = zip_read(L, &Z, pe, &pkl, &pkl_len, &pkl_owned))) goto done;
+    if ((st = zip_read(L, &Z, pe, &pkl, &pkl_len, &pkl_owned, 1))) goto done;
     V.start = V.p = pkl;
     V.end = pkl + pkl_len;
     pk_obj *top;
     if ((st = pvm_run(&V, "data.pkl", &top))) goto done;
-    st = add_state_dict(&V, top, zip_resolve, &C);
+    if ((st = add_state_dict(&V, top, zip_resolve, &C)) == PC_OK && (st = zip_check_crcs(L, &V)) == PC_OK)
+        st = loader_finish(L); /* before the storages go */
 done:
     pvm_free(&V);
     pc_free(pkl_owned);
@@ -1895,7 +1984,7 @@ static pc_status load_pth_legacy(loader *L, const uint8_t *buf, size_t len) {
         s->resolved = 1;
         pos += nbytes;
     }
-    st = add_state_dict(&V, top, legacy_resolve, NULL);
+    if ((st = add_state_dict(&V, top, legacy_resolve, NULL)) == PC_OK) st = loader_finish(L);
 done:
     pvm_free(&V);
     return st;

@@ -31,13 +31,19 @@ typedef struct pc_tensor {
     int32_t ndim;
     int64_t shape[PC_TENSOR_MAX_DIMS];
     int64_t numel;
-    float *data;                        /* numel float32 values (owned), or NULL for integer tensors */
+    float *data;                        /* numel float32 values, 64-byte aligned, or NULL for integer and
+                                           other non-float tensors. Owned by the dictionary (all tensors
+                                           share one allocation): never free it on its own. */
 } pc_tensor;
 
 typedef struct pc_tensor_dict {
-    pc_tensor *tensors;
+    pc_tensor *tensors;                 /* in the file's order (the state dict's, or the header's) */
     size_t count;
     char format[32];                    /* "pth-zip", "pth-legacy" or "safetensors" */
+    /* private: the one allocation holding every tensor's data (pc_malloc'd, or mapped when large) */
+    void *arena;
+    void *arena_map;
+    size_t arena_map_len;
 } pc_tensor_dict;
 
 /* Optional filter: return non-zero to load a tensor's data, 0 to skip it (it is then not in the

@@ -303,6 +303,14 @@ def write_bad():
     numel_at = len(leg) - 16 - 8
     put("legacy_numel_huge.pth", leg[:numel_at] + struct.pack("<q", 2 ** 62) + leg[numel_at + 8:], "FORMAT", "storage")
 
+    # A flipped bit inside a storage's data: only the CRC-32 can tell.
+    small = open(os.path.join(OUT, "small.pth"), "rb").read()
+    with zipfile.ZipFile(io.BytesIO(small)) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    lh = info.header_offset
+    at = lh + 30 + struct.unpack("<H", small[lh + 26:lh + 28])[0] + struct.unpack("<H", small[lh + 28:lh + 30])[0] + 5
+    put("crc_mismatch.pth", small[:at] + bytes([small[at] ^ 0x10]) + small[at + 1:], "FORMAT", "CRC-32 mismatch in storage")
+
     with open(os.path.join(d, "expect.txt"), "w") as f:
         f.write("\n".join(expect) + "\n")
 
