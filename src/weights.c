@@ -884,7 +884,9 @@ typedef struct pstorage {
     size_t itemsize;
     const char *type_name;  /* "FloatStorage", ... (static) */
     int64_t declared_numel; /* from the persistent id */
-    int resolved;           /* data/nbytes known */
+    int sized;              /* nbytes known (from the zip directory, or the legacy scan) */
+    int loaded;             /* data known (pointer into the file, or inflated) */
+    const void *entry;      /* zip: its directory entry */
     const uint8_t *data;
     size_t nbytes;
     uint8_t *owned;         /* inflated copy (deflated zip entries), or NULL */
@@ -1532,7 +1534,7 @@ static pc_status pvm_run(pvm *V, const char *what, pk_obj **result) {
 
 /* Storage data for a tensor: zip entries are looked up (and inflated) on first use; legacy storages
  * were located when the file was scanned. */
-typedef pc_status (*storage_resolver)(pvm *V, pstorage *s, void *ctx);
+typedef pc_status (*storage_resolver)(pvm *V, pstorage *s, void *ctx, int load);
 
 static pc_status add_tensor(pvm *V, const char *tname, const pk_tensor *pt, storage_resolver resolve, void *ctx) {
     loader *L = V->L;
@@ -1540,7 +1542,7 @@ static pc_status add_tensor(pvm *V, const char *tname, const pk_tensor *pt, stor
     int64_t numel = 0;
     pc_status st;
     if ((st = shape_numel(L, tname, pt->ndim, pt->shape, &numel))) return st;
-    if (!s->resolved && (st = resolve(V, s, ctx))) return st;
+    if (!s->sized && (st = resolve(V, s, ctx, 0))) return st;
     /* Every element the tensor addresses must lie inside its storage. */
     int64_t cap = (int64_t)(s->nbytes / s->itemsize);
     if (numel > 0) {
@@ -1558,7 +1560,8 @@ static pc_status add_tensor(pvm *V, const char *tname, const pk_tensor *pt, stor
                            "storage '%s' of %lld %s elements", L->name, tname, (long long)pt->storage_offset,
                            (long long)numel, s->key, (long long)cap, dtype_name(s->dtype));
     }
-    if (!loader_wants(L, tname)) return PC_OK;
+    if (!loader_wants(L, tname)) return PC_OK; /* its storage is not even read */
+    if (!s->loaded && (st = resolve(V, s, ctx, 1))) return st;
     return loader_add(L, tname, s->dtype, pt->ndim, pt->shape, numel, s->data, pt->storage_offset, pt->stride);
 }
 
@@ -1798,16 +1801,29 @@ typedef struct zip_ctx {
     char prefix[256]; /* "archive/" */
 } zip_ctx;
 
-static pc_status zip_resolve(pvm *V, pstorage *s, void *ctx) {
+/* Size a storage from the zip directory; load it (find its bytes, inflate if needed) when a kept
+ * tensor uses it. */
+static pc_status zip_resolve(pvm *V, pstorage *s, void *ctx, int load) {
     zip_ctx *C = ctx;
-    char name[512];
-    snprintf(name, sizeof name, "%sdata/%s", C->prefix, s->key);
-    const zentry *e = zip_find(C->Z, name);
-    if (!e) return pc_fail(PC_ERR_FORMAT, "%s: storage '%s' is missing from the archive (no entry %s)", V->L->name, s->key, name);
-    pc_status st = zip_read(V->L, C->Z, e, &s->data, &s->nbytes, &s->owned, 0);
-    s->crc = e->crc; /* checked for all storages at once, in parallel (zip_check_crcs) */
-    if (st) return st;
-    s->resolved = 1;
+    if (!s->sized) {
+        char name[512];
+        snprintf(name, sizeof name, "%sdata/%s", C->prefix, s->key);
+        const zentry *e = zip_find(C->Z, name);
+        if (!e)
+            return pc_fail(PC_ERR_FORMAT, "%s: storage '%s' is missing from the archive (no entry %s)", V->L->name, s->key, name);
+        s->entry = e;
+        s->nbytes = (size_t)PC_MIN(e->usize, (uint64_t)SIZE_MAX);
+        s->sized = 1;
+    }
+    if (load && !s->loaded) {
+        const zentry *e = s->entry;
+        size_t n = 0;
+        pc_status st = zip_read(V->L, C->Z, e, &s->data, &n, &s->owned, 0);
+        if (st) return st;
+        if (n != s->nbytes) return pc_fail(PC_ERR_INTERNAL, "%s: storage '%s' changed size", V->L->name, s->key);
+        s->crc = e->crc; /* checked for all loaded storages at once, in parallel (zip_check_crcs) */
+        s->loaded = 1;
+    }
     return PC_OK;
 }
 
@@ -1816,11 +1832,11 @@ static pc_status zip_resolve(pvm *V, pstorage *s, void *ctx) {
 static pc_status zip_check_crcs(loader *L, const pvm *V) {
     long n = (long)V->nst, bad = -1;
     size_t total = 0;
-    for (long i = 0; i < n; i++) total += V->st[i].resolved ? V->st[i].nbytes : 0;
+    for (long i = 0; i < n; i++) total += V->st[i].loaded ? V->st[i].nbytes : 0;
 #pragma omp parallel for schedule(dynamic, 1) if (total > ((size_t)4 << 20))
     for (long i = 0; i < n; i++) {
         const pstorage *s = &V->st[i];
-        if (s->resolved && (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), s->data, s->nbytes) != s->crc) {
+        if (s->loaded && (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), s->data, s->nbytes) != s->crc) {
 #pragma omp critical(pc_weights_crc)
             if (bad < 0 || i < bad) bad = i;
         }
@@ -1901,8 +1917,9 @@ done:
  *   pickle: list of storage keys                   then per key, in that order: int64 numel, raw bytes
  * =========================================================================================== */
 
-static pc_status legacy_resolve(pvm *V, pstorage *s, void *ctx) {
+static pc_status legacy_resolve(pvm *V, pstorage *s, void *ctx, int load) {
     (void)ctx;
+    (void)load;
     return pc_fail(PC_ERR_FORMAT, "%s: storage '%s' is used by a tensor but its data is not in the file", V->L->name, s->key);
 }
 
@@ -1956,7 +1973,7 @@ static pc_status load_pth_legacy(loader *L, const uint8_t *buf, size_t len) {
         pstorage *s = NULL;
         for (size_t j = 0; j < V.nst && !s; j++)
             if (!strcmp(V.st[j].key, k->u.str.s)) s = &V.st[j];
-        if (!s || s->resolved) {
+        if (!s || s->sized) {
             st = pc_fail(PC_ERR_FORMAT, "%s: legacy storage key '%.64s' is %s", L->name, k->u.str.s,
                          s ? "listed twice" : "not used by any tensor");
             goto done;
@@ -1981,7 +1998,7 @@ static pc_status load_pth_legacy(loader *L, const uint8_t *buf, size_t len) {
         }
         s->data = buf + pos;
         s->nbytes = nbytes;
-        s->resolved = 1;
+        s->sized = s->loaded = 1;
         pos += nbytes;
     }
     if ((st = add_state_dict(&V, top, legacy_resolve, NULL)) == PC_OK) st = loader_finish(L);

@@ -145,6 +145,14 @@ static void test_small_legacy(void **state) {
     test_small("small_legacy.pth", "pth-legacy", 0);
 }
 
+/* The same tensors pickled with protocol 4, as nn.Parameters, and inside a training checkpoint. */
+static void test_small_variants(void **state) {
+    (void)state;
+    test_small("small_p4.pth", "pth-zip", 0);
+    test_small("small_param.pth", "pth-zip", 0);
+    test_small("small_ckpt.pth", "pth-legacy", 0);
+}
+
 /* The same bytes from memory, and a filter that keeps only some tensors (skipped ones are absent). */
 static int keep_bn(const char *name, void *user) {
     (*(int *)user)++;
@@ -174,6 +182,25 @@ static void test_filter(void **state) {
         pc_tensor_dict_free(d);
         pc_free(buf);
     }
+}
+
+/* A skipped tensor's storage is not read at all: the file with a damaged conv1.weight storage loads
+ * when only bn1.* is asked for, and fails when everything is. */
+static void test_filter_skips_reading(void **state) {
+    (void)state;
+    char p[2048];
+    if (!ref_exists("weights/bad/crc_mismatch.pth")) {
+        TEST_SKIP_MSG("weights references not generated (run make refs)");
+        return;
+    }
+    ref_path(p, sizeof p, "weights/bad/crc_mismatch.pth");
+    int calls = 0;
+    pc_tensor_dict *d = NULL;
+    assert_int_equal(pc_weights_load(p, keep_bn, &calls, &d), PC_OK);
+    assert_int_equal(d->count, 3);
+    pc_tensor_dict_free(d);
+    assert_int_equal(pc_weights_load(p, NULL, NULL, &d), PC_ERR_FORMAT);
+    assert_non_null(strstr(pc_last_error(), "CRC"));
 }
 
 static void test_r18(const char *path, const char *format, int floats_only) {
@@ -419,7 +446,9 @@ int main(void) {
         cmocka_unit_test(test_small_zip),
         cmocka_unit_test(test_small_zip_deflate),
         cmocka_unit_test(test_small_legacy),
+        cmocka_unit_test(test_small_variants),
         cmocka_unit_test(test_filter),
+        cmocka_unit_test(test_filter_skips_reading),
         cmocka_unit_test(test_r18_safetensors),
         cmocka_unit_test(test_r18_zip),
         cmocka_unit_test(test_r18_legacy),

@@ -163,11 +163,19 @@ def main():
     torch.save(sd, os.path.join(OUT, "small.pth"))
     torch.save(sd, os.path.join(OUT, "small_legacy.pth"), _use_new_zipfile_serialization=False)
     rezip(os.path.join(OUT, "small.pth"), os.path.join(OUT, "small_deflate.pth"), deflate=True)
+    # Variants of the same tensors: pickle protocol 4 (FRAME, STACK_GLOBAL, MEMOIZE), nn.Parameter
+    # values (_rebuild_parameter), and a training checkpoint holding the state dict under "state_dict".
+    torch.save(sd, os.path.join(OUT, "small_p4.pth"), pickle_protocol=4)
+    params = collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=False) if v.is_floating_point() else v)
+                                     for k, v in sd.items())
+    torch.save(params, os.path.join(OUT, "small_param.pth"))
+    torch.save({"epoch": 3, "lr": 0.1, "state_dict": sd}, os.path.join(OUT, "small_ckpt.pth"),
+               _use_new_zipfile_serialization=False)
     st_sd = collections.OrderedDict((k, v) for k, v in sd.items())
     with open(os.path.join(OUT, "small.safetensors"), "wb") as f:
         f.write(safetensors_bytes(st_sd, metadata={"format": "pt", "note": "caf\u00e9 \"quoted\"\n"}))
     # What torch itself reads back is the oracle (so the files' own encoding is checked too).
-    for fn in ("small.pth", "small_legacy.pth", "small_deflate.pth"):
+    for fn in ("small.pth", "small_legacy.pth", "small_deflate.pth", "small_p4.pth", "small_param.pth"):
         back = torch.load(os.path.join(OUT, fn))
         assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) or k == "half.weight" for k in sd)
     write_values(sd, "small")
