@@ -64,4 +64,9 @@ const pc_tensor *pc_tensor_dict_get(const pc_tensor_dict *d, const char *name);
 
 void pc_tensor_dict_free(pc_tensor_dict *d);
 
+/* CRC-32 of the zip format (as zlib's crc32): pc_crc32 uses carry-less multiplication where the CPU
+ * has it, pc_crc32_ref is zlib's, kept as the reference. Start with crc = 0; chainable. */
+uint32_t pc_crc32(uint32_t crc, const uint8_t *buf, size_t len);
+uint32_t pc_crc32_ref(uint32_t crc, const uint8_t *buf, size_t len);
+
 #endif

@@ -427,6 +427,23 @@ static void test_corrupt(void **state) {
     corruptions("small_legacy.pth", 400);
 }
 
+/* The fast CRC-32 against zlib's (the reference): every length 0..1100 at 5 alignments, chained. */
+static void test_crc32(void **state) {
+    (void)state;
+    size_t n = 1200;
+    uint8_t *b = malloc(n);
+    uint32_t rng = 7;
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)((rng = rng * 1664525u + 1013904223u) >> 24);
+    for (size_t len = 0; len <= 1100; len++)
+        for (size_t off = 0; off < 5; off++) {
+            uint32_t seed = (uint32_t)(len * 2654435761u);
+            assert_int_equal(pc_crc32(seed, b + off, len), pc_crc32_ref(seed, b + off, len));
+        }
+    assert_int_equal(pc_crc32(pc_crc32(0, b, 100), b + 100, 1000), pc_crc32_ref(0, b, 1100));
+    assert_int_equal(pc_crc32(0, (const uint8_t *)"123456789", 9), 0xcbf43926u); /* the standard check value */
+    free(b);
+}
+
 static void test_args(void **state) {
     (void)state;
     pc_tensor_dict *d = (pc_tensor_dict *)1;
@@ -442,6 +459,7 @@ static void test_args(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_args),
+        cmocka_unit_test(test_crc32),
         cmocka_unit_test(test_small_safetensors),
         cmocka_unit_test(test_small_zip),
         cmocka_unit_test(test_small_zip_deflate),
