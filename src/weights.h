@@ -52,7 +52,11 @@ typedef int (*pc_tensor_filter)(const char *name, void *user);
 
 /* Load every tensor of a .pth (zip or legacy) or .safetensors file; the format is detected from the
  * contents, not the name. Declared sizes and offsets are validated against the file size before use.
- * Errors name the file and what is wrong (truncated zip, unknown dtype, forbidden pickle global ...). */
+ * Errors name the file and what is wrong (truncated zip, unknown dtype, forbidden pickle global ...).
+ * On success *out is a new dictionary (free with pc_tensor_dict_free); on failure *out is NULL.
+ * The file is mapped, read once, and unmapped before returning. Thread-safe (no shared state); the
+ * conversion of large files runs on the OpenMP threads (pc_set_num_threads). docs/weights.md has the
+ * formats, the pickle subset and the limits. */
 pc_status pc_weights_load(const char *path, pc_tensor_filter filter, void *user, pc_tensor_dict **out);
 
 /* The same from memory (used by the fuzz targets); name is for messages. */
@@ -63,6 +67,11 @@ pc_status pc_weights_load_memory(const uint8_t *buf, size_t len, const char *nam
 const pc_tensor *pc_tensor_dict_get(const pc_tensor_dict *d, const char *name);
 
 void pc_tensor_dict_free(pc_tensor_dict *d);
+
+/* float16 -> float32, exact for every value (NaN payloads kept): pc_f16_to_f32 converts n values
+ * (vectorised where the CPU allows), pc_f16_to_f32_ref is the plain scalar reference. */
+void pc_f16_to_f32(float *out, const uint16_t *src, size_t n);
+float pc_f16_to_f32_ref(uint16_t h);
 
 /* CRC-32 of the zip format (as zlib's crc32): pc_crc32 uses carry-less multiplication where the CPU
  * has it, pc_crc32_ref is zlib's, kept as the reference. Start with crc = 0; chainable. */
