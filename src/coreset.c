@@ -123,7 +123,7 @@ static inline float dist2_1(const float *p, const float *sel, int32_t d) {
 
 /* The distances of points [lo, hi) to sel (all squared then sqrt'd); mode 0: dist = d (initialise),
  * mode 1: dist += d (accumulate for the start mean), mode 2: dist = min(dist, d) and return the argmax
-    /* c0 = [s0l s1l s2l s3l, s0h s1h s2h s3h], c1 the same for a4..a7 */
+ * of the new distances in *best / *best_i. */
 static void pass_range(float *dist, const float *pj, const float *sel, int32_t d, int64_t lo, int64_t hi,
                        int mode, float *best, int64_t *best_i) {
     float bv = -INFINITY;
