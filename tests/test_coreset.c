@@ -22,7 +22,7 @@ static void run_case(const char *name) {
     char rel[256];
     snprintf(rel, sizeof rel, "algos/coreset_%s_feats.npy", name);
     if (!ref_exists(rel)) TEST_SKIP_MSG("reference %s missing (run make refs)", rel);
-    npy_array f, pj, st, idx, idx64;
+    npy_array f, pj, st, idx, idx64, idxd;
     assert_int_equal(npy_load(rel, &f), 0);
     snprintf(rel, sizeof rel, "algos/coreset_%s_proj.npy", name);
     assert_int_equal(npy_load(rel, &pj), 0);
@@ -32,6 +32,8 @@ static void run_case(const char *name) {
     assert_int_equal(npy_load(rel, &idx), 0);
     snprintf(rel, sizeof rel, "algos/coreset_%s_idx64.npy", name);
     assert_int_equal(npy_load(rel, &idx64), 0);
+    snprintf(rel, sizeof rel, "algos/coreset_%s_idxd.npy", name);
+    assert_int_equal(npy_load(rel, &idxd), 0);
     const int64_t N = f.shape[0], n = idx.count;
     const int32_t D = (int32_t)f.shape[1];
     int64_t *got = malloc(sizeof(int64_t) * (size_t)n), *gref = malloc(sizeof(int64_t) * (size_t)n);
@@ -40,17 +42,18 @@ static void run_case(const char *name) {
     assert_int_equal(pc_coreset_greedy_reference(gref, f.data, N, D, pj.data, (int32_t)pj.shape[1], st.data,
                                                  (int32_t)st.count, n), PC_OK);
     int64_t dt = first_diff(got, idx.data, n), d64 = first_diff(got, idx64.data, n), dr = first_diff(got, gref, n);
-    int64_t t64 = first_diff(idx.data, idx64.data, n);
-    print_message("coreset %-9s N %lld n %lld: C = torch(fp32, mm form) on %lld, = float64 on %lld, = C reference "
-                  "on %lld; torch = float64 on %lld\n", name, (long long)N, (long long)n, (long long)dt,
-                  (long long)d64, (long long)dr, (long long)t64);
+    int64_t t64 = first_diff(idx.data, idx64.data, n), dd = first_diff(got, idxd.data, n);
+    print_message("coreset %-9s N %lld n %lld: C = torch(fp32, mm form) on %lld, = torch(fp32, differences) on %lld, "
+                  "= float64 on %lld, = C reference on %lld; torch mm form = float64 on %lld\n", name, (long long)N,
+                  (long long)n, (long long)dt, (long long)dd, (long long)d64, (long long)dr, (long long)t64);
     /* identical to the torch reference as far as the torch reference is itself exact (agrees with
      * float64); beyond a near-tie where fp32 torch and float64 part ways, we must follow float64 */
     assert_true(dt >= t64);
     assert_int_equal(d64, n);
+    assert_int_equal(dd, n);
     assert_int_equal(dr, n);
     free(got), free(gref);
-    npy_free(&f), npy_free(&pj), npy_free(&st), npy_free(&idx), npy_free(&idx64);
+    npy_free(&f), npy_free(&pj), npy_free(&st), npy_free(&idx), npy_free(&idx64), npy_free(&idxd);
 }
 
 static void test_gauss(void **s) { (void)s; run_case("gauss"); }

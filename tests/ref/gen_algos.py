@@ -101,6 +101,20 @@ def greedy_torch(feats, proj, starts, n):
     return np.array(idx, np.int64)
 
 
+def greedy_torch_direct(feats, proj, starts, n):
+    """The same loop in torch fp32 with direct differences ((x - x_sel)^2).sum().sqrt() instead of the
+    mm expansion: what the project's end-to-end reference script should use (see the docs)."""
+    with torch.no_grad():
+        x = torch.from_numpy(feats).mm(torch.from_numpy(proj))
+        dist = torch.stack([((x - x[s]) ** 2).sum(1).sqrt() for s in starts], 1).mean(1)
+        idx = []
+        for _ in range(n):
+            sel = int(torch.argmax(dist))
+            idx.append(sel)
+            dist = torch.minimum(dist, ((x - x[sel]) ** 2).sum(1).sqrt())
+    return np.array(idx, np.int64)
+
+
 def greedy_f64(feats, proj, starts, n):
     """The same selection in float64 with direct differences: the ideal the fp32 versions approximate."""
     x = feats.astype(np.float64) @ proj.astype(np.float64)
@@ -127,6 +141,7 @@ for name, N, D, n in CORESET_CASES:
     starts = rng.choice(N, min(10, N), replace=False).astype(np.int64)
     idx = greedy_torch(feats, proj, starts, n)
     idx64 = greedy_f64(feats, proj, starts, n)
+    idxd = greedy_torch_direct(feats, proj, starts, n)
     agree = int(np.argmax(idx != idx64)) if (idx != idx64).any() else n
     print("coreset %s: torch fp32 (mm form) and float64 agree on the first %d of %d" % (name, agree, n),
           file=sys.stderr)
@@ -135,6 +150,7 @@ for name, N, D, n in CORESET_CASES:
     save(out, "coreset_%s_starts.npy" % name, starts)
     save(out, "coreset_%s_idx.npy" % name, idx)
     save(out, "coreset_%s_idx64.npy" % name, idx64)
+    save(out, "coreset_%s_idxd.npy" % name, idxd)
 
 # ---------------------------------------------------------------- kNN (faiss IndexFlatL2)
 import faiss  # noqa: E402
