@@ -2,7 +2,9 @@
  * bench_algos.c - throughput of the numerical modules, not a test: patch features per image, the greedy
  * coreset loop (N x 128 per iteration, against a read-bandwidth floor measured here) and k-NN search
  * (GFLOP/s against a plain cblas_sgemm of the same shape).
- * Usage: bench_algos [coreset_points=163856] [coreset_iters=2000] [knn_bank=16385]
+ * Usage: bench_algos [coreset_points=163856] [coreset_iters=2000] [knn_bank=16385] [FEATURES.npy]
+ * With FEATURES.npy (float32 N x D, e.g. real patch features of a training set), also runs the whole
+ * 10% greedy coreset on it, pruned and dense, and checks that both choose the same indices.
  */
 #include "coreset.h"
 #include "knn.h"
@@ -12,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -58,6 +61,44 @@ static void bench_features(const char *name, pc_layer_shape a, pc_layer_shape b)
     pc_features_plan_free(plan);
 }
 
+/* minimal .npy reader for a C-order float32 2-D array (benchmark input only) */
+static float *load_npy_f32(const char *path, int64_t *rows, int64_t *cols) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char h[10];
+    if (fread(h, 1, 10, f) != 10) { fclose(f); return NULL; }
+    size_t hl = h[8] | (h[9] << 8);
+    char hdr[4096] = {0};
+    if (hl >= sizeof hdr || fread(hdr, 1, hl, f) != hl || !strstr(hdr, "<f4")) { fclose(f); return NULL; }
+    char *sh = strstr(hdr, "'shape': (");
+    if (!sh || sscanf(sh + 10, "%lld, %lld", (long long *)rows, (long long *)cols) != 2) { fclose(f); return NULL; }
+    float *x = pc_malloc(sizeof(float) * (size_t)(*rows) * (size_t)(*cols));
+    if (x && fread(x, sizeof(float), (size_t)(*rows * *cols), f) != (size_t)(*rows * *cols)) { pc_free(x); x = NULL; }
+    fclose(f);
+    return x;
+}
+
+static void bench_real_coreset(const char *path) {
+    int64_t N, D;
+    float *x = load_npy_f32(path, &N, &D);
+    if (!x) { printf("cannot read %s\n", path); return; }
+    int64_t n = pc_coreset_size(N, 0.1);
+    int64_t *a = pc_malloc(sizeof(int64_t) * (size_t)n), *b = pc_malloc(sizeof(int64_t) * (size_t)n);
+    float *proj = pc_malloc(sizeof(float) * (size_t)D * 128);
+    pc_coreset_projection(proj, 0, (int32_t)D, 128);
+    int64_t st[PC_CORESET_STARTS];
+    int32_t s = pc_coreset_starts(st, 0, N);
+    double t0 = now();
+    pc_coreset_greedy(a, x, N, (int32_t)D, proj, 128, st, s, n, NULL, NULL);
+    double tp = now() - t0;
+    t0 = now();
+    pc_coreset_greedy_dense(b, x, N, (int32_t)D, proj, 128, st, s, n, NULL, NULL);
+    double td = now() - t0;
+    printf("real coreset %s: %lld x %lld -> %lld: pruned %.1f s, dense %.1f s (incl. projection), same indices: %s\n",
+           path, (long long)N, (long long)D, (long long)n, tp, td, memcmp(a, b, sizeof(int64_t) * (size_t)n) ? "NO" : "yes");
+    pc_free(a), pc_free(b), pc_free(proj), pc_free(x);
+}
+
 int main(int argc, char **argv) {
     int64_t N = argc > 1 ? atoll(argv[1]) : 163856, iters = argc > 2 ? atoll(argv[2]) : 2000;
     int64_t NB = argc > 3 ? atoll(argv[3]) : 16385;
@@ -83,6 +124,14 @@ int main(int argc, char **argv) {
     pc_coreset_greedy(idx, x, N, 128, proj, 128, starts, s, iters, NULL, NULL);
     double t_loop = (now() - t0 - t_setup) / (double)iters;
     double bytes = (double)N * 128 * 4 + (double)N * 4 * 2;
+    int64_t *idx2 = pc_malloc(sizeof(int64_t) * (size_t)iters);
+    t0 = now();
+    pc_coreset_greedy_dense(idx2, x, N, 128, proj, 128, starts, s, iters, NULL, NULL);
+    double t_dense = (now() - t0 - t_setup) / (double)iters;
+    printf("coreset: pruned %.3f ms/iteration, dense fused pass %.3f ms/iteration (%.1fx), same indices: %s\n",
+           t_loop * 1e3, t_dense * 1e3, t_dense / t_loop, memcmp(idx, idx2, sizeof(int64_t) * (size_t)iters) ? "NO" : "yes");
+    pc_free(idx2);
+    t_loop = t_dense; /* the bandwidth comparison below is for the dense pass */
     /* read-bandwidth floor: sum the same N x 128 floats, threaded */
     float sum = 0;
     t0 = now();
@@ -91,7 +140,7 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < N * 128; i++) sum += x[i];
     }
     double t_read = (now() - t0) / 20;
-    printf("coreset loop: N %lld x 128, %.3f ms/iteration (%.1f GB/s of %.1f MB/iteration); plain threaded read "
+    printf("coreset dense pass: N %lld x 128, %.3f ms/iteration (%.1f GB/s of %.1f MB/iteration); plain threaded read "
            "of the matrix %.3f ms (%.1f GB/s) -> %.2fx the floor; projected %lld iterations: %.1f s (setup %.2f s)%s\n", 
            (long long)N, t_loop * 1e3, bytes / t_loop / 1e9, bytes / 1e6, t_read * 1e3, N * 128 * 4 / t_read / 1e9,
            t_loop / t_read, (long long)(N / 10 + (N % 10 ? 0 : 0)), t_loop * (double)(N / 10), t_setup,
@@ -129,5 +178,6 @@ int main(int argc, char **argv) {
            "%.1f ms = %.1f GFLOP/s\n", (long long)M, (long long)NB, D, t_knn * 1e3, flops / t_knn / 1e9,
            flops / t_knn / 1e9 / nth, t_gemm * 1e3, flops / t_gemm / 1e9);
     pc_free(bank), pc_free(q), pc_free(norms), pc_free(dist), pc_free(ii), pc_free(ws);
+    if (argc > 4) bench_real_coreset(argv[4]);
     return 0;
 }

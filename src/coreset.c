@@ -176,6 +176,39 @@ static void pass_range(float *dist, const float *pj, const float *sel, int32_t d
     if (best) *best = bv, *best_i = bi;
 }
 
+/* d2 of one point, bit-identical to the value pass_range computes for it */
+static inline float dist2_point(const float *p, const float *sel, int32_t d) {
+#ifdef PC_CORESET_AVX2
+    if (d % 8 == 0) return dist2_1(p, sel, d);
+#endif
+    return dist2_scalar(p, sel, d);
+}
+
+/* The pruned min-update of points [lo, hi) for the new centre number `it`. assign[i] is the centre that
+ * set dist[i] (-1: still the initial mean distance); cd[c] = ||centre c - sel||. By the triangle
+ * inequality ||p_i - sel|| >= cd[a] - dist[i], so cd[a] >= 2 dist[i] means the new centre cannot lower
+ * dist[i]; the 1e-4 margin (vs ~1e-6 float error of the distances) makes that hold for the computed
+ * float distance too, so skipping never changes a value: the result is identical to the dense pass. */
+static void pruned_range(float *dist, int32_t *assign, const float *cd, const float *pj, const float *sel, int32_t d,
+                         int64_t lo, int64_t hi, int32_t it, float *best, int64_t *best_i) {
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = lo; i < hi; i++) {
+        const int32_t a = assign[i];
+        float cur = dist[i];
+        if (a < 0 || !(cd[a] >= 2.0f * cur * 1.0001f)) {
+            float dd = sqrtf(dist2_point(pj + (size_t)i * d, sel, d));
+            if (dd < cur) {
+                cur = dd;
+                dist[i] = dd;
+                assign[i] = it;
+            }
+        }
+        if (cur > bv) bv = cur, bi = i;
+    }
+    *best = bv, *best_i = bi;
+}
+
 /* argmax, first index on ties (NaN never wins) */
 static int64_t argmax_first(const float *v, int64_t n) {
     int64_t bi = 0;
@@ -197,9 +230,9 @@ static pc_status check_args(const int64_t *out_idx, const float *feats, int64_t 
     return PC_OK;
 }
 
-pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
-                            const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
-                            int64_t n, pc_progress_fn progress, void *user) {
+static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
+                             const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
+                             int64_t n, pc_progress_fn progress, void *user, bool prune) {
     pc_status st = check_args(out_idx, feats, n_points, dim, proj, proj_dim, starts, n_starts, n);
     if (st != PC_OK) return st;
     size_t pj_floats, pad;
@@ -208,11 +241,18 @@ pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_poin
     float *pj = pc_malloc(sizeof(float) * pj_floats);
     float *dist = pc_malloc(sizeof(float) * (size_t)n_points);
     float *sel = pc_malloc(sizeof(float) * (size_t)proj_dim);
-    if (!pj || !dist || !sel) {
-        pc_free(pj), pc_free(dist), pc_free(sel);
+    /* pruning state: the centre of every point, the chosen centres' projections, centre distances */
+    int32_t *assign = prune ? pc_malloc(sizeof(int32_t) * (size_t)n_points) : NULL;
+    float *cent = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * proj_dim) : NULL;
+    float *cd = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)) : NULL;
+    if (n > INT32_MAX) prune = false;
+    if (!pj || !dist || !sel || (prune && (!assign || !cent || !cd))) {
+        pc_free(pj), pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
         return pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for a %lld x %d projection", (long long)n_points,
                        proj_dim);
     }
+    if (prune)
+        for (int64_t i = 0; i < n_points; i++) assign[i] = -1;
     /* projection: (N, dim) x (dim, proj_dim); blocked over rows so that the progress callback sees it */
     const int64_t rows_blk = 65536;
     for (int64_t r0 = 0; r0 < n_points; r0 += rows_blk) {
@@ -247,12 +287,29 @@ pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_poin
     for (int64_t it = 0; it < n; it++) {
         out_idx[it] = next;
         memcpy(sel, pj + (size_t)next * proj_dim, sizeof(float) * (size_t)proj_dim);
+        if (prune) {
+            const int32_t t_it = (int32_t)it;
+            memcpy(cent + (size_t)it * proj_dim, sel, sizeof(float) * (size_t)proj_dim);
+#pragma omp parallel num_threads(nth)
+            {
+#pragma omp for schedule(static)
+                for (int32_t c = 0; c < t_it; c++) cd[c] = sqrtf(dist2_point(cent + (size_t)c * proj_dim, sel, proj_dim));
+#pragma omp for schedule(static, 1)
+                for (int t = 0; t < nth; t++) {
+                    int64_t lo = (int64_t)t * chunk, hi = PC_MIN(n_points, lo + chunk);
+                    bestv[t] = -INFINITY;
+                    besti[t] = -1;
+                    if (lo < hi) pruned_range(dist, assign, cd, pj, sel, proj_dim, lo, hi, t_it, &bestv[t], &besti[t]);
+                }
+            }
+        } else {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
-        for (int t = 0; t < nth; t++) {
-            int64_t lo = (int64_t)t * chunk, hi = PC_MIN(n_points, lo + chunk);
-            bestv[t] = -INFINITY;
-            besti[t] = -1;
-            if (lo < hi) pass_range(dist, pj, sel, proj_dim, lo, hi, 2, &bestv[t], &besti[t]);
+            for (int t = 0; t < nth; t++) {
+                int64_t lo = (int64_t)t * chunk, hi = PC_MIN(n_points, lo + chunk);
+                bestv[t] = -INFINITY;
+                besti[t] = -1;
+                if (lo < hi) pass_range(dist, pj, sel, proj_dim, lo, hi, 2, &bestv[t], &besti[t]);
+            }
         }
         float bv = -INFINITY;
         next = -1;
@@ -264,8 +321,20 @@ pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_poin
             break;
         }
     }
-    pc_free(pj), pc_free(dist), pc_free(sel);
+    pc_free(pj), pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
     return st;
+}
+
+pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
+                            const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
+                            int64_t n, pc_progress_fn progress, void *user) {
+    return greedy_impl(out_idx, feats, n_points, dim, proj, proj_dim, starts, n_starts, n, progress, user, true);
+}
+
+pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
+                                  const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
+                                  int64_t n, pc_progress_fn progress, void *user) {
+    return greedy_impl(out_idx, feats, n_points, dim, proj, proj_dim, starts, n_starts, n, progress, user, false);
 }
 
 pc_status pc_coreset_greedy_reference(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,

@@ -52,12 +52,20 @@ int32_t pc_coreset_starts(int64_t *starts, uint64_t seed, int64_t n_points);
  * indices, 1 <= n_starts <= n_points. 0 <= n <= n_points.
  * Distances are Euclidean in the projected space, computed from direct differences in float32
  * (AVX2, 8 lanes), stored as sqrt like the reference; argmax takes the first index on ties.
+ * Exact triangle-inequality pruning skips points whose distance provably cannot drop (see coreset.c):
+ * the indices are identical to pc_coreset_greedy_dense's. Extra memory: n x proj_dim + N int32.
  * progress (may be NULL) is called with stage "coreset" about every 1% and may cancel
  * (PC_ERR_CANCELLED; out_idx then holds the first ones chosen). Threads: OpenMP inside (and OpenBLAS
  * for the projection); thread-safe. */
 pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
                             const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
                             int64_t n, pc_progress_fn progress, void *user);
+
+/* The same without pruning: every iteration is one fused, vectorised, threaded distance-and-minimum
+ * pass over all N x proj_dim projections. Identical results; kept for tests and benchmarks. */
+pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
+                                  const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
+                                  int64_t n, pc_progress_fn progress, void *user);
 
 /* Plain reference of the same loop (scalar, one thread, double accumulation of squared differences,
  * rounded to float before the sqrt); for tests. Same arguments, no progress. */

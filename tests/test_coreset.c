@@ -41,6 +41,11 @@ static void run_case(const char *name) {
                                        n, NULL, NULL), PC_OK);
     assert_int_equal(pc_coreset_greedy_reference(gref, f.data, N, D, pj.data, (int32_t)pj.shape[1], st.data,
                                                  (int32_t)st.count, n), PC_OK);
+    int64_t *dense = malloc(sizeof(int64_t) * (size_t)n);
+    assert_int_equal(pc_coreset_greedy_dense(dense, f.data, N, D, pj.data, (int32_t)pj.shape[1], st.data,
+                                             (int32_t)st.count, n, NULL, NULL), PC_OK);
+    assert_memory_equal(got, dense, sizeof(int64_t) * (size_t)n); /* pruning changes nothing */
+    free(dense);
     int64_t dt = first_diff(got, idx.data, n), d64 = first_diff(got, idx64.data, n), dr = first_diff(got, gref, n);
     int64_t t64 = first_diff(idx.data, idx64.data, n), dd = first_diff(got, idxd.data, n);
     print_message("coreset %-9s N %lld n %lld: C = torch(fp32, mm form) on %lld, = torch(fp32, differences) on %lld, "
