@@ -31,13 +31,19 @@ typedef struct pc_tensor {
     int32_t ndim;
     int64_t shape[PC_TENSOR_MAX_DIMS];
     int64_t numel;
-    float *data;                        /* numel float32 values (owned), or NULL for integer tensors */
+    float *data;                        /* numel float32 values, 64-byte aligned, or NULL for integer and
+                                           other non-float tensors. Owned by the dictionary (all tensors
+                                           share one allocation): never free it on its own. */
 } pc_tensor;
 
 typedef struct pc_tensor_dict {
-    pc_tensor *tensors;
+    pc_tensor *tensors;                 /* in the file's order (the state dict's, or the header's) */
     size_t count;
     char format[32];                    /* "pth-zip", "pth-legacy" or "safetensors" */
+    /* private: the one allocation holding every tensor's data (pc_malloc'd, or mapped when large) */
+    void *arena;
+    void *arena_map;
+    size_t arena_map_len;
 } pc_tensor_dict;
 
 /* Optional filter: return non-zero to load a tensor's data, 0 to skip it (it is then not in the
@@ -57,5 +63,10 @@ pc_status pc_weights_load_memory(const uint8_t *buf, size_t len, const char *nam
 const pc_tensor *pc_tensor_dict_get(const pc_tensor_dict *d, const char *name);
 
 void pc_tensor_dict_free(pc_tensor_dict *d);
+
+/* CRC-32 of the zip format (as zlib's crc32): pc_crc32 uses carry-less multiplication where the CPU
+ * has it, pc_crc32_ref is zlib's, kept as the reference. Start with crc = 0; chainable. */
+uint32_t pc_crc32(uint32_t crc, const uint8_t *buf, size_t len);
+uint32_t pc_crc32_ref(uint32_t crc, const uint8_t *buf, size_t len);
 
 #endif

@@ -130,6 +130,29 @@ static void test_small_safetensors(void **state) {
     test_small("small.safetensors", "safetensors", 0);
 }
 
+static void test_small_zip(void **state) {
+    (void)state;
+    test_small("small.pth", "pth-zip", 0);
+}
+
+static void test_small_zip_deflate(void **state) {
+    (void)state;
+    test_small("small_deflate.pth", "pth-zip", 0);
+}
+
+static void test_small_legacy(void **state) {
+    (void)state;
+    test_small("small_legacy.pth", "pth-legacy", 0);
+}
+
+/* The same tensors pickled with protocol 4, as nn.Parameters, and inside a training checkpoint. */
+static void test_small_variants(void **state) {
+    (void)state;
+    test_small("small_p4.pth", "pth-zip", 0);
+    test_small("small_param.pth", "pth-zip", 0);
+    test_small("small_ckpt.pth", "pth-legacy", 0);
+}
+
 /* The same bytes from memory, and a filter that keeps only some tensors (skipped ones are absent). */
 static int keep_bn(const char *name, void *user) {
     (*(int *)user)++;
@@ -138,7 +161,7 @@ static int keep_bn(const char *name, void *user) {
 
 static void test_filter(void **state) {
     (void)state;
-    static const char *files[] = {"small.safetensors"};
+    static const char *files[] = {"small.safetensors", "small.pth", "small_legacy.pth", "small_deflate.pth"};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         char p[2048];
         uint8_t *buf;
@@ -161,6 +184,25 @@ static void test_filter(void **state) {
     }
 }
 
+/* A skipped tensor's storage is not read at all: the file with a damaged conv1.weight storage loads
+ * when only bn1.* is asked for, and fails when everything is. */
+static void test_filter_skips_reading(void **state) {
+    (void)state;
+    char p[2048];
+    if (!ref_exists("weights/bad/crc_mismatch.pth")) {
+        TEST_SKIP_MSG("weights references not generated (run make refs)");
+        return;
+    }
+    ref_path(p, sizeof p, "weights/bad/crc_mismatch.pth");
+    int calls = 0;
+    pc_tensor_dict *d = NULL;
+    assert_int_equal(pc_weights_load(p, keep_bn, &calls, &d), PC_OK);
+    assert_int_equal(d->count, 3);
+    pc_tensor_dict_free(d);
+    assert_int_equal(pc_weights_load(p, NULL, NULL, &d), PC_ERR_FORMAT);
+    assert_non_null(strstr(pc_last_error(), "CRC"));
+}
+
 static void test_r18(const char *path, const char *format, int floats_only) {
     manifest *m = malloc(sizeof *m);
     if (!path || load_manifest("r18", m) != 0) {
@@ -180,6 +222,22 @@ static void test_r18_safetensors(void **state) {
     (void)state;
     char p[2048];
     test_r18(shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.safetensors"), "safetensors", 1);
+}
+
+static void test_r18_zip(void **state) {
+    (void)state;
+    char p[2048];
+    test_r18(shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth"), "pth-zip", 0);
+}
+
+static void test_r18_legacy(void **state) {
+    (void)state;
+    char p[2048];
+    if (!ref_exists("weights/r18_legacy.pth")) {
+        TEST_SKIP_MSG("r18_legacy.pth not generated (../shared absent when refs were made?)");
+        return;
+    }
+    test_r18(ref_path(p, sizeof p, "weights/r18_legacy.pth"), "pth-legacy", 0);
 }
 
 /* ---- malformed files ---- */
@@ -228,9 +286,9 @@ static void test_bad_files(const char *only_prefix) {
     assert_true(n > 0);
 }
 
-static void test_bad_safetensors(void **state) {
+static void test_bad_files_all(void **state) {
     (void)state;
-    test_bad_files("st_");
+    test_bad_files(NULL);
 }
 
 /* Every prefix of a valid file at many cut points: a clean error (or, for cuts that leave a
@@ -264,9 +322,72 @@ static void truncations(const char *file, int must_fail_all) {
     pc_free(buf);
 }
 
-static void test_truncated_safetensors(void **state) {
+static void test_truncated(void **state) {
     (void)state;
     truncations("small.safetensors", 1);
+    truncations("small.pth", 1);
+    truncations("small_deflate.pth", 1);
+    truncations("small_legacy.pth", 1);
+}
+
+/* The zip's central directory and end records damaged one byte at a time (every byte, two values):
+ * never a crash; damage to a signature or an offset must fail. */
+static void test_zip_central_directory(void **state) {
+    (void)state;
+    static const char *files[] = {"small.pth", "small_deflate.pth"};
+    for (size_t f = 0; f < 2; f++) {
+        char p[2048];
+        uint8_t *buf;
+        size_t len;
+        if (pc_read_file(ref_path(p, sizeof p, "weights/%s", files[f]), &buf, &len) != PC_OK) {
+            TEST_SKIP_MSG("weights references not generated (run make refs)");
+            return;
+        }
+        /* Find the central directory through the plain end record (both files have one). */
+        size_t eocd = len - 22;
+        while (eocd > 0 && memcmp(buf + eocd, "PK\x05\x06", 4) != 0) eocd--;
+        assert_true(eocd > 0);
+        uint32_t cd = buf[eocd + 16] | buf[eocd + 17] << 8 | (uint32_t)buf[eocd + 18] << 16 | (uint32_t)buf[eocd + 19] << 24;
+        if (cd == 0xffffffffu) { /* ZIP64 (torch): the 64-bit record has it */
+            size_t z64 = eocd;
+            while (z64 > 0 && memcmp(buf + z64, "PK\x06\x06", 4) != 0) z64--;
+            cd = buf[z64 + 48] | buf[z64 + 49] << 8 | (uint32_t)buf[z64 + 50] << 16 | (uint32_t)buf[z64 + 51] << 24;
+        }
+        assert_true(cd < eocd && memcmp(buf + cd, "PK\x01\x02", 4) == 0);
+        uint8_t *copy = malloc(len);
+        int failed = 0, total = 0;
+        for (size_t at = cd; at < len; at++)
+            for (int v = 0; v < 2; v++) {
+                memcpy(copy, buf, len);
+                copy[at] = v ? 0xff : (uint8_t)(buf[at] ^ 0x01);
+                pc_tensor_dict *d = NULL;
+                pc_status st = pc_weights_load_memory(copy, len, files[f], NULL, NULL, &d);
+                if (st == PC_OK) {
+                    pc_tensor_dict_free(d);
+                } else {
+                    assert_null(d);
+                    assert_non_null(strstr(pc_last_error(), files[f]));
+                    failed++;
+                }
+                total++;
+            }
+        print_message("  %s: %d of %d single-byte corruptions of the central directory rejected\n", files[f], failed, total);
+        /* Specific damage that must be caught. */
+        memcpy(copy, buf, len);
+        copy[cd] = 'X'; /* first central directory signature */
+        pc_tensor_dict *d = NULL;
+        assert_int_equal(pc_weights_load_memory(copy, len, files[f], NULL, NULL, &d), PC_ERR_FORMAT);
+        assert_non_null(strstr(pc_last_error(), "central directory"));
+        memcpy(copy, buf, len);
+        memset(copy + cd + 42, 0xfe, 4); /* first entry's local header offset, past the end */
+        assert_int_equal(pc_weights_load_memory(copy, len, files[f], NULL, NULL, &d), PC_ERR_FORMAT);
+        assert_non_null(strstr(pc_last_error(), "local header"));
+        memcpy(copy, buf, len);
+        memset(copy + cd + 20, 0x7f, 3); /* first entry's compressed size */
+        assert_int_not_equal(pc_weights_load_memory(copy, len, files[f], NULL, NULL, &d), PC_OK);
+        free(copy);
+        pc_free(buf);
+    }
 }
 
 /* Random byte corruptions (a small fuzz run with a fixed seed): any status, never a crash. */
@@ -298,9 +419,29 @@ static void corruptions(const char *file, int iterations) {
     pc_free(buf);
 }
 
-static void test_corrupt_safetensors(void **state) {
+static void test_corrupt(void **state) {
     (void)state;
     corruptions("small.safetensors", 400);
+    corruptions("small.pth", 400);
+    corruptions("small_deflate.pth", 400);
+    corruptions("small_legacy.pth", 400);
+}
+
+/* The fast CRC-32 against zlib's (the reference): every length 0..1100 at 5 alignments, chained. */
+static void test_crc32(void **state) {
+    (void)state;
+    size_t n = 1200;
+    uint8_t *b = malloc(n);
+    uint32_t rng = 7;
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)((rng = rng * 1664525u + 1013904223u) >> 24);
+    for (size_t len = 0; len <= 1100; len++)
+        for (size_t off = 0; off < 5; off++) {
+            uint32_t seed = (uint32_t)(len * 2654435761u);
+            assert_int_equal(pc_crc32(seed, b + off, len), pc_crc32_ref(seed, b + off, len));
+        }
+    assert_int_equal(pc_crc32(pc_crc32(0, b, 100), b + 100, 1000), pc_crc32_ref(0, b, 1100));
+    assert_int_equal(pc_crc32(0, (const uint8_t *)"123456789", 9), 0xcbf43926u); /* the standard check value */
+    free(b);
 }
 
 static void test_args(void **state) {
@@ -318,12 +459,21 @@ static void test_args(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_args),
+        cmocka_unit_test(test_crc32),
         cmocka_unit_test(test_small_safetensors),
+        cmocka_unit_test(test_small_zip),
+        cmocka_unit_test(test_small_zip_deflate),
+        cmocka_unit_test(test_small_legacy),
+        cmocka_unit_test(test_small_variants),
         cmocka_unit_test(test_filter),
+        cmocka_unit_test(test_filter_skips_reading),
         cmocka_unit_test(test_r18_safetensors),
-        cmocka_unit_test(test_bad_safetensors),
-        cmocka_unit_test(test_truncated_safetensors),
-        cmocka_unit_test(test_corrupt_safetensors),
+        cmocka_unit_test(test_r18_zip),
+        cmocka_unit_test(test_r18_legacy),
+        cmocka_unit_test(test_bad_files_all),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_zip_central_directory),
+        cmocka_unit_test(test_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

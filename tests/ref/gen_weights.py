@@ -163,11 +163,19 @@ def main():
     torch.save(sd, os.path.join(OUT, "small.pth"))
     torch.save(sd, os.path.join(OUT, "small_legacy.pth"), _use_new_zipfile_serialization=False)
     rezip(os.path.join(OUT, "small.pth"), os.path.join(OUT, "small_deflate.pth"), deflate=True)
+    # Variants of the same tensors: pickle protocol 4 (FRAME, STACK_GLOBAL, MEMOIZE), nn.Parameter
+    # values (_rebuild_parameter), and a training checkpoint holding the state dict under "state_dict".
+    torch.save(sd, os.path.join(OUT, "small_p4.pth"), pickle_protocol=4)
+    params = collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=False) if v.is_floating_point() else v)
+                                     for k, v in sd.items())
+    torch.save(params, os.path.join(OUT, "small_param.pth"))
+    torch.save({"epoch": 3, "lr": 0.1, "state_dict": sd}, os.path.join(OUT, "small_ckpt.pth"),
+               _use_new_zipfile_serialization=False)
     st_sd = collections.OrderedDict((k, v) for k, v in sd.items())
     with open(os.path.join(OUT, "small.safetensors"), "wb") as f:
         f.write(safetensors_bytes(st_sd, metadata={"format": "pt", "note": "caf\u00e9 \"quoted\"\n"}))
     # What torch itself reads back is the oracle (so the files' own encoding is checked too).
-    for fn in ("small.pth", "small_legacy.pth", "small_deflate.pth"):
+    for fn in ("small.pth", "small_legacy.pth", "small_deflate.pth", "small_p4.pth", "small_param.pth"):
         back = torch.load(os.path.join(OUT, fn))
         assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) or k == "half.weight" for k in sd)
     write_values(sd, "small")
@@ -204,7 +212,7 @@ def write_bad():
     # Hostile pickles.
     put("global_system.pth", zip_pth(pickle_bytes(sd_of(w=Call(os.system, "echo pwned"))), {}),
         "UNSUPPORTED", "posix.system")
-    put("global_eval.pth", zip_pth(pickle_bytes(Call(eval, "1+1")), {}), "UNSUPPORTED", "builtins.eval")
+    put("global_eval.pth", zip_pth(pickle_bytes(Call(eval, "1+1")), {}), "UNSUPPORTED", "__builtin__.eval")
     put("global_load_from_bytes.pth",
         zip_pth(pickle_bytes(sd_of(w=Call(torch.storage._load_from_bytes, b"x"))), {}),
         "UNSUPPORTED", "torch.storage._load_from_bytes")
@@ -302,6 +310,14 @@ def write_bad():
     put("legacy_big_endian.pth", leg.replace(b"\x88", b"\x89", 1), "UNSUPPORTED", "big-endian")
     numel_at = len(leg) - 16 - 8
     put("legacy_numel_huge.pth", leg[:numel_at] + struct.pack("<q", 2 ** 62) + leg[numel_at + 8:], "FORMAT", "storage")
+
+    # A flipped bit inside a storage's data: only the CRC-32 can tell.
+    small = open(os.path.join(OUT, "small.pth"), "rb").read()
+    with zipfile.ZipFile(io.BytesIO(small)) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    lh = info.header_offset
+    at = lh + 30 + struct.unpack("<H", small[lh + 26:lh + 28])[0] + struct.unpack("<H", small[lh + 28:lh + 30])[0] + 5
+    put("crc_mismatch.pth", small[:at] + bytes([small[at] ^ 0x10]) + small[at + 1:], "FORMAT", "CRC-32 mismatch in storage")
 
     with open(os.path.join(d, "expect.txt"), "w") as f:
         f.write("\n".join(expect) + "\n")
