@@ -17,9 +17,11 @@ static int cmd_version(int argc, char **argv) {
 }
 
 /* One line per verb, in the order `patchcore --help` lists them. */
+int cmd_preprocess(int argc, char **argv);
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
+    {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
 };
 
 static void usage(FILE *out) {

@@ -103,9 +103,13 @@ typedef struct pc_image {
  * MAX_IMAGE_PIXELS * 2 (178,956,970), beyond which PIL refuses to open a file too. */
 #define PC_IMAGE_MAX_PIXELS 178956970LL
 
-/* Decode a PNG or JPEG file (also BMP where supported, see docs/images.md) and convert it to 8-bit
- * RGB exactly as PIL's Image.convert("RGB") does: grey replicated, alpha dropped without compositing,
- * palette expanded, 16-bit samples reduced as PIL does. On failure *out is zeroed. */
+/* Decode a PNG or JPEG file (format from its magic bytes; BMP/TIFF/GIF/WebP give PC_ERR_UNSUPPORTED,
+ * see docs/images.md) and convert it to 8-bit RGB exactly as PIL's Image.convert("RGB") does: grey
+ * replicated, alpha dropped without compositing, palette expanded, 16-bit samples reduced as PIL does
+ * (16-bit grey is clamped to 0..255, other 16-bit samples keep their high byte). Errors:
+ * PC_ERR_IO, PC_ERR_FORMAT (empty, truncated, corrupt), PC_ERR_UNSUPPORTED, PC_ERR_TOO_LARGE (more
+ * than PC_IMAGE_MAX_PIXELS, checked before allocating), PC_ERR_NO_MEMORY; the message names the file.
+ * On failure *out is zeroed. The caller frees out with pc_image_free. Thread-safe. */
 PC_API pc_status pc_image_load(const char *path, pc_image *out);
 
 /* The same from a buffer in memory; `name` is used in error messages only (may be NULL). */
@@ -126,11 +130,14 @@ PC_API void pc_image_free(pc_image *img);
 typedef struct pc_geometry {
     int32_t orig_width, orig_height;       /* the decoded image */
     int32_t resized_width, resized_height; /* after Resize(R) */
-    int32_t crop_left, crop_top;           /* CenterCrop offsets in the resized image */
+    int32_t crop_left, crop_top;           /* CenterCrop offsets in the resized image; negative when
+                                              the crop is larger and torchvision pads with zeros */
     int32_t crop_size;                     /* S */
 } pc_geometry;
 
-/* Compute the geometry of Resize(resize) -> CenterCrop(crop) for an image of width x height. */
+/* Compute the geometry of Resize(resize) -> CenterCrop(crop) for an image of width x height, as
+ * torchvision 0.14 does: short side -> resize, long side -> int(resize * long / short); offsets
+ * round((size - crop) / 2) with Python's half-to-even rounding. resize and crop are 1..65536. */
 PC_API pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resize, int32_t crop,
                                      pc_geometry *out);
 
@@ -139,8 +146,11 @@ PC_API pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resi
 PC_API pc_status pc_resize_bilinear_u8(uint8_t *out, int32_t out_w, int32_t out_h, const uint8_t *in,
                                        int32_t in_w, int32_t in_h, int32_t channels);
 
-/* Resize + CenterCrop + scale + normalise an RGB image into out, a 3 x crop x crop float tensor.
- * Default mean/std are ImageNet's. geometry may be NULL. */
+/* Resize + CenterCrop + scale + normalise an RGB image (channels == 3) into out, a caller-owned
+ * 3 x crop x crop float tensor, as torchvision's Resize(resize), CenterCrop(crop), ToTensor() and
+ * Normalize(ImageNet mean, std) on a PIL image; a crop larger than the resized image is padded with
+ * zero pixels as torchvision does. geometry may be NULL. Only the cropped pixels are resampled.
+ * Thread-safe. */
 PC_API pc_status pc_preprocess(float *out, const pc_image *rgb, int32_t resize, int32_t crop,
                                pc_geometry *geometry);
 
@@ -224,6 +234,246 @@ typedef struct pc_weights_info {
  * non-zero; an unrecognised one is not an error (arch is then PC_ARCH_UNKNOWN, and pc_last_error()
  * says why). Thread-safe. */
 PC_API pc_status pc_weights_inspect(const char *path, pc_weights_info *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Metrics (METHOD.md §7; definitions, tie and threshold conventions in docs/metrics.md)
+ *
+ * Scores are float32 and must be finite (NaN or +-inf gives PC_ERR_INVALID_ARGUMENT). Labels and
+ * masks are bytes, non-zero = anomalous. -0.0 and +0.0 are the same score. Results are double.
+ * Every function here is thread-safe (no shared state) and allocates only scratch it frees.
+ * Scratch memory: 16 bytes per score (one radix sort of (score, payload) pairs and its buffer).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Everything one sort of (score, label) gives, computed exactly as sklearn does (docs/metrics.md):
+ *  auroc    = sklearn.metrics.roc_auc_score(labels, scores): trapezoid over the ROC curve whose points
+ *             are the distinct score values (tied scores form one step, i.e. a tie counts one half);
+ *  f1_max   = max over the thresholds t of sklearn.metrics.precision_recall_curve (the distinct
+ *             scores, positive when score >= t) of F1 = 2PR/(P+R) = 2TP/(2TP+FP+FN), 0 when TP = 0;
+ *  f1_threshold = that t (sklearn's convention, ">="); when several t attain the maximum, the lowest
+ *             (what np.argmax over sklearn's increasing thresholds picks);
+ *  f1_decision_threshold = the same operating point for this library's decision rule
+ *             "anomalous when score > threshold": halfway between f1_threshold and the next lower
+ *             distinct score, or the largest double below f1_threshold when there is none. */
+typedef struct pc_binary_metrics {
+    double auroc;                 /* NaN when one class is absent */
+    double f1_max;                /* 0 when there is no positive */
+    float f1_threshold;
+    double f1_decision_threshold;
+    int64_t n_positive, n_negative;
+} pc_binary_metrics;
+
+/* The metrics above over n scores (n x 1, e.g. image scores s*, or all pixels of all maps flattened).
+ * Needs n >= 1; a missing class is not an error here: auroc is then NaN and f1_max 0. */
+PC_API pc_status pc_metric_binary(pc_binary_metrics *out, const float *scores, const uint8_t *labels,
+                                  size_t n);
+
+/* AUROC alone (sklearn.metrics.roc_auc_score). Fails with PC_ERR_INVALID_ARGUMENT, like sklearn,
+ * when only one class is present; *auroc is NaN then. */
+PC_API pc_status pc_metric_auroc(double *auroc, const float *scores, const uint8_t *labels, size_t n);
+
+/* F1-max and its threshold (sklearn convention, positive when score >= *threshold; see
+ * pc_binary_metrics). threshold may be NULL. Fails when there is no positive. */
+PC_API pc_status pc_metric_f1_max(double *f1_max, float *threshold, const float *scores,
+                                  const uint8_t *labels, size_t n);
+
+/* AUPRO of n anomaly maps against their ground-truth masks, both n x h x w, as the MVTec AD
+ * evaluation code (compute_pro + trapezoid with x_max) defines it: regions are the 8-connected
+ * components of each mask; for every threshold t, FPR = share of all nominal pixels (mask 0, all
+ * images) above t and PRO = mean over all regions of all images of the share of the region's pixels
+ * above t; the curve runs from (0,0) to (1,1) through the distinct map values, and the area under it
+ * for FPR in [0, fpr_limit] (trapezoid, the last segment interpolated at fpr_limit) is divided by
+ * fpr_limit. The value does not depend on ">" vs ">=" (both give the same set of points).
+ * fpr_limit in (0, 1]; METHOD.md's is 0.3 (PC_AUPRO_FPR_LIMIT). Fails when the masks have no
+ * anomalous or no nominal pixel. One sort of all pixels, O(P log P) worst case, O(P) typical. */
+#define PC_AUPRO_FPR_LIMIT 0.3
+PC_API pc_status pc_metric_aupro(double *aupro, const float *maps, const uint8_t *masks, int32_t n,
+                                 int32_t h, int32_t w, double fpr_limit);
+
+/* 8-connected component labelling of a mask (h x w, non-zero = foreground) into labels (h x w):
+ * 0 for background, 1..*n_components for the components, numbered in raster order of each
+ * component's first pixel (scipy.ndimage.label(mask, np.ones((3,3))) gives the same partition).
+ * Needs h*w < 2^31. No allocation (labels doubles as the union-find forest). */
+PC_API pc_status pc_label_components(int32_t *labels, int32_t *n_components, const uint8_t *mask,
+                                     int32_t h, int32_t w);
+
+/* One labelled component. Coordinates are those of the labelled grid (the caller maps them to the
+ * original image). The box is half-open like scipy.ndimage.find_objects' slices. */
+typedef struct pc_region {
+    int32_t label;          /* 1..n_components */
+    int32_t x0, y0, x1, y1; /* x0 <= x < x1, y0 <= y < y1 */
+    int64_t area;           /* pixels */
+    float peak;             /* max of the map over the region (0 when map is NULL) */
+    int32_t peak_x, peak_y; /* where; the first in raster order on ties (-1 when map is NULL) */
+} pc_region;
+
+/* Describe the components of labels (h x w, from pc_label_components) into regions[0..n_components-1]
+ * (regions[i] is label i+1). map (h x w) may be NULL. Labels outside 0..n_components are an error. */
+PC_API pc_status pc_regions_describe(pc_region *regions, const int32_t *labels, int32_t n_components,
+                                     const float *map, int32_t h, int32_t w);
+
+/* ---------------------------------------------------------------------------------------------
+ * Thresholds (calibration from scores; docs/metrics.md). Decision rule everywhere in this library:
+ * a score is anomalous when score > threshold (strictly). Thresholds are double. Thread-safe.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The q-quantile (0 <= q <= 1) of n >= 1 nominal scores, exactly numpy.quantile(x.astype(float64), q)
+ * with numpy's default 'linear' method (index (n-1)q, linear interpolation). */
+PC_API pc_status pc_threshold_quantile(double *threshold, const float *scores, size_t n, double q);
+
+/* mean + k * std of n >= 2 nominal scores, std being the sample standard deviation (ddof = 1,
+ * numpy.std(x, ddof=1)): the estimate of the population's spread, not the sample's. */
+PC_API pc_status pc_threshold_mean_std(double *threshold, const float *scores, size_t n, double k);
+
+/* Target false-alarm rate on the given scores: the smallest threshold t such that the fraction of
+ * scores strictly above t is <= rate (0 <= rate < 1). t is always one of the scores: the (k+1)-th
+ * largest, k the largest integer with k/n <= rate. */
+PC_API pc_status pc_threshold_false_alarm(double *threshold, const float *scores, size_t n, double rate);
+
+/* Split-conformal threshold for a false-alarm rate `rate` on NEW nominal samples: with m the largest
+ * integer with m <= rate*(n+1), the m-th largest held-out score, so that a new nominal score
+ * exchangeable with the n held-out ones exceeds it with probability <= m/(n+1) <= rate, whatever
+ * the distribution. When m = 0 (n too small for the rate: n+1 < 1/rate) it is the largest score and
+ * the guarantee is only 1/(n+1). *bound (may be NULL) receives the guaranteed rate m/(n+1) (or
+ * 1/(n+1)). 0 < rate < 1. */
+PC_API pc_status pc_threshold_conformal(double *threshold, double *bound, const float *scores, size_t n,
+                                        double rate);
+
+/* The default calibration: pc_threshold_conformal at PC_THRESHOLD_DEFAULT_RATE (1%). Use it on
+ * held-out nominal image scores for the image threshold, and on the per-image maxima of held-out
+ * nominal anomaly maps for the pixel threshold (so that a good image shows a region with
+ * probability <= the rate). See docs/metrics.md for why. */
+#define PC_THRESHOLD_DEFAULT_RATE 0.01
+PC_API pc_status pc_threshold_default(double *threshold, double *bound, const float *scores, size_t n);
+
+/* F1-optimal threshold from labelled scores: pc_binary_metrics.f1_decision_threshold (for the rule
+ * score > threshold). f1 (may be NULL) receives the F1 reached. Fails when there is no positive. */
+PC_API pc_status pc_threshold_f1(double *threshold, double *f1, const float *scores, const uint8_t *labels,
+                                 size_t n);
+
+/* The scale of the normalised score: threshold - median(nominal scores) when positive; otherwise the
+ * sample std of the nominal scores when positive; otherwise 1. n >= 1. */
+PC_API pc_status pc_threshold_scale(double *scale, double threshold, const float *nominal, size_t n);
+
+/* Normalised score in (0,1): 1 / (1 + exp(-ln(9) (score - threshold) / scale)). Strictly increasing
+ * in score; 0.5 at the threshold, 0.1 at the nominal median, 0.9 at threshold + (threshold - median),
+ * which makes it comparable between models. NaN for a NaN score; scale must be > 0. */
+PC_API double pc_threshold_normalize(double score, double threshold, double scale);
+
+/* ---------------------------------------------------------------------------------------------
+ * Model: fit a memory bank from good images, save/load it as one file, predict (METHOD.md §3-§6)
+ * ------------------------------------------------------------------------------------------- */
+
+/* How the memory bank is subsampled (METHOD.md §4). Values are stable. */
+typedef enum pc_sampler {
+    PC_SAMPLER_APPROX_GREEDY = 0, /* the reference default: approximate greedy coreset */
+    PC_SAMPLER_RANDOM = 1,        /* uniform random subset (baseline) */
+    PC_SAMPLER_NONE = 2           /* keep every patch (r = 1) */
+} pc_sampler;
+
+#define PC_MAX_LAYERS 4
+
+/* Everything a fit is built with. Fill with pc_fit_options_init, then change what you need. */
+typedef struct pc_fit_options {
+    const char *weights;          /* backbone weights file; NULL: look where torchvision keeps them */
+    pc_arch arch;                 /* PC_ARCH_UNKNOWN: infer from the weights */
+    int32_t layers[PC_MAX_LAYERS];/* layer numbers in order (default {2, 3}) */
+    int32_t n_layers;             /* default 2 */
+    int32_t resize;               /* default 256 */
+    int32_t crop;                 /* default 224 */
+    int32_t patch;                /* neighbourhood p, odd (default 3) */
+    int32_t pre_dim;              /* per-layer projection D_pre (default 1024) */
+    int32_t dim;                  /* feature dimension D (default 1024) */
+    int32_t k;                    /* nearest neighbours averaged in a patch score (default 1) */
+    pc_sampler sampler;           /* default PC_SAMPLER_APPROX_GREEDY */
+    double coreset_ratio;         /* r, used when coreset_size == 0 (default 0.1) */
+    int64_t coreset_size;         /* an exact bank size instead of a ratio (0 = use the ratio) */
+    int32_t projection_dim;       /* d* of the approximate greedy coreset (default 128) */
+    int32_t n_starts;             /* start points of the greedy coreset (default 10) */
+    uint64_t seed;                /* drives the projection, the start points, random sampling (0) */
+    int32_t batch_size;           /* images per backbone call (default 8) */
+    int32_t reweight_b;           /* > 0: the paper's Eq. 7 image score with b neighbours (0 = off) */
+    /* Advanced, to reproduce a run exactly: a caller-supplied coreset projection (projection_dim x
+     * dim, applied as features @ projection^T like nn.Linear) and start indices (n_starts). NULL:
+     * drawn from seed. */
+    const float *coreset_projection;
+    const int64_t *coreset_starts;
+    pc_progress_fn progress;      /* may be NULL */
+    void *progress_user;
+    /* Called once for each input that cannot be used (fit goes on without it); may be NULL. */
+    void (*on_image_error)(void *user, const char *path, pc_status status, const char *message);
+    void *on_image_error_user;
+} pc_fit_options;
+
+/* Defaults equal to the reference implementation's (listed above). */
+PC_API void pc_fit_options_init(pc_fit_options *opt);
+
+typedef struct pc_model pc_model;
+
+/* Fit a model on good images given as file paths. Inputs that cannot be decoded are reported through
+ * on_image_error and skipped; fit fails only when no image is usable. Progress stages: "features"
+ * (images), "coreset" (iterations). Uses the shared thread pool (pc_set_num_threads). */
+PC_API pc_status pc_model_fit(const pc_fit_options *opt, const char *const *paths, size_t n_paths,
+                              pc_model **out);
+
+/* The same from decoded 8-bit RGB images (pc_image with channels == 3). */
+PC_API pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images, size_t n_images,
+                                     pc_model **out);
+
+/* Write the model to one self-contained file (docs/model-format.md), atomically. Thread-safe with
+ * concurrent predicts. */
+PC_API pc_status pc_model_save(const pc_model *model, const char *path);
+
+/* Load a model file. */
+PC_API pc_status pc_model_load(const char *path, pc_model **out);
+
+/* Free a model (NULL is fine). No predict may be running on it. */
+PC_API void pc_model_free(pc_model *model);
+
+/* The message of the last failure of a call on this model (thread-local pc_last_error() is the
+ * per-thread equivalent). */
+PC_API const char *pc_model_errmsg(const pc_model *model);
+
+/* What a model was built with. Strings point into the model. */
+typedef struct pc_model_info {
+    pc_arch arch;
+    int32_t layers[PC_MAX_LAYERS], n_layers;
+    int32_t resize, crop, patch, pre_dim, dim, k;
+    int32_t grid_h, grid_w;        /* patch grid H x W */
+    pc_sampler sampler;
+    double coreset_ratio;
+    int64_t bank_size;             /* entries in the memory bank */
+    int64_t n_patches_total;       /* patches before subsampling */
+    int32_t n_train_images;
+    uint64_t seed;
+    int32_t reweight_b;
+    /* Calibrated thresholds (NaN when not calibrated) and the scale of the normalised score. */
+    double image_threshold, pixel_threshold, score_scale;
+} pc_model_info;
+
+PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
+
+/* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats. */
+typedef struct pc_prediction {
+    float score;                   /* image score s* (or Eq. 7's s with reweighting) */
+    double normalized;             /* in (0,1), 0.5 at the image threshold; NaN when uncalibrated */
+    int32_t anomalous;             /* score > image threshold (0 when uncalibrated) */
+} pc_prediction;
+
+/* Predict one decoded RGB image: the image score and, when map != NULL, the crop x crop anomaly map
+ * (METHOD.md §6). Thread-safe: several threads may predict on one model at once (each call takes a
+ * scratch workspace from a pool on the model; no allocation once the pool is warm). geometry (may be
+ * NULL) receives how the map relates to the original image. */
+PC_API pc_status pc_model_predict(pc_model *model, const pc_image *rgb, pc_prediction *out, float *map,
+                                  pc_geometry *geometry);
+
+/* The same from a file path. */
+PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_prediction *out, float *map,
+                                       pc_geometry *geometry);
+
+/* Set the thresholds stored in the model (NaN clears one) and the normalised score's scale (> 0).
+ * Not thread-safe with concurrent predicts. */
+PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold, double pixel_threshold,
+                                         double score_scale);
 
 #ifdef __cplusplus
 }

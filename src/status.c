@@ -60,12 +60,12 @@ pc_status pc_fail(pc_status status, const char *fmt, ...) {
 }
 
 pc_status pc_fail_context(pc_status status, const char *fmt, ...) {
-    char prefix[PC_ERRMSG_MAX], old[PC_ERRMSG_MAX];
+    char prefix[PC_ERRMSG_MAX / 2], old[PC_ERRMSG_MAX / 2];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, tl_error, sizeof old);
+    snprintf(old, sizeof old, "%s", tl_error);
     if (old[0])
         snprintf(tl_error, sizeof tl_error, "%s: %s", prefix, old);
     else
