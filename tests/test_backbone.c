@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define TOL 1e-4
 
@@ -224,6 +226,43 @@ static void test_real_resnet18(void **state) {
     }
 }
 
+/* `patchcore features` end to end (decoder + preprocessing + backbone) on the first bottle image,
+ * against torchvision (same tolerance), and `patchcore info`. */
+static void test_cli(void **state) {
+    (void)state;
+    char w[512], img[512], cmd[2048], p[512];
+    const char *cli = getenv("PC_CLI");
+    if (!cli || !ref_exists("backbones/r18real_layer2.npy") ||
+        !shared_path(w, sizeof w, "weights/resnet18_in1k_to_layer3.safetensors") ||
+        !shared_path(img, sizeof img, "data/mvtec_ad/bottle/test/broken_large/000.png"))
+        TEST_SKIP_MSG("no CLI, references or ../shared");
+    char prefix[] = "/tmp/pc_test_features_XXXXXX";
+    int fd = mkstemp(prefix);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s features --weights %s --layer layer3 --layer layer2 %s -o %s >/dev/null", cli, w, img,
+             prefix);
+    assert_int_equal(system(cmd), 0);
+    for (int l = 2; l <= 3; l++) {
+        npy_array got, ref;
+        snprintf(p, sizeof p, "%s.layer%d.npy", prefix, l);
+        assert_int_equal(npy_load(p, &got), 0);
+        unlink(p);
+        assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones/r18real_layer%d.npy", l), &ref), 0);
+        assert_int_equal(got.ndim, 3);
+        assert_int_equal(got.count * 2, ref.count); /* the reference holds two images; ours is the first */
+        double err = max_rel_err(got.data, ref.data, (size_t)got.count);
+        print_message("patchcore features layer%d: rel err %.2e\n", l, err);
+        assert_true(err <= TOL);
+        npy_free(&got), npy_free(&ref);
+    }
+    unlink(prefix);
+    snprintf(cmd, sizeof cmd, "%s info --weights %s | grep -q 'architecture:  resnet18'", cli, w);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s features --layer layer9 x.png -o y 2>/dev/null", cli);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_archs_all_formats),
@@ -232,6 +271,7 @@ int main(void) {
         cmocka_unit_test(test_default_lookup),
         cmocka_unit_test(test_inspect),
         cmocka_unit_test(test_real_resnet18),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
