@@ -108,8 +108,8 @@ static void conv_free(conv *c) {
     pc_free(c->bias);
 }
 
-void pc_backbone_free(pc_backbone *bb) {
-    if (!bb) return;
+/* Free the weights and workspace a backbone holds, not the struct itself. */
+static void backbone_release(pc_backbone *bb) {
     conv_free(&bb->stem);
     for (int s = 0; s < 4; s++) {
         for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
@@ -121,6 +121,11 @@ void pc_backbone_free(pc_backbone *bb) {
         pc_free(bb->blocks[s]);
     }
     pc_free(bb->ws);
+}
+
+void pc_backbone_free(pc_backbone *bb) {
+    if (!bb) return;
+    backbone_release(bb);
     pc_free(bb);
 }
 
@@ -486,12 +491,7 @@ pc_status pc_weights_inspect(const char *path, pc_weights_info *out) {
         check_blocks(a, &E, l, &P);
         st = build(&tmp, &L);
         pc_free(L.used);
-        tmp.ws = NULL;
-        pc_backbone *t = pc_malloc(sizeof *t);
-        if (t) {
-            *t = tmp;
-            pc_backbone_free(t);
-        }
+        backbone_release(&tmp);
         if (st != PC_OK) {
             pc_tensor_dict_free(d);
             return st;
