@@ -3,8 +3,9 @@
  * max-pooling, each with a plain reference implementation beside it (see nn.h).
  *
  * The GEMM is OpenBLAS's cblas_sgemm. OpenBLAS's OpenMP build runs single-threaded when called from
- * inside an OpenMP parallel region, so grouped convolutions parallelise over groups with OpenMP and
- * ungrouped ones let OpenBLAS use the whole pool.
+ * inside an OpenMP parallel region, so batches of at least as many images as threads parallelise
+ * over images, grouped convolutions over groups, and ungrouped ones on one image let OpenBLAS use
+ * the whole pool.
  */
 #include "nn.h"
 
@@ -25,12 +26,27 @@ static int is_pointwise(const pc_conv_geom *g) {
     return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
 }
 
-size_t pc_conv2d_workspace(const pc_conv_geom *g) {
+/* Images processed at once, one per thread: with a batch at least as large as the thread pool, each
+ * thread takes whole images (im2col, single-threaded SGEMM, epilogue) with no synchronisation inside
+ * a convolution; otherwise one image at a time with every thread inside it. */
+static int32_t image_parallelism(const pc_conv_geom *g) {
+#ifdef _OPENMP
+    const int32_t t = omp_in_parallel() ? 1 : omp_get_max_threads();
+    return (t > 1 && g->n >= t) ? t : 1;
+#else
+    (void)g;
+    return 1;
+#endif
+}
+
+static size_t col_floats(const pc_conv_geom *g) {
     if (is_pointwise(g)) return 0;
     size_t oh = (size_t)pc_conv_out_dim(g->h, g->kh, g->stride, g->pad);
     size_t ow = (size_t)pc_conv_out_dim(g->w, g->kw, g->stride, g->pad);
     return (size_t)g->cin * (size_t)g->kh * (size_t)g->kw * oh * ow;
 }
+
+size_t pc_conv2d_workspace(const pc_conv_geom *g) { return col_floats(g) * (size_t)image_parallelism(g); }
 
 /* col (cin*kh*kw, oh*ow) from one image in (cin, h, w): row (c, ki, kj) holds the input pixel each
  * output position sees through kernel tap (ki, kj), or 0 in the padding. */
@@ -95,13 +111,23 @@ void pc_conv2d(float *out, float *work, const float *in, const float *weight, co
     const int32_t K = cin_g * g->kh * g->kw; /* GEMM inner dimension per group */
     const int pointwise = is_pointwise(g);
 
+    const int32_t P = image_parallelism(g);
+    const size_t ncol = col_floats(g);
+    /* Inside, every omp pragma is inactive when P > 1 (nested parallelism is off) and OpenBLAS runs
+     * single-threaded in a parallel region. */
+#pragma omp parallel for num_threads(P) schedule(static) if (P > 1)
     for (int32_t b = 0; b < g->n; b++) {
         const float *in_b = in + (size_t)b * g->cin * ihw;
         float *out_b = out + (size_t)b * g->cout * ohw;
         const float *col = in_b; /* (cin*kh*kw, ohw); group gi's rows are [gi*K, (gi+1)*K) */
         if (!pointwise) {
-            im2col(work, in_b, g->cin, g->h, g->w, g->kh, g->kw, g->stride, g->pad, oh, ow);
-            col = work;
+#ifdef _OPENMP
+            float *mine = work + (P > 1 ? (size_t)omp_get_thread_num() * ncol : 0);
+#else
+            float *mine = work;
+#endif
+            im2col(mine, in_b, g->cin, g->h, g->w, g->kh, g->kw, g->stride, g->pad, oh, ow);
+            col = mine;
         }
         if (G == 1) {
             /* out_b (cout, ohw) = weight (cout, K) x col (K, ohw) */

@@ -26,7 +26,9 @@ static inline int32_t pc_conv_out_dim(int32_t in, int32_t k, int32_t stride, int
 }
 
 /* Floats of scratch pc_conv2d needs for this geometry (0 when the convolution is 1x1/1/0 and reads
- * its input directly). The scratch holds one image's im2col matrix, so it does not grow with n. */
+ * its input directly): one image's im2col matrix per image processed at once, which is 1, or the
+ * thread count when n >= the thread count. It depends on omp_get_max_threads() of the calling
+ * thread, so ask again after changing the thread count. */
 size_t pc_conv2d_workspace(const pc_conv_geom *g);
 
 /* out = act(conv(in, weight) + bias + residual), where act is ReLU when relu != 0.
