@@ -110,6 +110,14 @@ static void test_infer_from_unloaded_layers(void **state) {
     if (!have_refs()) skip();
     char p[512];
     pc_backbone *bb = NULL;
+    static const char *const files[] = {"resnet152.pth", "resnet152_legacy.pth", "wide_resnet101_2_legacy.pth"};
+    static const pc_arch want[] = {PC_ARCH_RESNET152, PC_ARCH_RESNET152, PC_ARCH_WIDE_RESNET101_2};
+    for (int i = 0; i < 3; i++) { /* wide_resnet101_2 and _50_2 differ only in layer3 */
+        assert_int_equal(pc_backbone_load(ref_path(p, sizeof p, "backbones/%s", files[i]), PC_ARCH_UNKNOWN,
+                                          PC_LAYER(1), &bb), PC_OK);
+        assert_int_equal(pc_backbone_arch(bb), want[i]);
+        pc_backbone_free(bb);
+    }
     assert_int_equal(pc_backbone_load(ref_path(p, sizeof p, "backbones/resnet152.safetensors"), PC_ARCH_UNKNOWN,
                                       PC_LAYER(1), &bb), PC_OK);
     assert_int_equal(pc_backbone_arch(bb), PC_ARCH_RESNET152);
@@ -120,6 +128,16 @@ static void test_infer_from_unloaded_layers(void **state) {
     outs[1] = dummy;
     assert_int_equal(pc_backbone_forward(bb, dummy, 1, 64, 64, PC_LAYER(2), outs), PC_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(pc_backbone_errmsg(bb), "loaded up to layer1"));
+    outs[0] = NULL; /* a requested layer without a buffer */
+    assert_int_equal(pc_backbone_forward(bb, dummy, 1, 64, 64, PC_LAYER(1), outs), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_backbone_errmsg(bb), "outs[0]"));
+    assert_int_equal(pc_backbone_forward(bb, dummy, 0, 64, 64, PC_LAYER(1), outs), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_backbone_channels(bb, 1), 256);
+    assert_int_equal(pc_backbone_channels(bb, 2), 0); /* not loaded */
+    int32_t oh, ow;
+    assert_int_equal(pc_backbone_out_size(bb, 1, 225, 97, &oh, &ow), PC_OK); /* 225 -> 113 -> 57; 97 -> 49 -> 25 */
+    assert_int_equal(oh, 57);
+    assert_int_equal(ow, 25);
     pc_backbone_free(bb);
 }
 
