@@ -214,3 +214,140 @@ void pc_maxpool3x3s2_ref(float *out, const float *in, int32_t n, int32_t c, int3
                 out[((size_t)b * oh + oy) * ow + ox] = m;
             }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 ungrouped convolutions (Lavin & Gray 2016):
+ * each 2x2 output tile costs 16 multiplies per (cin, cout) pair instead of 36, as 16 GEMMs
+ * M[xi] (cout, T) = U[xi] (cout, cin) x V[xi] (cin, T) over the T tiles of an image.
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1]
+ * ------------------------------------------------------------------------------------------- */
+
+int pc_winograd_applies(const pc_conv_geom *g) {
+    return g->kh == 3 && g->kw == 3 && g->stride == 1 && g->pad == 1 && g->groups == 1;
+}
+
+void pc_winograd_weights(float *u, const float *weight, int32_t cout, int32_t cin) {
+    for (int32_t o = 0; o < cout; o++)
+        for (int32_t c = 0; c < cin; c++) {
+            const float *k = weight + ((size_t)o * cin + c) * 9;
+            double t[4][3]; /* G k */
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = k[0 * 3 + j];
+                t[1][j] = 0.5 * (k[0 * 3 + j] + k[1 * 3 + j] + k[2 * 3 + j]);
+                t[2][j] = 0.5 * (k[0 * 3 + j] - k[1 * 3 + j] + k[2 * 3 + j]);
+                t[3][j] = k[2 * 3 + j];
+            }
+            for (int i = 0; i < 4; i++) { /* (G k) G^T */
+                const double r[4] = {t[i][0], 0.5 * (t[i][0] + t[i][1] + t[i][2]), 0.5 * (t[i][0] - t[i][1] + t[i][2]),
+                                     t[i][2]};
+                for (int j = 0; j < 4; j++) u[((size_t)(i * 4 + j) * cout + o) * cin + c] = (float)r[j];
+            }
+        }
+}
+
+static size_t wino_tiles(const pc_conv_geom *g) { return (size_t)((g->h + 1) / 2) * (size_t)((g->w + 1) / 2); }
+
+static size_t wino_floats(const pc_conv_geom *g) { return 16 * wino_tiles(g) * (size_t)(g->cin + g->cout); }
+
+size_t pc_winograd_workspace(const pc_conv_geom *g) { return wino_floats(g) * (size_t)image_parallelism(g); }
+
+/* v (16, cin, T) from one image in (cin, h, w). */
+static void wino_input(float *v, const float *in, int32_t cin, int32_t h, int32_t w) {
+    const int32_t th = (h + 1) / 2, tw = (w + 1) / 2;
+    const size_t T = (size_t)th * tw, plane = (size_t)cin * T;
+#pragma omp parallel for schedule(static) if (cin >= 8)
+    for (int32_t c = 0; c < cin; c++) {
+        const float *src = in + (size_t)c * h * w;
+        for (int32_t ty = 0; ty < th; ty++)
+            for (int32_t tx = 0; tx < tw; tx++) {
+                float d[4][4];
+                const int32_t y0 = 2 * ty - 1, x0 = 2 * tx - 1;
+                if (y0 >= 0 && x0 >= 0 && y0 + 3 < h && x0 + 3 < w) {
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) d[i][j] = src[(size_t)(y0 + i) * w + x0 + j];
+                } else {
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) {
+                            const int32_t y = y0 + i, x = x0 + j;
+                            d[i][j] = (y >= 0 && y < h && x >= 0 && x < w) ? src[(size_t)y * w + x] : 0.0f;
+                        }
+                }
+                float t[4][4]; /* B^T d */
+                for (int j = 0; j < 4; j++) {
+                    t[0][j] = d[0][j] - d[2][j];
+                    t[1][j] = d[1][j] + d[2][j];
+                    t[2][j] = d[2][j] - d[1][j];
+                    t[3][j] = d[1][j] - d[3][j];
+                }
+                float *dst = v + (size_t)c * T + (size_t)ty * tw + tx;
+                for (int i = 0; i < 4; i++) { /* (B^T d) B */
+                    dst[(size_t)(i * 4 + 0) * plane] = t[i][0] - t[i][2];
+                    dst[(size_t)(i * 4 + 1) * plane] = t[i][1] + t[i][2];
+                    dst[(size_t)(i * 4 + 2) * plane] = t[i][2] - t[i][1];
+                    dst[(size_t)(i * 4 + 3) * plane] = t[i][1] - t[i][3];
+                }
+            }
+    }
+}
+
+/* out (cout, h, w) = act(A^T m A + bias + residual) from m (16, cout, T). */
+static void wino_output(float *out, const float *m, const float *bias, const float *residual, int relu, int32_t cout,
+                        int32_t h, int32_t w) {
+    const int32_t th = (h + 1) / 2, tw = (w + 1) / 2;
+    const size_t T = (size_t)th * tw, plane = (size_t)cout * T;
+#pragma omp parallel for schedule(static) if (cout >= 8)
+    for (int32_t o = 0; o < cout; o++) {
+        const float b = bias ? bias[o] : 0.0f;
+        float *dst = out + (size_t)o * h * w;
+        const float *res = residual ? residual + (size_t)o * h * w : NULL;
+        for (int32_t ty = 0; ty < th; ty++)
+            for (int32_t tx = 0; tx < tw; tx++) {
+                const float *src = m + (size_t)o * T + (size_t)ty * tw + tx;
+                float q[4][4];
+                for (int xi = 0; xi < 16; xi++) q[xi / 4][xi % 4] = src[(size_t)xi * plane];
+                float t[2][4]; /* A^T q */
+                for (int j = 0; j < 4; j++) {
+                    t[0][j] = q[0][j] + q[1][j] + q[2][j];
+                    t[1][j] = q[1][j] - q[2][j] - q[3][j];
+                }
+                for (int i = 0; i < 2; i++) {
+                    const int32_t y = 2 * ty + i;
+                    if (y >= h) break;
+                    const float r2[2] = {t[i][0] + t[i][1] + t[i][2], t[i][1] - t[i][2] - t[i][3]};
+                    for (int j = 0; j < 2; j++) {
+                        const int32_t x = 2 * tx + j;
+                        if (x >= w) break;
+                        float v = r2[j] + b;
+                        if (res) v += res[(size_t)y * w + x];
+                        if (relu && v < 0.0f) v = 0.0f;
+                        dst[(size_t)y * w + x] = v;
+                    }
+                }
+            }
+    }
+}
+
+void pc_conv2d_winograd(float *out, float *work, const float *in, const float *u, const float *bias,
+                        const float *residual, int relu, const pc_conv_geom *g) {
+    const size_t hw = (size_t)g->h * g->w, T = wino_tiles(g), per = wino_floats(g);
+    const int32_t P = image_parallelism(g);
+#pragma omp parallel for num_threads(P) schedule(static) if (P > 1)
+    for (int32_t b = 0; b < g->n; b++) {
+#ifdef _OPENMP
+        float *v = work + (P > 1 ? (size_t)omp_get_thread_num() * per : 0);
+#else
+        float *v = work;
+#endif
+        float *m = v + 16 * T * (size_t)g->cin;
+        wino_input(v, in + (size_t)b * g->cin * hw, g->cin, g->h, g->w);
+        /* 16 independent GEMMs: spread over the threads (single-threaded OpenBLAS inside). */
+#pragma omp parallel for schedule(static)
+        for (int xi = 0; xi < 16; xi++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)T, g->cin, 1.0f,
+                        u + (size_t)xi * g->cout * g->cin, g->cin, v + (size_t)xi * g->cin * T, (int)T, 0.0f,
+                        m + (size_t)xi * g->cout * T, (int)T);
+        wino_output(out + (size_t)b * g->cout * hw, m, bias, residual ? residual + (size_t)b * g->cout * hw : NULL,
+                    relu, g->cout, g->h, g->w);
+    }
+}

@@ -47,6 +47,16 @@ void pc_conv2d(float *out, float *work, const float *in, const float *weight, co
 void pc_conv2d_ref(float *out, const float *in, const float *weight, const float *bias,
                    const float *residual, int relu, const pc_conv_geom *g);
 
+/* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions without groups (pc_winograd_applies):
+ * 16 multiplies per 2x2 output tile and channel pair instead of 36. Same contract as pc_conv2d, but
+ * with the transformed weights u (16, cout, cin) that pc_winograd_weights makes from the OIHW ones
+ * (once, at load) and pc_winograd_workspace(g) floats of scratch. Compared with pc_conv2d_ref. */
+int pc_winograd_applies(const pc_conv_geom *g);
+void pc_winograd_weights(float *u, const float *weight, int32_t cout, int32_t cin);
+size_t pc_winograd_workspace(const pc_conv_geom *g);
+void pc_conv2d_winograd(float *out, float *work, const float *in, const float *u, const float *bias,
+                        const float *residual, int relu, const pc_conv_geom *g);
+
 /* Max-pooling 3x3, stride 2, padding 1 (padding never wins, as PyTorch's -inf padding).
  *   out (n, c, oh, ow) with oh = (h - 1) / 2 + 1;  in (n, c, h, w) */
 void pc_maxpool3x3s2(float *out, const float *in, int32_t n, int32_t c, int32_t h, int32_t w);

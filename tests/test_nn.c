@@ -2,7 +2,8 @@
  * test_nn.c - the fast convolution and max-pool kernels against their plain references (nn.h) on
  * odd shapes: groups, stride 2, 1x1/3x3/7x7, odd sizes, padding wider than usual, batch > 1, with
  * and without bias, residual and ReLU. Tolerance: relative error (max|diff| / max|ref|) <= 1e-5 for
- * the convolution (float32 GEMM against a double-accumulated reference); max-pool is exact.
+ * the convolution, direct and Winograd F(2x2,3x3) (float32 against a double-accumulated reference);
+ * max-pool is exact.
  */
 #include "nn.h"
 #include "testutil.h"
@@ -35,6 +36,16 @@ static void check_conv(pc_conv_geom g, int use_bias, int use_res, int relu) {
     print_message("conv n%d %dx%dx%d -> %d k%dx%d s%d p%d g%d bias%d res%d relu%d: rel err %.2e\n", g.n, g.cin, g.h,
                   g.w, g.cout, g.kh, g.kw, g.stride, g.pad, g.groups, use_bias, use_res, relu, err);
     assert_true(err <= 1e-5);
+    if (pc_winograd_applies(&g)) {
+        float *u = malloc((size_t)16 * g.cout * g.cin * 4), *wk = malloc(pc_winograd_workspace(&g) * 4);
+        pc_winograd_weights(u, w, g.cout, g.cin);
+        memset(out, 0xFF, nout * 4);
+        pc_conv2d_winograd(out, wk, in, u, use_bias ? b : NULL, use_res ? res : NULL, relu, &g);
+        err = max_rel_err(out, ref, nout);
+        print_message("  winograd F(2x2,3x3): rel err %.2e\n", err);
+        assert_true(err <= 1e-5);
+        free(u), free(wk);
+    }
     free(in), free(w), free(b), free(res), free(out), free(ref), free(work);
 }
 
@@ -52,6 +63,9 @@ static void test_conv_shapes(void **state) {
     check_conv((pc_conv_geom){1, 4, 5, 5, 4, 3, 3, 1, 2, 2}, 1, 0, 0);      /* padding wider than the kernel's half */
     check_conv((pc_conv_geom){1, 2, 3, 3, 3, 3, 3, 2, 1, 1}, 1, 1, 1);      /* tiny: 2x2 output */
     check_conv((pc_conv_geom){1, 4, 1, 1, 5, 3, 3, 1, 1, 1}, 1, 0, 0);      /* 1x1 image, all padding but the centre */
+    check_conv((pc_conv_geom){3, 16, 14, 14, 24, 3, 3, 1, 1, 1}, 1, 1, 1);  /* even size, batch 3 (Winograd too) */
+    check_conv((pc_conv_geom){1, 64, 28, 27, 32, 3, 3, 1, 1, 1}, 1, 0, 1);  /* deep input, odd width */
+    check_conv((pc_conv_geom){2, 3, 2, 5, 4, 3, 3, 1, 1, 1}, 0, 1, 0);      /* 2-row image */
 }
 
 static void test_maxpool(void **state) {
