@@ -248,14 +248,22 @@ void pc_winograd_weights(float *u, const float *weight, int32_t cout, int32_t ci
 
 static size_t wino_tiles(const pc_conv_geom *g) { return (size_t)((g->h + 1) / 2) * (size_t)((g->w + 1) / 2); }
 
-static size_t wino_floats(const pc_conv_geom *g) { return 16 * wino_tiles(g) * (size_t)(g->cin + g->cout); }
+/* Distance between two of the 16 planes of V (c = cin) or M (c = cout). The transforms stream through
+ * all 16 planes at once; planes a multiple of 4 KiB apart would all map to the same cache sets, so
+ * the stride is padded by one cache line (measured: 2-3x faster transforms at 56x56). */
+static size_t wino_plane(size_t c, size_t T) { return c * T + 16; }
+
+static size_t wino_floats(const pc_conv_geom *g) {
+    const size_t T = wino_tiles(g);
+    return 16 * (wino_plane((size_t)g->cin, T) + wino_plane((size_t)g->cout, T));
+}
 
 size_t pc_winograd_workspace(const pc_conv_geom *g) { return wino_floats(g) * (size_t)image_parallelism(g); }
 
 /* v (16, cin, T) from one image in (cin, h, w). */
 static void wino_input(float *v, const float *in, int32_t cin, int32_t h, int32_t w) {
     const int32_t th = (h + 1) / 2, tw = (w + 1) / 2;
-    const size_t T = (size_t)th * tw, plane = (size_t)cin * T;
+    const size_t T = (size_t)th * tw, plane = wino_plane((size_t)cin, T);
 #pragma omp parallel for schedule(static) if (cin >= 8)
     for (int32_t c = 0; c < cin; c++) {
         const float *src = in + (size_t)c * h * w;
@@ -295,7 +303,7 @@ static void wino_input(float *v, const float *in, int32_t cin, int32_t h, int32_
 static void wino_output(float *out, const float *m, const float *bias, const float *residual, int relu, int32_t cout,
                         int32_t h, int32_t w) {
     const int32_t th = (h + 1) / 2, tw = (w + 1) / 2;
-    const size_t T = (size_t)th * tw, plane = (size_t)cout * T;
+    const size_t T = (size_t)th * tw, plane = wino_plane((size_t)cout, T);
 #pragma omp parallel for schedule(static) if (cout >= 8)
     for (int32_t o = 0; o < cout; o++) {
         const float b = bias ? bias[o] : 0.0f;
@@ -339,14 +347,15 @@ void pc_conv2d_winograd(float *out, float *work, const float *in, const float *u
 #else
         float *v = work;
 #endif
-        float *m = v + 16 * T * (size_t)g->cin;
+        const size_t vp = wino_plane((size_t)g->cin, T), mp = wino_plane((size_t)g->cout, T);
+        float *m = v + 16 * vp;
         wino_input(v, in + (size_t)b * g->cin * hw, g->cin, g->h, g->w);
         /* 16 independent GEMMs: spread over the threads (single-threaded OpenBLAS inside). */
 #pragma omp parallel for schedule(static)
         for (int xi = 0; xi < 16; xi++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)T, g->cin, 1.0f,
-                        u + (size_t)xi * g->cout * g->cin, g->cin, v + (size_t)xi * g->cin * T, (int)T, 0.0f,
-                        m + (size_t)xi * g->cout * T, (int)T);
+                        u + (size_t)xi * g->cout * g->cin, g->cin, v + (size_t)xi * vp, (int)T, 0.0f,
+                        m + (size_t)xi * mp, (int)T);
         wino_output(out + (size_t)b * g->cout * hw, m, bias, residual ? residual + (size_t)b * g->cout * hw : NULL,
                     relu, g->cout, g->h, g->w);
     }
