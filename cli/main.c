@@ -18,10 +18,14 @@ static int cmd_version(int argc, char **argv) {
 
 /* One line per verb, in the order `patchcore --help` lists them. */
 int cmd_preprocess(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
     {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
+    {"features", "write a backbone's layer activations for one image (.npy)", cmd_features},
+    {"info", "describe a weights file (architecture, layers, tensors)", cmd_info},
 };
 
 static void usage(FILE *out) {

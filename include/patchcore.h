@@ -211,6 +211,30 @@ PC_API pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int3
 PC_API pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w,
                                      uint32_t layer_mask, float *const outs[4]);
 
+/* Reserve the backbone's scratch memory for batches of up to n images of h x w, so that forward
+ * allocates nothing later (forward otherwise grows it when a bigger input first arrives). */
+PC_API pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w);
+
+/* The message of the last failed call on this backbone ("" if none). Valid until the next call on it. */
+PC_API const char *pc_backbone_errmsg(const pc_backbone *bb);
+
+/* The file the backbone was loaded from (useful when pc_backbone_load was given path == NULL). */
+PC_API const char *pc_backbone_path(const pc_backbone *bb);
+
+/* What a weights file holds, without building a backbone (for `patchcore info`). */
+typedef struct pc_weights_info {
+    pc_arch arch;           /* inferred from the tensor shapes (PC_ARCH_UNKNOWN if none fits) */
+    uint32_t layer_mask;    /* layers whose every tensor is present with the right shape (bit N-1 = layerN) */
+    int64_t tensor_count;   /* tensors in the file, integer ones (num_batches_tracked) included */
+    int64_t param_count;    /* float values in the file */
+    char format[32];        /* "pth-zip", "pth-legacy" or "safetensors" */
+} pc_weights_info;
+
+/* Read a weights file and describe it. The architecture must be recognised for layer_mask to be
+ * non-zero; an unrecognised one is not an error (arch is then PC_ARCH_UNKNOWN, and pc_last_error()
+ * says why). Thread-safe. */
+PC_API pc_status pc_weights_inspect(const char *path, pc_weights_info *out);
+
 /* ---------------------------------------------------------------------------------------------
  * Metrics (METHOD.md §7; definitions, tie and threshold conventions in docs/metrics.md)
  *
