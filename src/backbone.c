@@ -7,6 +7,7 @@
  */
 #include "nn.h"
 #include "weights.h"
+#include "backbone_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -109,6 +110,7 @@ struct pc_backbone {
      * in one allocation, planned for batches up to ws_n of ws_h x ws_w (see plan()). */
     float *ws;
     size_t act_cap, col_cap;
+    int is_view; /* a view (pc_backbone_view) shares another backbone's weights and owns only ws */
 };
 
 static void conv_free(conv *c) {
@@ -134,8 +136,22 @@ static void backbone_release(pc_backbone *bb) {
 
 void pc_backbone_free(pc_backbone *bb) {
     if (!bb) return;
-    backbone_release(bb);
+    if (bb->is_view) pc_free(bb->ws);
+    else backbone_release(bb);
     pc_free(bb);
+}
+
+pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out) {
+    *out = NULL;
+    pc_backbone *v = pc_malloc(sizeof *v);
+    if (!v) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    memcpy(v, src, sizeof *v);
+    v->ws = NULL;
+    v->act_cap = v->col_cap = 0;
+    v->is_view = 1;
+    v->errmsg[0] = '\0';
+    *out = v;
+    return PC_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -418,6 +434,8 @@ static int max_layer_of(uint32_t mask) {
     return m;
 }
 
+static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a);
+
 pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out) {
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: out is NULL");
@@ -445,15 +463,25 @@ pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, 
         pc_backbone_free(bb);
         return st;
     }
-    if (!a && (st = infer_arch(d, &E, bb->path, &a)) != PC_OK) goto fail;
+    st = build_from_dict(bb, d, &E, a);
+    pc_tensor_dict_free(d);
+    if (st != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
+    *out = bb;
+    return PC_OK;
+}
+
+/* Infer (when a is NULL), build and validate bb from the tensors of d; E is what the load filter saw. */
+static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a) {
+    pc_status st;
+    if (!a && (st = infer_arch(d, E, bb->path, &a)) != PC_OK) return st;
     bb->spec = a;
     problems P = {0};
     loadctx L = {.dict = d, .used = pc_calloc(d->count ? d->count : 1, 1), .prob = &P};
-    if (!L.used) {
-        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
-        goto fail;
-    }
-    check_blocks(a, &E, bb->max_layer, &P);
+    if (!L.used) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    check_blocks(a, E, bb->max_layer, &P);
     st = build(bb, &L);
     if (st == PC_OK) {
         for (size_t i = 0; i < d->count; i++)
@@ -464,14 +492,40 @@ pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, 
         st = report(&P, bb->path, a, bb->max_layer);
     }
     pc_free(L.used);
-    if (st != PC_OK) goto fail;
-    pc_tensor_dict_free(d);
+    return st;
+}
+
+pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
+                                pc_backbone **out) {
+    pc_clear_error();
+    if (!out || !dict) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: NULL argument");
+    *out = NULL;
+    if (layer_mask == 0 || (layer_mask & ~0xFu))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: bad layer mask 0x%x", (unsigned)layer_mask);
+    const arch_spec *a = NULL;
+    if (arch != PC_ARCH_UNKNOWN && !(a = spec_of(arch)))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: unknown architecture %d", (int)arch);
+    pc_backbone *bb = pc_calloc(1, sizeof *bb);
+    pc_tensor_dict sub = {0};
+    sub.tensors = pc_calloc(dict->count ? dict->count : 1, sizeof(pc_tensor));
+    if (!bb || !sub.tensors) {
+        pc_free(bb), pc_free(sub.tensors);
+        return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    }
+    bb->max_layer = max_layer_of(layer_mask);
+    snprintf(bb->path, sizeof bb->path, "%s", name ? name : "<tensors>");
+    /* what the file path would have seen: every name goes through the filter, kept ones are used */
+    evidence E = {.max_layer = bb->max_layer};
+    for (size_t i = 0; i < dict->count; i++)
+        if (load_filter(dict->tensors[i].name, &E)) sub.tensors[sub.count++] = dict->tensors[i];
+    pc_status st = build_from_dict(bb, &sub, &E, a);
+    pc_free(sub.tensors);
+    if (st != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
     *out = bb;
     return PC_OK;
-fail:
-    pc_tensor_dict_free(d);
-    pc_backbone_free(bb);
-    return st;
 }
 
 pc_status pc_weights_inspect(const char *path, pc_weights_info *out) {

@@ -19,11 +19,6 @@
 #define PC_CORESET_PROJ_DIM 128
 #define PC_CORESET_STARTS 10
 
-typedef enum pc_sampler {
-    PC_SAMPLER_APPROX_GREEDY = 0, /* the reference default */
-    PC_SAMPLER_RANDOM = 1,        /* n distinct uniformly random indices */
-    PC_SAMPLER_NONE = 2           /* keep everything: indices 0..N-1 */
-} pc_sampler;
 
 /* SplitMix64 as described above. */
 typedef struct pc_rng { uint64_t state; } pc_rng;
