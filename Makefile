@@ -12,7 +12,7 @@ R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test refs asan asan-test install clean bench demo
+.PHONY: all configure build test refs asan asan-test tsan-test install clean bench demo
 
 all: build
 
@@ -41,6 +41,15 @@ asan-test:
 	$(MAKE) build BUILD=build-asan SANITIZE=1
 	rm -rf build-asan/ref && ln -s ../build/ref build-asan/ref
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 1
+
+# The concurrent-predict test under ThreadSanitizer (build-tsan). libgomp is not TSan-instrumented,
+# so OpenMP's own barriers show as false races: the test runs with OMP_NUM_THREADS=1 and one OpenBLAS
+# thread, leaving only the test's pthreads (the threads whose safety is in question) in play.
+tsan-test:
+	cmake -S . -B build-tsan $(CMAKE_ARGS) -DPC_TSAN=ON -DPC_BUILD_BENCH=OFF
+	cmake --build build-tsan -j $(JOBS) --target test_model_threads
+	cd build-tsan && PC_SHARED_DIR=$(abspath $(SHARED)) OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ./test_model_threads
 
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
