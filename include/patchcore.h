@@ -441,6 +441,90 @@ PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_pre
 PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold, double pixel_threshold,
                                          double score_scale);
 
+/* ---------------------------------------------------------------------------------------------
+ * Evaluation on the MVTec AD layout and predict reporting (METHOD.md §7; docs/evaluation.md)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One test image of a category: its path, its mask's path (NULL for `good`) and its defect type
+ * (an index into pc_dataset.type_names). */
+typedef struct pc_eval_item {
+    char *path;
+    char *mask_path;
+    int32_t type;
+} pc_eval_item;
+
+/* A category directory walked: CATEGORY/train/good/<images>, CATEGORY/test/<type>/<images>,
+ * CATEGORY/ground_truth/<type>/<stem>_mask.png. Everything is in byte-wise sorted (strcmp) order:
+ * types by name, images by file name. Images are files ending in .png/.jpg/.jpeg/.bmp (any case). */
+typedef struct pc_dataset {
+    char *root;
+    char **train_paths;     /* n_train */
+    size_t n_train;
+    pc_eval_item *test;     /* n_test, grouped by type in type order */
+    size_t n_test;
+    char **type_names;      /* n_types, sorted */
+    int32_t n_types;
+    int32_t good_type;      /* index of "good" in type_names, -1 when there is no test/good */
+} pc_dataset;
+
+/* Walk a category directory. Fails with PC_ERR_NOT_FOUND naming the path when train/good or test is
+ * missing or empty, or when a defective test image has no <stem>_mask.png; train/good may be absent
+ * when need_train is 0. Thread-safe. */
+PC_API pc_status pc_dataset_open(const char *category_dir, int need_train, pc_dataset **out);
+PC_API void pc_dataset_free(pc_dataset *ds);
+
+/* Image AUROC of one defect type: that type's images against all good images. */
+typedef struct pc_eval_type_result {
+    const char *name;       /* points into the names given to pc_eval_aggregate */
+    int32_t n;              /* images of this type */
+    double image_auroc;     /* NaN for the good type itself */
+} pc_eval_type_result;
+
+/* The metrics of an evaluation (docs/metrics.md for each convention). */
+typedef struct pc_eval_result {
+    double image_auroc, pixel_auroc, aupro;   /* AUPRO at PC_AUPRO_FPR_LIMIT */
+    double image_f1_max, pixel_f1_max;
+    double image_f1_threshold, pixel_f1_threshold; /* decision thresholds (score > t) reaching them */
+    int64_t n_good, n_defective;
+    double mean_predict_ms;                    /* 0 from pc_eval_aggregate alone */
+    int32_t n_types;
+    pc_eval_type_result *per_type;             /* n_types, owned: pc_eval_result_free */
+} pc_eval_result;
+
+/* The metrics from given per-image scores (n), maps (n x h x w) and masks (n x h x w, non-zero =
+ * anomalous) and types (n, indices into type_names; image label = type != good_type). Needs both
+ * good and defective images, and anomalous and nominal pixels. Thread-safe. Scratch: 16 bytes per
+ * pixel of all maps (the metrics' sort). */
+PC_API pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, const float *maps,
+                                   const uint8_t *masks, const int32_t *types,
+                                   const char *const *type_names, int32_t n_types, int32_t good_type,
+                                   int32_t n, int32_t h, int32_t w);
+
+/* Predict every test image of ds with model (one map each, kept in memory: n_test x S x S floats
+ * and bytes, i.e. 5 bytes per pixel; ~21 MB for 83 images at 224; limited to 2^31 pixels in all),
+ * load masks with pc_image_load_grey + pc_preprocess_mask, and compute pc_eval_aggregate plus the mean
+ * predict time. Progress stage "eval" (images). Uses the model's thread-safe predict one image at a
+ * time. */
+PC_API pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
+                             pc_progress_fn progress, void *progress_user);
+
+PC_API void pc_eval_result_free(pc_eval_result *r);
+
+/* Map a half-open box of the crop x crop map grid (x0 <= x < x1, y0 <= y < y1) back to the original
+ * image: undo the crop (add crop_left/crop_top) then the resize (scale by orig/resized), rounding
+ * outwards (floor of the start, ceil of the end) and clamping to the image. */
+PC_API pc_status pc_geometry_box_to_original(const pc_geometry *g, int32_t x0, int32_t y0, int32_t x1,
+                                             int32_t y1, int32_t *ox0, int32_t *oy0, int32_t *ox1,
+                                             int32_t *oy1);
+
+/* Anomalous regions of a map (size x size): 8-connected components of {map > threshold}, described
+ * as pc_regions_describe does (box, area in map pixels, peak), sorted by decreasing peak, with the
+ * box then mapped to original image coordinates when g != NULL (peak_x/peak_y stay in map
+ * coordinates). At most max are written;
+ * *n_total receives how many there are. Allocates h*w int32 scratch. Thread-safe. */
+PC_API pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total, const float *map,
+                                     int32_t size, double threshold, const pc_geometry *g);
+
 #ifdef __cplusplus
 }
 #endif
