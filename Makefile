@@ -6,10 +6,13 @@ NATIVE    ?= 0
 SANITIZE  ?= 0
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON    ?= /usr/bin/python3
+SHARED    ?= $(or $(PATCHCORE_SHARED),../shared)
+BOTTLE     = $(SHARED)/data/mvtec_ad/bottle
+R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test refs asan asan-test install clean bench
+.PHONY: all configure build test refs asan asan-test install clean bench demo
 
 all: build
 
@@ -41,6 +44,13 @@ asan-test:
 
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# The main job on built-in defaults: fit on the MVTec AD bottle training images with the shared
+# ImageNet ResNet-18 (layers 2+3, 10% coreset), then score the bottle test images.
+demo: build
+	@test -d $(BOTTLE) || { echo "demo: $(BOTTLE) not found (set PATCHCORE_SHARED)" >&2; exit 1; }
+	$(BUILD)/patchcore fit --weights $(R18) -o $(BUILD)/bottle.pcm $(BOTTLE)/train/good
+	$(BUILD)/patchcore predict -m $(BUILD)/bottle.pcm $(BOTTLE)/test
 
 bench: build
 	sh bench/run.sh

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Exit codes (documented in README.md and docs/cli.md). */
 enum {
@@ -42,5 +43,46 @@ bool cli_wants_help(int argc, char **argv);
 /* Write a float32 array as a NumPy .npy file (atomically: temp file + rename). Returns 0 on success,
  * else prints an error naming the path. */
 int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape);
+
+/* ---- shared by fit, benchmark and the other verbs that take images ---------------------------- */
+
+/* Parse one fit option at argv[*i] into opt (--weights --backbone --layers --resize --crop --patch
+ * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads).
+ * *matched says whether argv[*i] was a fit option; false return = a bad value (already reported). */
+bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *opt, int32_t *threads, bool *matched);
+/* The help lines of those options with their defaults. */
+void cli_fit_options_help(FILE *out);
+
+/* A list of image paths collected from files and directories (walked recursively, sorted, keeping
+ * .png .jpg .jpeg .bmp files case-insensitively; files named explicitly are always kept). */
+typedef struct cli_paths {
+    char **paths;
+    size_t n, cap;
+} cli_paths;
+/* Returns 0, or -1 after printing an error naming the path that could not be read. */
+int cli_collect_images(cli_paths *out, const char *path);
+void cli_paths_free(cli_paths *p);
+
+/* Progress on stderr: shown when stderr is a terminal unless --no-progress/--quiet; a line
+ * "stage done/total (rate/s, ETA)" rewritten in place. The callback matches pc_progress_fn. */
+typedef struct cli_progress {
+    bool enabled;
+    double t0;
+    char stage[32];
+    double last;
+} cli_progress;
+void cli_progress_init(cli_progress *p, bool enabled);
+int cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total);
+void cli_progress_done(cli_progress *p);
+double cli_now(void);
+
+/* Make a file name for an input path that is unique within one run: the path with '/' turned into
+ * '_' and the extension replaced by ext; "-2", "-3"... appended on a collision. */
+typedef struct cli_names {
+    char **used;
+    size_t n, cap;
+} cli_names;
+const char *cli_unique_name(cli_names *names, const char *path, const char *ext, char *buf, size_t size);
+void cli_names_free(cli_names *names);
 
 #endif

@@ -17,9 +17,19 @@ static int cmd_version(int argc, char **argv) {
 }
 
 /* One line per verb, in the order `patchcore --help` lists them. */
+int cmd_preprocess(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_fit(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
+    {"fit", "build a model (memory bank) from images of good parts", cmd_fit},
+    {"predict", "score images with a model; write anomaly maps", cmd_predict},
+    {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
+    {"features", "write a backbone's layer activations for one image (.npy)", cmd_features},
+    {"info", "describe a model file, or a weights file with --weights", cmd_info},
 };
 
 static void usage(FILE *out) {

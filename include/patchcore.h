@@ -103,9 +103,13 @@ typedef struct pc_image {
  * MAX_IMAGE_PIXELS * 2 (178,956,970), beyond which PIL refuses to open a file too. */
 #define PC_IMAGE_MAX_PIXELS 178956970LL
 
-/* Decode a PNG or JPEG file (also BMP where supported, see docs/images.md) and convert it to 8-bit
- * RGB exactly as PIL's Image.convert("RGB") does: grey replicated, alpha dropped without compositing,
- * palette expanded, 16-bit samples reduced as PIL does. On failure *out is zeroed. */
+/* Decode a PNG or JPEG file (format from its magic bytes; BMP/TIFF/GIF/WebP give PC_ERR_UNSUPPORTED,
+ * see docs/images.md) and convert it to 8-bit RGB exactly as PIL's Image.convert("RGB") does: grey
+ * replicated, alpha dropped without compositing, palette expanded, 16-bit samples reduced as PIL does
+ * (16-bit grey is clamped to 0..255, other 16-bit samples keep their high byte). Errors:
+ * PC_ERR_IO, PC_ERR_FORMAT (empty, truncated, corrupt), PC_ERR_UNSUPPORTED, PC_ERR_TOO_LARGE (more
+ * than PC_IMAGE_MAX_PIXELS, checked before allocating), PC_ERR_NO_MEMORY; the message names the file.
+ * On failure *out is zeroed. The caller frees out with pc_image_free. Thread-safe. */
 PC_API pc_status pc_image_load(const char *path, pc_image *out);
 
 /* The same from a buffer in memory; `name` is used in error messages only (may be NULL). */
@@ -126,11 +130,14 @@ PC_API void pc_image_free(pc_image *img);
 typedef struct pc_geometry {
     int32_t orig_width, orig_height;       /* the decoded image */
     int32_t resized_width, resized_height; /* after Resize(R) */
-    int32_t crop_left, crop_top;           /* CenterCrop offsets in the resized image */
+    int32_t crop_left, crop_top;           /* CenterCrop offsets in the resized image; negative when
+                                              the crop is larger and torchvision pads with zeros */
     int32_t crop_size;                     /* S */
 } pc_geometry;
 
-/* Compute the geometry of Resize(resize) -> CenterCrop(crop) for an image of width x height. */
+/* Compute the geometry of Resize(resize) -> CenterCrop(crop) for an image of width x height, as
+ * torchvision 0.14 does: short side -> resize, long side -> int(resize * long / short); offsets
+ * round((size - crop) / 2) with Python's half-to-even rounding. resize and crop are 1..65536. */
 PC_API pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resize, int32_t crop,
                                      pc_geometry *out);
 
@@ -139,8 +146,11 @@ PC_API pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resi
 PC_API pc_status pc_resize_bilinear_u8(uint8_t *out, int32_t out_w, int32_t out_h, const uint8_t *in,
                                        int32_t in_w, int32_t in_h, int32_t channels);
 
-/* Resize + CenterCrop + scale + normalise an RGB image into out, a 3 x crop x crop float tensor.
- * Default mean/std are ImageNet's. geometry may be NULL. */
+/* Resize + CenterCrop + scale + normalise an RGB image (channels == 3) into out, a caller-owned
+ * 3 x crop x crop float tensor, as torchvision's Resize(resize), CenterCrop(crop), ToTensor() and
+ * Normalize(ImageNet mean, std) on a PIL image; a crop larger than the resized image is padded with
+ * zero pixels as torchvision does. geometry may be NULL. Only the cropped pixels are resampled.
+ * Thread-safe. */
 PC_API pc_status pc_preprocess(float *out, const pc_image *rgb, int32_t resize, int32_t crop,
                                pc_geometry *geometry);
 
@@ -200,6 +210,30 @@ PC_API pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int3
  * predict is thread-safe. */
 PC_API pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w,
                                      uint32_t layer_mask, float *const outs[4]);
+
+/* Reserve the backbone's scratch memory for batches of up to n images of h x w, so that forward
+ * allocates nothing later (forward otherwise grows it when a bigger input first arrives). */
+PC_API pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w);
+
+/* The message of the last failed call on this backbone ("" if none). Valid until the next call on it. */
+PC_API const char *pc_backbone_errmsg(const pc_backbone *bb);
+
+/* The file the backbone was loaded from (useful when pc_backbone_load was given path == NULL). */
+PC_API const char *pc_backbone_path(const pc_backbone *bb);
+
+/* What a weights file holds, without building a backbone (for `patchcore info`). */
+typedef struct pc_weights_info {
+    pc_arch arch;           /* inferred from the tensor shapes (PC_ARCH_UNKNOWN if none fits) */
+    uint32_t layer_mask;    /* layers whose every tensor is present with the right shape (bit N-1 = layerN) */
+    int64_t tensor_count;   /* tensors in the file, integer ones (num_batches_tracked) included */
+    int64_t param_count;    /* float values in the file */
+    char format[32];        /* "pth-zip", "pth-legacy" or "safetensors" */
+} pc_weights_info;
+
+/* Read a weights file and describe it. The architecture must be recognised for layer_mask to be
+ * non-zero; an unrecognised one is not an error (arch is then PC_ARCH_UNKNOWN, and pc_last_error()
+ * says why). Thread-safe. */
+PC_API pc_status pc_weights_inspect(const char *path, pc_weights_info *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Metrics (METHOD.md §7; definitions, tie and threshold conventions in docs/metrics.md)

@@ -31,13 +31,19 @@ typedef struct pc_tensor {
     int32_t ndim;
     int64_t shape[PC_TENSOR_MAX_DIMS];
     int64_t numel;
-    float *data;                        /* numel float32 values (owned), or NULL for integer tensors */
+    float *data;                        /* numel float32 values, 64-byte aligned, or NULL for integer and
+                                           other non-float tensors. Owned by the dictionary (all tensors
+                                           share one allocation): never free it on its own. */
 } pc_tensor;
 
 typedef struct pc_tensor_dict {
-    pc_tensor *tensors;
+    pc_tensor *tensors;                 /* in the file's order (the state dict's, or the header's) */
     size_t count;
     char format[32];                    /* "pth-zip", "pth-legacy" or "safetensors" */
+    /* private: the one allocation holding every tensor's data (pc_malloc'd, or mapped when large) */
+    void *arena;
+    void *arena_map;
+    size_t arena_map_len;
 } pc_tensor_dict;
 
 /* Optional filter: return non-zero to load a tensor's data, 0 to skip it (it is then not in the
@@ -46,7 +52,11 @@ typedef int (*pc_tensor_filter)(const char *name, void *user);
 
 /* Load every tensor of a .pth (zip or legacy) or .safetensors file; the format is detected from the
  * contents, not the name. Declared sizes and offsets are validated against the file size before use.
- * Errors name the file and what is wrong (truncated zip, unknown dtype, forbidden pickle global ...). */
+ * Errors name the file and what is wrong (truncated zip, unknown dtype, forbidden pickle global ...).
+ * On success *out is a new dictionary (free with pc_tensor_dict_free); on failure *out is NULL.
+ * The file is mapped, read once, and unmapped before returning. Thread-safe (no shared state); the
+ * conversion of large files runs on the OpenMP threads (pc_set_num_threads). docs/weights.md has the
+ * formats, the pickle subset and the limits. */
 pc_status pc_weights_load(const char *path, pc_tensor_filter filter, void *user, pc_tensor_dict **out);
 
 /* The same from memory (used by the fuzz targets); name is for messages. */
@@ -57,5 +67,15 @@ pc_status pc_weights_load_memory(const uint8_t *buf, size_t len, const char *nam
 const pc_tensor *pc_tensor_dict_get(const pc_tensor_dict *d, const char *name);
 
 void pc_tensor_dict_free(pc_tensor_dict *d);
+
+/* float16 -> float32, exact for every value (NaN payloads kept): pc_f16_to_f32 converts n values
+ * (vectorised where the CPU allows), pc_f16_to_f32_ref is the plain scalar reference. */
+void pc_f16_to_f32(float *out, const uint16_t *src, size_t n);
+float pc_f16_to_f32_ref(uint16_t h);
+
+/* CRC-32 of the zip format (as zlib's crc32): pc_crc32 uses carry-less multiplication where the CPU
+ * has it, pc_crc32_ref is zlib's, kept as the reference. Start with crc = 0; chainable. */
+uint32_t pc_crc32(uint32_t crc, const uint8_t *buf, size_t len);
+uint32_t pc_crc32_ref(uint32_t crc, const uint8_t *buf, size_t len);
 
 #endif

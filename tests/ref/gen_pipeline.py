@@ -42,7 +42,11 @@ def run_case(out, arch, weights, train, test, layers, ratio, k, seed):
     bound = 1.0 / np.sqrt(dim)
     projection = rng.uniform(-bound, bound, size=(128, dim)).astype(np.float32)
     starts = rng.choice(n_total, size=min(10, n_total), replace=False).astype(np.int64)
-    idx = P.greedy_coreset(feats, n_sel, torch.from_numpy(projection), starts.tolist())
+    # Distances from direct differences: the reference's ||a||^2 - 2ab + ||b||^2 form loses digits to
+    # cancellation and can flip near-ties (see docs/method-implementation.md); both forms are saved.
+    idx = P.greedy_coreset(feats, n_sel, torch.from_numpy(projection), starts.tolist(), direct=True)
+    idx_expansion = P.greedy_coreset(feats, n_sel, torch.from_numpy(projection), starts.tolist())
+    common.save(out, "coreset_expansion.npy", idx_expansion)
     bank = feats[idx].numpy()
     qs = []
     for p in test:
@@ -56,6 +60,7 @@ def run_case(out, arch, weights, train, test, layers, ratio, k, seed):
     common.save(out, "projection.npy", projection)
     common.save(out, "starts.npy", starts)
     common.save(out, "features_train0.npy", feats_train[0].numpy())
+    common.save(out, "features_train.npy", feats.numpy())
     common.save(out, "coreset.npy", idx)
     common.save(out, "bank.npy", bank)
     common.save(out, "patch.npy", per_img)
@@ -65,7 +70,7 @@ def run_case(out, arch, weights, train, test, layers, ratio, k, seed):
         f.write("\n".join(train + test) + "\n")
     with open(os.path.join(out, "config.txt"), "w") as f:
         f.write("arch=%s\nweights=%s\nlayers=%s\nn_train=%d\nn_test=%d\ncoreset=%d\nk=%d\n"
-                % (arch, weights, ",".join(layers), len(train), len(test), n_sel, k))
+                % (arch, os.path.abspath(weights), ",".join(layers), len(train), len(test), n_sel, k))
 
 
 def wrn50_weights(path):

@@ -1,0 +1,74 @@
+/*
+ * bench_backbone.c - time our backbone forward (default: wide_resnet50_2 to layer3 at 224x224).
+ * usage: bench_backbone WEIGHTS [--batch N] [--threads T] [--runs R] [--size S] [--layer L]
+ * Prints one line: "ours batch=N threads=T size=S median_ms=... min_ms=... gflops=..." where GFLOP/s
+ * counts 2 x 9.19 GMAC per image for wide_resnet50_2 to layer3 at 224 (scaled by (S/224)^2).
+ * bench/backbone.sh runs this beside bench_backbone.py (torch) and prints the ratios.
+ */
+#include "patchcore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s WEIGHTS [--batch N] [--threads T] [--runs R] [--size S] [--layer L]\n", argv[0]);
+        return 2;
+    }
+    int batch = 1, threads = 2, runs = 5, size = 224, layer = 3;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        int v = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--batch")) batch = v;
+        else if (!strcmp(argv[i], "--threads")) threads = v;
+        else if (!strcmp(argv[i], "--runs")) runs = v;
+        else if (!strcmp(argv[i], "--size")) size = v;
+        else if (!strcmp(argv[i], "--layer")) layer = v;
+    }
+    if (batch < 1 || runs < 1 || runs > 1000 || size < 32 || layer < 1 || layer > 4) return 2;
+    pc_set_num_threads(threads);
+    pc_backbone *bb = NULL;
+    if (pc_backbone_load(argv[1], PC_ARCH_UNKNOWN, PC_LAYER(layer), &bb) != PC_OK) {
+        fprintf(stderr, "bench_backbone: %s\n", pc_last_error());
+        return 1;
+    }
+    int32_t oh, ow;
+    pc_backbone_out_size(bb, layer, size, size, &oh, &ow);
+    size_t nin = (size_t)batch * 3 * size * size, nout = (size_t)batch * pc_backbone_channels(bb, layer) * oh * ow;
+    float *in = malloc(nin * sizeof(float)), *out = malloc(nout * sizeof(float));
+    float *outs[4] = {0};
+    outs[layer - 1] = out;
+    unsigned s = 1;
+    for (size_t i = 0; i < nin; i++) in[i] = (float)((s = s * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    if (pc_backbone_reserve(bb, batch, size, size) != PC_OK ||
+        pc_backbone_forward(bb, in, batch, size, size, PC_LAYER(layer), outs) != PC_OK) { /* warm-up */
+        fprintf(stderr, "bench_backbone: %s\n", pc_last_error());
+        return 1;
+    }
+    double *t = malloc(sizeof(double) * (size_t)runs);
+    for (int r = 0; r < runs; r++) {
+        double t0 = now_ms();
+        pc_backbone_forward(bb, in, batch, size, size, PC_LAYER(layer), outs);
+        t[r] = now_ms() - t0;
+    }
+    qsort(t, (size_t)runs, sizeof *t, cmp_d);
+    double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    double gflop = 2.0 * 9.19 * batch * (size / 224.0) * (size / 224.0);
+    printf("ours arch=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f gflops=%.1f\n",
+           pc_arch_name(pc_backbone_arch(bb)), batch, threads, size, med, t[0], gflop / (med / 1e3));
+    free(t), free(in), free(out);
+    pc_backbone_free(bb);
+    return 0;
+}

@@ -1,0 +1,129 @@
+/*
+ * cmd_fit.c - `patchcore fit`: build a model (memory bank) from good images and write it to one file.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: patchcore fit [options] -o MODEL TRAIN_IMAGES_OR_DIRS...\n"
+            "\n"
+            "Build a PatchCore model from images of good parts: backbone features of every image, a\n"
+            "coreset memory bank, written with the backbone weights and all settings to one file MODEL.\n"
+            "Directories are walked recursively for .png/.jpg/.jpeg files in sorted order. Images that\n"
+            "cannot be read are reported and skipped (exit code 3 if any were).\n"
+            "\n"
+            "options:\n");
+    cli_fit_options_help(f);
+    fprintf(f,
+            "  -o, --output MODEL  the model file to write (required; written atomically)\n"
+            "  --json              print the summary as one JSON object\n"
+            "  --no-progress       no progress line on stderr\n"
+            "  -q, --quiet         no progress and no summary\n"
+            "  -h, --help          this help\n"
+            "\n"
+            "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images skipped\n");
+}
+
+typedef struct skipped {
+    int count;
+} skipped;
+
+static void on_image_error(void *user, const char *path, pc_status st, const char *msg) {
+    skipped *s = user;
+    s->count++;
+    fprintf(stderr, "patchcore: skipped %s: %s\n", path, msg && *msg ? msg : pc_status_str(st));
+}
+
+int cmd_fit(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    pc_fit_options opt;
+    pc_fit_options_init(&opt);
+    int32_t threads = 0;
+    const char *output = NULL;
+    bool json = false, quiet = false, progress = true;
+    cli_paths inputs = {0};
+    int rc = CLI_EXIT_USAGE;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool matched;
+        if (!cli_parse_fit_option(argc, argv, &i, &opt, &threads, &matched)) goto out;
+        if (matched) continue;
+        if (cli_match(a, "--output") || strcmp(a, "-o") == 0) {
+            if (!cli_take_value(argc, argv, &i, strcmp(a, "-o") ? "--output" : "-o", &output)) goto out;
+        } else if (strcmp(a, "--json") == 0) {
+            json = true;
+        } else if (strcmp(a, "--no-progress") == 0) {
+            progress = false;
+        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            quiet = true;
+            progress = false;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            cli_error("fit: unknown option '%s' (see patchcore fit --help)", a);
+            goto out;
+        } else if (cli_collect_images(&inputs, a) != 0) {
+            rc = CLI_EXIT_ERROR;
+            goto out;
+        }
+    }
+    if (!output) {
+        cli_error("fit: needs -o MODEL (see patchcore fit --help)");
+        goto out;
+    }
+    if (inputs.n == 0) {
+        cli_error("fit: no training images given or found");
+        goto out;
+    }
+    pc_set_num_threads(threads);
+    cli_progress prog;
+    cli_progress_init(&prog, progress);
+    skipped sk = {0};
+    opt.progress = cli_progress_cb;
+    opt.progress_user = &prog;
+    opt.on_image_error = on_image_error;
+    opt.on_image_error_user = &sk;
+    double t0 = cli_now();
+    pc_model *model = NULL;
+    pc_status st = pc_model_fit(&opt, (const char *const *)inputs.paths, inputs.n, &model);
+    cli_progress_done(&prog);
+    double t_fit = cli_now() - t0;
+    if (st) {
+        cli_error_status(st, "fit");
+        rc = CLI_EXIT_ERROR;
+        goto out;
+    }
+    st = pc_model_save(model, output);
+    if (st) {
+        cli_error_status(st, "fit");
+        pc_model_free(model);
+        rc = CLI_EXIT_ERROR;
+        goto out;
+    }
+    pc_model_info info;
+    pc_model_get_info(model, &info);
+    if (!quiet) {
+        if (json)
+            printf("{\"model\": \"%s\", \"arch\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
+                   "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f}\n",
+                   output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
+                   (long long)info.n_patches_total, (long long)info.bank_size, (int)info.grid_h, (int)info.grid_w,
+                   (int)info.dim, t_fit);
+        else
+            printf("model      %s\nbackbone   %s\nimages     %d used, %d skipped\npatches    %lld (grid %dx%d, "
+                   "dim %d)\nbank       %lld\ntime       %.2f s\n",
+                   output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
+                   (long long)info.n_patches_total, (int)info.grid_h, (int)info.grid_w, (int)info.dim,
+                   (long long)info.bank_size, t_fit);
+    }
+    pc_model_free(model);
+    rc = sk.count ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
+out:
+    cli_paths_free(&inputs);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/*
+ * cmd_info.c - `patchcore info`: describe a model file (everything it was built with), or a weights
+ * file (detected architecture, the layers it can run to, tensor count).
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: patchcore info MODEL\n"
+            "       patchcore info --weights FILE\n"
+            "\n"
+            "Describe a model file: the backbone, layers, preprocessing, feature and coreset settings,\n"
+            "the memory bank, the training set size and the calibrated thresholds.\n"
+            "With --weights, describe a weights file instead: its format, the architecture its tensor\n"
+            "shapes show, the layers complete in it (with their channel counts) and how many tensors\n"
+            "and values it holds.\n"
+            "\n"
+            "options:\n"
+            "  --weights FILE  torchvision state dict (.pth, zip or legacy) or .safetensors\n"
+            "  -h, --help      this help\n");
+}
+
+static int describe_weights(const char *path) {
+    pc_weights_info info;
+    pc_status st = pc_weights_inspect(path, &info);
+    if (st) {
+        cli_error_status(st, "info");
+        return CLI_EXIT_ERROR;
+    }
+    const char *why = pc_last_error();
+    printf("file:          %s\n", path);
+    printf("format:        %s\n", info.format);
+    printf("tensors:       %lld (%lld float values)\n", (long long)info.tensor_count, (long long)info.param_count);
+    if (info.arch == PC_ARCH_UNKNOWN) {
+        printf("architecture:  unknown%s%s\n", why[0] ? " - " : "", why);
+        return CLI_EXIT_ERROR;
+    }
+    printf("architecture:  %s\n", pc_arch_name(info.arch));
+    printf("layers:       ");
+    if (!info.layer_mask) printf(" none complete (load it with --layer to see what is missing)");
+    /* channels per layer of the ResNet family: basic blocks 64<<s, bottlenecks 4x that */
+    const int bottleneck = info.arch != PC_ARCH_RESNET18 && info.arch != PC_ARCH_RESNET34;
+    for (int l = 1; l <= 4; l++)
+        if (info.layer_mask & PC_LAYER(l)) printf(" layer%d (%d channels)", l, (64 << (l - 1)) * (bottleneck ? 4 : 1));
+    printf("\n");
+    return CLI_EXIT_OK;
+}
+
+static const char *sampler_str(pc_sampler s) {
+    return s == PC_SAMPLER_APPROX_GREEDY ? "approx (greedy coreset)" : s == PC_SAMPLER_RANDOM ? "random" : "none";
+}
+
+static int describe_model(const char *path) {
+    pc_model *m;
+    pc_status st = pc_model_load(path, &m);
+    if (st) {
+        cli_error_status(st, "info");
+        return CLI_EXIT_ERROR;
+    }
+    pc_model_info in;
+    pc_model_get_info(m, &in);
+    printf("model:           %s\n", path);
+    printf("backbone:        %s\n", pc_arch_name(in.arch));
+    printf("layers:         ");
+    for (int i = 0; i < in.n_layers; i++) printf(" layer%d", (int)in.layers[i]);
+    printf("\npreprocessing:   resize %d, crop %d\n", (int)in.resize, (int)in.crop);
+    printf("patch features:  p=%d, pre-dim %d, dim %d, grid %dx%d\n", (int)in.patch, (int)in.pre_dim, (int)in.dim,
+           (int)in.grid_h, (int)in.grid_w);
+    printf("sampler:         %s, ratio %g, seed %llu\n", sampler_str(in.sampler), in.coreset_ratio,
+           (unsigned long long)in.seed);
+    printf("memory bank:     %lld of %lld patches from %d images\n", (long long)in.bank_size,
+           (long long)in.n_patches_total, (int)in.n_train_images);
+    printf("scoring:         k=%d%s", (int)in.k, in.reweight_b ? "" : ", image score = max patch score\n");
+    if (in.reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in.reweight_b);
+    if (in.image_threshold == in.image_threshold)
+        printf("thresholds:      image %.6g, pixel %.6g, scale %.6g\n", in.image_threshold, in.pixel_threshold,
+               in.score_scale);
+    else
+        printf("thresholds:      not calibrated\n");
+    pc_model_free(m);
+    return CLI_EXIT_OK;
+}
+
+int cmd_info(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    const char *weights = NULL, *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_match(a, "--weights")) {
+            if (!cli_take_value(argc, argv, &i, "--weights", &weights)) return CLI_EXIT_USAGE;
+        } else if (a[0] != '-' && !model) {
+            model = a;
+        } else {
+            cli_error("info: unexpected argument '%s' (see patchcore info --help)", a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (!weights == !model) {
+        cli_error("info: needs a MODEL or --weights FILE (see patchcore info --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (model) return describe_model(model);
+    return describe_weights(weights);
+}

@@ -1,0 +1,291 @@
+/*
+ * fitopts.c - the options that say how a model is built, shared by `fit` and `benchmark`, plus input
+ * collection (files and directories), progress display and unique output names.
+ */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int32_t *threads, bool *matched) {
+    const char *a = argv[*i], *v;
+    double d;
+    *matched = true;
+#define TAKE(name) if (!cli_take_value(argc, argv, i, name, &v)) return false
+    if (cli_match(a, "--weights")) {
+        TAKE("--weights");
+        o->weights = v;
+    } else if (cli_match(a, "--backbone")) {
+        TAKE("--backbone");
+        o->arch = pc_arch_from_name(v);
+        if (o->arch == PC_ARCH_UNKNOWN) {
+            cli_error("--backbone: unknown architecture '%s' (resnet18, resnet34, resnet50, resnet101, resnet152, "
+                      "wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, resnext101_32x8d)", v);
+            return false;
+        }
+    } else if (cli_match(a, "--layers") || cli_match(a, "--layer")) {
+        TAKE(cli_match(a, "--layers") ? "--layers" : "--layer");
+        o->n_layers = 0;
+        const char *p = v;
+        while (*p) {
+            if (strncmp(p, "layer", 5) == 0) p += 5;
+            if (*p < '1' || *p > '4' || (p[1] && p[1] != ',') || o->n_layers == PC_MAX_LAYERS) {
+                cli_error("--layers: '%s' is not a comma-separated list of layer1..layer4", v);
+                return false;
+            }
+            o->layers[o->n_layers++] = *p - '0';
+            p += p[1] ? 2 : 1;
+        }
+        if (o->n_layers == 0) {
+            cli_error("--layers: empty");
+            return false;
+        }
+    } else if (cli_match(a, "--resize")) {
+        TAKE("--resize");
+        return cli_parse_int("--resize", v, 1, 4096, &o->resize);
+    } else if (cli_match(a, "--crop")) {
+        TAKE("--crop");
+        return cli_parse_int("--crop", v, 16, 4096, &o->crop);
+    } else if (cli_match(a, "--patch")) {
+        TAKE("--patch");
+        if (!cli_parse_int("--patch", v, 1, 15, &o->patch)) return false;
+        if (o->patch % 2 == 0) {
+            cli_error("--patch: must be odd");
+            return false;
+        }
+    } else if (cli_match(a, "--pre-dim")) {
+        TAKE("--pre-dim");
+        return cli_parse_int("--pre-dim", v, 1, 65536, &o->pre_dim);
+    } else if (cli_match(a, "--dim")) {
+        TAKE("--dim");
+        return cli_parse_int("--dim", v, 1, 65536, &o->dim);
+    } else if (cli_match(a, "--coreset")) {
+        TAKE("--coreset");
+        if (!cli_parse_double("--coreset", v, 0, 1, &d)) return false;
+        if (d <= 0) {
+            cli_error("--coreset: the ratio must be in (0, 1]");
+            return false;
+        }
+        o->coreset_ratio = d;
+        o->coreset_size = 0;
+    } else if (cli_match(a, "--coreset-size")) {
+        TAKE("--coreset-size");
+        int32_t n;
+        if (!cli_parse_int("--coreset-size", v, 1, INT32_MAX, &n)) return false;
+        o->coreset_size = n;
+    } else if (cli_match(a, "--sampler")) {
+        TAKE("--sampler");
+        if (!strcmp(v, "approx")) o->sampler = PC_SAMPLER_APPROX_GREEDY;
+        else if (!strcmp(v, "random")) o->sampler = PC_SAMPLER_RANDOM;
+        else if (!strcmp(v, "none")) o->sampler = PC_SAMPLER_NONE;
+        else {
+            cli_error("--sampler: '%s' is not approx, random or none", v);
+            return false;
+        }
+    } else if (cli_match(a, "--k")) {
+        TAKE("--k");
+        return cli_parse_int("--k", v, 1, 1024, &o->k);
+    } else if (cli_match(a, "--seed")) {
+        TAKE("--seed");
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-') {
+            cli_error("--seed: '%s' is not a non-negative whole number", v);
+            return false;
+        }
+        o->seed = s;
+    } else if (cli_match(a, "--reweight")) {
+        TAKE("--reweight");
+        return cli_parse_int("--reweight", v, 0, 1024, &o->reweight_b);
+    } else if (cli_match(a, "--batch")) {
+        TAKE("--batch");
+        return cli_parse_int("--batch", v, 1, 256, &o->batch_size);
+    } else if (cli_match(a, "--threads")) {
+        TAKE("--threads");
+        return cli_parse_int("--threads", v, 0, 1024, threads);
+    } else {
+        *matched = false;
+    }
+#undef TAKE
+    return true;
+}
+
+void cli_fit_options_help(FILE *out) {
+    fprintf(out,
+            "  --weights FILE      backbone weights: torchvision .pth (zip or legacy) or .safetensors\n"
+            "                      (default: $PATCHCORE_WEIGHTS, then torchvision's download cache)\n"
+            "  --backbone NAME     architecture; inferred from the weights when not given\n"
+            "  --layers L,L        backbone layers whose features are used, in order (default layer2,layer3)\n"
+            "  --resize R          shorter side after resizing (default 256)\n"
+            "  --crop S            centre crop side, the map size (default 224)\n"
+            "  --patch P           neighbourhood size, odd (default 3)\n"
+            "  --pre-dim N         per-layer feature dimension (default 1024)\n"
+            "  --dim N             patch feature dimension (default 1024)\n"
+            "  --coreset R         memory-bank ratio in (0,1] (default 0.1)\n"
+            "  --coreset-size N    exact memory-bank size instead of a ratio\n"
+            "  --sampler NAME      approx (greedy coreset, default), random or none (keep every patch)\n"
+            "  --k K               nearest neighbours averaged per patch score (default 1)\n"
+            "  --seed S            seed of the coreset's projection and start points (default 0)\n"
+            "  --reweight B        the paper's Eq. 7 image score with B neighbours (default 0 = off)\n"
+            "  --batch N           images per backbone call (default 8)\n"
+            "  --threads N         threads for the library and OpenBLAS (default: all cores)\n");
+}
+
+/* ---- inputs ------------------------------------------------------------------------------------ */
+
+static int push_path(cli_paths *out, const char *p) {
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? 2 * out->cap : 64;
+        char **np = realloc(out->paths, cap * sizeof *np);
+        if (!np) return -1;
+        out->paths = np;
+        out->cap = cap;
+    }
+    if (!(out->paths[out->n] = strdup(p))) return -1;
+    out->n++;
+    return 0;
+}
+
+static int is_image_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot) return 0;
+    static const char *exts[] = {".png", ".jpg", ".jpeg", ".bmp"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strcasecmp(dot, exts[i]) == 0) return 1;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int walk(cli_paths *out, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error("%s: cannot read directory: %s", dir, strerror(errno));
+        return -1;
+    }
+    cli_paths entries = {0};
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        char *p = malloc(len);
+        if (!p) { rc = -1; break; }
+        snprintf(p, len, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", e->d_name);
+        rc = push_path(&entries, p);
+        free(p);
+        if (rc) break;
+    }
+    closedir(d);
+    if (!rc) qsort(entries.paths, entries.n, sizeof(char *), cmp_str);
+    for (size_t i = 0; i < entries.n && !rc; i++) {
+        struct stat st;
+        if (stat(entries.paths[i], &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) rc = walk(out, entries.paths[i]);
+        else if (S_ISREG(st.st_mode) && is_image_name(entries.paths[i])) rc = push_path(out, entries.paths[i]);
+    }
+    cli_paths_free(&entries);
+    return rc;
+}
+
+int cli_collect_images(cli_paths *out, const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) return walk(out, path);
+    return push_path(out, path);
+}
+
+void cli_paths_free(cli_paths *p) {
+    for (size_t i = 0; i < p->n; i++) free(p->paths[i]);
+    free(p->paths);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- progress ---------------------------------------------------------------------------------- */
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_progress_init(cli_progress *p, bool enabled) {
+    memset(p, 0, sizeof *p);
+    p->enabled = enabled && isatty(2);
+    p->t0 = cli_now();
+}
+
+int cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total) {
+    cli_progress *p = user;
+    if (!p || !p->enabled) return 0;
+    double now = cli_now();
+    if (strcmp(p->stage, stage) != 0) {
+        if (p->stage[0]) fputc('\n', stderr);
+        snprintf(p->stage, sizeof p->stage, "%s", stage);
+        p->t0 = now;
+        p->last = 0;
+    }
+    if (now - p->last < 0.1 && done != total) return 0;
+    p->last = now;
+    double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
+    if (total > 0 && rate > 0)
+        fprintf(stderr, "\r%-10s %lld/%lld  %.1f/s  ETA %.0fs   ", stage, (long long)done, (long long)total, rate,
+                (double)(total - done) / rate);
+    else
+        fprintf(stderr, "\r%-10s %lld   ", stage, (long long)done);
+    return 0;
+}
+
+void cli_progress_done(cli_progress *p) {
+    if (p->enabled && p->stage[0]) fputc('\n', stderr);
+    p->stage[0] = '\0';
+}
+
+/* ---- unique output names ----------------------------------------------------------------------- */
+
+const char *cli_unique_name(cli_names *names, const char *path, const char *ext, char *buf, size_t size) {
+    while (path[0] == '.' && path[1] == '/') path += 2;
+    while (strncmp(path, "../", 3) == 0) path += 3;
+    while (path[0] == '/') path++;
+    char base[1024];
+    snprintf(base, sizeof base, "%s", path);
+    char *dot = strrchr(base, '.');
+    if (dot && !strchr(dot, '/')) *dot = '\0';
+    for (char *c = base; *c; c++)
+        if (*c == '/') *c = '_';
+    snprintf(buf, size, "%s%s", base, ext);
+    for (int k = 2;; k++) {
+        int clash = 0;
+        for (size_t i = 0; i < names->n && !clash; i++) clash = strcmp(names->used[i], buf) == 0;
+        if (!clash) break;
+        snprintf(buf, size, "%s-%d%s", base, k, ext);
+    }
+    if (names->n == names->cap) {
+        size_t cap = names->cap ? 2 * names->cap : 64;
+        char **nu = realloc(names->used, cap * sizeof *nu);
+        if (!nu) return buf;
+        names->used = nu;
+        names->cap = cap;
+    }
+    names->used[names->n] = strdup(buf);
+    if (names->used[names->n]) names->n++;
+    return buf;
+}
+
+void cli_names_free(cli_names *names) {
+    for (size_t i = 0; i < names->n; i++) free(names->used[i]);
+    free(names->used);
+    memset(names, 0, sizeof *names);
+}

@@ -1,0 +1,728 @@
+/*
+ * backbone.c - the torchvision ResNet family (resnet18/34/50/101/152, wide_resnet50_2/101_2,
+ * resnext50_32x4d, resnext101_32x8d) as torchvision 0.14 defines them: architecture table, loading
+ * and validating state dicts (names and shapes, missing and mismatched tensors reported by name),
+ * architecture inference from tensor shapes, batch-norm folding, the default weights lookup, the
+ * workspace plan and the forward pass to the deepest requested layer.
+ */
+#include "nn.h"
+#include "weights.h"
+#include "backbone_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BN_EPS 1e-5
+
+/* ---------------------------------------------------------------------------------------------
+ * Architectures
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct arch_spec {
+    pc_arch arch;
+    const char *name;
+    int bottleneck;        /* Bottleneck (1x1, 3x3, 1x1 x4) or BasicBlock (3x3, 3x3) */
+    int blocks[4];         /* blocks per stage */
+    int groups;            /* of the 3x3 convolution (resnext) */
+    int width_per_group;   /* torchvision's base_width */
+    const char *files[3];  /* torchvision's cache file names, preferred first */
+} arch_spec;
+
+static const arch_spec ARCHS[] = {
+    {PC_ARCH_RESNET18, "resnet18", 0, {2, 2, 2, 2}, 1, 64, {"resnet18-f37072fd.pth"}},
+    {PC_ARCH_RESNET34, "resnet34", 0, {3, 4, 6, 3}, 1, 64, {"resnet34-b627a593.pth"}},
+    {PC_ARCH_RESNET50, "resnet50", 1, {3, 4, 6, 3}, 1, 64,
+     {"resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth", "resnet50-19c8e357.pth"}},
+    {PC_ARCH_RESNET101, "resnet101", 1, {3, 4, 23, 3}, 1, 64, {"resnet101-63fe2227.pth", "resnet101-cd907fc2.pth"}},
+    {PC_ARCH_RESNET152, "resnet152", 1, {3, 8, 36, 3}, 1, 64, {"resnet152-394f9c45.pth", "resnet152-f82ba261.pth"}},
+    {PC_ARCH_WIDE_RESNET50_2, "wide_resnet50_2", 1, {3, 4, 6, 3}, 1, 128,
+     {"wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth"}},
+    {PC_ARCH_WIDE_RESNET101_2, "wide_resnet101_2", 1, {3, 4, 23, 3}, 1, 128,
+     {"wide_resnet101_2-32ee1156.pth", "wide_resnet101_2-d733dc28.pth"}},
+    {PC_ARCH_RESNEXT50_32X4D, "resnext50_32x4d", 1, {3, 4, 6, 3}, 32, 4,
+     {"resnext50_32x4d-7cdf4587.pth", "resnext50_32x4d-1a0047aa.pth"}},
+    {PC_ARCH_RESNEXT101_32X8D, "resnext101_32x8d", 1, {3, 4, 23, 3}, 32, 8,
+     {"resnext101_32x8d-8ba56ff5.pth", "resnext101_32x8d-110c445d.pth"}},
+};
+#define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
+
+static const arch_spec *spec_of(pc_arch a) {
+    for (int i = 0; i < N_ARCHS; i++)
+        if (ARCHS[i].arch == a) return &ARCHS[i];
+    return NULL;
+}
+
+const char *pc_arch_name(pc_arch arch) {
+    const arch_spec *s = spec_of(arch);
+    return s ? s->name : "unknown";
+}
+
+pc_arch pc_arch_from_name(const char *name) {
+    if (!name) return PC_ARCH_UNKNOWN;
+    for (int i = 0; i < N_ARCHS; i++)
+        if (strcmp(ARCHS[i].name, name) == 0) return ARCHS[i].arch;
+    return PC_ARCH_UNKNOWN;
+}
+
+/* torchvision: Bottleneck width = int(planes * (base_width / 64)) * groups; expansion 4 (1 for Basic). */
+static int stage_planes(int s) { return 64 << s; }
+static int stage_width(const arch_spec *a, int s) {
+    return a->bottleneck ? (stage_planes(s) * a->width_per_group / 64) * a->groups : stage_planes(s);
+}
+static int stage_out(const arch_spec *a, int s) { return stage_planes(s) * (a->bottleneck ? 4 : 1); }
+
+/* ---------------------------------------------------------------------------------------------
+ * The network
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct conv {
+    int32_t cin, cout, k, stride, pad, groups;
+    float *weight; /* (cout, cin/groups, k, k), batch-norm folded in */
+    float *bias;   /* (cout) */
+    float *wino;   /* (16, cout, cin) Winograd-transformed weight when use_winograd(); weight is then NULL */
+} conv;
+
+/* Winograd F(2x2,3x3) for every 3x3/1 ungrouped convolution: measured on AVX2 with OpenBLAS, single
+ * thread, 1.4x (64 channels at 56x56) to 1.9x (128 at 56x56) faster than im2col + SGEMM. Grouped
+ * (resnext) and strided ones keep im2col. */
+static int use_winograd(const conv *c) {
+    return c->k == 3 && c->stride == 1 && c->pad == 1 && c->groups == 1;
+}
+
+typedef struct block {
+    conv c1, c2, c3; /* c3 only in a Bottleneck */
+    conv ds;         /* downsample, when has_ds */
+    int has_ds;
+} block;
+
+struct pc_backbone {
+    const arch_spec *spec;
+    int32_t max_layer;
+    conv stem;
+    block *blocks[4];
+    int nblocks[4];
+    char path[4096];
+    char errmsg[PC_ERRMSG_MAX];
+    /* Workspace: five activation buffers of act_cap floats and one im2col buffer of col_cap floats,
+     * in one allocation, planned for batches up to ws_n of ws_h x ws_w (see plan()). */
+    float *ws;
+    size_t act_cap, col_cap;
+    int is_view; /* a view (pc_backbone_view) shares another backbone's weights and owns only ws */
+};
+
+static void conv_free(conv *c) {
+    pc_free(c->weight);
+    pc_free(c->bias);
+    pc_free(c->wino);
+}
+
+/* Free the weights and workspace a backbone holds, not the struct itself. */
+static void backbone_release(pc_backbone *bb) {
+    conv_free(&bb->stem);
+    for (int s = 0; s < 4; s++) {
+        for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
+            conv_free(&bb->blocks[s][b].c1);
+            conv_free(&bb->blocks[s][b].c2);
+            conv_free(&bb->blocks[s][b].c3);
+            conv_free(&bb->blocks[s][b].ds);
+        }
+        pc_free(bb->blocks[s]);
+    }
+    pc_free(bb->ws);
+}
+
+void pc_backbone_free(pc_backbone *bb) {
+    if (!bb) return;
+    if (bb->is_view) pc_free(bb->ws);
+    else backbone_release(bb);
+    pc_free(bb);
+}
+
+pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out) {
+    *out = NULL;
+    pc_backbone *v = pc_malloc(sizeof *v);
+    if (!v) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    memcpy(v, src, sizeof *v);
+    v->ws = NULL;
+    v->act_cap = v->col_cap = 0;
+    v->is_view = 1;
+    v->errmsg[0] = '\0';
+    *out = v;
+    return PC_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loading: problems are collected, then reported together
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct problems {
+    char text[PC_ERRMSG_MAX - 200];
+    size_t len;
+    int missing, mismatched, unexpected, dropped;
+} problems;
+
+static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(problems *p, const char *fmt, ...) {
+    char one[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(one, sizeof one, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(one);
+    if (p->len + n + 3 < sizeof p->text - 24) {
+        p->len += (size_t)snprintf(p->text + p->len, sizeof p->text - p->len, "%s%s", p->len ? "; " : "", one);
+    } else {
+        p->dropped++;
+    }
+}
+
+static void shape_str(char *buf, size_t size, int ndim, const int64_t *shape) {
+    size_t at = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && at < size; d++)
+        at += (size_t)snprintf(buf + at, size - at, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (at < size) snprintf(buf + at, size - at, "]");
+}
+
+typedef struct loadctx {
+    const pc_tensor_dict *dict;
+    unsigned char *used; /* one flag per tensor of dict */
+    problems *prob;
+} loadctx;
+
+/* The float tensor `name` if present with exactly this shape; else records the problem. */
+static const float *take(loadctx *L, const char *name, int ndim, const int64_t *shape) {
+    const pc_tensor *t = pc_tensor_dict_get(L->dict, name);
+    char want[96], got[96];
+    shape_str(want, sizeof want, ndim, shape);
+    if (!t) {
+        L->prob->missing++;
+        problem(L->prob, "missing %s %s", name, want);
+        return NULL;
+    }
+    L->used[t - L->dict->tensors] = 1;
+    int ok = t->ndim == ndim && t->data != NULL;
+    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
+    if (!ok) {
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        L->prob->mismatched++;
+        if (!t->data)
+            problem(L->prob, "%s is an integer tensor, expected float %s", name, want);
+        else
+            problem(L->prob, "%s has shape %s, expected %s", name, got, want);
+        return NULL;
+    }
+    return t->data;
+}
+
+/* Build conv `c` from "<wname>.weight" and batch-norm "<bnname>.{weight,bias,running_mean,running_var}",
+ * folding the batch-norm: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps). */
+static pc_status make_conv(conv *c, loadctx *L, const char *wname, const char *bnname, int32_t cin, int32_t cout,
+                           int32_t k, int32_t stride, int32_t pad, int32_t groups) {
+    c->cin = cin, c->cout = cout, c->k = k, c->stride = stride, c->pad = pad, c->groups = groups;
+    char name[160];
+    const int64_t wshape[4] = {cout, cin / groups, k, k}, vshape[1] = {cout};
+    snprintf(name, sizeof name, "%s.weight", wname);
+    const float *w = take(L, name, 4, wshape);
+    const float *bn[4];
+    static const char *const fields[4] = {"weight", "bias", "running_mean", "running_var"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s.%s", bnname, fields[i]);
+        bn[i] = take(L, name, 1, vshape);
+    }
+    if (!w || !bn[0] || !bn[1] || !bn[2] || !bn[3]) return PC_OK; /* reported; build nothing */
+    const size_t per = (size_t)(cin / groups) * (size_t)k * (size_t)k;
+    c->weight = pc_malloc((size_t)cout * per * sizeof(float));
+    c->bias = pc_malloc((size_t)cout * sizeof(float));
+    if (!c->weight || !c->bias) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for %s", wname);
+    for (int32_t o = 0; o < cout; o++) {
+        const double scale = (double)bn[0][o] / sqrt((double)bn[3][o] + BN_EPS);
+        for (size_t i = 0; i < per; i++) c->weight[(size_t)o * per + i] = (float)(w[(size_t)o * per + i] * scale);
+        c->bias[o] = (float)((double)bn[1][o] - (double)bn[2][o] * scale);
+    }
+    if (use_winograd(c)) {
+        c->wino = pc_malloc((size_t)16 * (size_t)cout * (size_t)cin * sizeof(float));
+        if (!c->wino) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for %s", wname);
+        pc_winograd_weights(c->wino, c->weight, cout, cin);
+        pc_free(c->weight);
+        c->weight = NULL;
+    }
+    return PC_OK;
+}
+
+static pc_status build(pc_backbone *bb, loadctx *L) {
+    const arch_spec *a = bb->spec;
+    pc_status st = make_conv(&bb->stem, L, "conv1", "bn1", 3, 64, 7, 2, 3, 1);
+    if (st) return st;
+    int32_t inplanes = 64;
+    for (int s = 0; s < bb->max_layer; s++) {
+        const int nb = a->blocks[s], width = stage_width(a, s), out = stage_out(a, s);
+        bb->blocks[s] = pc_calloc((size_t)nb, sizeof(block));
+        if (!bb->blocks[s]) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        bb->nblocks[s] = nb;
+        for (int b = 0; b < nb; b++) {
+            block *B = &bb->blocks[s][b];
+            const int stride = (b == 0 && s > 0) ? 2 : 1;
+            char p[64], w[96], n[96];
+            snprintf(p, sizeof p, "layer%d.%d", s + 1, b);
+#define CONV(dst, wn, bnn, ci, co, k, str, pad, g)                                                             \
+    do {                                                                                                       \
+        snprintf(w, sizeof w, "%s.%s", p, wn);                                                                 \
+        snprintf(n, sizeof n, "%s.%s", p, bnn);                                                                \
+        if ((st = make_conv(dst, L, w, n, ci, co, k, str, pad, g)) != PC_OK) return st;                        \
+    } while (0)
+            if (a->bottleneck) {
+                CONV(&B->c1, "conv1", "bn1", inplanes, width, 1, 1, 0, 1);
+                CONV(&B->c2, "conv2", "bn2", width, width, 3, stride, 1, a->groups);
+                CONV(&B->c3, "conv3", "bn3", width, out, 1, 1, 0, 1);
+            } else {
+                CONV(&B->c1, "conv1", "bn1", inplanes, out, 3, stride, 1, 1);
+                CONV(&B->c2, "conv2", "bn2", out, out, 3, 1, 1, 1);
+            }
+            if (stride != 1 || inplanes != out) {
+                B->has_ds = 1;
+                CONV(&B->ds, "downsample.0", "downsample.1", inplanes, out, 1, stride, 0, 1);
+            }
+#undef CONV
+            inplanes = out;
+        }
+    }
+    return PC_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * What the file holds, seen through the load filter (every name passes through it, loaded or not)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct evidence {
+    int32_t max_layer;      /* load tensors of layer1..max_layer (and the stem) only */
+    int32_t load_all;       /* pc_weights_inspect: load every tensor */
+    int blocks[4];          /* 1 + the highest block index seen per stage (0: stage absent) */
+    int64_t names;          /* tensors seen */
+} evidence;
+
+static int parse_layer(const char *name, int *layer, int *blk) {
+    int l, b, n = 0;
+    if (sscanf(name, "layer%d.%d.%n", &l, &b, &n) == 2 && n > 0 && l >= 1 && l <= 4 && b >= 0 && b < 1000) {
+        *layer = l, *blk = b;
+        return 1;
+    }
+    return 0;
+}
+
+static int load_filter(const char *name, void *user) {
+    evidence *E = user;
+    int l = 0, b = 0;
+    E->names++;
+    int in_layer = parse_layer(name, &l, &b);
+    if (in_layer && b + 1 > E->blocks[l - 1]) E->blocks[l - 1] = b + 1;
+    if (E->load_all) return 1;
+    size_t n = strlen(name), suf = strlen(".num_batches_tracked");
+    if (n >= suf && strcmp(name + n - suf, ".num_batches_tracked") == 0) return 0;
+    if (strncmp(name, "fc.", 3) == 0) return 0;
+    if (in_layer && l > E->max_layer) return 0;
+    if (!in_layer && strncmp(name, "layer", 5) == 0) {
+        int ll = 0;
+        if (sscanf(name, "layer%d", &ll) == 1 && ll > E->max_layer) return 0;
+    }
+    return 1;
+}
+
+/* Infer the architecture from block counts (all stages the file has, loaded or not), block type
+ * (conv3 present) and layer1's widths and groups. Layers absent from the file cannot tell apart
+ * architectures that differ only there; the first match is then returned, and it computes the
+ * present layers identically. */
+static pc_status infer_arch(const pc_tensor_dict *d, const evidence *E, const char *path, const arch_spec **out) {
+    *out = NULL;
+    const pc_tensor *c1 = pc_tensor_dict_get(d, "conv1.weight");
+    const pc_tensor *l1c1 = pc_tensor_dict_get(d, "layer1.0.conv1.weight");
+    const pc_tensor *l1c2 = pc_tensor_dict_get(d, "layer1.0.conv2.weight");
+    if (!c1 || !l1c1 || !l1c2 || l1c1->ndim != 4 || l1c2->ndim != 4)
+        return pc_fail(PC_ERR_NOT_FOUND,
+                       "%s: cannot infer the architecture: this is not a torchvision ResNet state dict "
+                       "(conv1.weight, layer1.0.conv1.weight or layer1.0.conv2.weight is missing)", path);
+    const int bottleneck = pc_tensor_dict_get(d, "layer1.0.conv3.weight") != NULL;
+    const int64_t width = l1c2->shape[0], per_group = l1c2->shape[1];
+    for (int i = 0; i < N_ARCHS; i++) {
+        const arch_spec *a = &ARCHS[i];
+        if (a->bottleneck != bottleneck) continue;
+        int ok = 1;
+        for (int s = 0; s < 4 && ok; s++)
+            if (E->blocks[s] && E->blocks[s] != a->blocks[s]) ok = 0;
+        if (ok && bottleneck)
+            ok = width == stage_width(a, 0) && per_group == stage_width(a, 0) / a->groups;
+        if (ok) {
+            *out = a;
+            return PC_OK;
+        }
+    }
+    return pc_fail(PC_ERR_UNSUPPORTED,
+                   "%s: no known architecture fits: %s blocks, blocks per stage %d/%d/%d/%d (0 = absent), "
+                   "layer1 3x3 conv %lld channels in groups of %lld",
+                   path, bottleneck ? "Bottleneck" : "BasicBlock", E->blocks[0], E->blocks[1], E->blocks[2],
+                   E->blocks[3], (long long)width, (long long)per_group);
+}
+
+/* Check the file's stage block counts against arch a for the stages that are loaded. */
+static void check_blocks(const arch_spec *a, const evidence *E, int max_layer, problems *P) {
+    for (int s = 0; s < max_layer; s++)
+        if (E->blocks[s] > a->blocks[s]) {
+            P->unexpected++;
+            problem(P, "layer%d has %d blocks, %s has %d", s + 1, E->blocks[s], a->name, a->blocks[s]);
+        }
+}
+
+static pc_status report(const problems *P, const char *path, const arch_spec *a, int max_layer) {
+    if (!P->missing && !P->mismatched && !P->unexpected) return PC_OK;
+    pc_status st = P->mismatched || P->unexpected ? PC_ERR_SHAPE : PC_ERR_NOT_FOUND;
+    return pc_fail(st, "%s: does not match %s up to layer%d (%d missing, %d mismatched, %d unexpected): %s%s", path,
+                   a->name, max_layer, P->missing, P->mismatched, P->unexpected, P->text,
+                   P->dropped ? "; ..." : "");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Where the weights are when no path is given
+ * ------------------------------------------------------------------------------------------- */
+
+static int file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static pc_status find_default(const arch_spec *a, char *out, size_t size) {
+    const char *env = getenv("PATCHCORE_WEIGHTS");
+    if (env && *env) {
+        if (!file_exists(env))
+            return pc_fail(PC_ERR_NOT_FOUND, "$PATCHCORE_WEIGHTS names %s, which does not exist", env);
+        snprintf(out, size, "%s", env);
+        return PC_OK;
+    }
+    char dir[2048];
+    const char *th = getenv("TORCH_HOME"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (th && *th)
+        snprintf(dir, sizeof dir, "%s/hub/checkpoints", th);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/torch/hub/checkpoints", xdg);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/torch/hub/checkpoints", home ? home : "");
+    char tried[1024] = "";
+    size_t at = 0;
+    for (int i = 0; i < 3 && a->files[i]; i++) {
+        snprintf(out, size, "%s/%s", dir, a->files[i]);
+        if (file_exists(out)) return PC_OK;
+        at += (size_t)snprintf(tried + at, sizeof tried - at, "%s%s", i ? ", " : "", a->files[i]);
+        if (at >= sizeof tried) at = sizeof tried - 1;
+    }
+    out[0] = '\0';
+    return pc_fail(PC_ERR_NOT_FOUND,
+                   "no weights file given and none found for %s: $PATCHCORE_WEIGHTS is not set and %s holds none of "
+                   "%s. Name a file with --weights (or $PATCHCORE_WEIGHTS), or download torchvision's: "
+                   "curl -L --create-dirs -o %s/%s https://download.pytorch.org/models/%s",
+                   a->name, dir, tried, dir, a->files[0], a->files[0]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public: load, inspect, accessors
+ * ------------------------------------------------------------------------------------------- */
+
+static int max_layer_of(uint32_t mask) {
+    int m = 0;
+    for (int l = 1; l <= 4; l++)
+        if (mask & PC_LAYER(l)) m = l;
+    return m;
+}
+
+static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a);
+
+pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out) {
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: out is NULL");
+    *out = NULL;
+    if (layer_mask == 0 || (layer_mask & ~0xFu))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: layer mask 0x%x must name some of layer1..layer4",
+                       (unsigned)layer_mask);
+    const arch_spec *a = NULL;
+    if (arch != PC_ARCH_UNKNOWN && !(a = spec_of(arch)))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: unknown architecture %d", (int)arch);
+    pc_backbone *bb = pc_calloc(1, sizeof *bb);
+    if (!bb) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    bb->max_layer = max_layer_of(layer_mask);
+    pc_status st;
+    if (path) {
+        snprintf(bb->path, sizeof bb->path, "%s", path);
+    } else if ((st = find_default(a ? a : spec_of(PC_ARCH_WIDE_RESNET50_2), bb->path, sizeof bb->path)) != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
+    evidence E = {.max_layer = bb->max_layer};
+    pc_tensor_dict *d = NULL;
+    st = pc_weights_load(bb->path, load_filter, &E, &d);
+    if (st != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
+    st = build_from_dict(bb, d, &E, a);
+    pc_tensor_dict_free(d);
+    if (st != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
+    *out = bb;
+    return PC_OK;
+}
+
+/* Infer (when a is NULL), build and validate bb from the tensors of d; E is what the load filter saw. */
+static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a) {
+    pc_status st;
+    if (!a && (st = infer_arch(d, E, bb->path, &a)) != PC_OK) return st;
+    bb->spec = a;
+    problems P = {0};
+    loadctx L = {.dict = d, .used = pc_calloc(d->count ? d->count : 1, 1), .prob = &P};
+    if (!L.used) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    check_blocks(a, E, bb->max_layer, &P);
+    st = build(bb, &L);
+    if (st == PC_OK) {
+        for (size_t i = 0; i < d->count; i++)
+            if (!L.used[i]) {
+                P.unexpected++;
+                problem(&P, "unexpected %s", d->tensors[i].name);
+            }
+        st = report(&P, bb->path, a, bb->max_layer);
+    }
+    pc_free(L.used);
+    return st;
+}
+
+pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
+                                pc_backbone **out) {
+    pc_clear_error();
+    if (!out || !dict) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: NULL argument");
+    *out = NULL;
+    if (layer_mask == 0 || (layer_mask & ~0xFu))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: bad layer mask 0x%x", (unsigned)layer_mask);
+    const arch_spec *a = NULL;
+    if (arch != PC_ARCH_UNKNOWN && !(a = spec_of(arch)))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: unknown architecture %d", (int)arch);
+    pc_backbone *bb = pc_calloc(1, sizeof *bb);
+    pc_tensor_dict sub = {0};
+    sub.tensors = pc_calloc(dict->count ? dict->count : 1, sizeof(pc_tensor));
+    if (!bb || !sub.tensors) {
+        pc_free(bb), pc_free(sub.tensors);
+        return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    }
+    bb->max_layer = max_layer_of(layer_mask);
+    snprintf(bb->path, sizeof bb->path, "%s", name ? name : "<tensors>");
+    /* what the file path would have seen: every name goes through the filter, kept ones are used */
+    evidence E = {.max_layer = bb->max_layer};
+    for (size_t i = 0; i < dict->count; i++)
+        if (load_filter(dict->tensors[i].name, &E)) sub.tensors[sub.count++] = dict->tensors[i];
+    pc_status st = build_from_dict(bb, &sub, &E, a);
+    pc_free(sub.tensors);
+    if (st != PC_OK) {
+        pc_backbone_free(bb);
+        return st;
+    }
+    *out = bb;
+    return PC_OK;
+}
+
+pc_status pc_weights_inspect(const char *path, pc_weights_info *out) {
+    pc_clear_error();
+    if (!out || !path) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_weights_inspect: NULL argument");
+    memset(out, 0, sizeof *out);
+    evidence E = {.max_layer = 4, .load_all = 1};
+    pc_tensor_dict *d = NULL;
+    pc_status st = pc_weights_load(path, load_filter, &E, &d);
+    if (st != PC_OK) return st;
+    out->tensor_count = (int64_t)d->count;
+    for (size_t i = 0; i < d->count; i++)
+        if (d->tensors[i].data) out->param_count += d->tensors[i].numel;
+    snprintf(out->format, sizeof out->format, "%s", d->format);
+    const arch_spec *a = NULL;
+    if (infer_arch(d, &E, path, &a) != PC_OK) { /* not an error here; pc_last_error says why */
+        pc_tensor_dict_free(d);
+        return PC_OK;
+    }
+    out->arch = a->arch;
+    /* A layer is available when it and everything before it builds without a problem. */
+    for (int l = 1; l <= 4; l++) {
+        pc_backbone tmp;
+        memset(&tmp, 0, sizeof tmp);
+        tmp.spec = a;
+        tmp.max_layer = l;
+        problems P = {0};
+        loadctx L = {.dict = d, .used = pc_calloc(d->count ? d->count : 1, 1), .prob = &P};
+        if (!L.used) {
+            pc_tensor_dict_free(d);
+            return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        }
+        check_blocks(a, &E, l, &P);
+        st = build(&tmp, &L);
+        pc_free(L.used);
+        backbone_release(&tmp);
+        if (st != PC_OK) {
+            pc_tensor_dict_free(d);
+            return st;
+        }
+        if (P.missing || P.mismatched || P.unexpected) break;
+        out->layer_mask |= PC_LAYER(l);
+    }
+    pc_tensor_dict_free(d);
+    pc_clear_error();
+    return PC_OK;
+}
+
+pc_arch pc_backbone_arch(const pc_backbone *bb) { return bb ? bb->spec->arch : PC_ARCH_UNKNOWN; }
+int32_t pc_backbone_max_layer(const pc_backbone *bb) { return bb ? bb->max_layer : 0; }
+const char *pc_backbone_errmsg(const pc_backbone *bb) { return bb ? bb->errmsg : ""; }
+const char *pc_backbone_path(const pc_backbone *bb) { return bb ? bb->path : ""; }
+
+int32_t pc_backbone_channels(const pc_backbone *bb, int32_t layer) {
+    if (!bb || layer < 1 || layer > bb->max_layer) return 0;
+    return stage_out(bb->spec, layer - 1);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Forward, and the plan of its workspace (the same walk, without computing)
+ * ------------------------------------------------------------------------------------------- */
+
+static pc_conv_geom geom(const conv *c, int32_t n, int32_t h, int32_t w) {
+    return (pc_conv_geom){.n = n, .cin = c->cin, .h = h, .w = w, .cout = c->cout, .kh = c->k, .kw = c->k,
+                          .stride = c->stride, .pad = c->pad, .groups = c->groups};
+}
+
+typedef struct walk {
+    int32_t n, h, w;         /* current activation's batch and size */
+    size_t act_max, col_max; /* plan: the largest activation (floats) and im2col matrix seen */
+} walk;
+
+/* Account for (plan) or run (exec) convolution c on the current size; updates h, w. */
+static void step_conv(pc_backbone *bb, walk *W, const conv *c, float *out, const float *in, const float *res,
+                      int relu, int exec) {
+    pc_conv_geom g = geom(c, W->n, W->h, W->w);
+    int32_t oh = pc_conv_out_dim(W->h, c->k, c->stride, c->pad), ow = pc_conv_out_dim(W->w, c->k, c->stride, c->pad);
+    if (exec) {
+        if (c->wino)
+            pc_conv2d_winograd(out, bb->ws + 5 * bb->act_cap, in, c->wino, c->bias, res, relu, &g);
+        else
+            pc_conv2d(out, bb->ws + 5 * bb->act_cap, in, c->weight, c->bias, res, relu, &g);
+    } else {
+        W->col_max = PC_MAX(W->col_max, c->wino ? pc_winograd_workspace(&g) : pc_conv2d_workspace(&g));
+        W->act_max = PC_MAX(W->act_max, (size_t)W->n * (size_t)c->cout * (size_t)oh * (size_t)ow);
+    }
+}
+
+/* Shapes only (exec = 0) or the real thing. Buffers: X current, Y next, T1/T2 inside a block,
+ * D downsampled identity. Returns non-zero if a size collapses below 1 (input too small). */
+static int run(pc_backbone *bb, walk *W, const float *in, uint32_t layer_mask, float *const outs[4], int exec) {
+    float *X = NULL, *Y = NULL, *T1 = NULL, *T2 = NULL, *D = NULL;
+    if (exec) {
+        X = bb->ws, Y = X + bb->act_cap, T1 = Y + bb->act_cap, T2 = T1 + bb->act_cap, D = T2 + bb->act_cap;
+    }
+    if (W->h < 1 || W->w < 1) return 1;
+    /* stem: conv 7x7/2 + ReLU into T1, max-pool into X */
+    step_conv(bb, W, &bb->stem, T1, in, NULL, 1, exec);
+    W->h = pc_conv_out_dim(W->h, 7, 2, 3), W->w = pc_conv_out_dim(W->w, 7, 2, 3);
+    if (W->h < 1 || W->w < 1) return 1;
+    int32_t c = 64;
+    if (exec) pc_maxpool3x3s2(X, T1, W->n, c, W->h, W->w);
+    W->h = pc_conv_out_dim(W->h, 3, 2, 1), W->w = pc_conv_out_dim(W->w, 3, 2, 1);
+    if (!exec) W->act_max = PC_MAX(W->act_max, (size_t)W->n * 64 * (size_t)W->h * (size_t)W->w);
+    for (int s = 0; s < bb->max_layer; s++) {
+        for (int b = 0; b < bb->nblocks[s]; b++) {
+            const block *B = &bb->blocks[s][b];
+            const int32_t h0 = W->h, w0 = W->w;
+            const int32_t h1 = pc_conv_out_dim(h0, 3, B->c1.stride == 2 || B->c2.stride == 2 ? 2 : 1, 1);
+            const int32_t w1 = pc_conv_out_dim(w0, 3, B->c1.stride == 2 || B->c2.stride == 2 ? 2 : 1, 1);
+            if (h1 < 1 || w1 < 1) return 1;
+            const float *identity = X;
+            if (B->has_ds) {
+                step_conv(bb, W, &B->ds, D, X, NULL, 0, exec);
+                identity = D;
+            }
+            step_conv(bb, W, &B->c1, T1, X, NULL, 1, exec);
+            if (bb->spec->bottleneck) {
+                /* Bottleneck: 1x1 (size kept), 3x3 with the stride, 1x1 + identity */
+                W->h = h0, W->w = w0;
+                step_conv(bb, W, &B->c2, T2, T1, NULL, 1, exec);
+                W->h = h1, W->w = w1;
+                step_conv(bb, W, &B->c3, Y, T2, identity, 1, exec);
+            } else {
+                /* Basic: 3x3 with the stride, 3x3 + identity */
+                W->h = h1, W->w = w1;
+                step_conv(bb, W, &B->c2, Y, T1, identity, 1, exec);
+            }
+            W->h = h1, W->w = w1;
+            float *t = X;
+            X = Y, Y = t;
+        }
+        c = stage_out(bb->spec, s);
+        if (exec && (layer_mask & PC_LAYER(s + 1)) && outs[s])
+            memcpy(outs[s], X, sizeof(float) * (size_t)W->n * (size_t)c * (size_t)W->h * (size_t)W->w);
+    }
+    return 0;
+}
+
+pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int32_t in_h, int32_t in_w, int32_t *out_h,
+                               int32_t *out_w) {
+    if (!bb || !out_h || !out_w || layer < 1 || layer > bb->max_layer)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_out_size: bad argument (layer %d of 1..%d)", (int)layer,
+                       bb ? (int)bb->max_layer : 0);
+    int32_t h = in_h, w = in_w;
+    h = pc_conv_out_dim(h, 7, 2, 3), w = pc_conv_out_dim(w, 7, 2, 3);
+    h = pc_conv_out_dim(h, 3, 2, 1), w = pc_conv_out_dim(w, 3, 2, 1);
+    for (int s = 1; s < layer; s++) h = pc_conv_out_dim(h, 3, 2, 1), w = pc_conv_out_dim(w, 3, 2, 1);
+    if (in_h < 1 || in_w < 1 || h < 1 || w < 1)
+        return pc_fail(PC_ERR_SHAPE, "input %dx%d is too small for layer%d", (int)in_h, (int)in_w, (int)layer);
+    *out_h = h, *out_w = w;
+    return PC_OK;
+}
+
+pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w) {
+    pc_clear_error();
+    if (!bb || n < 1 || h < 1 || w < 1 || n > 65536 || h > 65536 || w > 65536)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_reserve: bad size %d x %d x %d", (int)n, (int)h, (int)w);
+    walk W = {.n = n, .h = h, .w = w};
+    if (run(bb, &W, NULL, 0, NULL, 0))
+        return pc_fail(PC_ERR_SHAPE, "input %dx%d is too small for %s up to layer%d", (int)h, (int)w, bb->spec->name,
+                       (int)bb->max_layer);
+    if (W.act_max <= bb->act_cap && W.col_max <= bb->col_cap) return PC_OK;
+    size_t act = PC_MAX(W.act_max, bb->act_cap), col = PC_MAX(W.col_max, bb->col_cap), total;
+    if (!pc_mul_size(act, 5, &total) || !pc_add_size(total, col, &total) || !pc_mul_size(total, sizeof(float), &total))
+        return pc_fail(PC_ERR_TOO_LARGE, "workspace for %d x %d x %d overflows", (int)n, (int)h, (int)w);
+    float *ws = pc_malloc(total);
+    if (!ws)
+        return pc_fail(PC_ERR_NO_MEMORY, "cannot allocate a %.1f MB workspace for %d images of %dx%d",
+                       (double)total / 1e6, (int)n, (int)h, (int)w);
+    pc_free(bb->ws);
+    bb->ws = ws, bb->act_cap = act, bb->col_cap = col;
+    return PC_OK;
+}
+
+pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w, uint32_t layer_mask,
+                              float *const outs[4]) {
+    pc_clear_error();
+    pc_status st = PC_OK;
+    if (!bb) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: backbone is NULL");
+    bb->errmsg[0] = '\0';
+    if (!in || !outs || layer_mask == 0 || (layer_mask & ~0xFu)) {
+        st = pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: NULL input/outputs or bad layer mask 0x%x",
+                     (unsigned)layer_mask);
+    } else if (max_layer_of(layer_mask) > bb->max_layer) {
+        st = pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: layer%d requested but the backbone was loaded "
+                     "up to layer%d", max_layer_of(layer_mask), (int)bb->max_layer);
+    } else {
+        for (int l = 1; l <= 4 && !st; l++)
+            if ((layer_mask & PC_LAYER(l)) && !outs[l - 1])
+                st = pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: outs[%d] (layer%d) is NULL", l - 1, l);
+        if (!st) st = pc_backbone_reserve(bb, n, h, w);
+    }
+    if (!st) {
+        walk W = {.n = n, .h = h, .w = w};
+        run(bb, &W, in, layer_mask, outs, 1);
+    }
+    if (st) pc_copy_error(bb->errmsg);
+    return st;
+}

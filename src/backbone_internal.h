@@ -1,0 +1,20 @@
+/*
+ * backbone_internal.h - backbone entry points the model needs beyond the public API: building from
+ * tensors already in memory (a model file's), and views that share one backbone's weights with
+ * their own scratch memory (one per predicting thread).
+ */
+#ifndef PC_BACKBONE_INTERNAL_H
+#define PC_BACKBONE_INTERNAL_H
+
+#include "weights.h"
+
+/* Build a backbone from torchvision-named tensors in memory (not copied: BN is folded into new
+ * buffers). name is used in messages. Same validation as pc_backbone_load. */
+pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
+                                pc_backbone **out);
+
+/* A backbone sharing src's weights, with its own (initially empty) workspace, so that two threads can
+ * run forward at once. Free it with pc_backbone_free before src. */
+pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out);
+
+#endif

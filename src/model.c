@@ -1,0 +1,910 @@
+/*
+ * model.c - PatchCore fit, save/load and predict (METHOD.md §3-§6), built from the library's parts:
+ * images and preprocessing, the backbone, patch features, the coreset, kNN and the anomaly map.
+ *
+ * Fit: images are decoded and preprocessed in parallel a batch at a time, run through the backbone,
+ * turned into patch features straight into one N x D matrix (the only copy of the training features),
+ * subsampled, and the selected rows gathered into the memory bank.
+ * Predict: each call borrows a context (a backbone view sharing the weights, and every scratch buffer
+ * a prediction needs, sized once) from a pool on the model, so predict is thread-safe and allocates
+ * nothing per image once the pool is warm (image decoding aside).
+ */
+#define _GNU_SOURCE
+#include "coreset.h"
+#include "internal.h"
+#include "knn.h"
+#include "modelfile.h"
+#include "patch_features.h"
+#include "scoring.h"
+#include "weights.h"
+#include "backbone_internal.h"
+#include "model_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MODEL_FORMAT_NAME "patchcore-model"
+#define GAUSSIAN_SIGMA 4.0
+
+/* One prediction's scratch memory. */
+typedef struct pctx {
+    struct pctx *next;
+    pc_backbone *bb;      /* a view on the model's backbone: shared weights, own workspace */
+    void *ws;             /* features, kNN and map workspaces and every buffer below, one block */
+    float *input;         /* 3 x S x S */
+    float *acts[4];       /* layerN outputs, C x H x W */
+    float *feats;         /* HW x D */
+    float *dist;          /* HW x k */
+    int64_t *idx;         /* HW x k */
+    float *pscores;       /* HW */
+    float *neigh;         /* b x D (Eq. 7) */
+    float *nd;            /* b */
+    int64_t *ni;          /* b */
+    void *fws, *kws, *mws;
+    size_t kws_size;
+} pctx;
+
+struct pc_model {
+    /* settings */
+    pc_arch arch;
+    int32_t layers[PC_MAX_LAYERS], n_layers;
+    uint32_t layer_mask;
+    int32_t resize, crop, patch, pre_dim, dim, k, projection_dim, n_starts, reweight_b;
+    pc_sampler sampler;
+    double coreset_ratio;
+    int64_t coreset_size_requested;
+    uint64_t seed;
+    int32_t n_train_images;
+    int64_t n_patches_total;
+    double image_threshold, pixel_threshold, score_scale;
+    char weights_source[1024];
+    /* derived */
+    int32_t grid_h, grid_w;
+    pc_layer_shape shapes[PC_MAX_LAYERS];
+    pc_backbone *bb;
+    pc_features_plan *plan;
+    /* backbone tensors in torchvision form, for saving (owned dict after fit, or views into mf) */
+    pc_tensor_dict *bb_tensors;
+    pc_tensor *bb_views;
+    size_t n_bb_views;
+    /* the memory bank: owned after fit, or pointing into the mapped file after load */
+    const float *bank;
+    float *bank_owned;
+    int64_t *coreset_idx; /* selected indices (fit only; NULL after load when absent) */
+    int64_t bank_n;
+    float *bank_norms;
+    pc_modelfile *mf;
+    /* predict contexts */
+    pthread_mutex_t lock;
+    pctx *free_ctx;
+    char errmsg[PC_ERRMSG_MAX];
+};
+
+/* ----------------------------------------------------------------------------------------------
+ * Options
+ * -------------------------------------------------------------------------------------------- */
+
+void pc_fit_options_init(pc_fit_options *opt) {
+    if (!opt) return;
+    memset(opt, 0, sizeof *opt);
+    opt->arch = PC_ARCH_UNKNOWN;
+    opt->layers[0] = 2;
+    opt->layers[1] = 3;
+    opt->n_layers = 2;
+    opt->resize = 256;
+    opt->crop = 224;
+    opt->patch = 3;
+    opt->pre_dim = 1024;
+    opt->dim = 1024;
+    opt->k = 1;
+    opt->sampler = PC_SAMPLER_APPROX_GREEDY;
+    opt->coreset_ratio = 0.1;
+    opt->projection_dim = PC_CORESET_PROJ_DIM;
+    opt->n_starts = PC_CORESET_STARTS;
+    opt->batch_size = 8;
+}
+
+static pc_status check_options(const pc_fit_options *o) {
+    if (o->n_layers < 1 || o->n_layers > PC_MAX_LAYERS)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: between 1 and %d layers, not %d", PC_MAX_LAYERS, (int)o->n_layers);
+    uint32_t seen = 0;
+    for (int i = 0; i < o->n_layers; i++) {
+        if (o->layers[i] < 1 || o->layers[i] > 4)
+            return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: layer%d does not exist (layer1..layer4)", (int)o->layers[i]);
+        if (seen & PC_LAYER(o->layers[i]))
+            return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: layer%d named twice", (int)o->layers[i]);
+        seen |= PC_LAYER(o->layers[i]);
+    }
+    if (o->resize < 1 || o->resize > 4096 || o->crop < 16 || o->crop > 4096)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: resize %d / crop %d out of range (crop 16..4096)", (int)o->resize,
+                       (int)o->crop);
+    if (o->patch < 1 || o->patch > 15 || o->patch % 2 == 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: patch size %d must be odd, 1..15", (int)o->patch);
+    if (o->pre_dim < 1 || o->pre_dim > 65536 || o->dim < 1 || o->dim > 65536)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: dimensions must be 1..65536");
+    if (o->k < 1 || o->k > 1024) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: k must be 1..1024, not %d", (int)o->k);
+    if (o->sampler < PC_SAMPLER_APPROX_GREEDY || o->sampler > PC_SAMPLER_NONE)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: unknown sampler %d", (int)o->sampler);
+    if (o->coreset_size < 0 || (o->coreset_size == 0 && !(o->coreset_ratio > 0 && o->coreset_ratio <= 1)))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: coreset ratio must be in (0, 1], not %g", o->coreset_ratio);
+    if (o->projection_dim < 1 || o->projection_dim > 4096 || o->n_starts < 1 || o->n_starts > 1000)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: bad coreset projection size or start count");
+    if (o->batch_size < 1 || o->batch_size > 256)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: batch size must be 1..256");
+    if (o->reweight_b < 0 || o->reweight_b > 1024)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: reweight b must be 0..1024");
+    return PC_OK;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Model structure
+ * -------------------------------------------------------------------------------------------- */
+
+static void ctx_free(pctx *c) {
+    if (!c) return;
+    pc_backbone_free(c->bb);
+    pc_free(c->ws);
+    pc_free(c);
+}
+
+void pc_model_free(pc_model *m) {
+    if (!m) return;
+    for (pctx *c = m->free_ctx; c;) {
+        pctx *n = c->next;
+        ctx_free(c);
+        c = n;
+    }
+    pthread_mutex_destroy(&m->lock);
+    pc_backbone_free(m->bb);
+    pc_features_plan_free(m->plan);
+    pc_tensor_dict_free(m->bb_tensors);
+    pc_free(m->bb_views);
+    pc_free(m->bank_owned);
+    pc_free(m->coreset_idx);
+    pc_free(m->bank_norms);
+    pc_modelfile_close(m->mf);
+    pc_free(m);
+}
+
+const char *pc_model_errmsg(const pc_model *m) { return m ? m->errmsg : ""; }
+
+static pc_model *model_new(void) {
+    pc_model *m = pc_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->lock, NULL);
+    m->image_threshold = m->pixel_threshold = m->score_scale = NAN;
+    return m;
+}
+
+/* After the backbone is in place: layer shapes at the crop size, the feature plan, the grid. */
+static pc_status model_plan(pc_model *m) {
+    for (int i = 0; i < m->n_layers; i++) {
+        int32_t h, w;
+        pc_status st = pc_backbone_out_size(m->bb, m->layers[i], m->crop, m->crop, &h, &w);
+        if (st) return st;
+        m->shapes[i].channels = pc_backbone_channels(m->bb, m->layers[i]);
+        m->shapes[i].height = h;
+        m->shapes[i].width = w;
+    }
+    pc_status st = pc_features_plan_create(&m->plan, m->shapes, m->n_layers, m->patch, m->pre_dim, m->dim);
+    if (st) return st;
+    int32_t d;
+    pc_features_plan_grid(m->plan, &m->grid_h, &m->grid_w, &d);
+    return PC_OK;
+}
+
+static uint32_t mask_of(const int32_t *layers, int n) {
+    uint32_t mask = 0;
+    for (int i = 0; i < n; i++) mask |= PC_LAYER(layers[i]);
+    return mask;
+}
+
+/* Backbone tensors that the requested layers need (stem, layer1..deepest); fc and deeper stages are
+ * left out of the model file. */
+static int want_backbone_tensor(const char *name, void *user) {
+    int deepest = *(const int *)user;
+    if (strncmp(name, "layer", 5) == 0 && name[5] >= '1' && name[5] <= '4') return name[5] - '0' <= deepest;
+    return strncmp(name, "conv1.", 6) == 0 || strncmp(name, "bn1.", 4) == 0;
+}
+
+static int deepest_layer(const pc_model *m) {
+    int d = 0;
+    for (int i = 0; i < m->n_layers; i++) d = PC_MAX(d, m->layers[i]);
+    return d;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Predict contexts
+ * -------------------------------------------------------------------------------------------- */
+
+static pc_status ctx_create(pc_model *m, pctx **out) {
+    *out = NULL;
+    pctx *c = pc_calloc(1, sizeof *c);
+    if (!c) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    pc_status st = pc_backbone_view(m->bb, &c->bb);
+    if (!st) st = pc_backbone_reserve(c->bb, 1, m->crop, m->crop);
+    if (st) {
+        ctx_free(c);
+        return st;
+    }
+    size_t hw = (size_t)m->grid_h * m->grid_w, S = (size_t)m->crop, D = (size_t)m->dim, k = (size_t)m->k;
+    size_t b = (size_t)m->reweight_b;
+    size_t act_sz[4] = {0};
+    for (int i = 0; i < m->n_layers; i++)
+        act_sz[m->layers[i] - 1] = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
+    c->kws_size = pc_knn_workspace_size((int64_t)hw);
+    /* one block, each piece 64-byte aligned */
+    size_t sizes[16], n = 0, total = 0;
+    sizes[n++] = 3 * S * S * sizeof(float);
+    for (int l = 0; l < 4; l++) sizes[n++] = act_sz[l] * sizeof(float);
+    sizes[n++] = hw * D * sizeof(float);
+    sizes[n++] = hw * k * sizeof(float);
+    sizes[n++] = hw * k * sizeof(int64_t);
+    sizes[n++] = hw * sizeof(float);
+    sizes[n++] = b * D * sizeof(float);
+    sizes[n++] = b * sizeof(float);
+    sizes[n++] = b * sizeof(int64_t);
+    sizes[n++] = pc_features_workspace_size(m->plan);
+    sizes[n++] = c->kws_size;
+    sizes[n++] = pc_anomaly_map_workspace_size(m->crop, GAUSSIAN_SIGMA);
+    size_t offs[16];
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = total;
+        total += (sizes[i] + 63) & ~(size_t)63;
+    }
+    c->ws = pc_malloc(total);
+    if (!c->ws) {
+        ctx_free(c);
+        return pc_fail(PC_ERR_NO_MEMORY, "cannot allocate %.1f MB of prediction workspace", (double)total / 1e6);
+    }
+    uint8_t *base = c->ws;
+    size_t i = 0;
+    c->input = (float *)(base + offs[i++]);
+    for (int l = 0; l < 4; l++, i++) c->acts[l] = act_sz[l] ? (float *)(base + offs[i]) : NULL;
+    c->feats = (float *)(base + offs[i++]);
+    c->dist = (float *)(base + offs[i++]);
+    c->idx = (int64_t *)(base + offs[i++]);
+    c->pscores = (float *)(base + offs[i++]);
+    c->neigh = (float *)(base + offs[i++]);
+    c->nd = (float *)(base + offs[i++]);
+    c->ni = (int64_t *)(base + offs[i++]);
+    c->fws = base + offs[i++];
+    c->kws = base + offs[i++];
+    c->mws = base + offs[i++];
+    *out = c;
+    return PC_OK;
+}
+
+static pc_status ctx_get(pc_model *m, pctx **out) {
+    pthread_mutex_lock(&m->lock);
+    pctx *c = m->free_ctx;
+    if (c) m->free_ctx = c->next;
+    pthread_mutex_unlock(&m->lock);
+    if (c) {
+        *out = c;
+        return PC_OK;
+    }
+    return ctx_create(m, out);
+}
+
+static void ctx_put(pc_model *m, pctx *c) {
+    pthread_mutex_lock(&m->lock);
+    c->next = m->free_ctx;
+    m->free_ctx = c;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Fit
+ * -------------------------------------------------------------------------------------------- */
+
+typedef struct source {
+    const char *const *paths;
+    const pc_image *images;
+} source;
+
+static const char *source_name(const source *s, size_t i, char *buf, size_t size) {
+    if (s->paths) return s->paths[i];
+    snprintf(buf, size, "image #%zu", i);
+    return buf;
+}
+
+static int report_progress(const pc_fit_options *o, const char *stage, int64_t done, int64_t total) {
+    return o->progress ? o->progress(o->progress_user, stage, done, total) : 0;
+}
+
+static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t n_in, pc_model **out) {
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
+    *out = NULL;
+    if (!opt) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: options are NULL");
+    if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
+    if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
+    pc_status st = check_options(opt);
+    if (st) return st;
+
+    pc_model *m = model_new();
+    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    m->arch = opt->arch;
+    memcpy(m->layers, opt->layers, sizeof m->layers);
+    m->n_layers = opt->n_layers;
+    m->layer_mask = mask_of(m->layers, m->n_layers);
+    m->resize = opt->resize, m->crop = opt->crop, m->patch = opt->patch;
+    m->pre_dim = opt->pre_dim, m->dim = opt->dim, m->k = opt->k;
+    m->projection_dim = opt->projection_dim, m->n_starts = opt->n_starts, m->reweight_b = opt->reweight_b;
+    m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
+    m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
+
+    float *feats = NULL, *batch_in = NULL, *acts[4] = {NULL};
+    void *fws = NULL;
+    uint8_t *ok = NULL;
+    char namebuf[64];
+
+    st = pc_backbone_load(opt->weights, opt->arch, m->layer_mask, &m->bb);
+    if (st) goto done;
+    m->arch = pc_backbone_arch(m->bb);
+    snprintf(m->weights_source, sizeof m->weights_source, "%s", pc_backbone_path(m->bb));
+    {
+        int deepest = deepest_layer(m);
+        st = pc_weights_load(pc_backbone_path(m->bb), want_backbone_tensor, &deepest, &m->bb_tensors);
+        if (st) goto done;
+    }
+    st = model_plan(m);
+    if (st) goto done;
+
+    const size_t B = (size_t)opt->batch_size, S = (size_t)m->crop, D = (size_t)m->dim;
+    const size_t hw = (size_t)m->grid_h * m->grid_w;
+    size_t rows, bytes;
+    if (!pc_mul_size(n_in, hw, &rows) || !pc_mul3_size(rows, D, sizeof(float), &bytes)) {
+        st = pc_fail(PC_ERR_TOO_LARGE, "fit: %zu images x %zu patches x %zu dims overflows", n_in, hw, D);
+        goto done;
+    }
+    feats = pc_malloc(bytes);
+    batch_in = pc_malloc(B * 3 * S * S * sizeof(float));
+    ok = pc_calloc(B, 1);
+    fws = pc_malloc(pc_features_workspace_size(m->plan));
+    st = pc_backbone_reserve(m->bb, (int32_t)B, m->crop, m->crop);
+    if (st) goto done;
+    for (int i = 0; i < m->n_layers; i++) {
+        size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
+        acts[m->layers[i] - 1] = pc_malloc(B * per * sizeof(float));
+        if (!acts[m->layers[i] - 1]) feats = (pc_free(feats), NULL);
+    }
+    if (!feats || !batch_in || !ok || !fws) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the training features", (double)bytes / 1e6);
+        goto done;
+    }
+
+    /* Features, a batch at a time. Decoding and preprocessing run in parallel over the batch. */
+    size_t used = 0;
+    for (size_t b0 = 0; b0 < n_in; b0 += B) {
+        size_t nb = PC_MIN(B, n_in - b0);
+        pc_status errs[256];
+        char msgs[256][256];
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t j = 0; j < nb; j++) {
+            pc_image tmp = {0};
+            const pc_image *img;
+            pc_status s = PC_OK;
+            if (src->paths) {
+                s = pc_image_load(src->paths[b0 + j], &tmp);
+                img = &tmp;
+            } else {
+                img = &src->images[b0 + j];
+            }
+            if (!s) s = pc_preprocess(batch_in + j * 3 * S * S, img, m->resize, m->crop, NULL);
+            errs[j] = s;
+            if (s) snprintf(msgs[j], sizeof msgs[j], "%s", pc_last_error());
+            pc_image_free(&tmp);
+        }
+        /* compact the good ones to the front of the batch */
+        size_t good = 0;
+        for (size_t j = 0; j < nb; j++) {
+            if (errs[j]) {
+                if (opt->on_image_error)
+                    opt->on_image_error(opt->on_image_error_user, source_name(src, b0 + j, namebuf, sizeof namebuf),
+                                        errs[j], msgs[j]);
+                continue;
+            }
+            if (good != j) memmove(batch_in + good * 3 * S * S, batch_in + j * 3 * S * S, 3 * S * S * sizeof(float));
+            good++;
+        }
+        if (good) {
+            st = pc_backbone_forward(m->bb, batch_in, (int32_t)good, m->crop, m->crop, m->layer_mask, acts);
+            if (st) goto done;
+            for (size_t j = 0; j < good; j++) {
+                const float *per_img[PC_MAX_LAYERS];
+                for (int i = 0; i < m->n_layers; i++) {
+                    size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
+                    per_img[i] = acts[m->layers[i] - 1] + j * per;
+                }
+                pc_features_compute(feats + (used + j) * hw * D, per_img, m->plan, fws);
+            }
+            used += good;
+        }
+        if (report_progress(opt, "features", (int64_t)(b0 + nb), (int64_t)n_in)) {
+            st = pc_fail(PC_ERR_CANCELLED, "fit: cancelled");
+            goto done;
+        }
+    }
+    if (used == 0) {
+        st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: none of the %zu training images could be used", n_in);
+        goto done;
+    }
+    for (int l = 0; l < 4; l++) acts[l] = (pc_free(acts[l]), NULL);
+    pc_free(batch_in), batch_in = NULL;
+
+    /* Memory bank */
+    const int64_t N = (int64_t)(used * hw);
+    int64_t n_sel;
+    if (m->sampler == PC_SAMPLER_NONE) n_sel = N;
+    else if (opt->coreset_size > 0) n_sel = PC_MIN(opt->coreset_size, N);
+    else n_sel = pc_coreset_size(N, opt->coreset_ratio);
+    m->n_train_images = (int32_t)used;
+    m->n_patches_total = N;
+    m->coreset_idx = pc_malloc((size_t)n_sel * sizeof(int64_t));
+    if (!m->coreset_idx) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    if (m->sampler == PC_SAMPLER_APPROX_GREEDY &&
+        (opt->coreset_projection || opt->coreset_starts || opt->projection_dim != PC_CORESET_PROJ_DIM ||
+         opt->n_starts != PC_CORESET_STARTS)) {
+        /* Caller-chosen projection and/or start points (to reproduce a reference run exactly). */
+        const int32_t P = opt->projection_dim;
+        float *proj = pc_malloc(D * (size_t)P * sizeof(float));
+        int32_t ns = (int32_t)PC_MIN((int64_t)opt->n_starts, N);
+        int64_t *starts = pc_malloc((size_t)ns * sizeof(int64_t));
+        if (!proj || !starts) {
+            pc_free(proj), pc_free(starts);
+            st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        if (opt->coreset_projection) { /* (P x D) nn.Linear weight -> (D x P) */
+            for (int32_t r = 0; r < P; r++)
+                for (size_t c = 0; c < D; c++) proj[c * P + r] = opt->coreset_projection[(size_t)r * D + c];
+        } else {
+            pc_coreset_projection(proj, m->seed, (int32_t)D, P);
+        }
+        if (opt->coreset_starts) {
+            for (int32_t i = 0; i < ns; i++) {
+                if (opt->coreset_starts[i] < 0 || opt->coreset_starts[i] >= N) {
+                    pc_free(proj), pc_free(starts);
+                    st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: coreset start index %lld out of range",
+                                 (long long)opt->coreset_starts[i]);
+                    goto done;
+                }
+                starts[i] = opt->coreset_starts[i];
+            }
+        } else {
+            ns = pc_coreset_starts(starts, m->seed, N);
+        }
+        st = pc_coreset_greedy(m->coreset_idx, feats, N, (int32_t)D, proj, P, starts, ns, n_sel, opt->progress,
+                               opt->progress_user);
+        pc_free(proj), pc_free(starts);
+    } else {
+        st = pc_coreset_select(m->coreset_idx, m->sampler, feats, N, (int32_t)D, n_sel, m->seed, opt->progress,
+                               opt->progress_user);
+    }
+    if (st) goto done;
+    m->bank_owned = pc_malloc((size_t)n_sel * D * sizeof(float));
+    m->bank_norms = pc_malloc((size_t)n_sel * sizeof(float));
+    if (!m->bank_owned || !m->bank_norms) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate the memory bank");
+        goto done;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_sel; i++)
+        memcpy(m->bank_owned + (size_t)i * D, feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
+    m->bank = m->bank_owned;
+    m->bank_n = n_sel;
+    pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
+
+done:
+    pc_free(feats);
+    pc_free(batch_in);
+    pc_free(ok);
+    pc_free(fws);
+    for (int l = 0; l < 4; l++) pc_free(acts[l]);
+    if (st) {
+        pc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return PC_OK;
+}
+
+pc_status pc_model_fit(const pc_fit_options *opt, const char *const *paths, size_t n_paths, pc_model **out) {
+    if (!paths && n_paths) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: paths is NULL");
+    source s = {.paths = paths};
+    return fit_common(opt, &s, n_paths, out);
+}
+
+pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images, size_t n_images, pc_model **out) {
+    if (!images && n_images) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: images is NULL");
+    source s = {.images = images};
+    return fit_common(opt, &s, n_images, out);
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Predict
+ * -------------------------------------------------------------------------------------------- */
+
+/* The prediction pipeline up to patch scores, in context c: c->feats (HW x D), c->dist/idx (HW x k),
+ * c->pscores (HW). */
+static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geometry *geometry) {
+    const int64_t hw = (int64_t)m->grid_h * m->grid_w;
+    pc_status st = pc_preprocess(c->input, rgb, m->resize, m->crop, geometry);
+    if (!st) st = pc_backbone_forward(c->bb, c->input, 1, m->crop, m->crop, m->layer_mask, c->acts);
+    if (st) return st;
+    const float *per_img[PC_MAX_LAYERS];
+    for (int i = 0; i < m->n_layers; i++) per_img[i] = c->acts[m->layers[i] - 1];
+    pc_features_compute(c->feats, per_img, m->plan, c->fws);
+    st = pc_knn_search(c->dist, c->idx, c->feats, hw, m->bank, m->bank_norms, m->bank_n, m->dim, m->k, c->kws,
+                       c->kws_size);
+    if (!st) pc_patch_scores(c->pscores, c->dist, hw, m->k);
+    return st;
+}
+
+pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_clear_error();
+    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    pctx *c;
+    pc_status st = ctx_get(m, &c);
+    if (st) {
+        pc_copy_error(m->errmsg);
+        return st;
+    }
+    const int64_t hw = (int64_t)m->grid_h * m->grid_w;
+    const int32_t D = m->dim;
+    st = predict_core(m, c, rgb, geometry);
+    if (!st) {
+        int64_t arg;
+        float s = pc_image_score(c->pscores, hw, &arg);
+        if (m->reweight_b > 0) {
+            /* Eq. 7: N_b(m*) are the b nearest bank entries of m*, the nearest bank entry of the
+             * patch attaining the maximum. */
+            const float *m_test = c->feats + (size_t)arg * D;
+            const float *m_star = m->bank + (size_t)c->idx[(size_t)arg * m->k] * D;
+            int32_t b = (int32_t)PC_MIN((int64_t)m->reweight_b, m->bank_n);
+            st = pc_knn_search(c->nd, c->ni, m_star, 1, m->bank, m->bank_norms, m->bank_n, D, b, c->kws, c->kws_size);
+            if (!st) {
+                for (int32_t j = 0; j < b; j++)
+                    memcpy(c->neigh + (size_t)j * D, m->bank + (size_t)c->ni[j] * D, (size_t)D * sizeof(float));
+                s = pc_score_reweight(s, m_test, m_star, c->neigh, b, D);
+            }
+        }
+        out->score = s;
+        if (!isnan(m->image_threshold)) {
+            out->anomalous = (double)s > m->image_threshold;
+            out->normalized = pc_threshold_normalize(s, m->image_threshold,
+                                                     m->score_scale > 0 ? m->score_scale : 1.0);
+        } else {
+            out->anomalous = 0;
+            out->normalized = NAN;
+        }
+        if (map && !st) pc_anomaly_map(map, c->pscores, m->grid_h, m->grid_w, m->crop, GAUSSIAN_SIGMA, c->mws);
+    }
+    ctx_put(m, c);
+    if (st) pc_copy_error(m->errmsg);
+    return st;
+}
+
+pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
+    pctx *c;
+    pc_status st = ctx_get(m, &c);
+    if (st) return st;
+    st = predict_core(m, c, rgb, NULL);
+    const size_t hw = (size_t)m->grid_h * m->grid_w;
+    if (!st && features) memcpy(features, c->feats, hw * (size_t)m->dim * sizeof(float));
+    if (!st && patch_scores) memcpy(patch_scores, c->pscores, hw * sizeof(float));
+    ctx_put(m, c);
+    return st;
+}
+
+const int64_t *pc_model_coreset_indices(const pc_model *m, int64_t *n) {
+    *n = m->coreset_idx ? m->bank_n : 0;
+    return m->coreset_idx;
+}
+
+const float *pc_model_bank(const pc_model *m, int64_t *n, int32_t *dim) {
+    *n = m->bank_n;
+    *dim = m->dim;
+    return m->bank;
+}
+
+pc_status pc_model_predict_file(pc_model *m, const char *path, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_clear_error();
+    if (!m || !path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    pc_image img = {0};
+    pc_status st = pc_image_load(path, &img);
+    if (!st) {
+        st = pc_model_predict(m, &img, out, map, geometry);
+        if (st) pc_fail_context(st, "%s", path);
+    }
+    pc_image_free(&img);
+    if (st) pc_copy_error(m->errmsg);
+    return st;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Info and thresholds
+ * -------------------------------------------------------------------------------------------- */
+
+pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
+    if (!m || !info) return pc_fail(PC_ERR_INVALID_ARGUMENT, "info: NULL argument");
+    memset(info, 0, sizeof *info);
+    info->arch = m->arch;
+    memcpy(info->layers, m->layers, sizeof info->layers);
+    info->n_layers = m->n_layers;
+    info->resize = m->resize, info->crop = m->crop, info->patch = m->patch;
+    info->pre_dim = m->pre_dim, info->dim = m->dim, info->k = m->k;
+    info->grid_h = m->grid_h, info->grid_w = m->grid_w;
+    info->sampler = m->sampler;
+    info->coreset_ratio = m->coreset_ratio;
+    info->bank_size = m->bank_n;
+    info->n_patches_total = m->n_patches_total;
+    info->n_train_images = m->n_train_images;
+    info->seed = m->seed;
+    info->reweight_b = m->reweight_b;
+    info->image_threshold = m->image_threshold;
+    info->pixel_threshold = m->pixel_threshold;
+    info->score_scale = m->score_scale;
+    return PC_OK;
+}
+
+pc_status pc_model_set_thresholds(pc_model *m, double image_threshold, double pixel_threshold, double score_scale) {
+    if (!m) return pc_fail(PC_ERR_INVALID_ARGUMENT, "set_thresholds: model is NULL");
+    if (isinf(image_threshold) || isinf(pixel_threshold) || !(isnan(score_scale) || score_scale > 0))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "set_thresholds: thresholds must be finite or NaN, scale > 0");
+    m->image_threshold = image_threshold;
+    m->pixel_threshold = pixel_threshold;
+    m->score_scale = score_scale;
+    return PC_OK;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Save and load
+ * -------------------------------------------------------------------------------------------- */
+
+static const char *sampler_name(pc_sampler s) {
+    switch (s) {
+    case PC_SAMPLER_APPROX_GREEDY: return "approx";
+    case PC_SAMPLER_RANDOM: return "random";
+    case PC_SAMPLER_NONE: return "none";
+    }
+    return "?";
+}
+
+static int sampler_parse(const char *s, pc_sampler *out) {
+    if (!strcmp(s, "approx")) *out = PC_SAMPLER_APPROX_GREEDY;
+    else if (!strcmp(s, "random")) *out = PC_SAMPLER_RANDOM;
+    else if (!strcmp(s, "none")) *out = PC_SAMPLER_NONE;
+    else return 0;
+    return 1;
+}
+
+pc_status pc_model_save(const pc_model *m, const char *path) {
+    pc_clear_error();
+    if (!m || !path) return pc_fail(PC_ERR_INVALID_ARGUMENT, "save: NULL argument");
+    char meta[4096], layers[32] = "";
+    for (int i = 0; i < m->n_layers; i++)
+        snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", i ? "," : "", (int)m->layers[i]);
+    snprintf(meta, sizeof meta,
+             "format = %s\n"
+             "written_by = patchcore %s\n"
+             "arch = %s\n"
+             "layers = %s\n"
+             "resize = %d\ncrop = %d\npatch = %d\npre_dim = %d\ndim = %d\nk = %d\n"
+             "sampler = %s\ncoreset_ratio = %.17g\ncoreset_size_requested = %lld\n"
+             "projection_dim = %d\nn_starts = %d\nseed = %llu\nreweight_b = %d\n"
+             "grid = %dx%d\nn_train_images = %d\nn_patches_total = %lld\nbank_size = %lld\n"
+             "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
+             "weights_source = %s\n",
+             MODEL_FORMAT_NAME, pc_version(), pc_arch_name(m->arch), layers, (int)m->resize, (int)m->crop,
+             (int)m->patch, (int)m->pre_dim, (int)m->dim, (int)m->k, sampler_name(m->sampler), m->coreset_ratio,
+             (long long)m->coreset_size_requested, (int)m->projection_dim, (int)m->n_starts,
+             (unsigned long long)m->seed, (int)m->reweight_b, (int)m->grid_h, (int)m->grid_w,
+             (int)m->n_train_images, (long long)m->n_patches_total, (long long)m->bank_n, m->image_threshold,
+             m->pixel_threshold, m->score_scale, m->weights_source);
+
+    const pc_tensor *bt = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
+    size_t nbt = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
+    size_t cap = nbt + 2, n = 0;
+    pc_mf_tensor *t = pc_calloc(cap, sizeof *t);
+    char (*names)[PC_MF_NAME_MAX] = pc_calloc(cap, PC_MF_NAME_MAX);
+    if (!t || !names) {
+        pc_free(t), pc_free(names);
+        return pc_fail(PC_ERR_NO_MEMORY, "save: out of memory");
+    }
+    t[n++] = (pc_mf_tensor){.name = "bank", .dtype = PC_MF_F32, .ndim = 2,
+                            .shape = {(uint64_t)m->bank_n, (uint64_t)m->dim}, .data = m->bank,
+                            .nbytes = (uint64_t)m->bank_n * m->dim * sizeof(float)};
+    if (m->coreset_idx)
+        t[n++] = (pc_mf_tensor){.name = "coreset_indices", .dtype = PC_MF_I64, .ndim = 1,
+                                .shape = {(uint64_t)m->bank_n}, .data = m->coreset_idx,
+                                .nbytes = (uint64_t)m->bank_n * sizeof(int64_t)};
+    pc_status st = PC_OK;
+    for (size_t i = 0; i < nbt && !st; i++) {
+        if (!bt[i].data) continue; /* integer bookkeeping tensors (num_batches_tracked) */
+        int len = snprintf(names[n], PC_MF_NAME_MAX, "backbone/%s", bt[i].name);
+        if (len >= (int)PC_MF_NAME_MAX || bt[i].ndim > PC_MF_MAX_DIMS) {
+            st = pc_fail(PC_ERR_UNSUPPORTED, "save: backbone tensor %s cannot be stored", bt[i].name);
+            break;
+        }
+        pc_mf_tensor *x = &t[n];
+        x->name = names[n];
+        x->dtype = PC_MF_F32;
+        x->ndim = (uint32_t)bt[i].ndim;
+        for (int d = 0; d < bt[i].ndim; d++) x->shape[d] = (uint64_t)bt[i].shape[d];
+        x->data = bt[i].data;
+        x->nbytes = (uint64_t)bt[i].numel * sizeof(float);
+        n++;
+    }
+    if (!st) st = pc_modelfile_write(path, meta, t, n);
+    pc_free(t);
+    pc_free(names);
+    return st;
+}
+
+static pc_status meta_int(const pc_modelfile *mf, const char *path, const char *key, long long lo, long long hi,
+                          long long *out) {
+    const char *v = pc_modelfile_meta(mf, key);
+    char *end;
+    if (!v) return pc_fail(PC_ERR_FORMAT, "%s: metadata lacks '%s'", path, key);
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi)
+        return pc_fail(PC_ERR_FORMAT, "%s: metadata '%s = %s' is out of range", path, key, v);
+    *out = x;
+    return PC_OK;
+}
+
+static pc_status meta_double(const pc_modelfile *mf, const char *path, const char *key, double *out) {
+    const char *v = pc_modelfile_meta(mf, key);
+    char *end;
+    if (!v) return pc_fail(PC_ERR_FORMAT, "%s: metadata lacks '%s'", path, key);
+    double x = strtod(v, &end);
+    if (end == v || *end) return pc_fail(PC_ERR_FORMAT, "%s: metadata '%s = %s' is not a number", path, key, v);
+    *out = x;
+    return PC_OK;
+}
+
+pc_status pc_model_load(const char *path, pc_model **out) {
+    pc_clear_error();
+    if (!path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "load: NULL argument");
+    *out = NULL;
+    pc_model *m = model_new();
+    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    pc_status st = pc_modelfile_open(path, &m->mf);
+    if (st) goto fail;
+    const pc_modelfile *mf = m->mf;
+    const char *fmt = pc_modelfile_meta(mf, "format");
+    if (!fmt || strcmp(fmt, MODEL_FORMAT_NAME) != 0) {
+        st = pc_fail(PC_ERR_FORMAT, "%s: not a patchcore model (format key missing)", path);
+        goto fail;
+    }
+    long long v = 0;
+#define GET_INT(key, lo, hi, dst)                                  \
+    do {                                                           \
+        if ((st = meta_int(mf, path, key, lo, hi, &v))) goto fail; \
+        dst = v;                                                   \
+    } while (0)
+    GET_INT("resize", 1, 4096, m->resize);
+    GET_INT("crop", 16, 4096, m->crop);
+    GET_INT("patch", 1, 15, m->patch);
+    GET_INT("pre_dim", 1, 65536, m->pre_dim);
+    GET_INT("dim", 1, 65536, m->dim);
+    GET_INT("k", 1, 1024, m->k);
+    GET_INT("projection_dim", 1, 4096, m->projection_dim);
+    GET_INT("n_starts", 1, 1000, m->n_starts);
+    GET_INT("reweight_b", 0, 1024, m->reweight_b);
+    GET_INT("n_train_images", 0, INT32_MAX, m->n_train_images);
+    GET_INT("n_patches_total", 0, INT64_MAX, m->n_patches_total);
+    GET_INT("coreset_size_requested", 0, INT64_MAX, m->coreset_size_requested);
+#undef GET_INT
+    {
+        const char *sv = pc_modelfile_meta(mf, "seed");
+        m->seed = sv ? strtoull(sv, NULL, 10) : 0;
+        const char *a = pc_modelfile_meta(mf, "arch");
+        m->arch = a ? pc_arch_from_name(a) : PC_ARCH_UNKNOWN;
+        if (m->arch == PC_ARCH_UNKNOWN) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: unknown backbone architecture '%s'", path, a ? a : "");
+            goto fail;
+        }
+        const char *s = pc_modelfile_meta(mf, "sampler");
+        if (!s || !sampler_parse(s, &m->sampler)) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: unknown sampler '%s'", path, s ? s : "");
+            goto fail;
+        }
+        const char *ls = pc_modelfile_meta(mf, "layers");
+        m->n_layers = 0;
+        for (const char *p = ls; p && *p && m->n_layers < PC_MAX_LAYERS;) {
+            if (*p < '1' || *p > '4') break;
+            m->layers[m->n_layers++] = *p - '0';
+            p++;
+            if (*p == ',') p++;
+            else if (*p) break;
+        }
+        if (m->n_layers == 0) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: bad 'layers' in metadata", path);
+            goto fail;
+        }
+        m->layer_mask = mask_of(m->layers, m->n_layers);
+        if ((st = meta_double(mf, path, "coreset_ratio", &m->coreset_ratio)) ||
+            (st = meta_double(mf, path, "image_threshold", &m->image_threshold)) ||
+            (st = meta_double(mf, path, "pixel_threshold", &m->pixel_threshold)) ||
+            (st = meta_double(mf, path, "score_scale", &m->score_scale)))
+            goto fail;
+        const char *ws = pc_modelfile_meta(mf, "weights_source");
+        snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
+    }
+    /* the backbone, from the tensors stored under backbone/ (views into the mapping) */
+    size_t nt = pc_modelfile_tensor_count(mf), nb = 0;
+    m->bb_views = pc_calloc(nt ? nt : 1, sizeof(pc_tensor));
+    if (!m->bb_views) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const pc_mf_tensor *t = pc_modelfile_tensor_at(mf, i);
+        if (strncmp(t->name, "backbone/", 9) != 0) continue;
+        if (t->dtype != PC_MF_F32) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: tensor %s is not float32", path, t->name);
+            goto fail;
+        }
+        pc_tensor *x = &m->bb_views[nb++];
+        x->name = (char *)t->name + 9;
+        x->dtype = PC_DTYPE_F32;
+        x->ndim = (int32_t)t->ndim;
+        x->numel = 1;
+        for (uint32_t d = 0; d < t->ndim; d++) {
+            x->shape[d] = (int64_t)t->shape[d];
+            x->numel *= x->shape[d];
+        }
+        x->data = (float *)t->data;
+    }
+    m->n_bb_views = nb;
+    {
+        pc_tensor_dict view = {.tensors = m->bb_views, .count = nb};
+        snprintf(view.format, sizeof view.format, "patchcore-model");
+        st = pc_backbone_load_dict(&view, path, m->arch, m->layer_mask, &m->bb);
+        if (st) goto fail;
+    }
+    if ((st = model_plan(m))) goto fail;
+    {
+        char grid[32];
+        snprintf(grid, sizeof grid, "%dx%d", (int)m->grid_h, (int)m->grid_w);
+        const char *g = pc_modelfile_meta(mf, "grid");
+        if (!g || strcmp(g, grid) != 0) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: stored patch grid %s does not match the backbone's %s", path,
+                         g ? g : "(none)", grid);
+            goto fail;
+        }
+    }
+    const pc_mf_tensor *bank = pc_modelfile_tensor(mf, "bank");
+    if (!bank || bank->dtype != PC_MF_F32 || bank->ndim != 2 || bank->shape[1] != (uint64_t)m->dim ||
+        bank->shape[0] < 1) {
+        st = pc_fail(PC_ERR_FORMAT, "%s: memory bank missing or not (n x %d) float32", path, (int)m->dim);
+        goto fail;
+    }
+    m->bank = bank->data;
+    m->bank_n = (int64_t)bank->shape[0];
+    m->bank_norms = pc_malloc((size_t)m->bank_n * sizeof(float));
+    if (!m->bank_norms) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        goto fail;
+    }
+    pc_knn_norms(m->bank_norms, m->bank, m->bank_n, m->dim);
+    *out = m;
+    return PC_OK;
+fail:
+    pc_model_free(m);
+    return st;
+}
