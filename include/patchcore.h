@@ -559,6 +559,43 @@ PC_API pc_status pc_geometry_box_to_original(const pc_geometry *g, int32_t x0, i
 PC_API pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total, const float *map,
                                      int32_t size, double threshold, const pc_geometry *g);
 
+/* Calibration methods for pc_threshold_by_method / pc_model_calibrate (values stable). */
+typedef enum pc_calib_method {
+    PC_CALIB_CONFORMAL = 0,   /* param = false-alarm rate (default PC_THRESHOLD_DEFAULT_RATE): the default */
+    PC_CALIB_QUANTILE = 1,    /* param = q (e.g. 0.99) */
+    PC_CALIB_MEAN_STD = 2,    /* param = k (e.g. 3) */
+    PC_CALIB_FALSE_ALARM = 3, /* param = rate on the given scores */
+    PC_CALIB_F1 = 4           /* labelled scores; param unused */
+} pc_calib_method;
+
+/* "conformal", "quantile", "mean-std", "false-alarm", "f1" <-> method; -1 for an unknown name. */
+PC_API int pc_calib_method_from_name(const char *name);
+PC_API const char *pc_calib_method_name(pc_calib_method m);
+
+/* A threshold from n scores by a method (labels needed, and only used, for PC_CALIB_F1). */
+PC_API pc_status pc_threshold_by_method(double *threshold, pc_calib_method method, double param,
+                                        const float *scores, const uint8_t *labels, size_t n);
+
+/* What pc_model_calibrate found. */
+typedef struct pc_calibration {
+    double image_threshold, pixel_threshold, score_scale;
+    size_t n_good, n_defective;
+} pc_calibration;
+
+/* Calibrate a model's thresholds and set them (pc_model_set_thresholds; save the model afterwards).
+ * Without defective images (n_defective == 0): predict the good images; the image threshold is
+ * method(param) of their scores, the pixel threshold method(param) of their maps' maxima (so that a
+ * good image shows a region at the chosen rate); method must not be PC_CALIB_F1. With defective
+ * images and their ground-truth masks (masks[i] for defective[i], MVTec PNG masks), method must be
+ * PC_CALIB_F1: the F1-optimal image threshold over good + defective scores and the F1-optimal pixel
+ * threshold over all their map pixels (n x S x S floats and bytes held in memory). The scale of the
+ * normalised score is pc_threshold_scale over the good scores in both cases. Progress stage
+ * "calibrate". report may be NULL. */
+PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param,
+                                    const char *const *good, size_t n_good, const char *const *defective,
+                                    const char *const *masks, size_t n_defective, pc_progress_fn progress,
+                                    void *progress_user, pc_calibration *report);
+
 #ifdef __cplusplus
 }
 #endif
