@@ -22,6 +22,14 @@ int cli_eval_write_file(const char *path, const char *category, const pc_eval_re
  *   pc_model_calibrate(model, PC_CALIB_CONFORMAL, PC_THRESHOLD_DEFAULT_RATE, holdout.paths, holdout.n,
  *                      NULL, NULL, 0, cli_progress_cb, &progress, &report);
  * before pc_model_save. `fit --calibrate DIR`: cli_collect_images(&cal, DIR) and the same call. */
+/* Regions of one prediction for `predict` (cmd_predict.c): after pc_model_predict(..., map, &geometry)
+ * call pc_model_regions(model, map, &geometry, override_or_NAN, regions, max, &n_total) and print
+ * with these. JSON: `"n_regions": N, "regions": [{"box": [x0, y0, x1, y1], "area": A, "peak": P}, ...]`
+ * (box half-open in original image pixels, area in map pixels at S x S, sorted by peak). Table: the
+ * count then up to three "[x0,y0 WxH a=AREA p=PEAK]". n = min(max, n_total). */
+void cli_report_regions_json(FILE *f, const pc_region *r, int32_t n, int32_t n_total);
+void cli_report_regions_table(FILE *f, const pc_region *r, int32_t n, int32_t n_total);
+
 void cli_split_holdout(cli_paths *all, double fraction, cli_paths *holdout);
 
 #endif

@@ -596,6 +596,12 @@ PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, dou
                                     const char *const *masks, size_t n_defective, pc_progress_fn progress,
                                     void *progress_user, pc_calibration *report);
 
+/* pc_regions_from_map at the model's calibrated pixel threshold, or at pixel_threshold when it is not
+ * NaN (an override). map is the model's crop x crop map from pc_model_predict, g its geometry. Fails
+ * with PC_ERR_INVALID_ARGUMENT when neither threshold is set. Thread-safe. */
+PC_API pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g,
+                                  double pixel_threshold, pc_region *regions, int32_t max, int32_t *n_total);
+
 #ifdef __cplusplus
 }
 #endif

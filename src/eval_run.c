@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "patchcore.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -74,4 +75,18 @@ done:
     pc_free(maps);
     pc_free(masks);
     return st;
+}
+
+pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g, double pixel_threshold,
+                           pc_region *regions, int32_t max, int32_t *n_total) {
+    pc_clear_error();
+    if (!model || !map || !n_total) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_model_regions: NULL argument");
+    pc_model_info info;
+    pc_status st = pc_model_get_info(model, &info);
+    if (st != PC_OK) return st;
+    double t = isnan(pixel_threshold) ? info.pixel_threshold : pixel_threshold;
+    if (isnan(t))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT,
+                       "the model has no pixel threshold: run `patchcore calibrate` or give one");
+    return pc_regions_from_map(regions, max, n_total, map, info.crop, t, g);
 }

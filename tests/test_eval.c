@@ -5,7 +5,8 @@
  * Tolerances: image/pixel AUROC, AUPRO, F1-max within 1e-3 absolute (acceptance on the full category is
  * 0.005, bench/eval_bottle.sh); per-image scores 1e-3 relative; per-type AUROC 1e-3 absolute.
  * Also: pc_model_calibrate on the subset's good test images sets thresholds that match
- * pc_threshold_conformal / pc_threshold_quantile on the scores predicted here.
+ * pc_threshold_quantile on the scores predicted here; pc_model_regions at that threshold agrees with
+ * pc_regions_from_map and gives boxes inside the 900x900 original.
  */
 #include "testutil.h"
 #include "patchcore.h"
@@ -81,6 +82,24 @@ static void test_eval_bottle_subset(void **state) {
     assert_int_equal(pc_model_get_info(m, &info), PC_OK);
     assert_true(info.image_threshold == q);
     assert_true(c.pixel_threshold > 0 && c.score_scale > 0);
+    /* regions of a defective image at the calibrated pixel threshold, boxes in 900x900 coordinates */
+    float *map = malloc(224 * 224 * sizeof *map);
+    pc_geometry g;
+    pc_prediction pr;
+    assert_int_equal(pc_model_predict_file(m, ds->test[0].path, &pr, map, &g), PC_OK);
+    assert_int_equal(g.orig_width, 900);
+    pc_region reg[8], reg2[8];
+    int32_t nr, nr2;
+    assert_int_equal(pc_model_regions(m, map, &g, NAN, reg, 8, &nr), PC_OK);
+    assert_int_equal(pc_regions_from_map(reg2, 8, &nr2, map, 224, info.pixel_threshold, NULL), PC_OK);
+    assert_int_equal(nr, nr2);
+    assert_true(nr >= 1); /* a broken_large bottle */
+    for (int32_t i = 0; i < (nr < 8 ? nr : 8); i++) {
+        assert_true(0 <= reg[i].x0 && reg[i].x0 < reg[i].x1 && reg[i].x1 <= 900);
+        assert_true(reg[i].area == reg2[i].area && reg[i].peak == reg2[i].peak);
+        assert_true(reg[i].peak > info.pixel_threshold);
+    }
+    free(map);
     assert_int_equal(pc_model_calibrate(m, PC_CALIB_F1, 0, gp, ng, NULL, NULL, 0, NULL, NULL, &c),
                      PC_ERR_INVALID_ARGUMENT);
     free(good);
