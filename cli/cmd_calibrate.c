@@ -164,14 +164,16 @@ int cmd_calibrate(int argc, char **argv) {
         cli_error_status(st, "calibrate");
         goto out;
     }
+    char pbuf[32] = "-";
+    if (method != PC_CALIB_F1) snprintf(pbuf, sizeof pbuf, "%g", param);
     const char *dst = out ? out : model_path;
     if ((st = pc_model_save(model, dst)) != PC_OK) {
         cli_error_status(st, "calibrate");
         goto out;
     }
-    printf("method %s (param %g) on %zu good + %zu defective images\n"
+    printf("method %s (param %s) on %zu good + %zu defective images\n"
            "image threshold %.9g\npixel threshold %.9g\nscore scale %.9g\nwritten to %s\n",
-           pc_calib_method_name((pc_calib_method)method), param, c.n_good, c.n_defective, c.image_threshold,
+           pc_calib_method_name((pc_calib_method)method), pbuf, c.n_good, c.n_defective, c.image_threshold,
            c.pixel_threshold, c.score_scale, dst);
     rc = CLI_EXIT_OK;
 out:
