@@ -100,10 +100,11 @@ static void settings(char *buf, size_t size, const pc_model_info *in, int32_t th
     for (int i = 0; i < in->n_layers; i++)
         snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", i ? "+" : "", (int)in->layers[i]);
     snprintf(buf, size,
-             "backbone %s, layers %s, resize %d, crop %d, patch %d, pre-dim %d, dim %d, k %d, sampler %d, "
+             "backbone %s, layers %s, resize %d, crop %d, patch %d, pre-dim %d, dim %d, k %d, sampler %s, "
              "coreset ratio %g (bank %lld of %lld patches), seed %llu, reweight %d, threads %d",
              pc_arch_name(in->arch), layers, (int)in->resize, (int)in->crop, (int)in->patch, (int)in->pre_dim,
-             (int)in->dim, (int)in->k, (int)in->sampler, in->coreset_ratio, (long long)in->bank_size,
+             (int)in->dim, (int)in->k,
+             in->sampler == PC_SAMPLER_APPROX_GREEDY ? "approx-greedy" : in->sampler == PC_SAMPLER_RANDOM ? "random" : "none", in->coreset_ratio, (long long)in->bank_size,
              (long long)in->n_patches_total, (unsigned long long)in->seed, (int)in->reweight_b, (int)threads);
 }
 
