@@ -22,11 +22,17 @@ int cmd_features(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_benchmark(int argc, char **argv);
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
     {"fit", "build a model (memory bank) from images of good parts", cmd_fit},
     {"predict", "score images with a model; write anomaly maps", cmd_predict},
+    {"eval", "evaluate a model on an MVTec AD category (AUROC, AUPRO, F1)", cmd_eval},
+    {"calibrate", "set a model's image and pixel thresholds from good (or labelled) images", cmd_calibrate},
+    {"benchmark", "fit and evaluate on MVTec AD categories; CSV + Markdown table", cmd_benchmark},
     {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
     {"features", "write a backbone's layer activations for one image (.npy)", cmd_features},
     {"info", "describe a model file, or a weights file with --weights", cmd_info},

@@ -475,6 +475,133 @@ PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_pre
 PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold, double pixel_threshold,
                                          double score_scale);
 
+/* ---------------------------------------------------------------------------------------------
+ * Evaluation on the MVTec AD layout and predict reporting (METHOD.md §7; docs/evaluation.md)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One test image of a category: its path, its mask's path (NULL for `good`) and its defect type
+ * (an index into pc_dataset.type_names). */
+typedef struct pc_eval_item {
+    char *path;
+    char *mask_path;
+    int32_t type;
+} pc_eval_item;
+
+/* A category directory walked: CATEGORY/train/good/<images>, CATEGORY/test/<type>/<images>,
+ * CATEGORY/ground_truth/<type>/<stem>_mask.png. Everything is in byte-wise sorted (strcmp) order:
+ * types by name, images by file name. Images are files ending in .png/.jpg/.jpeg/.bmp (any case). */
+typedef struct pc_dataset {
+    char *root;
+    char **train_paths;     /* n_train */
+    size_t n_train;
+    pc_eval_item *test;     /* n_test, grouped by type in type order */
+    size_t n_test;
+    char **type_names;      /* n_types, sorted */
+    int32_t n_types;
+    int32_t good_type;      /* index of "good" in type_names, -1 when there is no test/good */
+} pc_dataset;
+
+/* Walk a category directory. Fails with PC_ERR_NOT_FOUND naming the path when train/good or test is
+ * missing or empty, or when a defective test image has no <stem>_mask.png; train/good may be absent
+ * when need_train is 0. Thread-safe. */
+PC_API pc_status pc_dataset_open(const char *category_dir, int need_train, pc_dataset **out);
+PC_API void pc_dataset_free(pc_dataset *ds);
+
+/* Image AUROC of one defect type: that type's images against all good images. */
+typedef struct pc_eval_type_result {
+    const char *name;       /* points into the names given to pc_eval_aggregate */
+    int32_t n;              /* images of this type */
+    double image_auroc;     /* NaN for the good type itself */
+} pc_eval_type_result;
+
+/* The metrics of an evaluation (docs/metrics.md for each convention). */
+typedef struct pc_eval_result {
+    double image_auroc, pixel_auroc, aupro;   /* AUPRO at PC_AUPRO_FPR_LIMIT */
+    double image_f1_max, pixel_f1_max;
+    double image_f1_threshold, pixel_f1_threshold; /* decision thresholds (score > t) reaching them */
+    int64_t n_good, n_defective;
+    double mean_predict_ms;                    /* 0 from pc_eval_aggregate alone */
+    int32_t n_types;
+    pc_eval_type_result *per_type;             /* n_types, owned: pc_eval_result_free */
+} pc_eval_result;
+
+/* The metrics from given per-image scores (n), maps (n x h x w) and masks (n x h x w, non-zero =
+ * anomalous) and types (n, indices into type_names; image label = type != good_type). Needs both
+ * good and defective images, and anomalous and nominal pixels. Thread-safe. Scratch: 16 bytes per
+ * pixel of all maps (the metrics' sort). */
+PC_API pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, const float *maps,
+                                   const uint8_t *masks, const int32_t *types,
+                                   const char *const *type_names, int32_t n_types, int32_t good_type,
+                                   int32_t n, int32_t h, int32_t w);
+
+/* Predict every test image of ds with model (one map each, kept in memory: n_test x S x S floats
+ * and bytes, i.e. 5 bytes per pixel; ~21 MB for 83 images at 224; limited to 2^31 pixels in all),
+ * load masks with pc_image_load_grey + pc_preprocess_mask, and compute pc_eval_aggregate plus the mean
+ * predict time. Progress stage "eval" (images). Uses the model's thread-safe predict one image at a
+ * time. */
+PC_API pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
+                             pc_progress_fn progress, void *progress_user);
+
+PC_API void pc_eval_result_free(pc_eval_result *r);
+
+/* Map a half-open box of the crop x crop map grid (x0 <= x < x1, y0 <= y < y1) back to the original
+ * image: undo the crop (add crop_left/crop_top) then the resize (scale by orig/resized), rounding
+ * outwards (floor of the start, ceil of the end) and clamping to the image. */
+PC_API pc_status pc_geometry_box_to_original(const pc_geometry *g, int32_t x0, int32_t y0, int32_t x1,
+                                             int32_t y1, int32_t *ox0, int32_t *oy0, int32_t *ox1,
+                                             int32_t *oy1);
+
+/* Anomalous regions of a map (size x size): 8-connected components of {map > threshold}, described
+ * as pc_regions_describe does (box, area in map pixels, peak), sorted by decreasing peak, with the
+ * box then mapped to original image coordinates when g != NULL (peak_x/peak_y stay in map
+ * coordinates). At most max are written;
+ * *n_total receives how many there are. Allocates h*w int32 scratch. Thread-safe. */
+PC_API pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total, const float *map,
+                                     int32_t size, double threshold, const pc_geometry *g);
+
+/* Calibration methods for pc_threshold_by_method / pc_model_calibrate (values stable). */
+typedef enum pc_calib_method {
+    PC_CALIB_CONFORMAL = 0,   /* param = false-alarm rate (default PC_THRESHOLD_DEFAULT_RATE): the default */
+    PC_CALIB_QUANTILE = 1,    /* param = q (e.g. 0.99) */
+    PC_CALIB_MEAN_STD = 2,    /* param = k (e.g. 3) */
+    PC_CALIB_FALSE_ALARM = 3, /* param = rate on the given scores */
+    PC_CALIB_F1 = 4           /* labelled scores; param unused */
+} pc_calib_method;
+
+/* "conformal", "quantile", "mean-std", "false-alarm", "f1" <-> method; -1 for an unknown name. */
+PC_API int pc_calib_method_from_name(const char *name);
+PC_API const char *pc_calib_method_name(pc_calib_method m);
+
+/* A threshold from n scores by a method (labels needed, and only used, for PC_CALIB_F1). */
+PC_API pc_status pc_threshold_by_method(double *threshold, pc_calib_method method, double param,
+                                        const float *scores, const uint8_t *labels, size_t n);
+
+/* What pc_model_calibrate found. */
+typedef struct pc_calibration {
+    double image_threshold, pixel_threshold, score_scale;
+    size_t n_good, n_defective;
+} pc_calibration;
+
+/* Calibrate a model's thresholds and set them (pc_model_set_thresholds; save the model afterwards).
+ * Without defective images (n_defective == 0): predict the good images; the image threshold is
+ * method(param) of their scores, the pixel threshold method(param) of their maps' maxima (so that a
+ * good image shows a region at the chosen rate); method must not be PC_CALIB_F1. With defective
+ * images and their ground-truth masks (masks[i] for defective[i], MVTec PNG masks), method must be
+ * PC_CALIB_F1: the F1-optimal image threshold over good + defective scores and the F1-optimal pixel
+ * threshold over all their map pixels (n x S x S floats and bytes held in memory). The scale of the
+ * normalised score is pc_threshold_scale over the good scores in both cases. Progress stage
+ * "calibrate". report may be NULL. */
+PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param,
+                                    const char *const *good, size_t n_good, const char *const *defective,
+                                    const char *const *masks, size_t n_defective, pc_progress_fn progress,
+                                    void *progress_user, pc_calibration *report);
+
+/* pc_regions_from_map at the model's calibrated pixel threshold, or at pixel_threshold when it is not
+ * NaN (an override). map is the model's crop x crop map from pc_model_predict, g its geometry. Fails
+ * with PC_ERR_INVALID_ARGUMENT when neither threshold is set. Thread-safe. */
+PC_API pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g,
+                                  double pixel_threshold, pc_region *regions, int32_t max, int32_t *n_total);
+
 #ifdef __cplusplus
 }
 #endif

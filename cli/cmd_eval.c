@@ -1,0 +1,181 @@
+/*
+ * cmd_eval.c - `patchcore eval -m MODEL CATEGORY_DIR [--json FILE] [--csv FILE]`: predict every test
+ * image of an MVTec AD category and print image/pixel AUROC, AUPRO, F1-max and per-type AUROC
+ * (docs/evaluation.md). Also the result writers shared with `benchmark` (cli_eval_write_*).
+ */
+#include "cli.h"
+#include "eval_cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static void help(FILE *f) {
+    fprintf(f, "usage: patchcore eval -m MODEL [options] CATEGORY_DIR\n"
+               "\n"
+               "Evaluate a model on an MVTec AD category (CATEGORY/test/<type>/*, CATEGORY/ground_truth/<type>/\n"
+               "<stem>_mask.png): image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), image and pixel F1-max, image\n"
+               "AUROC per defect type, counts, mean predict time. Conventions: docs/evaluation.md.\n"
+               "\n"
+               "options:\n"
+               "  -m, --model FILE    the model (required)\n"
+               "  --json FILE         also write the results as JSON (keys image_auroc, pixel_auroc, aupro,\n"
+               "                      image_f1_max, pixel_f1_max, per_type, n_good, n_defective, ...)\n"
+               "  --csv FILE          also write one CSV header line and one row\n"
+               "  --threads N         threads (default: all cores)\n"
+               "  --no-progress      no progress line on stderr\n"
+               "  -h, --help          this help\n"
+               "\n"
+               "exit codes: 0 ok, 1 failure (unreadable model, wrong layout, missing mask), 2 usage\n");
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v) {
+    if (isnan(v)) fputs("null", f);
+    else fprintf(f, "%.9g", v);
+}
+
+void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r) {
+    fprintf(f, "{\"category\": ");
+    json_str(f, category);
+    fprintf(f, ", \"image_auroc\": "), json_num(f, r->image_auroc);
+    fprintf(f, ", \"pixel_auroc\": "), json_num(f, r->pixel_auroc);
+    fprintf(f, ", \"aupro\": "), json_num(f, r->aupro);
+    fprintf(f, ", \"image_f1_max\": "), json_num(f, r->image_f1_max);
+    fprintf(f, ", \"pixel_f1_max\": "), json_num(f, r->pixel_f1_max);
+    fprintf(f, ", \"image_f1_threshold\": "), json_num(f, r->image_f1_threshold);
+    fprintf(f, ", \"pixel_f1_threshold\": "), json_num(f, r->pixel_f1_threshold);
+    fprintf(f, ", \"n_good\": %lld, \"n_defective\": %lld", (long long)r->n_good, (long long)r->n_defective);
+    fprintf(f, ", \"mean_predict_ms\": %.3f, \"per_type\": {", r->mean_predict_ms);
+    int first = 1;
+    for (int32_t t = 0; t < r->n_types; t++) {
+        if (!first) fputs(", ", f);
+        first = 0;
+        json_str(f, r->per_type[t].name);
+        fprintf(f, ": {\"n\": %d, \"image_auroc\": ", (int)r->per_type[t].n);
+        json_num(f, r->per_type[t].image_auroc);
+        fputc('}', f);
+    }
+    fputs("}}\n", f);
+}
+
+void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r) {
+    fprintf(f, "%s: %lld good, %lld defective test images, %.1f ms per image\n", category, (long long)r->n_good,
+            (long long)r->n_defective, r->mean_predict_ms);
+    fprintf(f, "  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n", "image AUROC",
+            r->image_auroc, "pixel AUROC", r->pixel_auroc, "AUPRO@0.3", r->aupro, "image F1-max", r->image_f1_max,
+            "pixel F1-max", r->pixel_f1_max);
+    fprintf(f, "  per defect type (image AUROC vs all good):\n");
+    for (int32_t t = 0; t < r->n_types; t++) {
+        if (isnan(r->per_type[t].image_auroc)) continue;
+        fprintf(f, "    %-20s %4d  %8.4f\n", r->per_type[t].name, (int)r->per_type[t].n, r->per_type[t].image_auroc);
+    }
+}
+
+const char *cli_eval_csv_header(void) {
+    return "category,image_auroc,pixel_auroc,aupro,image_f1_max,pixel_f1_max,n_good,n_defective,mean_predict_ms";
+}
+
+void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r) {
+    fprintf(f, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f\n", category, r->image_auroc, r->pixel_auroc, r->aupro,
+            r->image_f1_max, r->pixel_f1_max, (long long)r->n_good, (long long)r->n_defective, r->mean_predict_ms);
+}
+
+int cmd_eval(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        help(stdout);
+        return CLI_EXIT_OK;
+    }
+    const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *v;
+    int32_t threads = 0;
+    bool progress = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-m") == 0 || cli_match(a, "--model")) {
+            if (!cli_take_value(argc, argv, &i, strcmp(a, "-m") == 0 ? "-m" : "--model", &model_path))
+                return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--json")) {
+            if (!cli_take_value(argc, argv, &i, "--json", &json)) return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--csv")) {
+            if (!cli_take_value(argc, argv, &i, "--csv", &csv)) return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--threads")) {
+            if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
+                return CLI_EXIT_USAGE;
+        } else if (strcmp(a, "--no-progress") == 0 || strcmp(a, "--quiet") == 0) {
+            progress = false;
+        } else if (a[0] == '-' && a[1]) {
+            cli_error("eval: unknown option '%s' (see patchcore eval --help)", a);
+            return CLI_EXIT_USAGE;
+        } else if (!dir) {
+            dir = a;
+        } else {
+            cli_error("eval: one CATEGORY_DIR only ('%s' is extra)", a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (!model_path || !dir) {
+        cli_error("eval: needs -m MODEL and CATEGORY_DIR (see patchcore eval --help)");
+        return CLI_EXIT_USAGE;
+    }
+    pc_set_num_threads(threads);
+    pc_model *model = NULL;
+    pc_dataset *ds = NULL;
+    pc_eval_result r = {0};
+    int rc = CLI_EXIT_ERROR;
+    pc_status st;
+    if ((st = pc_model_load(model_path, &model)) != PC_OK) {
+        cli_error_status(st, "eval");
+        goto out;
+    }
+    if ((st = pc_dataset_open(dir, 0, &ds)) != PC_OK) {
+        cli_error_status(st, "eval");
+        goto out;
+    }
+    cli_progress pr;
+    cli_progress_init(&pr, progress);
+    st = pc_eval_run(&r, model, ds, cli_progress_cb, &pr);
+    cli_progress_done(&pr);
+    if (st != PC_OK) {
+        cli_error_status(st, "eval");
+        goto out;
+    }
+    cli_eval_write_table(stdout, dir, &r);
+    rc = CLI_EXIT_OK;
+    if (json && cli_eval_write_file(json, dir, &r, 0) != 0) rc = CLI_EXIT_ERROR;
+    if (csv && cli_eval_write_file(csv, dir, &r, 1) != 0) rc = CLI_EXIT_ERROR;
+out:
+    pc_eval_result_free(&r);
+    pc_dataset_free(ds);
+    pc_model_free(model);
+    return rc;
+}
+
+int cli_eval_write_file(const char *path, const char *category, const pc_eval_result *r, int csv) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        cli_error("%s: cannot write: %s", path, strerror(errno));
+        return -1;
+    }
+    if (csv) {
+        fprintf(f, "%s\n", cli_eval_csv_header());
+        cli_eval_write_csv_row(f, category, r);
+    } else {
+        cli_eval_write_json(f, category, r);
+    }
+    if (fclose(f) != 0) {
+        cli_error("%s: write failed", path);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,116 @@
+/*
+ * calibrate_model.c - thresholds by a named method (pc_threshold_by_method) and the calibration of a
+ * model from good images, or from good + defective images with masks (F1), pc_model_calibrate.
+ * docs/evaluation.md "Calibration".
+ */
+#include "internal.h"
+#include "patchcore.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const names[] = {"conformal", "quantile", "mean-std", "false-alarm", "f1"};
+
+int pc_calib_method_from_name(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < 5; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
+
+const char *pc_calib_method_name(pc_calib_method m) {
+    return (unsigned)m < 5 ? names[m] : "unknown";
+}
+
+pc_status pc_threshold_by_method(double *t, pc_calib_method m, double param, const float *scores,
+                                 const uint8_t *labels, size_t n) {
+    switch (m) {
+    case PC_CALIB_CONFORMAL: return pc_threshold_conformal(t, NULL, scores, n, param);
+    case PC_CALIB_QUANTILE: return pc_threshold_quantile(t, scores, n, param);
+    case PC_CALIB_MEAN_STD: return pc_threshold_mean_std(t, scores, n, param);
+    case PC_CALIB_FALSE_ALARM: return pc_threshold_false_alarm(t, scores, n, param);
+    case PC_CALIB_F1:
+        if (!labels) return pc_fail(PC_ERR_INVALID_ARGUMENT, "F1 calibration needs labelled (defective) samples");
+        return pc_threshold_f1(t, NULL, scores, labels, n);
+    }
+    return pc_fail(PC_ERR_INVALID_ARGUMENT, "unknown calibration method %d", (int)m);
+}
+
+static float max_of(const float *v, size_t n) {
+    float m = v[0];
+    for (size_t i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param, const char *const *good,
+                             size_t n_good, const char *const *defective, const char *const *masks,
+                             size_t n_def, pc_progress_fn progress, void *user, pc_calibration *report) {
+    pc_clear_error();
+    if (!model || (n_good && !good) || (n_def && (!defective || !masks)) || n_good == 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "calibration needs a model and at least one good image");
+    if ((method == PC_CALIB_F1) != (n_def > 0))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, method == PC_CALIB_F1
+                                                    ? "F1 calibration needs defective images with masks"
+                                                    : "defective images are used only by the f1 method");
+    pc_model_info info;
+    pc_status st = pc_model_get_info(model, &info);
+    if (st != PC_OK) return st;
+    size_t s2 = (size_t)info.crop * (size_t)info.crop, n = n_good + n_def, npix;
+    bool keep_maps = n_def > 0;
+    if (!pc_mul_size(keep_maps ? n : 1, s2, &npix) || npix > ((size_t)1 << 31))
+        return pc_fail(PC_ERR_TOO_LARGE, "calibration: %zu maps of %d x %d exceed 2^31 pixels", n, (int)info.crop,
+                       (int)info.crop);
+    float *scores = pc_malloc(n * sizeof *scores), *maxima = pc_malloc(n * sizeof *maxima);
+    uint8_t *labels = pc_malloc(n);
+    float *maps = pc_malloc(npix * sizeof *maps);
+    uint8_t *pmask = keep_maps ? pc_calloc(npix, 1) : NULL;
+    if (!scores || !maxima || !labels || !maps || (keep_maps && !pmask)) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "calibration: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *path = i < n_good ? good[i] : defective[i - n_good];
+        float *map = maps + (keep_maps ? i * s2 : 0);
+        pc_prediction pr;
+        if ((st = pc_model_predict_file(model, path, &pr, map, NULL)) != PC_OK) {
+            st = pc_fail_context(st, "%s", path);
+            goto done;
+        }
+        scores[i] = pr.score;
+        maxima[i] = max_of(map, s2);
+        labels[i] = i >= n_good;
+        if (i >= n_good) {
+            pc_image m;
+            const char *mp = masks[i - n_good];
+            if ((st = pc_image_load_grey(mp, &m)) != PC_OK) goto done;
+            st = pc_preprocess_mask(pmask + i * s2, &m, info.resize, info.crop);
+            pc_image_free(&m);
+            if (st != PC_OK) {
+                st = pc_fail_context(st, "%s", mp);
+                goto done;
+            }
+        }
+        if (progress && progress(user, "calibrate", (int64_t)i + 1, (int64_t)n)) {
+            st = pc_fail(PC_ERR_CANCELLED, "calibration cancelled");
+            goto done;
+        }
+    }
+    double ti, tp, scale;
+    if (method == PC_CALIB_F1) {
+        if ((st = pc_threshold_f1(&ti, NULL, scores, labels, n)) != PC_OK) goto done;
+        if ((st = pc_threshold_f1(&tp, NULL, maps, pmask, npix)) != PC_OK) goto done;
+    } else {
+        if ((st = pc_threshold_by_method(&ti, method, param, scores, NULL, n_good)) != PC_OK) goto done;
+        if ((st = pc_threshold_by_method(&tp, method, param, maxima, NULL, n_good)) != PC_OK) goto done;
+    }
+    if ((st = pc_threshold_scale(&scale, ti, scores, n_good)) != PC_OK) goto done;
+    if ((st = pc_model_set_thresholds(model, ti, tp, scale)) != PC_OK) goto done;
+    if (report) *report = (pc_calibration){ti, tp, scale, n_good, n_def};
+done:
+    pc_free(scores);
+    pc_free(maxima);
+    pc_free(labels);
+    pc_free(maps);
+    pc_free(pmask);
+    return st;
+}

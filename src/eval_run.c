@@ -1,0 +1,92 @@
+/*
+ * eval_run.c - the predicting loop of an evaluation: predict every test image of a pc_dataset with a
+ * model, load and preprocess its mask, then pc_eval_aggregate (eval.c). Kept apart from eval.c so that
+ * the aggregation links without the model.
+ */
+#include "internal.h"
+#include "patchcore.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_progress_fn progress,
+                      void *progress_user) {
+    pc_clear_error();
+    if (!out || !model || !ds) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: NULL argument");
+    memset(out, 0, sizeof *out);
+    pc_model_info info;
+    pc_status st = pc_model_get_info(model, &info);
+    if (st != PC_OK) return st;
+    if (ds->good_type < 0) return pc_fail(PC_ERR_NOT_FOUND, "%s: no test/good directory", ds->root);
+    int32_t s = info.crop;
+    size_t n = ds->n_test, npix;
+    if (n > INT32_MAX || !pc_mul3_size(n, (size_t)s, (size_t)s, &npix) || npix > ((size_t)1 << 31))
+        return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s,
+                       (int)s);
+    float *scores = pc_malloc(n * sizeof *scores);
+    int32_t *types = pc_malloc(n * sizeof *types);
+    float *maps = pc_malloc(npix * sizeof *maps);
+    uint8_t *masks = pc_calloc(npix, 1);
+    if (!scores || !types || !maps || !masks) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %dx%d", n, (int)s, (int)s);
+        goto done;
+    }
+    double total_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pc_eval_item *it = &ds->test[i];
+        pc_prediction pr;
+        double t0 = now_ms();
+        st = pc_model_predict_file(model, it->path, &pr, maps + i * (size_t)s * s, NULL);
+        total_ms += now_ms() - t0;
+        if (st != PC_OK) {
+            st = pc_fail_context(st, "%s", it->path);
+            goto done;
+        }
+        scores[i] = pr.score;
+        types[i] = it->type;
+        if (it->mask_path) {
+            pc_image m;
+            if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) goto done;
+            st = pc_preprocess_mask(masks + i * (size_t)s * s, &m, info.resize, info.crop);
+            pc_image_free(&m);
+            if (st != PC_OK) {
+                st = pc_fail_context(st, "%s", it->mask_path);
+                goto done;
+            }
+        }
+        if (progress && progress(progress_user, "eval", (int64_t)i + 1, (int64_t)n)) {
+            st = pc_fail(PC_ERR_CANCELLED, "evaluation cancelled");
+            goto done;
+        }
+    }
+    st = pc_eval_aggregate(out, scores, maps, masks, types, (const char *const *)ds->type_names, ds->n_types,
+                           ds->good_type, (int32_t)n, s, s);
+    if (st == PC_OK) out->mean_predict_ms = total_ms / (double)n;
+done:
+    pc_free(scores);
+    pc_free(types);
+    pc_free(maps);
+    pc_free(masks);
+    return st;
+}
+
+pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g, double pixel_threshold,
+                           pc_region *regions, int32_t max, int32_t *n_total) {
+    pc_clear_error();
+    if (!model || !map || !n_total) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_model_regions: NULL argument");
+    pc_model_info info;
+    pc_status st = pc_model_get_info(model, &info);
+    if (st != PC_OK) return st;
+    double t = isnan(pixel_threshold) ? info.pixel_threshold : pixel_threshold;
+    if (isnan(t))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT,
+                       "the model has no pixel threshold: run `patchcore calibrate` or give one");
+    return pc_regions_from_map(regions, max, n_total, map, info.crop, t, g);
+}

@@ -1,0 +1,116 @@
+/*
+ * test_eval.c - end-to-end evaluation (pc_dataset_open + pc_model_fit + pc_eval_run) on the bottle
+ * subset built by tests/ref/gen_eval.py, against the PyTorch reference's metrics there (sklearn AUROC /
+ * F1-max, the reference AUPRO). Same coreset projection and start points as the reference.
+ * Tolerances: image/pixel AUROC, AUPRO, F1-max within 1e-3 absolute (acceptance on the full category is
+ * 0.005, bench/eval_bottle.sh); per-image scores 1e-3 relative; per-type AUROC 1e-3 absolute.
+ * Also: pc_model_calibrate on the subset's good test images sets thresholds that match
+ * pc_threshold_quantile on the scores predicted here; pc_model_regions at that threshold agrees with
+ * pc_regions_from_map and gives boxes inside the 900x900 original.
+ */
+#include "testutil.h"
+#include "patchcore.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_eval_bottle_subset(void **state) {
+    (void)state;
+    if (!ref_exists("eval/expect.npy")) TEST_SKIP_MSG("eval/ refs absent (../shared missing when refs were made?)");
+    char dir[1024], w[1024], wb[1024];
+    ref_path(dir, sizeof dir, "eval/bottle_sub");
+    if (!shared_path(wb, sizeof wb, "weights/resnet18_in1k_to_layer3.pth")) TEST_SKIP_MSG("../shared absent");
+    snprintf(w, sizeof w, "%s", wb);
+    npy_array proj, starts, scores, expect, per;
+    char p[1024];
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/projection.npy"), &proj), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/starts.npy"), &starts), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/scores.npy"), &scores), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/expect.npy"), &expect), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/pertype.npy"), &per), 0);
+    pc_dataset *ds;
+    assert_int_equal(pc_dataset_open(dir, 1, &ds), PC_OK);
+    assert_int_equal(ds->n_train, 20);
+    assert_int_equal((int64_t)ds->n_test, scores.count);
+    pc_fit_options opt;
+    pc_fit_options_init(&opt);
+    opt.weights = w;
+    opt.coreset_projection = proj.data;
+    opt.coreset_starts = starts.data;
+    opt.n_starts = (int32_t)starts.count;
+    pc_model *m;
+    assert_int_equal(pc_model_fit(&opt, (const char *const *)ds->train_paths, ds->n_train, &m), PC_OK);
+    pc_eval_result r;
+    assert_int_equal(pc_eval_run(&r, m, ds, NULL, NULL), PC_OK);
+    const double *e = expect.data;
+    print_message("image AUROC %.6f (ref %.6f), pixel AUROC %.6f (%.6f), AUPRO %.6f (%.6f), "
+                  "F1 %.6f (%.6f) / %.6f (%.6f)\n",
+                  r.image_auroc, e[0], r.pixel_auroc, e[1], r.aupro, e[2], r.image_f1_max, e[3], r.pixel_f1_max, e[4]);
+    assert_true(fabs(r.image_auroc - e[0]) <= 1e-3);
+    assert_true(fabs(r.pixel_auroc - e[1]) <= 1e-3);
+    assert_true(fabs(r.aupro - e[2]) <= 1e-3);
+    assert_true(fabs(r.image_f1_max - e[3]) <= 1e-3);
+    assert_true(fabs(r.pixel_f1_max - e[4]) <= 1e-3);
+    assert_int_equal(r.n_good, 4);
+    assert_int_equal(r.n_defective, (int64_t)ds->n_test - 4);
+    assert_int_equal(r.n_types, (int32_t)per.count);
+    for (int32_t t = 0; t < r.n_types; t++) {
+        double x = ((double *)per.data)[t];
+        if (isnan(x)) assert_true(isnan(r.per_type[t].image_auroc));
+        else assert_true(fabs(r.per_type[t].image_auroc - x) <= 1e-3);
+    }
+    assert_true(r.mean_predict_ms > 0);
+    /* per-image scores, and calibration on the good test images */
+    const float *ref = scores.data;
+    float *good = malloc(ds->n_test * sizeof *good);
+    const char **gp = malloc(ds->n_test * sizeof *gp);
+    size_t ng = 0;
+    for (size_t i = 0; i < ds->n_test; i++) {
+        pc_prediction pr;
+        assert_int_equal(pc_model_predict_file(m, ds->test[i].path, &pr, NULL, NULL), PC_OK);
+        assert_true(fabs(pr.score - ref[i]) <= 1e-3 * fabs(ref[i]));
+        if (ds->test[i].type == ds->good_type) good[ng] = pr.score, gp[ng++] = ds->test[i].path;
+    }
+    pc_calibration c;
+    assert_int_equal(pc_model_calibrate(m, PC_CALIB_QUANTILE, 0.5, gp, ng, NULL, NULL, 0, NULL, NULL, &c), PC_OK);
+    double q;
+    assert_int_equal(pc_threshold_quantile(&q, good, ng, 0.5), PC_OK);
+    assert_true(c.image_threshold == q);
+    pc_model_info info;
+    assert_int_equal(pc_model_get_info(m, &info), PC_OK);
+    assert_true(info.image_threshold == q);
+    assert_true(c.pixel_threshold > 0 && c.score_scale > 0);
+    /* regions of a defective image at the calibrated pixel threshold, boxes in 900x900 coordinates */
+    float *map = malloc(224 * 224 * sizeof *map);
+    pc_geometry g;
+    pc_prediction pr;
+    assert_int_equal(pc_model_predict_file(m, ds->test[0].path, &pr, map, &g), PC_OK);
+    assert_int_equal(g.orig_width, 900);
+    pc_region reg[8], reg2[8];
+    int32_t nr, nr2;
+    assert_int_equal(pc_model_regions(m, map, &g, NAN, reg, 8, &nr), PC_OK);
+    assert_int_equal(pc_regions_from_map(reg2, 8, &nr2, map, 224, info.pixel_threshold, NULL), PC_OK);
+    assert_int_equal(nr, nr2);
+    assert_true(nr >= 1); /* a broken_large bottle */
+    for (int32_t i = 0; i < (nr < 8 ? nr : 8); i++) {
+        assert_true(0 <= reg[i].x0 && reg[i].x0 < reg[i].x1 && reg[i].x1 <= 900);
+        assert_true(reg[i].area == reg2[i].area && reg[i].peak == reg2[i].peak);
+        assert_true(reg[i].peak > info.pixel_threshold);
+    }
+    free(map);
+    assert_int_equal(pc_model_calibrate(m, PC_CALIB_F1, 0, gp, ng, NULL, NULL, 0, NULL, NULL, &c),
+                     PC_ERR_INVALID_ARGUMENT);
+    free(good);
+    free(gp);
+    pc_eval_result_free(&r);
+    pc_model_free(m);
+    pc_dataset_free(ds);
+    npy_free(&proj), npy_free(&starts), npy_free(&scores), npy_free(&expect), npy_free(&per);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_eval_bottle_subset)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
