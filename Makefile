@@ -9,7 +9,7 @@ PYTHON    ?= /usr/bin/python3
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test refs asan asan-test install clean bench
+.PHONY: all configure build test refs asan asan-test install clean bench man
 
 all: build
 
@@ -39,8 +39,14 @@ asan-test:
 	rm -rf build-asan/ref && ln -s ../build/ref build-asan/ref
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 1
 
+# CLI, libraries (shared with a versioned soname, and static), header, pkg-config file, man pages.
+# PREFIX is applied at install time (patchcore.pc included), whatever the build was configured with.
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Man pages patchcore(1) and patchcore-VERB(1) from docs/cli.md, into $(BUILD)/man.
+man: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) --target man
 
 bench: build
 	sh bench/run.sh
