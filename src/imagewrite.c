@@ -123,8 +123,11 @@ static int png_encode(png_wctx *c, const uint8_t *pixels, uint32_t w, uint32_t h
         return -1;
     }
     png_set_write_fn(png, c, pngw_write, pngw_flush);
-    /* Level 6 is zlib's default; overlays are photos plus flat colour, where higher levels gain little. */
-    png_set_compression_level(png, 6);
+    /* Speed over size: on a 900x900 bottle overlay, zlib level 6 with libpng's adaptive filter choice
+     * takes 220 ms for 537 kB; level 1 with the Paeth filter on every row 40 ms for 658 kB
+     * (bench_overlay). Overlays are written once per predicted image, so the 5x matters more. */
+    png_set_compression_level(png, 1);
+    png_set_filter(png, 0, PNG_FILTER_PAETH);
     png_set_IHDR(png, info, w, h, depth, color_type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
     png_text txt[2];

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct ov_case {
@@ -322,13 +323,70 @@ static void test_errors(void **state) {
     assert_int_equal(pc_image_write_png("x.png", &img), PC_ERR_INVALID_ARGUMENT);
 }
 
-int main(void) {
+/* Out of memory: in a child process with PC_FAULT_ALLOC=N (the N-th and later allocations fail), every
+ * call returns PC_OK or PC_ERR_NO_MEMORY with "out of memory" in its message, never crashes, and
+ * leaks nothing (checked at the child's exit in the sanitizer build). */
+static int fault_child(const char *dir) {
+    enum { W = 40, H = 30, S = 16 };
+    static uint8_t px[W * H * 3];
+    static float map[S * S];
+    for (int i = 0; i < W * H * 3; i++) px[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < S * S; i++) map[i] = (float)(i % 13) / 4.0f;
+    pc_image img = {W, H, 3, px}, out = {0};
+    pc_geometry g;
+    if (pc_geometry_compute(W, H, 20, S, &g) != PC_OK) return 30;
+    pc_overlay_options o;
+    pc_overlay_options_init(&o, 2.0, 0.5);
+    char f8[1200], f16[1200], ft[1200];
+    snprintf(f8, sizeof f8, "%s/fault.png", dir);
+    snprintf(f16, sizeof f16, "%s/fault16.png", dir);
+    snprintf(ft, sizeof ft, "%s/fault.tiff", dir);
+    int n_nomem = 0;
+    pc_status st[4];
+    st[0] = pc_overlay_render(&out, &img, map, &g, &o);
+    if (!st[0] && out.data == NULL) return 31;
+    st[1] = pc_image_write_png(f8, st[0] ? &img : &out);
+    pc_image_free(&out);
+    st[2] = pc_map_write_png16(f16, map, S, S, 4.0);
+    st[3] = pc_map_write_tiff(ft, map, S, S);
+    for (int i = 0; i < 4; i++) {
+        if (st[i] != PC_OK && st[i] != PC_ERR_NO_MEMORY) return 10 + i;
+        if (st[i] == PC_ERR_NO_MEMORY && !strstr(pc_last_error(), "out of memory")) return 20 + i;
+        n_nomem += st[i] == PC_ERR_NO_MEMORY;
+    }
+    return n_nomem > 0 ? 0 : 1; /* 1: no allocation failed (N beyond the last allocation) */
+}
+
+static void test_alloc_faults(void **state) {
+    (void)state;
+    char self[4096], dir[1024];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) TEST_SKIP_MSG("cannot find /proc/self/exe");
+    self[len] = 0;
+    out_dir(dir, sizeof dir);
+    int last = 0, n;
+    for (n = 1; n <= 64; n++) {
+        char cmd[6000];
+        snprintf(cmd, sizeof cmd, "PC_FAULT_ALLOC=%d '%s' --fault-child '%s'", n, self, dir);
+        int rc = system(cmd);
+        assert_true(WIFEXITED(rc));
+        last = WEXITSTATUS(rc);
+        if (last == 1) break;
+        if (last != 0) fail_msg("PC_FAULT_ALLOC=%d: child exit %d", n, last);
+    }
+    assert_int_equal(last, 1); /* reached N with no failing allocation: every earlier N was covered */
+    print_message("allocation faults: %d injection points, all clean\n", n - 1);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--fault-child") == 0) return fault_child(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_colormap),
         cmocka_unit_test(test_overlay_matches_oracle),
         cmocka_unit_test(test_files_read_by_pil),
         cmocka_unit_test(test_png16_by_hand),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_alloc_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
