@@ -468,7 +468,8 @@ PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold
 #define PC_HEAT_ALPHA_LO 26
 #define PC_HEAT_ALPHA_HI 128
 
-/* The colour scale index (0..255) of a value, as above; -1 for NaN. scale must be > 0. Thread-safe. */
+/* The colour scale index (0..255) of a value, as above; -1 for a NaN value or a scale that is not > 0.
+ * Thread-safe. */
 PC_API int32_t pc_heat_index(double value, double threshold, double scale);
 
 /* The 256 colours of the scale, RGB, into rgb (256 x 3 bytes), e.g. to draw a legend. Control points

@@ -32,7 +32,7 @@ void pc_heat_colormap(uint8_t *rgb) {
 /* No FMA contraction: the oracle (numpy) rounds every product and sum, and so must we to agree on
  * which side of the threshold / of a colour step a value falls. */
 __attribute__((optimize("fp-contract=off"))) int32_t pc_heat_index(double value, double threshold, double scale) {
-    if (isnan(value)) return -1;
+    if (isnan(value) || !(scale > 0.0)) return -1;
     double t = (value - threshold) / scale;
     double p = 1.0 / (1.0 + exp(-PC_LN9 * t));
     double f = floor(p * 256.0);

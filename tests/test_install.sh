@@ -55,6 +55,10 @@ export PKG_CONFIG_PATH
 pkg() { pkg-config "$@" patchcore; }
 [ "$(pkg --modversion)" = "$version" ] || fail "pkg-config --modversion: $(pkg --modversion)"
 cflags=$(pkg --cflags)
+# A sanitizer build's library needs the sanitizer runtimes in the program too.
+if grep -q '^PC_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+    cflags="$cflags -fsanitize=address,undefined"
+fi
 libs=$(pkg --libs)
 echo "cflags: $cflags"
 echo "libs: $libs"

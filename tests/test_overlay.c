@@ -95,6 +95,7 @@ static void test_colormap(void **state) {
     assert_int_equal(pc_heat_index(-1e300, 2.0, 0.5), 0);
     assert_int_equal(pc_heat_index(1e300, 2.0, 0.5), 255);
     assert_int_equal(pc_heat_index(NAN, 2.0, 0.5), -1);
+    assert_int_equal(pc_heat_index(1.0, 2.0, 0.0), -1);
 }
 
 /* Exact agreement is expected (same double operations, no FMA, integer blending); the only possible
