@@ -483,7 +483,8 @@ typedef struct pc_overlay_options {
     double threshold;       /* the pixel threshold: the middle of the colour scale and the level the
                                region outlines are drawn at (required, finite) */
     double scale;           /* > 0: map units per step of the scale (see above); a good choice is
-                               pc_model_info.pixel_threshold minus the median of nominal map values */
+                               pc_threshold_scale(pixel threshold, pixel values of good maps), i.e.
+                               the threshold minus their median (docs/visualisation.md) */
     double opacity;         /* heat opacity at and above the threshold, 0..1 (default 0.6) */
     int32_t outline_width;  /* outline thickness in original-image pixels; 0: automatic,
                                max(1, (min(width, height) + 150) / 300); < 0: no outlines */
