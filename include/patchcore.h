@@ -513,6 +513,22 @@ PC_API void pc_overlay_options_init(pc_overlay_options *opt, double threshold, d
 PC_API pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map,
                                    const pc_geometry *geometry, const pc_overlay_options *opt);
 
+/* Back from the crop grid to the original image, with the mapping pc_overlay_render uses: original
+ * column x lands at sx(x) = (x + 0.5) * resized_width / orig_width - crop_left (rows likewise).
+ * Box: box = {x0, y0, x1, y1}, half-open on the crop grid (as pc_region's); out_box receives the
+ * half-open box of the original pixels whose centres land inside it, i.e. x0 <= sx(x) < x1 (likewise
+ * y), clipped to the image. When no original centre lands inside (a box smaller than one original
+ * pixel, when the image is smaller than the crop), the one original pixel under the box's centre.
+ * The box must overlap [0, crop)^2 and satisfy x0 < x1, y0 < y1. Thread-safe. */
+PC_API pc_status pc_geometry_box_to_original(int32_t out_box[4], const pc_geometry *geometry,
+                                             const int32_t box[4]);
+
+/* The original pixel under the centre of crop pixel (x, y) (e.g. a region's peak):
+ * floor((x + 0.5 + crop_left) * orig_width / resized_width), likewise y, clamped to the image.
+ * Thread-safe. */
+PC_API pc_status pc_geometry_point_to_original(int32_t out_xy[2], const pc_geometry *geometry, int32_t x,
+                                               int32_t y);
+
 /* Write an 8-bit image (channels 1 = grey or 3 = RGB) as a PNG, atomically (a temporary file beside
  * path, flushed, then renamed over it). Errors name the path. Thread-safe. */
 PC_API pc_status pc_image_write_png(const char *path, const pc_image *img);

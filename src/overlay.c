@@ -197,3 +197,71 @@ pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map
     out->data = dst;
     return PC_OK;
 }
+
+/* =============================================================================================
+ * Back from the crop grid to the original image (region boxes and peaks)
+ * =========================================================================================== */
+
+/* Where original pixel x's centre lands on the crop grid: the same expression as make_taps. */
+__attribute__((optimize("fp-contract=off"))) static double crop_pos(int32_t x, int32_t n_orig, int32_t n_resized,
+                                                                  int32_t crop_off) {
+    return (x + 0.5) * n_resized / n_orig - crop_off;
+}
+
+/* The smallest original x in [0, n_orig] with crop_pos(x) >= c (n_orig when none): an estimate from
+ * the inverse, corrected by the exact test (crop_pos is non-decreasing in x). */
+static int32_t first_at_or_after(double c, int32_t n_orig, int32_t n_resized, int32_t crop_off) {
+    double e = ceil((c + crop_off) * n_orig / n_resized - 0.5);
+    int32_t x = e < 0 ? 0 : e > n_orig ? n_orig : (int32_t)e;
+    while (x > 0 && crop_pos(x - 1, n_orig, n_resized, crop_off) >= c) x--;
+    while (x < n_orig && crop_pos(x, n_orig, n_resized, crop_off) < c) x++;
+    return x;
+}
+
+/* The original pixel under crop coordinate c (a continuous position on the crop grid). */
+static int32_t pixel_under(double c, int32_t n_orig, int32_t n_resized, int32_t crop_off) {
+    double v = floor((c + crop_off) * n_orig / n_resized);
+    return v < 0 ? 0 : v > n_orig - 1 ? n_orig - 1 : (int32_t)v;
+}
+
+static pc_status check_geometry(const pc_geometry *g) {
+    if (!g) return pc_fail(PC_ERR_INVALID_ARGUMENT, "geometry is NULL");
+    if (g->orig_width < 1 || g->orig_height < 1 || g->resized_width < 1 || g->resized_height < 1 || g->crop_size < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "invalid geometry (%dx%d -> %dx%d, crop %d)", (int)g->orig_width,
+                       (int)g->orig_height, (int)g->resized_width, (int)g->resized_height, (int)g->crop_size);
+    return PC_OK;
+}
+
+pc_status pc_geometry_box_to_original(int32_t out_box[4], const pc_geometry *g, const int32_t box[4]) {
+    pc_clear_error();
+    if (!out_box || !box) return pc_fail(PC_ERR_INVALID_ARGUMENT, "box_to_original: NULL box");
+    pc_status st = check_geometry(g);
+    if (st) return st;
+    const int32_t S = g->crop_size;
+    if (!(box[0] < box[2] && box[1] < box[3]) || box[2] <= 0 || box[3] <= 0 || box[0] >= S || box[1] >= S)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "box_to_original: box [%d, %d) x [%d, %d) is empty or off the %dx%d crop",
+                       (int)box[0], (int)box[2], (int)box[1], (int)box[3], (int)S, (int)S);
+    const int32_t n[2] = {g->orig_width, g->orig_height}, r[2] = {g->resized_width, g->resized_height},
+                  off[2] = {g->crop_left, g->crop_top};
+    for (int a = 0; a < 2; a++) {
+        int32_t lo = first_at_or_after(box[a], n[a], r[a], off[a]);
+        int32_t hi = first_at_or_after(box[a + 2], n[a], r[a], off[a]);
+        if (hi <= lo) {
+            lo = pixel_under(0.5 * ((double)box[a] + box[a + 2]), n[a], r[a], off[a]);
+            hi = lo + 1;
+        }
+        out_box[a] = lo;
+        out_box[a + 2] = hi;
+    }
+    return PC_OK;
+}
+
+pc_status pc_geometry_point_to_original(int32_t out_xy[2], const pc_geometry *g, int32_t x, int32_t y) {
+    pc_clear_error();
+    if (!out_xy) return pc_fail(PC_ERR_INVALID_ARGUMENT, "point_to_original: out is NULL");
+    pc_status st = check_geometry(g);
+    if (st) return st;
+    out_xy[0] = pixel_under(x + 0.5, g->orig_width, g->resized_width, g->crop_left);
+    out_xy[1] = pixel_under(y + 0.5, g->orig_height, g->resized_height, g->crop_top);
+    return PC_OK;
+}

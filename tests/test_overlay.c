@@ -144,6 +144,56 @@ static void test_overlay_matches_oracle(void **state) {
     }
 }
 
+/* Region boxes and peaks back on the original image vs the oracle's brute force over all pixel
+ * centres (exact integers), on every case's geometry (the upscaling one exercises boxes smaller than
+ * an original pixel). */
+static void test_back_to_original(void **state) {
+    (void)state;
+    NEED_REFS();
+    for (int k = 0; k < n_cases; k++) {
+        const ov_case *c = &cases[k];
+        pc_geometry g;
+        assert_int_equal(pc_geometry_compute(c->w, c->h, c->r, c->s, &g), PC_OK);
+        npy_array b, bo, p, po;
+        char rel[128];
+        snprintf(rel, sizeof rel, "overlay/%s_boxes.npy", c->name);
+        assert_int_equal(npy_load(rel, &b), 0);
+        snprintf(rel, sizeof rel, "overlay/%s_boxes_orig.npy", c->name);
+        assert_int_equal(npy_load(rel, &bo), 0);
+        snprintf(rel, sizeof rel, "overlay/%s_points.npy", c->name);
+        assert_int_equal(npy_load(rel, &p), 0);
+        snprintf(rel, sizeof rel, "overlay/%s_points_orig.npy", c->name);
+        assert_int_equal(npy_load(rel, &po), 0);
+        assert_string_equal(b.dtype, "<i4");
+        assert_int_equal(b.count, bo.count);
+        const int32_t *bi = b.data, *be = bo.data, *pi = p.data, *pe = po.data;
+        for (int64_t i = 0; i < b.count / 4; i++) {
+            int32_t got[4];
+            assert_int_equal(pc_geometry_box_to_original(got, &g, bi + 4 * i), PC_OK);
+            if (memcmp(got, be + 4 * i, sizeof got))
+                fail_msg("%s box [%d,%d)x[%d,%d): got [%d,%d)x[%d,%d), oracle [%d,%d)x[%d,%d)", c->name, bi[4 * i],
+                         bi[4 * i + 2], bi[4 * i + 1], bi[4 * i + 3], got[0], got[2], got[1], got[3], be[4 * i],
+                         be[4 * i + 2], be[4 * i + 1], be[4 * i + 3]);
+        }
+        for (int64_t i = 0; i < p.count / 2; i++) {
+            int32_t got[2];
+            assert_int_equal(pc_geometry_point_to_original(got, &g, pi[2 * i], pi[2 * i + 1]), PC_OK);
+            assert_int_equal(got[0], pe[2 * i]);
+            assert_int_equal(got[1], pe[2 * i + 1]);
+        }
+        print_message("%-7s %lld boxes, %lld points: identical to the oracle\n", c->name, (long long)(b.count / 4),
+                      (long long)(p.count / 2));
+        npy_free(&b), npy_free(&bo), npy_free(&p), npy_free(&po);
+    }
+    pc_geometry g;
+    assert_int_equal(pc_geometry_compute(100, 50, 64, 56, &g), PC_OK);
+    int32_t out[4], bad[4] = {5, 5, 5, 9}, off[4] = {56, 0, 60, 4};
+    assert_int_equal(pc_geometry_box_to_original(out, &g, bad), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_geometry_box_to_original(out, &g, off), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_geometry_box_to_original(out, NULL, bad), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_geometry_point_to_original(NULL, &g, 0, 0), PC_ERR_INVALID_ARGUMENT);
+}
+
 /* Run PIL over files; 0 when it ran, 1 when python3 is absent (skip), -1 when it failed. */
 static int pil_read(char *const files[], int n) {
     if (access("/usr/bin/python3", X_OK) != 0) return 1;
@@ -384,6 +434,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_colormap),
         cmocka_unit_test(test_overlay_matches_oracle),
+        cmocka_unit_test(test_back_to_original),
         cmocka_unit_test(test_files_read_by_pil),
         cmocka_unit_test(test_png16_by_hand),
         cmocka_unit_test(test_errors),

@@ -7,6 +7,9 @@ Run as: /usr/bin/python3 tests/ref/gen_overlay.py OUTDIR. Writes into OUTDIR onl
   NAME_map.npy       an anomaly map on the crop (S, S) float32
   NAME_overlay.npy   the expected overlay (H, W, 3) uint8
   NAME_png16.npy     the expected 16-bit samples of pc_map_write_png16(map, full_scale) (S, S) uint16
+  NAME_boxes.npy     boxes on the crop grid (K, 4) int32 x0 y0 x1 y1 (half-open) and
+  NAME_boxes_orig.npy  the original pixels whose centres land in each (K, 4) int32
+  NAME_points.npy    crop pixels (K, 2) int32 and NAME_points_orig.npy the original pixel under each
   lut.npy            the colour scale (256, 3) uint8
   manifest.txt       one line per case:
                      NAME W H R S THRESHOLD SCALE OPACITY OUTLINE_W FULL_SCALE RW RH LEFT TOP
@@ -107,6 +110,42 @@ def make_map(s, thr, scale):
     return m.astype(np.float32)
 
 
+def boxes_to_original(boxes, w, h, rw, rh, left, top):
+    """Original pixels x with x0 <= (x + 0.5) * rw / w - left < x1 (searchsorted over all centres);
+    when none, the pixel under the box centre."""
+    out = np.zeros_like(boxes)
+    for axis, (n, nr, off) in enumerate([(w, rw, left), (h, rh, top)]):
+        centres = (np.arange(n, dtype=np.float64) + 0.5) * nr / n - off
+        for k, b in enumerate(boxes):
+            lo = np.searchsorted(centres, b[axis], "left")
+            hi = np.searchsorted(centres, b[axis + 2], "left")
+            if hi <= lo:
+                c = 0.5 * (float(b[axis]) + float(b[axis + 2]))
+                lo = min(max(int(np.floor((c + off) * n / nr)), 0), n - 1)
+                hi = lo + 1
+            out[k, axis], out[k, axis + 2] = lo, hi
+    return out
+
+
+def points_to_original(pts, w, h, rw, rh, left, top):
+    x = np.clip(np.floor((pts[:, 0] + 0.5 + left) * w / rw), 0, w - 1)
+    y = np.clip(np.floor((pts[:, 1] + 0.5 + top) * h / rh), 0, h - 1)
+    return np.stack([x, y], 1).astype(np.int32)
+
+
+def make_boxes(s):
+    fixed = [[0, 0, s, s], [0, 0, 1, 1], [s - 1, s - 1, s, s], [s // 2, s // 3, s // 2 + 1, s // 3 + 1]]
+    rand = []
+    for _ in range(60):
+        x0, x1 = sorted(rng.choice(s + 1, 2, replace=False))
+        y0, y1 = sorted(rng.choice(s + 1, 2, replace=False))
+        rand.append([x0, y0, x1, y1])
+    for _ in range(20):  # single crop pixels: smaller than an original pixel when upscaling
+        x, y = rng.integers(0, s, 2)
+        rand.append([x, y, x + 1, y + 1])
+    return np.array(fixed + rand, np.int32)
+
+
 # NAME, W, H, R, S, threshold, scale, opacity, outline width
 CASES = [
     ("land", 150, 100, 64, 56, 2.0, 0.5, 0.6, 0),
@@ -126,6 +165,12 @@ for name, w, h, r, s, thr, scale, op, ow in CASES:
     common.save(OUT, name + "_map.npy", m)
     common.save(OUT, name + "_overlay.npy", exp)
     common.save(OUT, name + "_png16.npy", g)
+    boxes = make_boxes(s)
+    common.save(OUT, name + "_boxes.npy", boxes)
+    common.save(OUT, name + "_boxes_orig.npy", boxes_to_original(boxes, w, h, rw, rh, left, top).astype(np.int32))
+    pts = np.concatenate([np.array([[0, 0], [s - 1, s - 1], [0, s - 1]]), rng.integers(0, s, (40, 2))]).astype(np.int32)
+    common.save(OUT, name + "_points.npy", pts)
+    common.save(OUT, name + "_points_orig.npy", points_to_original(pts, w, h, rw, rh, left, top))
     lines.append("%s %d %d %d %d %.17g %.17g %.17g %d %.17g %d %d %d %d" % (name, w, h, r, s, thr, scale, op, ow, fs,
                                                                            rw, rh, left, top))
 common.save(OUT, "lut.npy", LUT)
