@@ -12,7 +12,7 @@ R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test refs asan asan-test tsan-test install clean bench demo
+.PHONY: all configure build test refs asan asan-test tsan-test install clean bench demo man
 
 all: build
 
@@ -51,15 +51,21 @@ tsan-test:
 	cd build-tsan && PC_SHARED_DIR=$(abspath $(SHARED)) OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ./test_model_threads
 
-install: build
-	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
-
 # The main job on built-in defaults: fit on the MVTec AD bottle training images with the shared
 # ImageNet ResNet-18 (layers 2+3, 10% coreset), then score the bottle test images.
 demo: build
 	@test -d $(BOTTLE) || { echo "demo: $(BOTTLE) not found (set PATCHCORE_SHARED)" >&2; exit 1; }
 	$(BUILD)/patchcore fit --weights $(R18) -o $(BUILD)/bottle.pcm $(BOTTLE)/train/good
 	$(BUILD)/patchcore predict -m $(BUILD)/bottle.pcm $(BOTTLE)/test
+
+# CLI, libraries (shared with a versioned soname, and static), header, pkg-config file, man pages.
+# PREFIX is applied at install time (patchcore.pc included), whatever the build was configured with.
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Man pages patchcore(1) and patchcore-VERB(1) from docs/cli.md, into $(BUILD)/man.
+man: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) --target man
 
 bench: build
 	sh bench/run.sh

@@ -602,6 +602,102 @@ PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, dou
 PC_API pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g,
                                   double pixel_threshold, pc_region *regions, int32_t max, int32_t *n_total);
 
+/* ---------------------------------------------------------------------------------------------
+ * Visualisation: anomaly maps drawn on the original image, and maps written as images
+ * (docs/visualisation.md has the colour scale, the geometry and the file formats in full).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The fixed colour scale. A map value v is placed on the scale by its distance from the pixel
+ * threshold in units of `scale`:
+ *     t = (v - threshold) / scale,   p = 1 / (1 + exp(-ln(9) t)),   index = min(255, floor(256 p))
+ * so index 128 is the threshold (p = 0.5), index 25 is one scale below it (p = 0.1; with
+ * scale = threshold - median of nominal values, the nominal median) and index 230 one scale above
+ * (p = 0.9). The same value has the same colour on every image: nothing is scaled per image.
+ * The colour of an index is PC_HEAT_LUT's piecewise-linear ramp (inferno-like, dark purple -> red ->
+ * orange -> pale yellow); its opacity is 0 below index PC_HEAT_ALPHA_LO, rises linearly to the
+ * overlay's opacity at PC_HEAT_ALPHA_HI (the threshold) and stays there above. */
+#define PC_HEAT_ALPHA_LO 26
+#define PC_HEAT_ALPHA_HI 128
+
+/* The colour scale index (0..255) of a value, as above; -1 for a NaN value or a scale that is not > 0.
+ * Thread-safe. */
+PC_API int32_t pc_heat_index(double value, double threshold, double scale);
+
+/* The 256 colours of the scale, RGB, into rgb (256 x 3 bytes), e.g. to draw a legend. Control points
+ * (index: R,G,B) 0: 0,0,4; 64: 87,16,110; 128: 188,55,84; 192: 249,142,9; 255: 252,255,164; between
+ * two points i0 < i < i1, each channel is (c0 (i1 - i) + c1 (i - i0) + (i1 - i0) / 2) / (i1 - i0)
+ * in integer arithmetic (division truncating). Thread-safe. */
+PC_API void pc_heat_colormap(uint8_t *rgb);
+
+/* How an overlay is drawn. Fill with pc_overlay_options_init, then change what you need. */
+typedef struct pc_overlay_options {
+    double threshold;       /* the pixel threshold: the middle of the colour scale and the level the
+                               region outlines are drawn at (required, finite) */
+    double scale;           /* > 0: map units per step of the scale (see above); a good choice is
+                               pc_threshold_scale(pixel threshold, pixel values of good maps), i.e.
+                               the threshold minus their median (docs/visualisation.md) */
+    double opacity;         /* heat opacity at and above the threshold, 0..1 (default 0.6) */
+    int32_t outline_width;  /* outline thickness in original-image pixels; 0: automatic,
+                               max(1, (min(width, height) + 150) / 300); < 0: no outlines */
+    uint8_t outline_rgb[3]; /* default 0, 255, 255 (cyan, absent from the colour scale) */
+} pc_overlay_options;
+
+/* threshold and scale as given; the defaults above for the rest. */
+PC_API void pc_overlay_options_init(pc_overlay_options *opt, double threshold, double scale);
+
+/* Draw an anomaly map on the original image it was computed from. rgb is the decoded image
+ * (channels == 3, width x height equal to geometry's orig_width x orig_height); map is crop x crop
+ * floats (crop = geometry->crop_size), e.g. from pc_model_predict with the geometry it returned.
+ * Every original pixel (x, y) is mapped to the crop through the resize and the crop:
+ *     sx = (x + 0.5) * resized_width / orig_width - crop_left      (sy likewise)
+ * pixels with sx or sy outside [0, crop) get no heat; the others sample the map bilinearly at
+ * (sx - 0.5, sy - 0.5), pixel centres at integers, coordinates clamped to [0, crop - 1] (like
+ * torch's interpolate with align_corners=False). The value gets its colour and opacity a (0..255,
+ * a_max = round(255 opacity)) from the scale and is blended as
+ *     out = (orig (255 - a) + colour a + 127) / 255   (integers, per channel).
+ * Outlines: a pixel is inside an anomalous region when its sampled value is > threshold (the
+ * library's decision rule); a region pixel within outline_width pixels (Chebyshev distance) of a
+ * pixel that is not inside or of the outside of the image (so the outline is outline_width pixels
+ * thick, drawn inside the region) is painted outline_rgb.
+ * out receives a new width x height RGB image (free with pc_image_free); zeroed on failure.
+ * Thread-safe. */
+PC_API pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map,
+                                   const pc_geometry *geometry, const pc_overlay_options *opt);
+
+/* Back from the crop grid to the original image, with the mapping pc_overlay_render uses: original
+ * column x lands at sx(x) = (x + 0.5) * resized_width / orig_width - crop_left (rows likewise).
+ * Box: box = {x0, y0, x1, y1}, half-open on the crop grid (as pc_region's); out_box receives the
+ * half-open box of the original pixels whose centres land inside it, i.e. x0 <= sx(x) < x1 (likewise
+ * y), clipped to the image. When no original centre lands inside (a box smaller than one original
+ * pixel, when the image is smaller than the crop), the one original pixel under the box's centre.
+ * The box must overlap [0, crop)^2 and satisfy x0 < x1, y0 < y1. Thread-safe. */
+PC_API pc_status pc_overlay_box_to_original(int32_t out_box[4], const pc_geometry *geometry,
+                                             const int32_t box[4]);
+
+/* The original pixel under the centre of crop pixel (x, y) (e.g. a region's peak):
+ * floor((x + 0.5 + crop_left) * orig_width / resized_width), likewise y, clamped to the image.
+ * Thread-safe. */
+PC_API pc_status pc_overlay_point_to_original(int32_t out_xy[2], const pc_geometry *geometry, int32_t x,
+                                               int32_t y);
+
+/* Write an 8-bit image (channels 1 = grey or 3 = RGB) as a PNG, atomically (a temporary file beside
+ * path, flushed, then renamed over it). Errors name the path. Thread-safe. */
+PC_API pc_status pc_image_write_png(const char *path, const pc_image *img);
+
+/* Write a map (h x w floats) as a 16-bit grey PNG, atomically. Each sample is
+ *     g = clamp(floor(v / full_scale * 65535 + 0.5), 0, 65535)   (in double; NaN gives 0)
+ * and the file carries tEXt "patchcore:full_scale" (full_scale printed with %.17g) so that
+ * v ~= g / 65535 * full_scale can be recovered. full_scale > 0 and finite, e.g. twice the pixel
+ * threshold. Thread-safe. */
+#define PC_PNG16_SCALE_KEY "patchcore:full_scale"
+PC_API pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int32_t w,
+                                    double full_scale);
+
+/* Write a map (h x w floats) as an uncompressed baseline TIFF of 32-bit IEEE floats (one strip,
+ * little-endian, SampleFormat = 3, BlackIsZero), atomically: the values exactly. PIL opens it as
+ * mode "F", tifffile and GDAL as float32. Fails with PC_ERR_TOO_LARGE beyond 4 GiB. Thread-safe. */
+PC_API pc_status pc_map_write_tiff(const char *path, const float *map, int32_t h, int32_t w);
+
 #ifdef __cplusplus
 }
 #endif
