@@ -12,7 +12,7 @@ R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test refs asan asan-test install clean bench demo
+.PHONY: all configure build test test-all refs asan asan-test install clean bench fuzz fuzz-build demo
 
 all: build
 
@@ -42,6 +42,38 @@ asan-test:
 	rm -rf build-asan/ref && ln -s ../build/ref build-asan/ref
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 1
 
+# `make test` plus the whole suite again under ASan + UBSan (what CI runs).
+test-all: test asan-test
+
+# libFuzzer targets (clang; `scripts/setup.sh fuzz` installs it). Each target runs FUZZ_SECONDS on a
+# working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are
+# written to build-fuzz/ and belong in fuzz/regressions/<target>/ (replayed by test_fuzz_regressions).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= image weights modelfile
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS   = -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -Iinclude -Isrc
+FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lm
+FUZZ_SRC_image     = src/image.c src/preprocess.c src/status.c
+FUZZ_SRC_weights   = src/weights.c src/status.c
+FUZZ_SRC_modelfile = src/modelfile.c src/status.c
+
+build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h include/patchcore.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) $(FUZZ_LIBS) -o $@
+
+fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	    -max_len=65536 -artifact_prefix=build-fuzz/$$t- -print_final_stats=1 \
+	    build-fuzz/corpus/$$t fuzz/corpus/$$t 2>build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units|^Done' build-fuzz/$$t.log; \
+	done
+
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
@@ -56,4 +88,4 @@ bench: build
 	sh bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
