@@ -49,7 +49,7 @@ test-all: test asan-test
 # working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are
 # written to build-fuzz/ and belong in fuzz/regressions/<target>/ (replayed by test_fuzz_regressions).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= image weights modelfile
+FUZZ_TARGETS ?= image weights modelfile cli
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS   = -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude -Isrc
@@ -57,8 +57,10 @@ FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lo
 FUZZ_SRC_image     = src/image.c src/preprocess.c src/status.c
 FUZZ_SRC_weights   = src/weights.c src/status.c
 FUZZ_SRC_modelfile = src/modelfile.c src/status.c
+FUZZ_SRC_cli       = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c) -Icli -fopenmp
+FUZZ_OPTS_cli      = -close_fd_mask=3 -dict=fuzz/cli.dict
 
-build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h include/patchcore.h
+build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h cli/*.c cli/*.h include/patchcore.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) $(FUZZ_LIBS) -o $@
 
@@ -66,10 +68,10 @@ fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p build-fuzz/corpus/$$t; \
+	  mkdir -p build-fuzz/corpus/$$t; opts=; [ $$t = cli ] && opts="$(FUZZ_OPTS_cli)"; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
-	    -max_len=65536 -artifact_prefix=build-fuzz/$$t- -print_final_stats=1 \
+	    -max_len=65536 $$opts -artifact_prefix=build-fuzz/$$t- -print_final_stats=1 \
 	    build-fuzz/corpus/$$t fuzz/corpus/$$t 2>build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; exit 1; }; \
 	  grep -E '^stat::number_of_executed_units|^Done' build-fuzz/$$t.log; \
 	done

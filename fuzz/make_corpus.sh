@@ -66,3 +66,9 @@ cc -std=gnu11 -Isrc -Iinclude "$tmp/gen.c" src/modelfile.c src/status.c -lz -L/u
 "$tmp/gen" $C/modelfile/two_tensors.pcm $C/modelfile/no_meta.pcm $C/modelfile/empty.pcm
 rm -rf "$tmp"
 ls -l $C/*/ | awk '{s+=$5} END {print "corpus bytes:", s}'
+# command lines for fuzz_cli: first byte odd = fit, even = predict; arguments separated by NUL
+mkdir -p $C/cli
+printf '\001-o\000m.pcm\000--backbone\000resnet18\000--layers=layer2,layer3\000--coreset\0000.1\000good/' > $C/cli/fit1
+printf '\001--resize=256\000--crop\000224\000--k\0003\000--seed=0\000--threads\0002\000-o\000x\000a.png\000b.png' > $C/cli/fit2
+printf '\000-m\000m.pcm\000--maps\000out\000--json\000--threshold\0001.5\000test/' > $C/cli/predict1
+printf '\000--model=m.pcm\000--fail-on-anomaly\000--threads=0\000a.png' > $C/cli/predict2
