@@ -101,7 +101,7 @@ static void scan_fit(const char *var) {
         snprintf(ep, sizeof ep, "%s/stderr", dir);
         slurp(ep, &err);
         size_t now_n = slurp(path, &now);
-        if (rc == 0) {
+        if (rc == 0 || rc == 3) { /* 3: an image failed to decode and was skipped; a model was still written */
             ok_in_row++;
             free(prev);
             prev = now, prev_n = now_n;
