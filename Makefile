@@ -12,7 +12,7 @@ R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test test-all refs asan asan-test install clean bench fuzz fuzz-build demo
+.PHONY: all configure build test test-all tsan-test refs asan asan-test install clean bench fuzz fuzz-build demo
 
 all: build
 
@@ -44,6 +44,13 @@ asan-test:
 
 # `make test` plus the whole suite again under ASan + UBSan (what CI runs).
 test-all: test asan-test
+
+# Threads predicting on one model under ThreadSanitizer (OpenMP kept to 1 thread: libgomp is not
+# instrumented, so its own synchronisation would be reported).
+tsan-test:
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS=-fsanitize=thread -DPC_BUILD_BENCH=OFF
+	cmake --build build-tsan -j $(JOBS) --target test_concurrency
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 OMP_NUM_THREADS=1 ctest -R test_concurrency --output-on-failure
 
 # libFuzzer targets (clang; `scripts/setup.sh fuzz` installs it). Each target runs FUZZ_SECONDS on a
 # working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are
@@ -90,4 +97,4 @@ bench: build
 	sh bench/run.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-tsan
