@@ -27,6 +27,10 @@ typedef struct cli_verb {
     int (*run)(int argc, char **argv); /* argv[0] is the verb name */
 } cli_verb;
 
+/* Set only by fuzz/fuzz_cli.c (default false): fit and predict return CLI_EXIT_OK right after
+ * checking their command line, and cli_collect_images records paths without touching the disk. */
+extern bool cli_parse_only;
+
 /* Print "patchcore: " + message to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print the library's last error after a context prefix: "patchcore: <ctx>: <last error>". */

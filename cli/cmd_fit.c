@@ -80,6 +80,10 @@ int cmd_fit(int argc, char **argv) {
         cli_error("fit: no training images given or found");
         goto out;
     }
+    if (cli_parse_only) {
+        rc = CLI_EXIT_OK;
+        goto out;
+    }
     pc_set_num_threads(threads);
     cli_progress prog;
     cli_progress_init(&prog, progress);

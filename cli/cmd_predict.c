@@ -87,6 +87,10 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: no images given or found");
         goto out;
     }
+    if (cli_parse_only) {
+        rc = CLI_EXIT_OK;
+        goto out;
+    }
     rc = CLI_EXIT_ERROR;
     if (maps_dir && mkdir(maps_dir, 0777) != 0 && errno != EEXIST) {
         cli_error("%s: cannot create: %s", maps_dir, strerror(errno));

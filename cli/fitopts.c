@@ -197,7 +197,10 @@ static int walk(cli_paths *out, const char *dir) {
     return rc;
 }
 
+bool cli_parse_only = false;
+
 int cli_collect_images(cli_paths *out, const char *path) {
+    if (cli_parse_only) return push_path(out, path);
     struct stat st;
     if (stat(path, &st) != 0) {
         cli_error("%s: %s", path, strerror(errno));

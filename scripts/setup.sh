@@ -4,12 +4,16 @@
 set -eu
 
 PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev"
+# Optional: libFuzzer (`make fuzz`) and valgrind (tests/valgrind.sh); `clang` and `libclang-rt-dev`
+# are Debian's version-independent names (clang 14 and libclang-rt-14-dev on bookworm).
+PKGS_FUZZ="clang libclang-rt-dev valgrind"
 PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil python3-torch python3-torchvision python3-faiss"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;
   all)   PKGS="$PKGS_BUILD $PKGS_ORACLE" ;;
-  *) echo "usage: scripts/setup.sh [build|all]" >&2; exit 2 ;;
+  fuzz)  PKGS="$PKGS_BUILD $PKGS_FUZZ" ;;
+  *) echo "usage: scripts/setup.sh [build|all|fuzz]" >&2; exit 2 ;;
 esac
 
 SUDO=""
