@@ -2,6 +2,7 @@
  * cmd_predict.c - `patchcore predict`: score images with a model; optionally write anomaly maps.
  */
 #include "cli.h"
+#include "eval_cli.h"
 
 #include <errno.h>
 #include <math.h>
@@ -22,7 +23,8 @@ static void usage(FILE *f) {
             "options:\n"
             "  -m, --model MODEL   the model file (required)\n"
             "  --maps DIR          write each anomaly map to DIR/<name>.npy (DIR is created)\n"
-            "  --json              one JSON object per line: path, score, normalized, anomalous, map, ms\n"
+            "  --json              one JSON object per line: path, score, normalized, anomalous, map,\n"
+            "                      regions (when calibrated), ms\n"
             "  --threshold T       image threshold overriding the model's calibrated one\n"
             "  --fail-on-anomaly   exit with code 4 when any image is judged anomalous\n"
             "  --threads N         threads (default: all cores)\n"
@@ -31,6 +33,8 @@ static void usage(FILE *f) {
             "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images failed, 4 anomaly found\n"
             "(with --fail-on-anomaly; 3 wins over 4)\n");
 }
+
+#define PC_MIN_I(a, b) ((a) < (b) ? (a) : (b))
 
 static void json_string(FILE *f, const char *s) {
     fputc('"', f);
@@ -109,7 +113,11 @@ int cmd_predict(int argc, char **argv) {
         pc_model_set_thresholds(model, threshold, info.pixel_threshold, isnan(info.score_scale) ? NAN : info.score_scale);
     pc_model_get_info(model, &info);
     const int32_t S = info.crop;
-    float *map = maps_dir ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    /* The map is needed for the files and, once a pixel threshold is calibrated, for the regions. */
+    const bool want_regions = !isnan(info.pixel_threshold);
+    float *map = (maps_dir || want_regions) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    enum { MAX_REGIONS = 16 };
+    pc_region regions[MAX_REGIONS];
     cli_names names = {0};
     int failed = 0, anomalies = 0;
     if (!json) printf("%-60s %12s %10s %9s\n", "image", "score", "decision", "ms");
@@ -117,15 +125,19 @@ int cmd_predict(int argc, char **argv) {
         const char *path = inputs.paths[i];
         pc_prediction pred;
         double t0 = cli_now();
-        st = pc_model_predict_file(model, path, &pred, map, NULL);
+        pc_geometry geom;
+        st = pc_model_predict_file(model, path, &pred, map, &geom);
         double ms = (cli_now() - t0) * 1e3;
         if (st) {
             failed++;
             cli_error_status(st, NULL);
             continue;
         }
+        int32_t n_regions = 0;
+        if (want_regions && pc_model_regions(model, map, &geom, NAN, regions, MAX_REGIONS, &n_regions) != PC_OK)
+            n_regions = 0;
         char mapname[1200] = "", mappath[2400] = "";
-        if (map) {
+        if (maps_dir) {
             cli_unique_name(&names, path, ".npy", mapname, sizeof mapname);
             snprintf(mappath, sizeof mappath, "%s/%s", maps_dir, mapname);
             int64_t shape[2] = {S, S};
@@ -143,13 +155,22 @@ int cmd_predict(int argc, char **argv) {
             printf(", \"score\": %.9g", (double)pred.score);
             if (calibrated)
                 printf(", \"normalized\": %.6f, \"anomalous\": %s", pred.normalized, pred.anomalous ? "true" : "false");
-            if (map) {
+            if (maps_dir) {
                 printf(", \"map\": ");
                 json_string(stdout, mappath);
+            }
+            if (want_regions) {
+                printf(", ");
+                cli_report_regions_json(stdout, regions, PC_MIN_I(n_regions, MAX_REGIONS), n_regions);
             }
             printf(", \"ms\": %.2f}\n", ms);
         } else {
             printf("%-60s %12.6g %10s %9.1f\n", path, (double)pred.score, decision, ms);
+            if (want_regions && n_regions) {
+                printf("    regions: ");
+                cli_report_regions_table(stdout, regions, PC_MIN_I(n_regions, MAX_REGIONS), n_regions);
+                printf("\n");
+            }
         }
         fflush(stdout);
     }
