@@ -28,6 +28,18 @@ static void usage(FILE *f) {
             "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images skipped\n");
 }
 
+/* Wraps the progress line and notes when each stage last reported, to split the fit time by stage. */
+typedef struct stage_clock {
+    cli_progress *prog;
+    double t_features_end; /* time of the last "features" report (features end, coreset begins) */
+} stage_clock;
+
+static int stage_clock_cb(void *user, const char *stage, int64_t done, int64_t total) {
+    stage_clock *c = user;
+    if (strcmp(stage, "features") == 0) c->t_features_end = cli_now();
+    return cli_progress_cb(c->prog, stage, done, total);
+}
+
 typedef struct skipped {
     int count;
 } skipped;
@@ -88,21 +100,28 @@ int cmd_fit(int argc, char **argv) {
     cli_progress prog;
     cli_progress_init(&prog, progress);
     skipped sk = {0};
-    opt.progress = cli_progress_cb;
-    opt.progress_user = &prog;
+    stage_clock clock = {&prog, 0.0};
+    opt.progress = stage_clock_cb;
+    opt.progress_user = &clock;
     opt.on_image_error = on_image_error;
     opt.on_image_error_user = &sk;
     double t0 = cli_now();
     pc_model *model = NULL;
     pc_status st = pc_model_fit(&opt, (const char *const *)inputs.paths, inputs.n, &model);
     cli_progress_done(&prog);
-    double t_fit = cli_now() - t0;
+    double t_end = cli_now(), t_fit = t_end - t0;
+    /* features: decoding, preprocessing, backbone and patch features; coreset: from there to the end
+     * of the fit (projection, greedy selection, gathering the bank and its norms). */
+    double t_features = clock.t_features_end > 0 ? clock.t_features_end - t0 : t_fit;
+    double t_coreset = t_fit - t_features;
     if (st) {
         cli_error_status(st, "fit");
         rc = CLI_EXIT_ERROR;
         goto out;
     }
+    double t_save0 = cli_now();
     st = pc_model_save(model, output);
+    double t_save = cli_now() - t_save0;
     if (st) {
         cli_error_status(st, "fit");
         pc_model_free(model);
@@ -114,16 +133,18 @@ int cmd_fit(int argc, char **argv) {
     if (!quiet) {
         if (json)
             printf("{\"model\": \"%s\", \"arch\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
-                   "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f}\n",
+                   "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f, "
+                   "\"features_seconds\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f}\n",
                    output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (long long)info.bank_size, (int)info.grid_h, (int)info.grid_w,
-                   (int)info.dim, t_fit);
+                   (int)info.dim, t_fit,
+                   t_features, t_coreset, t_save);
         else
             printf("model      %s\nbackbone   %s\nimages     %d used, %d skipped\npatches    %lld (grid %dx%d, "
-                   "dim %d)\nbank       %lld\ntime       %.2f s\n",
+                   "dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, coreset %.2f s; save %.2f s)\n",
                    output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (int)info.grid_h, (int)info.grid_w, (int)info.dim,
-                   (long long)info.bank_size, t_fit);
+                   (long long)info.bank_size, t_fit, t_features, t_coreset, t_save);
     }
     pc_model_free(model);
     rc = sk.count ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
