@@ -44,6 +44,9 @@ bool cli_parse_int(const char *opt, const char *s, long lo, long hi, int32_t *ou
 bool cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out);
 bool cli_wants_help(int argc, char **argv);
 
+/* Write s as a JSON string literal (quotes, escapes) to f. */
+void cli_json_string(FILE *f, const char *s);
+
 /* Write a float32 array as a NumPy .npy file (atomically: temp file + rename). Returns 0 on success,
  * else prints an error naming the path. */
 int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape);

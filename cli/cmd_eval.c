@@ -30,17 +30,6 @@ static void help(FILE *f) {
                "exit codes: 0 ok, 1 failure (unreadable model, wrong layout, missing mask), 2 usage\n");
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void json_num(FILE *f, double v) {
     if (isnan(v)) fputs("null", f);
     else fprintf(f, "%.9g", v);
@@ -48,7 +37,7 @@ static void json_num(FILE *f, double v) {
 
 void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r) {
     fprintf(f, "{\"category\": ");
-    json_str(f, category);
+    cli_json_string(f, category);
     fprintf(f, ", \"image_auroc\": "), json_num(f, r->image_auroc);
     fprintf(f, ", \"pixel_auroc\": "), json_num(f, r->pixel_auroc);
     fprintf(f, ", \"aupro\": "), json_num(f, r->aupro);
@@ -62,7 +51,7 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r)
     for (int32_t t = 0; t < r->n_types; t++) {
         if (!first) fputs(", ", f);
         first = 0;
-        json_str(f, r->per_type[t].name);
+        cli_json_string(f, r->per_type[t].name);
         fprintf(f, ": {\"n\": %d, \"image_auroc\": ", (int)r->per_type[t].n);
         json_num(f, r->per_type[t].image_auroc);
         fputc('}', f);

@@ -36,17 +36,6 @@ static void usage(FILE *f) {
 
 #define PC_MIN_I(a, b) ((a) < (b) ? (a) : (b))
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_predict(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -151,13 +140,13 @@ int cmd_predict(int argc, char **argv) {
         const char *decision = !calibrated ? "-" : pred.anomalous ? "anomalous" : "ok";
         if (json) {
             printf("{\"path\": ");
-            json_string(stdout, path);
+            cli_json_string(stdout, path);
             printf(", \"score\": %.9g", (double)pred.score);
             if (calibrated)
                 printf(", \"normalized\": %.6f, \"anomalous\": %s", pred.normalized, pred.anomalous ? "true" : "false");
             if (maps_dir) {
                 printf(", \"map\": ");
-                json_string(stdout, mappath);
+                cli_json_string(stdout, mappath);
             }
             if (want_regions) {
                 printf(", ");
