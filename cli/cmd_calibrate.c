@@ -172,9 +172,9 @@ int cmd_calibrate(int argc, char **argv) {
         goto out;
     }
     printf("method %s (param %s) on %zu good + %zu defective images\n"
-           "image threshold %.9g\npixel threshold %.9g\nscore scale %.9g\nwritten to %s\n",
+           "image threshold %.9g\npixel threshold %.9g\nscore scale %.9g\npixel scale %.9g\nwritten to %s\n",
            pc_calib_method_name((pc_calib_method)method), pbuf, c.n_good, c.n_defective, c.image_threshold,
-           c.pixel_threshold, c.score_scale, dst);
+           c.pixel_threshold, c.score_scale, c.pixel_scale, dst);
     rc = CLI_EXIT_OK;
 out:
     if (masks)

@@ -76,8 +76,8 @@ static int describe_model(const char *path) {
     printf("scoring:         k=%d%s", (int)in.k, in.reweight_b ? "" : ", image score = max patch score\n");
     if (in.reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in.reweight_b);
     if (in.image_threshold == in.image_threshold)
-        printf("thresholds:      image %.6g, pixel %.6g, scale %.6g\n", in.image_threshold, in.pixel_threshold,
-               in.score_scale);
+        printf("thresholds:      image %.6g, pixel %.6g, scale %.6g, pixel scale %.6g\n", in.image_threshold,
+               in.pixel_threshold, in.score_scale, in.pixel_scale);
     else
         printf("thresholds:      not calibrated\n");
     pc_model_free(m);

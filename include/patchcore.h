@@ -448,6 +448,9 @@ typedef struct pc_model_info {
     int32_t reweight_b;
     /* Calibrated thresholds (NaN when not calibrated) and the scale of the normalised score. */
     double image_threshold, pixel_threshold, score_scale;
+    /* The overlay colour scale's step in map units: the pixel threshold minus the median pixel value
+     * of good images' maps (NaN when not calibrated, and in model files that predate it). */
+    double pixel_scale;
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
@@ -474,6 +477,10 @@ PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_pre
  * Not thread-safe with concurrent predicts. */
 PC_API pc_status pc_model_set_thresholds(pc_model *model, double image_threshold, double pixel_threshold,
                                          double score_scale);
+
+/* Set the overlay colour scale's step (pc_model_info.pixel_scale; > 0, or NaN to clear). Not
+ * thread-safe with concurrent predicts. */
+PC_API pc_status pc_model_set_pixel_scale(pc_model *model, double pixel_scale);
 
 /* ---------------------------------------------------------------------------------------------
  * Evaluation on the MVTec AD layout and predict reporting (METHOD.md §7; docs/evaluation.md)
@@ -580,6 +587,7 @@ PC_API pc_status pc_threshold_by_method(double *threshold, pc_calib_method metho
 typedef struct pc_calibration {
     double image_threshold, pixel_threshold, score_scale;
     size_t n_good, n_defective;
+    double pixel_scale; /* pixel threshold - median pixel value of the good maps (pc_threshold_scale) */
 } pc_calibration;
 
 /* Calibrate a model's thresholds and set them (pc_model_set_thresholds; save the model afterwards).
@@ -589,7 +597,9 @@ typedef struct pc_calibration {
  * images and their ground-truth masks (masks[i] for defective[i], MVTec PNG masks), method must be
  * PC_CALIB_F1: the F1-optimal image threshold over good + defective scores and the F1-optimal pixel
  * threshold over all their map pixels (n x S x S floats and bytes held in memory). The scale of the
- * normalised score is pc_threshold_scale over the good scores in both cases. Progress stage
+ * normalised score is pc_threshold_scale over the good scores in both cases, and the overlay's pixel
+ * scale (pc_model_set_pixel_scale) pc_threshold_scale of the pixel threshold over every 7th pixel
+ * (in raster order) of every good image's map. Progress stage
  * "calibrate". report may be NULL. */
 PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param,
                                     const char *const *good, size_t n_good, const char *const *defective,

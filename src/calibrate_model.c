@@ -64,7 +64,12 @@ pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double par
     uint8_t *labels = pc_malloc(n);
     float *maps = pc_malloc(npix * sizeof *maps);
     uint8_t *pmask = keep_maps ? pc_calloc(npix, 1) : NULL;
-    if (!scores || !maxima || !labels || !maps || (keep_maps && !pmask)) {
+    /* every PIXEL_STRIDE-th pixel of each good map, for the overlay's pixel scale */
+    enum { PIXEL_STRIDE = 7 };
+    const size_t per_img = (s2 + PIXEL_STRIDE - 1) / PIXEL_STRIDE;
+    size_t n_nominal = 0;
+    float *nominal = pc_malloc(n_good * per_img * sizeof *nominal);
+    if (!scores || !maxima || !labels || !maps || (keep_maps && !pmask) || !nominal) {
         st = pc_fail(PC_ERR_NO_MEMORY, "calibration: out of memory");
         goto done;
     }
@@ -79,6 +84,8 @@ pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double par
         scores[i] = pr.score;
         maxima[i] = max_of(map, s2);
         labels[i] = i >= n_good;
+        if (i < n_good)
+            for (size_t p = 0; p < s2; p += PIXEL_STRIDE) nominal[n_nominal++] = map[p];
         if (i >= n_good) {
             pc_image m;
             const char *mp = masks[i - n_good];
@@ -95,7 +102,7 @@ pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double par
             goto done;
         }
     }
-    double ti, tp, scale;
+    double ti, tp, scale, pscale;
     if (method == PC_CALIB_F1) {
         if ((st = pc_threshold_f1(&ti, NULL, scores, labels, n)) != PC_OK) goto done;
         if ((st = pc_threshold_f1(&tp, NULL, maps, pmask, npix)) != PC_OK) goto done;
@@ -104,13 +111,16 @@ pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double par
         if ((st = pc_threshold_by_method(&tp, method, param, maxima, NULL, n_good)) != PC_OK) goto done;
     }
     if ((st = pc_threshold_scale(&scale, ti, scores, n_good)) != PC_OK) goto done;
+    if ((st = pc_threshold_scale(&pscale, tp, nominal, n_nominal)) != PC_OK) goto done;
     if ((st = pc_model_set_thresholds(model, ti, tp, scale)) != PC_OK) goto done;
-    if (report) *report = (pc_calibration){ti, tp, scale, n_good, n_def};
+    if ((st = pc_model_set_pixel_scale(model, pscale)) != PC_OK) goto done;
+    if (report) *report = (pc_calibration){ti, tp, scale, n_good, n_def, pscale};
 done:
     pc_free(scores);
     pc_free(maxima);
     pc_free(labels);
     pc_free(maps);
     pc_free(pmask);
+    pc_free(nominal);
     return st;
 }

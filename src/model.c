@@ -63,7 +63,7 @@ struct pc_model {
     uint64_t seed;
     int32_t n_train_images;
     int64_t n_patches_total;
-    double image_threshold, pixel_threshold, score_scale;
+    double image_threshold, pixel_threshold, score_scale, pixel_scale;
     char weights_source[1024];
     /* derived */
     int32_t grid_h, grid_w;
@@ -179,7 +179,7 @@ static pc_model *model_new(void) {
     pc_model *m = pc_calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->lock, NULL);
-    m->image_threshold = m->pixel_threshold = m->score_scale = NAN;
+    m->image_threshold = m->pixel_threshold = m->score_scale = m->pixel_scale = NAN;
     return m;
 }
 
@@ -657,6 +657,7 @@ pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
     info->image_threshold = m->image_threshold;
     info->pixel_threshold = m->pixel_threshold;
     info->score_scale = m->score_scale;
+    info->pixel_scale = m->pixel_scale;
     return PC_OK;
 }
 
@@ -667,6 +668,14 @@ pc_status pc_model_set_thresholds(pc_model *m, double image_threshold, double pi
     m->image_threshold = image_threshold;
     m->pixel_threshold = pixel_threshold;
     m->score_scale = score_scale;
+    return PC_OK;
+}
+
+pc_status pc_model_set_pixel_scale(pc_model *m, double pixel_scale) {
+    if (!m) return pc_fail(PC_ERR_INVALID_ARGUMENT, "set_pixel_scale: model is NULL");
+    if (!(isnan(pixel_scale) || (pixel_scale > 0 && isfinite(pixel_scale))))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "set_pixel_scale: the scale must be > 0 and finite, or NaN");
+    m->pixel_scale = pixel_scale;
     return PC_OK;
 }
 
@@ -707,13 +716,14 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
              "projection_dim = %d\nn_starts = %d\nseed = %llu\nreweight_b = %d\n"
              "grid = %dx%d\nn_train_images = %d\nn_patches_total = %lld\nbank_size = %lld\n"
              "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
+             "pixel_scale = %.17g\n"
              "weights_source = %s\n",
              MODEL_FORMAT_NAME, pc_version(), pc_arch_name(m->arch), layers, (int)m->resize, (int)m->crop,
              (int)m->patch, (int)m->pre_dim, (int)m->dim, (int)m->k, sampler_name(m->sampler), m->coreset_ratio,
              (long long)m->coreset_size_requested, (int)m->projection_dim, (int)m->n_starts,
              (unsigned long long)m->seed, (int)m->reweight_b, (int)m->grid_h, (int)m->grid_w,
              (int)m->n_train_images, (long long)m->n_patches_total, (long long)m->bank_n, m->image_threshold,
-             m->pixel_threshold, m->score_scale, m->weights_source);
+             m->pixel_threshold, m->score_scale, m->pixel_scale, m->weights_source);
 
     const pc_tensor *bt = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
     size_t nbt = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
@@ -842,6 +852,14 @@ pc_status pc_model_load(const char *path, pc_model **out) {
             (st = meta_double(mf, path, "pixel_threshold", &m->pixel_threshold)) ||
             (st = meta_double(mf, path, "score_scale", &m->score_scale)))
             goto fail;
+        /* optional: files written before the overlay scale existed lack it */
+        if (pc_modelfile_meta(mf, "pixel_scale") &&
+            (st = meta_double(mf, path, "pixel_scale", &m->pixel_scale)))
+            goto fail;
+        if (!(isnan(m->pixel_scale) || (m->pixel_scale > 0 && isfinite(m->pixel_scale)))) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'pixel_scale' must be > 0 or nan", path);
+            goto fail;
+        }
         const char *ws = pc_modelfile_meta(mf, "weights_source");
         snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
     }

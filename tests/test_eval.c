@@ -15,6 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
 
 static void test_eval_bottle_subset(void **state) {
     (void)state;
@@ -82,6 +88,42 @@ static void test_eval_bottle_subset(void **state) {
     assert_int_equal(pc_model_get_info(m, &info), PC_OK);
     assert_true(info.image_threshold == q);
     assert_true(c.pixel_threshold > 0 && c.score_scale > 0);
+    /* the overlay's pixel scale: pixel threshold - median of every 7th pixel of the good maps, the
+     * median worked out here (sorted sample, middle element or mean of the two middle ones) */
+    {
+        size_t per = (224 * 224 + 6) / 7, nn = 0;
+        float *sample = malloc(ng * per * sizeof *sample), *gm = malloc(224 * 224 * sizeof *gm);
+        for (size_t i = 0; i < ng; i++) {
+            pc_prediction pg;
+            assert_int_equal(pc_model_predict_file(m, gp[i], &pg, gm, NULL), PC_OK);
+            for (size_t p = 0; p < 224 * 224; p += 7) sample[nn++] = gm[p];
+        }
+        qsort(sample, nn, sizeof *sample, cmp_float);
+        double med = nn % 2 ? sample[nn / 2] : 0.5 * ((double)sample[nn / 2 - 1] + sample[nn / 2]);
+        print_message("pixel threshold %.6g, median good pixel %.6g, pixel scale %.6g\n", c.pixel_threshold, med,
+                      c.pixel_scale);
+        assert_true(med < c.pixel_threshold);
+        assert_true(fabs(c.pixel_scale - (c.pixel_threshold - med)) <= 1e-6 * c.pixel_threshold);
+        pc_model_info in2;
+        assert_int_equal(pc_model_get_info(m, &in2), PC_OK);
+        assert_true(in2.pixel_scale == c.pixel_scale);
+        /* the thresholds and scales survive save + load exactly */
+        char tmp[] = "/tmp/pc_test_eval_XXXXXX.pcm";
+        int fd = mkstemps(tmp, 4);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(pc_model_save(m, tmp), PC_OK);
+        pc_model *m2;
+        assert_int_equal(pc_model_load(tmp, &m2), PC_OK);
+        pc_model_info in3;
+        assert_int_equal(pc_model_get_info(m2, &in3), PC_OK);
+        assert_true(in3.image_threshold == in2.image_threshold && in3.pixel_threshold == in2.pixel_threshold &&
+                    in3.score_scale == in2.score_scale && in3.pixel_scale == in2.pixel_scale);
+        pc_model_free(m2);
+        unlink(tmp);
+        free(sample);
+        free(gm);
+    }
     /* regions of a defective image at the calibrated pixel threshold, boxes in 900x900 coordinates */
     float *map = malloc(224 * 224 * sizeof *map);
     pc_geometry g;
