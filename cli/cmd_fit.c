@@ -2,6 +2,9 @@
  * cmd_fit.c - `patchcore fit`: build a model (memory bank) from good images and write it to one file.
  */
 #include "cli.h"
+#include "eval_cli.h"
+
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,10 @@ static void usage(FILE *f) {
     cli_fit_options_help(f);
     fprintf(f,
             "  -o, --output MODEL  the model file to write (required; written atomically)\n"
+            "  --holdout F         keep the fraction F (0 < F < 1) of the training images, evenly spread\n"
+            "                      over the sorted list, out of the bank and calibrate the thresholds on\n"
+            "                      them (split-conformal at 1%%, as `patchcore calibrate` by default)\n"
+            "  --calibrate DIR     calibrate on the good images in DIR (file or folder; repeatable)\n"
             "  --json              print the summary as one JSON object\n"
             "  --no-progress       no progress line on stderr\n"
             "  -q, --quiet         no progress and no summary\n"
@@ -60,7 +67,9 @@ int cmd_fit(int argc, char **argv) {
     int32_t threads = 0;
     const char *output = NULL;
     bool json = false, quiet = false, progress = true;
-    cli_paths inputs = {0};
+    cli_paths inputs = {0}, cal = {0}, held = {0};
+    double holdout = 0;
+    const char *v;
     int rc = CLI_EXIT_USAGE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -69,6 +78,19 @@ int cmd_fit(int argc, char **argv) {
         if (matched) continue;
         if (cli_match(a, "--output") || strcmp(a, "-o") == 0) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-o") ? "--output" : "-o", &output)) goto out;
+        } else if (cli_match(a, "--holdout")) {
+            if (!cli_take_value(argc, argv, &i, "--holdout", &v) || !cli_parse_double("--holdout", v, 0, 1, &holdout))
+                goto out;
+            if (holdout <= 0 || holdout >= 1) {
+                cli_error("--holdout: the fraction must be in (0, 1)");
+                goto out;
+            }
+        } else if (cli_match(a, "--calibrate")) {
+            if (!cli_take_value(argc, argv, &i, "--calibrate", &v)) goto out;
+            if (cli_collect_images(&cal, v) != 0) {
+                rc = CLI_EXIT_ERROR;
+                goto out;
+            }
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (strcmp(a, "--no-progress") == 0) {
@@ -91,6 +113,28 @@ int cmd_fit(int argc, char **argv) {
     if (inputs.n == 0) {
         cli_error("fit: no training images given or found");
         goto out;
+    }
+    if (holdout > 0) {
+        cli_split_holdout(&inputs, holdout, &held);
+        if (held.n == 0) {
+            cli_error("fit: --holdout %g keeps none of the %zu images (or all of them) out", holdout, inputs.n);
+            goto out;
+        }
+        /* the held-out images join the calibration set */
+        for (size_t j = 0; j < held.n; j++) {
+            if (cal.n == cal.cap) {
+                size_t nc = cal.cap ? 2 * cal.cap : 16;
+                char **np = realloc(cal.paths, nc * sizeof *np);
+                if (!np) {
+                    cli_error("fit: out of memory");
+                    rc = CLI_EXIT_ERROR;
+                    goto out;
+                }
+                cal.paths = np, cal.cap = nc;
+            }
+            cal.paths[cal.n++] = held.paths[j];
+            held.paths[j] = NULL;
+        }
     }
     if (cli_parse_only) {
         rc = CLI_EXIT_OK;
@@ -119,6 +163,24 @@ int cmd_fit(int argc, char **argv) {
         rc = CLI_EXIT_ERROR;
         goto out;
     }
+    pc_calibration calib;
+    bool calibrated = false;
+    double t_cal = 0;
+    if (cal.n) {
+        double tc0 = cli_now();
+        cli_progress_init(&prog, progress);
+        st = pc_model_calibrate(model, PC_CALIB_CONFORMAL, PC_THRESHOLD_DEFAULT_RATE, (const char *const *)cal.paths,
+                                cal.n, NULL, NULL, 0, cli_progress_cb, &prog, &calib);
+        cli_progress_done(&prog);
+        t_cal = cli_now() - tc0;
+        if (st) {
+            cli_error_status(st, "fit: calibration");
+            pc_model_free(model);
+            rc = CLI_EXIT_ERROR;
+            goto out;
+        }
+        calibrated = true;
+    }
     double t_save0 = cli_now();
     st = pc_model_save(model, output);
     double t_save = cli_now() - t_save0;
@@ -131,24 +193,38 @@ int cmd_fit(int argc, char **argv) {
     pc_model_info info;
     pc_model_get_info(model, &info);
     if (!quiet) {
-        if (json)
-            printf("{\"model\": \"%s\", \"arch\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
+        if (json) {
+            printf("{\"model\": ");
+            cli_json_string(stdout, output);
+            printf(", \"arch\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
                    "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f, "
-                   "\"features_seconds\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f}\n",
-                   output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
+                   "\"features_seconds\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f",
+                   pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (long long)info.bank_size, (int)info.grid_h, (int)info.grid_w,
                    (int)info.dim, t_fit,
                    t_features, t_coreset, t_save);
+        }
+        if (json && calibrated)
+            printf(", \"n_calibration\": %zu, \"calibrate_seconds\": %.3f, \"image_threshold\": %.9g, "
+                   "\"pixel_threshold\": %.9g, \"score_scale\": %.9g, \"pixel_scale\": %.9g",
+                   calib.n_good, t_cal, calib.image_threshold, calib.pixel_threshold, calib.score_scale,
+                   calib.pixel_scale);
+        if (json) printf("}\n");
         else
             printf("model      %s\nbackbone   %s\nimages     %d used, %d skipped\npatches    %lld (grid %dx%d, "
                    "dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, coreset %.2f s; save %.2f s)\n",
                    output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (int)info.grid_h, (int)info.grid_w, (int)info.dim,
                    (long long)info.bank_size, t_fit, t_features, t_coreset, t_save);
+        if (!json && calibrated)
+            printf("calibrated on %zu good images (%.2f s): image threshold %.6g, pixel threshold %.6g\n",
+                   calib.n_good, t_cal, calib.image_threshold, calib.pixel_threshold);
     }
     pc_model_free(model);
     rc = sk.count ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 out:
     cli_paths_free(&inputs);
+    cli_paths_free(&cal);
+    cli_paths_free(&held);
     return rc;
 }

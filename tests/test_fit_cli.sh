@@ -1,0 +1,72 @@
+#!/bin/sh
+# test_fit_cli.sh - `patchcore fit --holdout F` and `--calibrate DIR`: fit on 8 bottle training images
+# with the real ResNet-18, holding 2 out (k = round(0.25 * 8) = 2; by the documented rule image i is
+# held out when floor((i+1)k/n) > floor(ik/n), i.e. sorted images 3 and 7), then check against values
+# worked out here from `predict` on the held-out images (numpy):
+#  - the bank is built from the other 6 (info: "from 6 images");
+#  - split-conformal at 1% with n = 2 (n + 1 < 1/R) is the maximum: image threshold = the larger
+#    held-out score, pixel threshold = the larger of the two maps' maxima (exact: same floats);
+#  - pixel scale = pixel threshold - median of every 7th pixel of both maps (relative 1e-6);
+#  - `--calibrate DIR` with the same 2 images and the other 6 for training gives the same thresholds.
+# Environment (set by CTest): PC_CLI, PC_SHARED_DIR. Exit 77 (skipped) when ../shared is absent.
+set -eu
+cli=${PC_CLI:?}
+shared=${PC_SHARED_DIR:-}
+PY=${PYTHON:-/usr/bin/python3}
+w=$shared/weights/resnet18_in1k_to_layer3.pth
+train=$shared/data/mvtec_ad/bottle/train/good
+[ -f "$w" ] && [ -d "$train" ] || { echo "SKIP: $shared lacks the ResNet-18 weights or the bottle data"; exit 77; }
+"$PY" -c 'import numpy' 2>/dev/null || { echo "SKIP: $PY has no numpy"; exit 77; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pc_fitcli.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+mkdir "$tmp/all" "$tmp/six" "$tmp/two"
+i=0
+for f in $(ls "$train" | LC_ALL=C sort | head -n 8); do
+    ln -s "$train/$f" "$tmp/all/$f"
+    if [ $i -eq 3 ] || [ $i -eq 7 ]; then ln -s "$train/$f" "$tmp/two/$f"; else ln -s "$train/$f" "$tmp/six/$f"; fi
+    i=$((i + 1))
+done
+common="--weights $w --coreset 0.05 --threads 2 --no-progress --json"
+
+"$cli" fit $common --holdout 0.25 -o "$tmp/h.pcm" "$tmp/all" >"$tmp/h.json" || fail "fit --holdout failed"
+"$cli" fit $common --calibrate "$tmp/two" -o "$tmp/c.pcm" "$tmp/six" >"$tmp/c.json" || fail "fit --calibrate failed"
+"$cli" info "$tmp/h.pcm" | grep -q "from 6 images" || fail "the bank is not from the 6 kept images: $("$cli" info "$tmp/h.pcm")"
+"$cli" predict -m "$tmp/h.pcm" --json --maps "$tmp/maps" "$tmp/two" >"$tmp/p.jsonl" || fail "predict failed"
+
+"$PY" - "$tmp" <<'PYEOF' || fail "thresholds differ from the held-out images' values"
+import json, sys, numpy as np
+tmp = sys.argv[1]
+h = json.load(open(f"{tmp}/h.json"))
+c = json.load(open(f"{tmp}/c.json"))
+preds = [json.loads(l) for l in open(f"{tmp}/p.jsonl")]
+assert h["n_images"] == 6 and h["n_calibration"] == 2, h
+assert len(preds) == 2
+scores = np.array([p["score"] for p in preds], np.float32)
+maps = [np.load(p["map"]) for p in preds]
+ti = float(scores.max())
+tp = float(max(m.max() for m in maps))
+sample = np.concatenate([m.ravel()[::7] for m in maps]).astype(np.float64)
+ps = tp - float(np.median(sample))
+print("image threshold", h["image_threshold"], "expect", ti)
+print("pixel threshold", h["pixel_threshold"], "expect", tp)
+print("pixel scale", h["pixel_scale"], "expect", ps)
+assert np.float32(h["image_threshold"]) == np.float32(ti)
+assert np.float32(h["pixel_threshold"]) == np.float32(tp)
+assert abs(h["pixel_scale"] - ps) <= 1e-6 * abs(ps)
+for key in ("image_threshold", "pixel_threshold", "score_scale", "pixel_scale"):
+    assert c[key] == h[key], (key, c[key], h[key])
+PYEOF
+
+# bad values are refused before any work
+for bad in "--holdout 0" "--holdout 1" "--holdout x"; do
+    set +e
+    "$cli" fit $common $bad -o "$tmp/x.pcm" "$tmp/all" >/dev/null 2>"$tmp/err"
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || fail "fit $bad: exit $rc, expected 2"
+    grep -q -- "--holdout" "$tmp/err" || fail "fit $bad: the error does not name --holdout: $(cat "$tmp/err")"
+done
+[ ! -e "$tmp/x.pcm" ] || fail "a model was written after a bad command line"
+echo "ok: fit --holdout and --calibrate"
