@@ -7,7 +7,7 @@
  *
  * Output, one line per statistic: "version", then "mean", "std" (population), "min", "max" over the
  * whole 3 x S x S tensor and "mean0".."mean2" per channel, each printed with %.9g.
- * (Once the model API lands, predict will follow: pc_model_load + pc_model_predict_file.)
+ * examples/inspect.c is the next step: load a model and predict.
  */
 #include <patchcore.h>
 
