@@ -105,7 +105,7 @@ man: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) --target man
 
 bench: build
-	sh bench/run.sh
+	sh bench/run.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz build-tsan
