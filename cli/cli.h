@@ -77,6 +77,7 @@ typedef struct cli_progress {
     double t0;
     char stage[32];
     double last;
+    double mark; /* time of the latest report of any stage (or of init): where the next stage starts */
 } cli_progress;
 void cli_progress_init(cli_progress *p, bool enabled);
 int cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total);

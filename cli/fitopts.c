@@ -227,7 +227,7 @@ double cli_now(void) {
 void cli_progress_init(cli_progress *p, bool enabled) {
     memset(p, 0, sizeof *p);
     p->enabled = enabled && isatty(2);
-    p->t0 = cli_now();
+    p->t0 = p->mark = cli_now();
 }
 
 int cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total) {
@@ -237,15 +237,18 @@ int cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total) 
     if (strcmp(p->stage, stage) != 0) {
         if (p->stage[0]) fputc('\n', stderr);
         snprintf(p->stage, sizeof p->stage, "%s", stage);
-        p->t0 = now;
+        p->t0 = p->mark; /* the stage began when the previous one last reported */
         p->last = 0;
     }
+    p->mark = now;
     if (now - p->last < 0.1 && done != total) return 0;
     p->last = now;
     double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
     if (total > 0 && rate > 0)
         fprintf(stderr, "\r%-10s %lld/%lld  %.1f/s  ETA %.0fs   ", stage, (long long)done, (long long)total, rate,
                 (double)(total - done) / rate);
+    else if (total > 0)
+        fprintf(stderr, "\r%-10s %lld/%lld   ", stage, (long long)done, (long long)total);
     else
         fprintf(stderr, "\r%-10s %lld   ", stage, (long long)done);
     return 0;

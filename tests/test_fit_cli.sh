@@ -69,4 +69,19 @@ for bad in "--holdout 0" "--holdout 1" "--holdout x"; do
     grep -q -- "--holdout" "$tmp/err" || fail "fit $bad: the error does not name --holdout: $(cat "$tmp/err")"
 done
 [ ! -e "$tmp/x.pcm" ] || fail "a model was written after a bad command line"
-echo "ok: fit --holdout and --calibrate"
+
+# progress: on a terminal (script(1) gives the fit one) a line per stage with the rate and ETA;
+# none with --no-progress or -q, and none when stderr is not a terminal (every run above)
+if command -v script >/dev/null 2>&1; then
+    prog="$cli fit --weights $w --coreset 0.05 --threads 2 -o $tmp/t.pcm $tmp/six"
+    script -qec "$prog" /dev/null >"$tmp/tty.txt" 2>&1 || fail "fit under script(1) failed: $(cat "$tmp/tty.txt")"
+    grep -q "features *6/6 .*/s  ETA" "$tmp/tty.txt" || fail "no features progress on a terminal: $(cat "$tmp/tty.txt")"
+    grep -q "coreset .*/s  ETA" "$tmp/tty.txt" || fail "no coreset progress on a terminal"
+    script -qec "$prog --no-progress" /dev/null >"$tmp/tty2.txt" 2>&1 || fail "fit --no-progress failed"
+    ! grep -q "ETA" "$tmp/tty2.txt" || fail "progress shown despite --no-progress"
+    script -qec "$prog -q" /dev/null >"$tmp/tty3.txt" 2>&1 || fail "fit -q failed"
+    [ ! -s "$tmp/tty3.txt" ] || fail "fit -q printed: $(cat "$tmp/tty3.txt")"
+else
+    echo "note: script(1) absent, terminal progress not checked"
+fi
+echo "ok: fit --holdout and --calibrate, progress"
