@@ -10,6 +10,7 @@
  * nothing per image once the pool is warm (image decoding aside).
  */
 #define _GNU_SOURCE
+#include "resize.h"
 #include "coreset.h"
 #include "internal.h"
 #include "knn.h"
@@ -49,6 +50,7 @@ typedef struct pctx {
     int64_t *ni;          /* b */
     void *fws, *kws, *mws;
     size_t kws_size;
+    pc_resize_cache rc;   /* preprocessing tables and buffers, kept between predicts */
 } pctx;
 
 struct pc_model {
@@ -151,6 +153,7 @@ static void ctx_free(pctx *c) {
     if (!c) return;
     pc_backbone_free(c->bb);
     pc_free(c->ws);
+    pc_resize_cache_free(&c->rc);
     pc_free(c);
 }
 
@@ -541,7 +544,7 @@ pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images,
  * c->pscores (HW). */
 static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geometry *geometry) {
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
-    pc_status st = pc_preprocess(c->input, rgb, m->resize, m->crop, geometry);
+    pc_status st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
     if (!st) st = pc_backbone_forward(c->bb, c->input, 1, m->crop, m->crop, m->layer_mask, c->acts);
     if (st) return st;
     const float *per_img[PC_MAX_LAYERS];

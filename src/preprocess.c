@@ -21,20 +21,31 @@
 
 #define PIL_PRECISION_BITS (32 - 8 - 2)
 
-/* Coefficients of one resampling direction: for every output coordinate i, the input range
- * [start[i], start[i] + len[i]) and len[i] fixed-point weights at weight[i * ksize]. */
-typedef struct resample_axis {
-    int32_t ksize;
-    int32_t *start; /* (out) */
-    int32_t *len;   /* (out) */
-    int32_t *weight; /* (out, ksize) */
-} resample_axis;
+typedef pc_resample_axis resample_axis;
 
 static void axis_free(resample_axis *a) {
     pc_free(a->start);
     pc_free(a->len);
     pc_free(a->weight);
     memset(a, 0, sizeof *a);
+}
+
+/* Grow *buf to at least n bytes (contents not kept). */
+static int grow(void **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return 1;
+    void *p = pc_malloc(n);
+    if (!p) return 0;
+    pc_free(*buf);
+    *buf = p, *cap = n;
+    return 1;
+}
+
+void pc_resize_cache_free(pc_resize_cache *c) {
+    if (!c) return;
+    axis_free(&c->ah);
+    axis_free(&c->av);
+    pc_free(c->tmp), pc_free(c->win), pc_free(c->part), pc_free(c->acc);
+    memset(c, 0, sizeof *c);
 }
 
 static double bilinear_filter(double x) {
@@ -45,7 +56,8 @@ static double bilinear_filter(double x) {
 /* Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size), same operations in
  * the same order so the rounded weights are identical. */
 static pc_status axis_init(resample_axis *a, int32_t in_size, int32_t out_size) {
-    memset(a, 0, sizeof *a);
+    if (a->weight && a->in_size == in_size && a->out_size == out_size) return PC_OK; /* cached */
+    axis_free(a);
     const float in0 = 0.0f, in1 = (float)in_size; /* PIL's box is float */
     double scale = (double)(in1 - in0) / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
@@ -64,6 +76,7 @@ static pc_status axis_init(resample_axis *a, int32_t in_size, int32_t out_size) 
         return pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate coefficient tables (%zu weights)", nw);
     }
     a->ksize = ksize;
+    a->in_size = in_size, a->out_size = out_size;
     for (int32_t i = 0; i < out_size; i++) {
         double center = in0 + (i + 0.5) * scale;
         double ss = 1.0 / filterscale, ww = 0.0;
@@ -196,30 +209,33 @@ static void pass_vertical(uint8_t *out, const uint8_t *in, int32_t w, int32_t in
  * of the result into out (ny, nx, ch). The window must lie inside the resized image. use_ref picks
  * the plain reference kernels. */
 static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32_t x0, int32_t y0, int32_t nx,
-                               int32_t ny, const uint8_t *in, int32_t in_w, int32_t in_h, int32_t ch, int use_ref) {
+                               int32_t ny, const uint8_t *in, int32_t in_w, int32_t in_h, int32_t ch, int use_ref,
+                               pc_resize_cache *cache) {
     int need_h = out_w != in_w, need_v = out_h != in_h;
-    resample_axis ah = {0}, av = {0};
+    pc_resize_cache local = {0};
+    pc_resize_cache *c = cache ? cache : &local;
+    resample_axis *ah = &c->ah, *av = &c->av;
     uint8_t *tmp = NULL;
     int32_t *acc = NULL;
     pc_status st = PC_OK;
-    if (need_h && (st = axis_init(&ah, in_w, out_w))) goto done;
-    if (need_v && (st = axis_init(&av, in_h, out_h))) goto done;
+    if (need_h && (st = axis_init(ah, in_w, out_w))) goto done;
+    if (need_v && (st = axis_init(av, in_h, out_h))) goto done;
     if (need_v && !use_ref) {
-        acc = pc_malloc(sizeof(int32_t) * (size_t)nx * (size_t)ch);
-        if (!acc) {
+        if (!grow((void **)&c->acc, &c->acc_cap, sizeof(int32_t) * (size_t)nx * (size_t)ch)) {
             st = pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate a row of %d pixels", nx);
             goto done;
         }
+        acc = c->acc;
     }
 
     /* input rows the window's output rows read */
     int32_t r0 = y0, r1 = y0 + ny;
     if (need_v) {
-        r0 = av.start[y0];
-        r1 = av.start[y0 + ny - 1] + av.len[y0 + ny - 1];
+        r0 = av->start[y0];
+        r1 = av->start[y0 + ny - 1] + av->len[y0 + ny - 1];
         for (int32_t j = y0; j < y0 + ny; j++) { /* starts are monotone, but be safe */
-            r0 = PC_MIN(r0, av.start[j]);
-            r1 = PC_MAX(r1, av.start[j] + av.len[j]);
+            r0 = PC_MIN(r0, av->start[j]);
+            r1 = PC_MAX(r1, av->start[j] + av->len[j]);
         }
     }
     if (need_h && need_v) {
@@ -228,43 +244,41 @@ static pc_status resize_window(uint8_t *out, int32_t out_w, int32_t out_h, int32
             st = pc_fail(PC_ERR_TOO_LARGE, "resize: intermediate image overflows");
             goto done;
         }
-        tmp = pc_malloc(n);
-        if (!tmp) {
+        if (!grow((void **)&c->tmp, &c->tmp_cap, n)) {
             st = pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate %zu bytes", n);
             goto done;
         }
+        tmp = c->tmp;
         if (use_ref) {
-            pass_horizontal_ref(tmp, in, in_w, r0, r1 - r0, &ah, x0, nx, ch);
-            pass_vertical_ref(out, tmp, nx, r0, &av, y0, ny, ch);
+            pass_horizontal_ref(tmp, in, in_w, r0, r1 - r0, ah, x0, nx, ch);
+            pass_vertical_ref(out, tmp, nx, r0, av, y0, ny, ch);
         } else {
-            pass_horizontal(tmp, in, in_w, r0, r1 - r0, &ah, x0, nx, ch);
-            pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch, acc);
+            pass_horizontal(tmp, in, in_w, r0, r1 - r0, ah, x0, nx, ch);
+            pass_vertical(out, tmp, nx, r0, av, y0, ny, ch, acc);
         }
     } else if (need_h) {
-        if (use_ref) pass_horizontal_ref(out, in, in_w, y0, ny, &ah, x0, nx, ch);
-        else pass_horizontal(out, in, in_w, y0, ny, &ah, x0, nx, ch);
+        if (use_ref) pass_horizontal_ref(out, in, in_w, y0, ny, ah, x0, nx, ch);
+        else pass_horizontal(out, in, in_w, y0, ny, ah, x0, nx, ch);
     } else if (need_v) {
         /* the vertical pass reads whole input rows; give it the window's columns only */
         size_t n;
-        if (!pc_mul3_size((size_t)(r1 - r0), (size_t)nx, (size_t)ch, &n) || !(tmp = pc_malloc(n))) {
+        if (!pc_mul3_size((size_t)(r1 - r0), (size_t)nx, (size_t)ch, &n) || !grow((void **)&c->tmp, &c->tmp_cap, n)) {
             st = pc_fail(PC_ERR_NO_MEMORY, "resize: cannot allocate the intermediate image");
             goto done;
         }
+        tmp = c->tmp;
         for (int32_t y = r0; y < r1; y++)
             memcpy(tmp + (size_t)(y - r0) * (size_t)nx * (size_t)ch,
                    in + ((size_t)y * (size_t)in_w + (size_t)x0) * (size_t)ch, (size_t)nx * (size_t)ch);
-        if (use_ref) pass_vertical_ref(out, tmp, nx, r0, &av, y0, ny, ch);
-        else pass_vertical(out, tmp, nx, r0, &av, y0, ny, ch, acc);
+        if (use_ref) pass_vertical_ref(out, tmp, nx, r0, av, y0, ny, ch);
+        else pass_vertical(out, tmp, nx, r0, av, y0, ny, ch, acc);
     } else {
         for (int32_t y = 0; y < ny; y++)
             memcpy(out + (size_t)y * (size_t)nx * (size_t)ch,
                    in + ((size_t)(y0 + y) * (size_t)in_w + (size_t)x0) * (size_t)ch, (size_t)nx * (size_t)ch);
     }
 done:
-    pc_free(tmp);
-    pc_free(acc);
-    axis_free(&ah);
-    axis_free(&av);
+    pc_resize_cache_free(&local);
     return st;
 }
 
@@ -287,7 +301,7 @@ pc_status pc_resize_bilinear_u8(uint8_t *out, int32_t out_w, int32_t out_h, cons
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: output is NULL");
     pc_status st = check_resize_args(out_w, out_h, in, in_w, in_h, channels);
     if (st) return st;
-    return resize_window(out, out_w, out_h, 0, 0, out_w, out_h, in, in_w, in_h, channels, 0);
+    return resize_window(out, out_w, out_h, 0, 0, out_w, out_h, in, in_w, in_h, channels, 0, NULL);
 }
 
 pc_status pc_resize_window_u8(uint8_t *out, int32_t out_w, int32_t out_h, int32_t x0, int32_t y0, int32_t nx,
@@ -299,7 +313,7 @@ pc_status pc_resize_window_u8(uint8_t *out, int32_t out_w, int32_t out_h, int32_
     if (st) return st;
     if (x0 < 0 || y0 < 0 || nx <= 0 || ny <= 0 || x0 > out_w - nx || y0 > out_h - ny)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: window outside the %dx%d result", out_w, out_h);
-    return resize_window(out, out_w, out_h, x0, y0, nx, ny, in, in_w, in_h, channels, use_ref);
+    return resize_window(out, out_w, out_h, x0, y0, nx, ny, in, in_w, in_h, channels, use_ref, NULL);
 }
 
 /* Python's round() of d/2 for an integer d >= 0: halves go to the even neighbour. */
@@ -338,9 +352,9 @@ pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resize, int
 }
 
 /* Resize + crop into a crop x crop x ch window (zero where the crop lies outside the resized image,
- * torchvision's padding), allocated here. */
+ * torchvision's padding): *win_out points into the cache c (c->win). */
 static pc_status resize_crop(uint8_t **win_out, const pc_image *img, int32_t ch_expected, int32_t resize,
-                             int32_t crop, pc_geometry *g) {
+                             int32_t crop, pc_geometry *g, pc_resize_cache *c) {
     *win_out = NULL;
     if (!img || !img->data) return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess: image is NULL or empty");
     if (img->channels != ch_expected)
@@ -351,8 +365,9 @@ static pc_status resize_crop(uint8_t **win_out, const pc_image *img, int32_t ch_
     size_t n;
     if (!pc_mul3_size((size_t)crop, (size_t)crop, (size_t)ch_expected, &n))
         return pc_fail(PC_ERR_TOO_LARGE, "preprocess: crop too large");
-    uint8_t *win = pc_calloc(n, 1);
-    if (!win) return pc_fail(PC_ERR_NO_MEMORY, "preprocess: cannot allocate %zu bytes", n);
+    if (!grow((void **)&c->win, &c->win_cap, n))
+        return pc_fail(PC_ERR_NO_MEMORY, "preprocess: cannot allocate %zu bytes", n);
+    uint8_t *win = c->win;
     /* the part of the crop window inside the resized image */
     int32_t x0 = PC_MAX(g->crop_left, 0), y0 = PC_MAX(g->crop_top, 0);
     int32_t x1 = PC_MIN(g->crop_left + crop, g->resized_width), y1 = PC_MIN(g->crop_top + crop, g->resized_height);
@@ -361,47 +376,52 @@ static pc_status resize_crop(uint8_t **win_out, const pc_image *img, int32_t ch_
     uint8_t *part = win;
     int full = nx == crop && ny == crop;
     if (!full) {
-        part = pc_malloc((size_t)nx * (size_t)ny * (size_t)ch_expected);
-        if (!part) {
-            pc_free(win);
+        memset(win, 0, n);
+        if (!grow((void **)&c->part, &c->part_cap, (size_t)nx * (size_t)ny * (size_t)ch_expected))
             return pc_fail(PC_ERR_NO_MEMORY, "preprocess: cannot allocate the resized window");
-        }
+        part = c->part;
     }
     st = resize_window(part, g->resized_width, g->resized_height, x0, y0, nx, ny, img->data, img->width,
-                       img->height, ch_expected, 0);
-    if (!st && !full)
+                       img->height, ch_expected, 0, c);
+    if (st) return st;
+    if (!full)
         for (int32_t y = 0; y < ny; y++)
             memcpy(win + ((size_t)(y + dy) * (size_t)crop + (size_t)dx) * (size_t)ch_expected,
                    part + (size_t)y * (size_t)nx * (size_t)ch_expected, (size_t)nx * (size_t)ch_expected);
-    if (!full) pc_free(part);
+    *win_out = win;
+    return PC_OK;
+}
+
+pc_status pc_preprocess_cached(float *out, const pc_image *rgb, int32_t resize, int32_t crop, pc_geometry *geometry,
+                               pc_resize_cache *cache) {
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess: output is NULL");
+    pc_resize_cache local = {0};
+    pc_resize_cache *c = cache ? cache : &local;
+    pc_geometry g;
+    uint8_t *win;
+    pc_status st = resize_crop(&win, rgb, 3, resize, crop, &g, c);
     if (st) {
-        pc_free(win);
+        pc_resize_cache_free(&local);
         return st;
     }
-    *win_out = win;
+    /* ToTensor (float32 v / 255) then Normalize ((x - mean) / std), in float32 as torch does. */
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    size_t plane = (size_t)crop * (size_t)crop;
+    for (int ch = 0; ch < 3; ch++) {
+        float *o = out + (size_t)ch * plane; /* out is (3, crop, crop) */
+        for (size_t i = 0; i < plane; i++) {
+            float x = (float)win[3 * i + (size_t)ch] / 255.0f;
+            o[i] = (x - mean[ch]) / std[ch];
+        }
+    }
+    pc_resize_cache_free(&local);
+    if (geometry) *geometry = g;
     return PC_OK;
 }
 
 pc_status pc_preprocess(float *out, const pc_image *rgb, int32_t resize, int32_t crop, pc_geometry *geometry) {
     pc_clear_error();
-    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess: output is NULL");
-    pc_geometry g;
-    uint8_t *win;
-    pc_status st = resize_crop(&win, rgb, 3, resize, crop, &g);
-    if (st) return st;
-    /* ToTensor (float32 v / 255) then Normalize ((x - mean) / std), in float32 as torch does. */
-    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
-    size_t plane = (size_t)crop * (size_t)crop;
-    for (int c = 0; c < 3; c++) {
-        float *o = out + (size_t)c * plane; /* out is (3, crop, crop) */
-        for (size_t i = 0; i < plane; i++) {
-            float x = (float)win[3 * i + (size_t)c] / 255.0f;
-            o[i] = (x - mean[c]) / std[c];
-        }
-    }
-    pc_free(win);
-    if (geometry) *geometry = g;
-    return PC_OK;
+    return pc_preprocess_cached(out, rgb, resize, crop, geometry, NULL);
 }
 
 pc_status pc_preprocess_mask(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop) {
@@ -409,10 +429,12 @@ pc_status pc_preprocess_mask(uint8_t *out, const pc_image *grey, int32_t resize,
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess mask: output is NULL");
     pc_geometry g;
     uint8_t *win;
-    pc_status st = resize_crop(&win, grey, 1, resize, crop, &g);
-    if (st) return st;
-    size_t n = (size_t)crop * (size_t)crop;
-    for (size_t i = 0; i < n; i++) out[i] = win[i] >= 128; /* out is (crop, crop) */
-    pc_free(win);
-    return PC_OK;
+    pc_resize_cache c = {0};
+    pc_status st = resize_crop(&win, grey, 1, resize, crop, &g, &c);
+    if (!st) {
+        size_t n = (size_t)crop * (size_t)crop;
+        for (size_t i = 0; i < n; i++) out[i] = win[i] >= 128; /* out is (crop, crop) */
+    }
+    pc_resize_cache_free(&c);
+    return st;
 }
