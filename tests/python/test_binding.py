@@ -1,0 +1,430 @@
+"""test_binding.py - the Python binding (python/patchcore) against independent oracles.
+
+Run by tests/test_python.sh with /usr/bin/python3 (numpy, PIL, scipy), twice:
+  build      against the build tree's library (PATCHCORE_LIBRARY): everything below;
+  installed  against a DESTDIR install (package and library found without PATCHCORE_LIBRARY): the
+             layout check, where the package and library come from, and predictions equal to the
+             CLI's on the model the build run calibrated.
+Usage: test_binding.py build|installed WORKDIR. Environment: PC_SOURCE_DIR, PC_SHARED_DIR, PC_REF_DIR,
+PC_CLI, CC (and PC_INSTALL_ROOT in installed mode). Exit 0 ok, 1 failure, 77 when the MVTec bottle
+data or the ResNet-18 weights are absent (the data-free checks have then passed).
+
+Oracles and tolerances:
+  - struct layout: the C compiler's sizeof/offsetof of every field the header declares (field names
+    parsed from include/patchcore.h; a probe generated from them and compiled with $CC): exact;
+  - PyTorch reference pipeline (tests/ref/gen_pipeline.py's r18 case, same projection and start
+    points): scores and maps within 1e-4 relative (max |diff| / max |ref|), as tests/test_pipeline.c;
+  - the CLI (`patchcore predict --json --maps`) on the same model file: score and map bit for bit,
+    regions equal, normalised score to the CLI's 6 printed decimals;
+  - PIL's decoding: a model fitted from PIL-decoded arrays is byte-identical to the one fitted from
+    the paths, and predictions from PIL arrays (RGB, and grey L) equal those from the files bit for bit;
+  - calibration by hand (numpy): conformal at 1% on 4 images is their maximum score / map maximum,
+    the scale is threshold - median (1e-12 relative); the decision is score > threshold and the
+    normalised score 1 / (1 + exp(-ln 9 (s - t) / scale)) (1e-12 absolute);
+  - regions: scipy.ndimage.label (8-connected) of map > pixel threshold, areas and peaks exact, boxes
+    mapped back to original pixels by the documented rule (floor/ceil through crop and resize);
+  - errors: missing and corrupt files raise PatchcoreError with the right status and the path in the
+    message.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+
+MODE, WORK = sys.argv[1], sys.argv[2]
+SRC = os.environ["PC_SOURCE_DIR"]
+SHARED = os.environ.get("PC_SHARED_DIR", "")
+REF = os.environ.get("PC_REF_DIR", "")
+CLI = os.environ.get("PC_CLI", "")
+CC = os.environ.get("CC", "")
+BOTTLE = os.path.join(SHARED, "data", "mvtec_ad", "bottle")
+WEIGHTS = os.path.join(SHARED, "weights", "resnet18_in1k_to_layer3.pth")
+
+import patchcore  # noqa: E402
+from patchcore import _lib  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print("  %s %s" % ("ok  " if cond else "FAIL", what))
+    if not cond:
+        failures.append(what)
+
+
+def raises(exc_type, fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except exc_type as e:
+        return e
+    except Exception as e:  # noqa: BLE001
+        return AssertionError("raised %r instead of %s" % (e, exc_type.__name__))
+    return None
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Struct layout: header field names -> probe compiled by $CC -> offsets vs ctypes
+# ---------------------------------------------------------------------------------------------
+
+def header_fields(text, struct):
+    """Field names, in order, of `typedef struct struct { ... } struct;` in the header text."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    m = re.search(r"typedef\s+struct\s+%s\s*\{(.*?)\}\s*%s\s*;" % (struct, struct), text, flags=re.S)
+    assert m, "struct %s not found in the header" % struct
+    names = []
+    for decl in m.group(1).split(";"):
+        decl = decl.strip()
+        if not decl:
+            continue
+        fp = re.search(r"\(\s*\*\s*(\w+)\s*\)", decl)
+        if fp:  # function pointer
+            names.append(fp.group(1))
+            continue
+        decl = re.sub(r"\[[^\]]*\]", "", decl)
+        parts = decl.split(",")
+        names.append(re.findall(r"\w+", parts[0])[-1])
+        names += [re.findall(r"\w+", p)[-1] for p in parts[1:]]
+    return names
+
+
+def check_layout():
+    print("struct layout against the C compiler")
+    if not CC or shutil.which(CC) is None:
+        print("  SKIP: no C compiler ($CC=%r)" % CC)
+        return
+    header = open(os.path.join(SRC, "include", "patchcore.h")).read()
+    fields = {s: header_fields(header, s) for s in _lib.STRUCTS}
+    lines = ["#include <patchcore.h>", "#include <stdalign.h>", "#include <stddef.h>", "#include <stdio.h>",
+             "int main(void) {"]
+    for s, names in fields.items():
+        lines.append('printf("%s - %%zu %%zu\\n", sizeof(%s), alignof(%s));' % (s, s, s))
+        for f in names:
+            lines.append('printf("%s %s %%zu %%zu\\n", offsetof(%s, %s), sizeof(((%s *)0)->%s));'
+                         % (s, f, s, f, s, f))
+    lines += ["return 0;", "}"]
+    probe = os.path.join(WORK, "layout_probe.c")
+    with open(probe, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    exe = os.path.join(WORK, "layout_probe")
+    subprocess.run([CC, "-std=c11", "-Wall", "-Werror", "-I", os.path.join(SRC, "include"), probe, "-o", exe],
+                   check=True)
+    got = {}
+    for line in subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines():
+        s, f, a, b = line.split()
+        got[(s, f)] = (int(a), int(b))
+    n = 0
+    for s, cls in _lib.STRUCTS.items():
+        import ctypes
+        py_names = [f for f, _ in cls._fields_]
+        check(py_names == fields[s], "%s: ctypes fields %s == header's" % (s, "in order" if py_names == fields[s]
+                                                                           else "%s vs %s" % (py_names, fields[s])))
+        size, align = got[(s, "-")]
+        check(ctypes.sizeof(cls) == size and ctypes.alignment(cls) == align,
+              "%s: sizeof %d alignof %d (C: %d %d)" % (s, ctypes.sizeof(cls), ctypes.alignment(cls), size, align))
+        for f in fields[s]:
+            off, sz = got[(s, f)]
+            d = getattr(cls, f)
+            if (d.offset, d.size) != (off, sz):
+                check(False, "%s.%s: ctypes offset %d size %d, C %d %d" % (s, f, d.offset, d.size, off, sz))
+            n += 1
+    check(True, "%d fields of %d structs at the C compiler's offsets and sizes" % (n, len(_lib.STRUCTS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that need no data
+# ---------------------------------------------------------------------------------------------
+
+def check_basics():
+    print("version, threads, argument checking, errors without data")
+    check(patchcore.library_version() == patchcore.__version__,
+          "library %s == package %s" % (patchcore.library_version(), patchcore.__version__))
+    patchcore.set_num_threads(1)
+    check(patchcore.get_num_threads() == 1, "set_num_threads(1) -> get_num_threads() == 1")
+    patchcore.set_num_threads(2)
+    check(patchcore.get_num_threads() == 2, "set_num_threads(2) -> 2")
+
+    missing = os.path.join(WORK, "no such dir", "model.pcm")
+    e = raises(patchcore.PatchcoreError, patchcore.Model.load, missing)
+    check(isinstance(e, patchcore.PatchcoreError) and e.status_name == "PC_ERR_IO" and missing in e.message,
+          "Model.load(missing) -> PatchcoreError PC_ERR_IO naming the path: %s" % e)
+    notmodel = os.path.join(WORK, "not_a_model.pcm")
+    with open(notmodel, "wb") as f:
+        f.write(b"this is not a model file, just some text that is long enough to have a header" * 4)
+    e = raises(patchcore.PatchcoreError, patchcore.Model.load, notmodel)
+    check(isinstance(e, patchcore.PatchcoreError) and e.status_name == "PC_ERR_FORMAT" and notmodel in e.message,
+          "Model.load(text file) -> PC_ERR_FORMAT naming the path: %s" % e)
+    check(str(e).startswith("PC_ERR_FORMAT: ") and e.status == 4, "str(error) = 'STATUS_NAME: message', .status 4")
+
+    e = raises(TypeError, patchcore.Model.fit, ["a.png"], coreset=0.1)
+    check(isinstance(e, TypeError), "unknown fit option -> TypeError")
+    e = raises(TypeError, patchcore.Model.fit, "a.png")
+    check(isinstance(e, TypeError), "fit(one path) -> TypeError (a list is wanted)")
+    e = raises(TypeError, patchcore.Model.fit, [np.zeros((4, 4, 3), np.float32)])
+    check(isinstance(e, TypeError), "fit(float array) -> TypeError")
+    e = raises(ValueError, patchcore.Model.fit, [np.zeros((4, 4, 5), np.uint8)])
+    check(isinstance(e, ValueError), "fit(H x W x 5 array) -> ValueError")
+    e = raises(ValueError, patchcore.Model.fit, ["a.png"], coreset_projection=np.zeros((3, 3), np.float32))
+    check(isinstance(e, ValueError), "coreset_projection of the wrong shape -> ValueError (before C reads it)")
+    e = raises(ValueError, patchcore.Model.fit, ["a.png"], resize=2 ** 31)
+    check(isinstance(e, ValueError), "resize beyond int32 -> ValueError (no silent truncation)")
+    # invalid option values are the library's to refuse: its status and message come through
+    e = raises(patchcore.PatchcoreError, patchcore.Model.fit, ["a.png"], layers=[2, 2])
+    check(isinstance(e, patchcore.PatchcoreError) and e.status_name == "PC_ERR_INVALID_ARGUMENT"
+          and "layer2 named twice" in e.message, "layers=[2, 2] -> PC_ERR_INVALID_ARGUMENT: %s" % e)
+
+
+# ---------------------------------------------------------------------------------------------
+# With the bottle data and the ResNet-18 weights
+# ---------------------------------------------------------------------------------------------
+
+def listdir(d):
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".png"))
+
+
+def cli_predict(model, paths, maps_dir):
+    out = subprocess.run([CLI, "predict", "-m", model, "--json", "--maps", maps_dir, "--threads", "2"] + paths,
+                         check=True, capture_output=True, text=True).stdout
+    return {r["path"]: r for r in map(json.loads, out.splitlines())}
+
+
+def same_as_cli(r, c, what):
+    """Result r against the CLI's JSON line c (maps from its .npy)."""
+    ok = np.float32(r.score) == np.float32(c["score"])
+    cm = np.load(c["map"])
+    ok_map = cm.dtype == np.float32 and cm.shape == r.map.shape and np.array_equal(cm, r.map)
+    ok_cal = True
+    if "anomalous" in c:
+        ok_cal = r.anomalous == c["anomalous"] and abs(r.normalized - c["normalized"]) <= 5e-7
+        ok_cal = ok_cal and r.regions is not None and len(r.regions) == c["n_regions"]
+        for a, b in zip(r.regions, c["regions"]):
+            ok_cal = ok_cal and a["box"] == b["box"] and a["area"] == b["area"] and \
+                np.float32(a["peak"]) == np.float32(b["peak"])
+    else:
+        ok_cal = r.anomalous is None and r.normalized is None and r.regions is None
+    check(ok and ok_map and ok_cal, "%s: score %.9g, map, decision%s equal the CLI's" %
+          (what, r.score, " and %d regions" % len(r.regions) if r.regions else ""))
+
+
+def check_with_data():
+    from PIL import Image
+    import scipy.ndimage
+
+    train = listdir(os.path.join(BOTTLE, "train", "good"))
+    tgood = listdir(os.path.join(BOTTLE, "test", "good"))
+    tbad = listdir(os.path.join(BOTTLE, "test", "broken_large"))
+    test = tgood[:2] + tbad[:2]
+    case = os.path.join(REF, "pipeline", "r18")
+    have_ref = os.path.exists(os.path.join(case, "maps.npy"))
+    opts = dict(weights=WEIGHTS, arch="resnet18", layers="layer2,layer3")
+    if have_ref:
+        inputs = open(os.path.join(case, "inputs.txt")).read().split()
+        cfg = dict(l.split("=", 1) for l in open(os.path.join(case, "config.txt")).read().split())
+        assert inputs[:6] == train[:6] and inputs[6:] == test, "the reference case's inputs moved"
+        opts.update(coreset_size=int(cfg["coreset"]), k=int(cfg["k"]),
+                    coreset_projection=np.load(os.path.join(case, "projection.npy")),
+                    coreset_starts=np.load(os.path.join(case, "starts.npy")))
+    else:
+        opts.update(coreset_ratio=0.1, seed=7)
+
+    print("fit from paths (6 bottle training images), predict 4 test images")
+    stages = set()
+    model = patchcore.Model.fit(train[:6], progress=lambda s, d, t: stages.add(s), **opts)
+    info = model.info
+    check(info.arch == "resnet18" and info.layers == (2, 3) and info.crop == 224 and info.grid == (28, 28)
+          and info.n_train_images == 6 and info.n_patches_total == 6 * 28 * 28 and info.image_threshold is None,
+          "info: %s" % (info,))
+    check(model.image_errors == [] and stages == {"features", "coreset"}, "no image errors; progress stages %s"
+          % sorted(stages))
+    results = [model.predict(p) for p in test]
+    if have_ref:
+        scores = np.load(os.path.join(case, "scores.npy"))
+        maps = np.load(os.path.join(case, "maps.npy"))
+        es = max(abs(r.score - s) / abs(s) for r, s in zip(results, scores))
+        em = rel_err(np.stack([r.map for r in results]), maps)
+        check(es <= 1e-4, "scores vs PyTorch reference: max relative error %.2e (tolerance 1e-4)" % es)
+        check(em <= 1e-4, "maps vs PyTorch reference: relative error %.2e (tolerance 1e-4)" % em)
+    else:
+        print("  SKIP: %s absent (make refs): no comparison with the PyTorch pipeline" % case)
+    model_path = os.path.join(WORK, "model.pcm")
+    model.save(model_path)
+
+    print("fit from PIL-decoded arrays == fit from paths")
+    pil = [np.asarray(Image.open(p).convert("RGB")) for p in train[:6]]
+    with patchcore.Model.fit(pil, **opts) as m2:
+        p2 = os.path.join(WORK, "model_arrays.pcm")
+        m2.save(p2)
+    check(open(p2, "rb").read() == open(model_path, "rb").read(), "the two model files are byte-identical")
+    check(m2.closed and isinstance(raises(ValueError, m2.predict, test[0]), ValueError),
+          "after `with`: closed, predict raises ValueError")
+
+    print("predict against the CLI on the saved model; arrays and grey images against files")
+    loaded = patchcore.Model.load(model_path)
+    grey_png = os.path.join(WORK, "grey.png")
+    Image.open(tbad[0]).convert("L").save(grey_png)
+    cli = cli_predict(model_path, test + [grey_png], os.path.join(WORK, "maps"))
+    for p, r0 in zip(test, results):
+        r = loaded.predict(p)
+        same_as_cli(r, cli[p], os.path.relpath(p, BOTTLE))
+        if not (r.score == r0.score and np.array_equal(r.map, r0.map)):
+            check(False, "%s: the loaded model predicts as the fitted one" % p)
+    rg = loaded.predict(grey_png)
+    same_as_cli(rg, cli[grey_png], "grey PNG")
+    ra = loaded.predict(np.asarray(Image.open(tbad[0]).convert("RGB")))
+    rl = loaded.predict(np.asarray(Image.open(grey_png)))  # H x W uint8, mode L
+    rp = loaded.predict(Image.open(tbad[0]))  # a PIL image
+    check(ra.score == results[2].score and np.array_equal(ra.map, results[2].map) and
+          rp.score == ra.score and np.array_equal(rp.map, ra.map),
+          "PIL RGB array and PIL image predict as the file, bit for bit")
+    check(rl.score == rg.score and np.array_equal(rl.map, rg.map), "H x W grey array predicts as the grey PNG")
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as ex:
+        par = list(ex.map(loaded.predict, test * 2))
+    check(all(a.score == b.score and np.array_equal(a.map, b.map) for a, b in zip(par, results * 2)),
+          "two Python threads predicting on one model give the serial results")
+    g = results[2].geometry
+    check(g == {"orig_width": 900, "orig_height": 900, "resized_width": 256, "resized_height": 256,
+                "crop_left": 16, "crop_top": 16, "crop_size": 224}, "geometry of a 900x900 image at 256/224: %s" % g)
+
+    print("calibrate (conformal, 4 held-out good images) and regions")
+    held = tgood[2:6]
+    hr = [loaded.predict(p) for p in held]
+    c = loaded.calibrate(held)
+    sc = np.array([r.score for r in hr], np.float32)
+    t_img = float(sc.max())  # 1% conformal on 4 images: m = floor(0.01 * 5) = 0 -> the maximum
+    t_pix = float(max(r.map.max() for r in hr))
+    scale = t_img - float(np.quantile(sc.astype(np.float64), 0.5))
+    check(c.n_good == 4 and c.n_defective == 0 and c.image_threshold == t_img and c.pixel_threshold == t_pix,
+          "thresholds %.9g / %.9g == max good score / max good map value" % (c.image_threshold, c.pixel_threshold))
+    check(abs(c.score_scale - scale) <= 1e-12 * scale, "scale %.9g == threshold - median (numpy)" % c.score_scale)
+    i2 = loaded.info
+    check((i2.image_threshold, i2.pixel_threshold, i2.score_scale) == (c.image_threshold, c.pixel_threshold,
+                                                                       c.score_scale), "info shows them")
+    cal_path = os.path.join(WORK, "model_cal.pcm")
+    loaded.save(cal_path)
+    cli = cli_predict(cal_path, test, os.path.join(WORK, "maps_cal"))
+    n_regions = 0
+    for p in test:
+        r = loaded.predict(p)
+        same_as_cli(r, cli[p], os.path.relpath(p, BOTTLE) + " (calibrated)")
+        norm = 1.0 / (1.0 + np.exp(-np.log(9.0) * (r.score - c.image_threshold) / c.score_scale))
+        check(r.anomalous == (r.score > c.image_threshold) and abs(r.normalized - norm) <= 1e-12,
+              "  decision %s, normalised %.6f by hand" % (r.decision, r.normalized))
+        # regions by scipy: 8-connected components of map > t_pix, boxes mapped back by floor/ceil
+        lab, n = scipy.ndimage.label(r.map > t_pix, structure=np.ones((3, 3)))
+        g = r.geometry
+        sx = g["orig_width"] / g["resized_width"]
+        sy = g["orig_height"] / g["resized_height"]
+        want = []
+        for k, sl in enumerate(scipy.ndimage.find_objects(lab), start=1):
+            ys, xs = sl
+            box = [max(0, int(np.floor((xs.start + g["crop_left"]) * sx))),
+                   max(0, int(np.floor((ys.start + g["crop_top"]) * sy))),
+                   min(g["orig_width"], int(np.ceil((xs.stop + g["crop_left"]) * sx))),
+                   min(g["orig_height"], int(np.ceil((ys.stop + g["crop_top"]) * sy)))]
+            want.append({"box": box, "area": int((lab == k).sum()), "peak": float(r.map[lab == k].max())})
+        want.sort(key=lambda d: -d["peak"])
+        check(r.regions == want, "  %d regions == scipy's components (boxes in original pixels)%s"
+              % (len(r.regions), "" if r.regions == want else ": %s vs %s" % (r.regions, want)))
+        n_regions += len(r.regions)
+        # an override of the pixel threshold below every map value: one region covering the map
+        lo = loaded.predict(p, pixel_threshold=float(r.map.min()) - 1)
+        check(len(lo.regions) == 1 and lo.regions[0]["area"] == 224 * 224 and lo.regions[0]["box"] ==
+              [56, 56, 844, 844],  # floor(16 * 900 / 256), ceil((16 + 224) * 900 / 256)
+              "  pixel_threshold below the map: one region, the whole crop, box %s" % lo.regions[0]["box"])
+    check(n_regions > 0, "the defective images show regions (%d in all)" % n_regions)
+    loaded.set_thresholds(None, None)
+    i3 = loaded.info
+    check(i3.image_threshold is None and i3.pixel_threshold is None and loaded.predict(test[0]).regions is None,
+          "set_thresholds(None, None) clears them; regions None again")
+    loaded.close()
+
+    print("fit and predict errors")
+    missing = os.path.join(WORK, "missing.png")
+    corrupt = os.path.join(WORK, "corrupt.png")
+    with open(train[0], "rb") as f:
+        data = f.read()
+    with open(corrupt, "wb") as f:
+        f.write(data[:200])
+    with patchcore.Model.load(model_path) as m:
+        for path, status in ((missing, "PC_ERR_IO"), (corrupt, "PC_ERR_FORMAT")):
+            e = raises(patchcore.PatchcoreError, m.predict, path)
+            check(isinstance(e, patchcore.PatchcoreError) and e.status_name == status and path in e.message,
+                  "predict(%s) -> %s naming the path: %s" % (os.path.basename(path), status, e))
+    e = raises(patchcore.PatchcoreError, patchcore.Model.fit, [missing, corrupt], **opts)
+    check(isinstance(e, patchcore.PatchcoreError) and [x.path for x in e.image_errors] == [missing, corrupt]
+          and all(x.path in x.message for x in e.image_errors),
+          "fit with no usable image raises, image_errors name both files: %s" % e)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = patchcore.Model.fit([train[0], corrupt], weights=WEIGHTS, coreset_ratio=0.01)
+    check([x.path for x in m.image_errors] == [corrupt] and m.info.n_train_images == 1 and
+          any(issubclass(x.category, patchcore.PatchcoreWarning) and corrupt in str(x.message) for x in w),
+          "fit with one bad image: fitted on 1, image_errors and a PatchcoreWarning name it")
+    m.close()
+    m.close()  # twice is fine
+    e = raises(patchcore.PatchcoreError, patchcore.Model.fit, [train[0]], weights=WEIGHTS,
+               progress=lambda s, d, t: True)
+    check(isinstance(e, patchcore.PatchcoreError) and e.status_name == "PC_ERR_CANCELLED",
+          "progress returning True cancels: %s" % e)
+
+    def boom(s, d, t):
+        raise KeyError("from the progress callback")
+    e = raises(KeyError, patchcore.Model.fit, [train[0]], weights=WEIGHTS, progress=boom)
+    check(isinstance(e, KeyError), "an exception in the progress callback cancels the fit and is raised")
+
+
+def check_installed():
+    root = os.path.realpath(os.environ["PC_INSTALL_ROOT"])
+    pkg = os.path.realpath(patchcore.__file__)
+    lib = os.path.realpath(patchcore.library_path())
+    print("installed tree")
+    check(pkg.startswith(root + os.sep), "package imported from the install: %s" % pkg)
+    check(lib.startswith(root + os.sep) and "PATCHCORE_LIBRARY" not in os.environ,
+          "library found next to the package, without PATCHCORE_LIBRARY: %s" % lib)
+    check(os.path.exists(os.path.join(os.path.dirname(pkg), "_paths.py")), "_paths.py written at install time")
+
+
+def check_installed_predict():
+    print("installed package: predictions equal the CLI's on the calibrated model")
+    cal_path = os.path.join(WORK, "model_cal.pcm")
+    tbad = listdir(os.path.join(BOTTLE, "test", "broken_large"))[:2]
+    cli = cli_predict(cal_path, tbad, os.path.join(WORK, "maps_installed"))
+    with patchcore.Model.load(cal_path) as m:
+        for p in tbad:
+            same_as_cli(m.predict(p), cli[p], os.path.relpath(p, BOTTLE))
+
+
+def main():
+    print("patchcore %s from %s, library %s" % (patchcore.__version__, patchcore.__file__, patchcore.library_path()))
+    check_layout()
+    have_data = os.path.isdir(BOTTLE) and os.path.isfile(WEIGHTS)
+    if MODE == "installed":
+        check_installed()
+        if have_data and os.path.exists(os.path.join(WORK, "model_cal.pcm")):
+            check_installed_predict()
+    else:
+        check_basics()
+        if have_data:
+            check_with_data()
+    if failures:
+        print("FAILED %d check(s):\n  %s" % (len(failures), "\n  ".join(failures)))
+        return 1
+    if not have_data:
+        print("SKIP: %s or %s absent: the checks against the CLI, PIL and PyTorch did not run" % (BOTTLE, WEIGHTS))
+        return 77
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
