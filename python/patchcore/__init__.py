@@ -199,6 +199,7 @@ class ModelInfo:
     image_threshold: Optional[float]
     pixel_threshold: Optional[float]
     score_scale: Optional[float]
+    pixel_scale: Optional[float]  # the overlay colour scale's step (docs/visualisation.md)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ class CalibrationResult:
     score_scale: float
     n_good: int
     n_defective: int
+    pixel_scale: float
 
 
 def _geometry_dict(g):
@@ -463,7 +465,8 @@ class Model:
             sampler=samplers.get(i.sampler, str(i.sampler)), coreset_ratio=i.coreset_ratio, bank_size=i.bank_size,
             n_patches_total=i.n_patches_total, n_train_images=i.n_train_images, seed=i.seed,
             reweight_b=i.reweight_b, image_threshold=_opt(i.image_threshold),
-            pixel_threshold=_opt(i.pixel_threshold), score_scale=_opt(i.score_scale))
+            pixel_threshold=_opt(i.pixel_threshold), score_scale=_opt(i.score_scale),
+            pixel_scale=_opt(i.pixel_scale))
 
     def __repr__(self):
         if not self._h:
@@ -543,7 +546,7 @@ class Model:
                                    cb.progress, None, ctypes.byref(rep))
         cb.finish(st)
         return CalibrationResult(rep.image_threshold, rep.pixel_threshold, rep.score_scale, rep.n_good,
-                                 rep.n_defective)
+                                 rep.n_defective, rep.pixel_scale)
 
     def set_thresholds(self, image_threshold=None, pixel_threshold=None, score_scale=None):
         """Set (or clear, with None) the image and pixel thresholds and the normalised score's scale

@@ -102,6 +102,7 @@ class ModelInfo(ctypes.Structure):  # pc_model_info
         ("image_threshold", ctypes.c_double),
         ("pixel_threshold", ctypes.c_double),
         ("score_scale", ctypes.c_double),
+        ("pixel_scale", ctypes.c_double),
     ]
 
 
@@ -117,7 +118,8 @@ class Region(ctypes.Structure):  # pc_region
 
 class Calibration(ctypes.Structure):  # pc_calibration
     _fields_ = [("image_threshold", ctypes.c_double), ("pixel_threshold", ctypes.c_double),
-                ("score_scale", ctypes.c_double), ("n_good", ctypes.c_size_t), ("n_defective", ctypes.c_size_t)]
+                ("score_scale", ctypes.c_double), ("n_good", ctypes.c_size_t), ("n_defective", ctypes.c_size_t),
+                ("pixel_scale", ctypes.c_double)]
 
 
 # The structs the layout test compares with the C compiler's, by their C names.

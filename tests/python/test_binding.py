@@ -307,7 +307,11 @@ def check_with_data():
     check(c.n_good == 4 and c.n_defective == 0 and c.image_threshold == t_img and c.pixel_threshold == t_pix,
           "thresholds %.9g / %.9g == max good score / max good map value" % (c.image_threshold, c.pixel_threshold))
     check(abs(c.score_scale - scale) <= 1e-12 * scale, "scale %.9g == threshold - median (numpy)" % c.score_scale)
+    pscale = t_pix - float(np.median(np.concatenate([r.map.ravel()[::7] for r in hr]).astype(np.float64)))
+    check(abs(c.pixel_scale - pscale) <= 1e-6 * pscale,
+          "pixel scale %.9g == pixel threshold - median of every 7th good pixel (numpy)" % c.pixel_scale)
     i2 = loaded.info
+    check(i2.pixel_scale == c.pixel_scale, "info shows the pixel scale")
     check((i2.image_threshold, i2.pixel_threshold, i2.score_scale) == (c.image_threshold, c.pixel_threshold,
                                                                        c.score_scale), "info shows them")
     cal_path = os.path.join(WORK, "model_cal.pcm")
