@@ -1,10 +1,11 @@
 /*
- * cmd_predict.c - `patchcore predict`: score images with a model; optionally write anomaly maps.
+ * cmd_predict.c - `patchcore predict`: score images with a model; optionally write anomaly maps and
+ * overlays (the files themselves: outputs.c).
  */
 #include "cli.h"
 #include "eval_cli.h"
+#include "outputs.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,36 +16,71 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: patchcore predict -m MODEL [options] IMAGES_OR_DIRS...\n"
             "\n"
-            "Score every image with MODEL: the image anomaly score (the largest patch score) and, with\n"
-            "--maps, the S x S anomaly map as float32 .npy (named after the input's path, so files of the\n"
-            "same name in different folders do not collide). Directories are walked recursively.\n"
-            "Images that cannot be read are reported on stderr and the others are still scored.\n"
+            "Score every image with MODEL: the image anomaly score (the largest patch score), the decision\n"
+            "and the anomalous regions when calibrated; with --maps, the S x S anomaly map; with --overlays,\n"
+            "the image with the map drawn on it as a heatmap on a fixed colour scale centred on the pixel\n"
+            "threshold (a colour means the same value on every image) and the regions outlined in cyan.\n"
+            "Files are named after the input's path, so files of the same name in different folders do not\n"
+            "collide. Directories are walked recursively. Images that cannot be read, and images whose\n"
+            "files cannot be written, are reported on stderr and the others are still scored.\n"
             "\n"
             "options:\n"
-            "  -m, --model MODEL   the model file (required)\n"
-            "  --maps DIR          write each anomaly map to DIR/<name>.npy (DIR is created)\n"
-            "  --json              one JSON object per line: path, score, normalized, anomalous, map,\n"
-            "                      regions (when calibrated), ms\n"
-            "  --threshold T       image threshold overriding the model's calibrated one\n"
-            "  --fail-on-anomaly   exit with code 4 when any image is judged anomalous\n"
-            "  --threads N         threads (default: all cores)\n"
-            "  -h, --help          this help\n"
+            "  -m, --model MODEL      the model file (required)\n"
+            "  --json                 one JSON object per line: path, score, normalized, anomalous, map,\n"
+            "                         overlay, n_regions and regions (with a pixel threshold), ms\n"
+            "  --threshold T          image threshold overriding the model's calibrated one\n"
+            "  --pixel-threshold T    pixel threshold overriding the model's (regions, overlays, png16)\n"
+            "  --maps DIR             write each anomaly map to DIR/<name>.<ext> (DIR is created)\n"
+            "  --map-format F         npy (float32, default), png16 (16-bit grey PNG, value =\n"
+            "                         grey / 65535 * full scale) or tiff (float32 TIFF, exact)\n"
+            "  --map-full-scale F     the png16 value of grey 65535 (default: twice the pixel threshold)\n"
+            "  --overlays DIR         write each overlay to DIR/<name>.png (DIR is created); needs a pixel\n"
+            "                         threshold (calibrate the model, or --pixel-threshold)\n"
+            "  --overlay-scale S      map units per step of the colour scale (default: the model's pixel\n"
+            "                         scale from calibrate; half the pixel threshold for older models)\n"
+            "  --overlay-opacity A    heat opacity at and above the threshold, 0..1 (default 0.6)\n"
+            "  --fail-on-anomaly      exit with code 4 when any image is judged anomalous\n"
+            "  --threads N            threads (default: all cores)\n"
+            "  -h, --help             this help\n"
             "\n"
-            "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images failed, 4 anomaly found\n"
-            "(with --fail-on-anomaly; 3 wins over 4)\n");
+            "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images failed (unreadable, or a file\n"
+            "not written), 4 anomaly found (with --fail-on-anomaly; 3 wins over 4)\n");
 }
 
 #define PC_MIN_I(a, b) ((a) < (b) ? (a) : (b))
+
+/* Write the files of one image: DIR/<stem><ext> for the map and DIR/<stem>.png for the overlay. Returns
+ * the number that failed (each already reported, naming its path). */
+static int write_outputs(const char *maps_dir, cli_map_format fmt, double full_scale, const char *overlays_dir,
+                         const pc_overlay_options *ov, const char *stem, const pc_image *img, const float *map,
+                         const pc_geometry *geom, int32_t S, char *mappath, char *ovpath, size_t size) {
+    int bad = 0;
+    if (maps_dir) {
+        snprintf(mappath, size, "%s/%s%s", maps_dir, stem, cli_map_format_ext(fmt));
+        bad += cli_write_map(mappath, map, S, fmt, full_scale) != 0;
+    }
+    if (overlays_dir) {
+        snprintf(ovpath, size, "%s/%s.png", overlays_dir, stem);
+        bad += cli_write_overlay(ovpath, img, map, geom, ov) != 0;
+    }
+    return bad;
+}
+
+static bool same_dir(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
 
 int cmd_predict(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return CLI_EXIT_OK;
     }
-    const char *model_path = NULL, *maps_dir = NULL, *v;
-    bool json = false, fail_on_anomaly = false;
-    double threshold = NAN;
+    const char *model_path = NULL, *maps_dir = NULL, *overlays_dir = NULL, *v;
+    bool json = false, fail_on_anomaly = false, fmt_given = false, opacity_given = false;
+    double threshold = NAN, pixel_threshold = NAN, full_scale = NAN, overlay_scale = NAN, opacity = 0.6;
     int32_t threads = 0;
+    cli_map_format fmt = CLI_MAP_NPY;
     cli_paths inputs = {0};
     int rc = CLI_EXIT_USAGE;
     for (int i = 1; i < argc; i++) {
@@ -53,9 +89,37 @@ int cmd_predict(int argc, char **argv) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-m") ? "--model" : "-m", &model_path)) goto out;
         } else if (cli_match(a, "--maps")) {
             if (!cli_take_value(argc, argv, &i, "--maps", &maps_dir)) goto out;
+        } else if (cli_match(a, "--map-format")) {
+            if (!cli_take_value(argc, argv, &i, "--map-format", &v)) goto out;
+            int f = cli_map_format_from_name(v);
+            if (f < 0) {
+                cli_error("--map-format: '%s' is not npy, png16 or tiff", v);
+                goto out;
+            }
+            fmt = (cli_map_format)f;
+            fmt_given = true;
+        } else if (cli_match(a, "--map-full-scale")) {
+            if (!cli_take_value(argc, argv, &i, "--map-full-scale", &v) ||
+                !cli_parse_double("--map-full-scale", v, 1e-30, 1e30, &full_scale))
+                goto out;
+        } else if (cli_match(a, "--overlays")) {
+            if (!cli_take_value(argc, argv, &i, "--overlays", &overlays_dir)) goto out;
+        } else if (cli_match(a, "--overlay-scale")) {
+            if (!cli_take_value(argc, argv, &i, "--overlay-scale", &v) ||
+                !cli_parse_double("--overlay-scale", v, 1e-30, 1e30, &overlay_scale))
+                goto out;
+        } else if (cli_match(a, "--overlay-opacity")) {
+            if (!cli_take_value(argc, argv, &i, "--overlay-opacity", &v) ||
+                !cli_parse_double("--overlay-opacity", v, 0, 1, &opacity))
+                goto out;
+            opacity_given = true;
         } else if (cli_match(a, "--threshold")) {
             if (!cli_take_value(argc, argv, &i, "--threshold", &v) ||
                 !cli_parse_double("--threshold", v, -1e30, 1e30, &threshold))
+                goto out;
+        } else if (cli_match(a, "--pixel-threshold")) {
+            if (!cli_take_value(argc, argv, &i, "--pixel-threshold", &v) ||
+                !cli_parse_double("--pixel-threshold", v, -1e30, 1e30, &pixel_threshold))
                 goto out;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 1024, &threads))
@@ -80,13 +144,24 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: no images given or found");
         goto out;
     }
+    if (!maps_dir && (fmt_given || !isnan(full_scale))) {
+        cli_error("predict: --map-format and --map-full-scale need --maps DIR");
+        goto out;
+    }
+    if (!overlays_dir && (!isnan(overlay_scale) || opacity_given)) {
+        cli_error("predict: --overlay-scale and --overlay-opacity need --overlays DIR");
+        goto out;
+    }
     if (cli_parse_only) {
         rc = CLI_EXIT_OK;
         goto out;
     }
     rc = CLI_EXIT_ERROR;
-    if (maps_dir && mkdir(maps_dir, 0777) != 0 && errno != EEXIST) {
-        cli_error("%s: cannot create: %s", maps_dir, strerror(errno));
+    if ((maps_dir && cli_make_dir(maps_dir) != 0) || (overlays_dir && cli_make_dir(overlays_dir) != 0)) goto out;
+    if (maps_dir && overlays_dir && fmt == CLI_MAP_PNG16 && same_dir(maps_dir, overlays_dir)) {
+        cli_error("predict: png16 maps and overlays would both be <name>.png in %s: give them two directories",
+                  maps_dir);
+        rc = CLI_EXIT_USAGE;
         goto out;
     }
     pc_set_num_threads(threads);
@@ -98,13 +173,26 @@ int cmd_predict(int argc, char **argv) {
     }
     pc_model_info info;
     pc_model_get_info(model, &info);
-    if (!isnan(threshold))
-        pc_model_set_thresholds(model, threshold, info.pixel_threshold, isnan(info.score_scale) ? NAN : info.score_scale);
+    if (!isnan(threshold) || !isnan(pixel_threshold))
+        pc_model_set_thresholds(model, isnan(threshold) ? info.image_threshold : threshold,
+                                isnan(pixel_threshold) ? info.pixel_threshold : pixel_threshold, info.score_scale);
     pc_model_get_info(model, &info);
+    /* Everything the files are drawn with is settled here, once: nothing depends on the image. */
+    pc_overlay_options ov = {0};
+    if ((overlays_dir && !cli_overlay_options(&ov, &info, overlay_scale, opacity, "predict", NULL)) ||
+        (maps_dir && fmt == CLI_MAP_PNG16 && !cli_map_full_scale(&full_scale, &info, full_scale, "predict"))) {
+        pc_model_free(model);
+        goto out;
+    }
     const int32_t S = info.crop;
-    /* The map is needed for the files and, once a pixel threshold is calibrated, for the regions. */
+    /* The map is needed for the files and, once a pixel threshold is known, for the regions. */
     const bool want_regions = !isnan(info.pixel_threshold);
-    float *map = (maps_dir || want_regions) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    float *map = (maps_dir || overlays_dir || want_regions) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    if ((maps_dir || overlays_dir || want_regions) && !map) {
+        cli_error("predict: out of memory");
+        pc_model_free(model);
+        goto out;
+    }
     enum { MAX_REGIONS = 16 };
     pc_region regions[MAX_REGIONS];
     cli_names names = {0};
@@ -113,27 +201,35 @@ int cmd_predict(int argc, char **argv) {
     for (size_t i = 0; i < inputs.n; i++) {
         const char *path = inputs.paths[i];
         pc_prediction pred;
-        double t0 = cli_now();
         pc_geometry geom;
-        st = pc_model_predict_file(model, path, &pred, map, &geom);
+        pc_image img;
+        double t0 = cli_now();
+        /* Decoded once: the prediction and the overlay use the same pixels. */
+        st = pc_image_load(path, &img);
+        if (st) {
+            failed++;
+            cli_error_status(st, NULL); /* names the file */
+            continue;
+        }
+        st = pc_model_predict(model, &img, &pred, map, &geom);
         double ms = (cli_now() - t0) * 1e3;
         if (st) {
             failed++;
-            cli_error_status(st, NULL);
+            cli_error_status(st, path);
+            pc_image_free(&img);
             continue;
         }
         int32_t n_regions = 0;
         if (want_regions && pc_model_regions(model, map, &geom, NAN, regions, MAX_REGIONS, &n_regions) != PC_OK)
             n_regions = 0;
-        char mapname[1200] = "", mappath[2400] = "";
-        if (maps_dir) {
-            cli_unique_name(&names, path, ".npy", mapname, sizeof mapname);
-            snprintf(mappath, sizeof mappath, "%s/%s", maps_dir, mapname);
-            int64_t shape[2] = {S, S};
-            if (cli_write_npy_f32(mappath, map, 2, shape) != 0) {
-                failed++;
-                continue;
-            }
+        char stem[1200] = "", mappath[2400] = "", ovpath[2400] = "";
+        if (maps_dir || overlays_dir) cli_unique_name(&names, path, "", stem, sizeof stem);
+        int bad = write_outputs(maps_dir, fmt, full_scale, overlays_dir, &ov, stem, &img, map, &geom, S, mappath,
+                                ovpath, sizeof mappath);
+        pc_image_free(&img);
+        if (bad) {
+            failed++;
+            continue;
         }
         bool calibrated = !isnan(info.image_threshold);
         if (calibrated && pred.anomalous) anomalies++;
@@ -147,6 +243,10 @@ int cmd_predict(int argc, char **argv) {
             if (maps_dir) {
                 printf(", \"map\": ");
                 cli_json_string(stdout, mappath);
+            }
+            if (overlays_dir) {
+                printf(", \"overlay\": ");
+                cli_json_string(stdout, ovpath);
             }
             if (want_regions) {
                 printf(", ");
