@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 #include "eval_cli.h"
+#include "report_html.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,6 +28,8 @@ static void usage(FILE *f) {
             "                      regions (when calibrated), ms\n"
             "  --threshold T       image threshold overriding the model's calibrated one\n"
             "  --fail-on-anomaly   exit with code 4 when any image is judged anomalous\n"
+            "  --report FILE       also write a self-contained HTML report (counts, score histogram,\n"
+            "                      sortable table of images with overlays; docs/report.md)\n"
             "  --threads N         threads (default: all cores)\n"
             "  -h, --help          this help\n"
             "\n"
@@ -41,7 +44,7 @@ int cmd_predict(int argc, char **argv) {
         usage(stdout);
         return CLI_EXIT_OK;
     }
-    const char *model_path = NULL, *maps_dir = NULL, *v;
+    const char *model_path = NULL, *maps_dir = NULL, *report_path = NULL, *v;
     bool json = false, fail_on_anomaly = false;
     double threshold = NAN;
     int32_t threads = 0;
@@ -53,6 +56,8 @@ int cmd_predict(int argc, char **argv) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-m") ? "--model" : "-m", &model_path)) goto out;
         } else if (cli_match(a, "--maps")) {
             if (!cli_take_value(argc, argv, &i, "--maps", &maps_dir)) goto out;
+        } else if (cli_match(a, "--report")) {
+            if (!cli_take_value(argc, argv, &i, "--report", &report_path)) goto out;
         } else if (cli_match(a, "--threshold")) {
             if (!cli_take_value(argc, argv, &i, "--threshold", &v) ||
                 !cli_parse_double("--threshold", v, -1e30, 1e30, &threshold))
@@ -104,11 +109,12 @@ int cmd_predict(int argc, char **argv) {
     const int32_t S = info.crop;
     /* The map is needed for the files and, once a pixel threshold is calibrated, for the regions. */
     const bool want_regions = !isnan(info.pixel_threshold);
-    float *map = (maps_dir || want_regions) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    float *map = (maps_dir || want_regions || report_path) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
     enum { MAX_REGIONS = 16 };
     pc_region regions[MAX_REGIONS];
     cli_names names = {0};
     int failed = 0, anomalies = 0;
+    cli_report *report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
     if (!json) printf("%-60s %12s %10s %9s\n", "image", "score", "decision", "ms");
     for (size_t i = 0; i < inputs.n; i++) {
         const char *path = inputs.paths[i];
@@ -135,6 +141,7 @@ int cmd_predict(int argc, char **argv) {
                 continue;
             }
         }
+        if (report) cli_report_predict_add(report, path, &pred, map, &geom, want_regions ? n_regions : -1);
         bool calibrated = !isnan(info.image_threshold);
         if (calibrated && pred.anomalous) anomalies++;
         const char *decision = !calibrated ? "-" : pred.anomalous ? "anomalous" : "ok";
@@ -163,10 +170,11 @@ int cmd_predict(int argc, char **argv) {
         }
         fflush(stdout);
     }
+    int report_failed = report_path && (!report || cli_report_predict_finish(report, report_path, (size_t)failed) != 0);
     free(map);
     cli_names_free(&names);
     pc_model_free(model);
-    rc = failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;
+    rc = report_failed ? CLI_EXIT_ERROR : failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;
     if (failed) cli_error("predict: %d of %zu images failed", failed, inputs.n);
 out:
     cli_paths_free(&inputs);
