@@ -282,7 +282,7 @@ PC_API pc_status pc_metric_f1_max(double *f1_max, float *threshold, const float 
  * threshold being t; the last point is (1, 1). That is (distinct scores + 1) points. When that is more
  * than max_points (>= 2), a subset of those same points: the first and the last, and between them the
  * points at which FPR + TPR has risen by at least 2 / (max_points - 2) since the previous one kept
- * (spread evenly along the curve; fewer than max_points in all). fpr, tpr and thresholds (may be
+ * (spread evenly along the curve; at most max_points in all). fpr, tpr and thresholds (may be
  * NULL) are caller-owned arrays of max_points; *n_points receives how many were written. Needs both
  * classes. Scratch: 16 bytes per score. Thread-safe. */
 PC_API pc_status pc_metric_roc_curve(double *fpr, double *tpr, double *thresholds, size_t max_points,
