@@ -163,7 +163,7 @@ static int cmp_rows(const void *a, const void *b) {
 static void svg_roc(FILE *f, const char *id, const char *caption, const double *fpr, const double *tpr,
                     const double *thr, size_t n) {
     const int X0 = 50, Y0 = 10, W = 260;
-    fprintf(f, "<figure><svg id=\"%s\" class=\"roc\" xmlns=\"http://www.w3.org/2000/svg\" width=\"330\" "
+    fprintf(f, "<figure class=\"roc\"><svg id=\"%s\" class=\"roc\" xmlns=\"http://www.w3.org/2000/svg\" width=\"330\" "
                "height=\"320\" viewBox=\"0 0 330 320\" role=\"img\" aria-label=\"",
             id);
     html_text(f, caption);
@@ -269,7 +269,7 @@ static const char CSS[] =
     "#images th[aria-sort=ascending]::after{content:' \\25B2'}#images th[aria-sort=descending]::after{content:' \\25BC'}"
     "#images tr:nth-child(even){background:#f7f7f7}#images td.path{word-break:break-all;max-width:420px}"
     ".anomalous{color:#b00;font-weight:bold}.ok{color:#070}"
-    "figure{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}figcaption{max-width:560px;color:#444}"
+    "figure{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}figcaption{max-width:600px;color:#444}figure.roc figcaption{max-width:330px}"
     "svg text{font:11px sans-serif;fill:#333}svg .frame{fill:none;stroke:#888}svg .grid{stroke:#e4e4e4}"
     "svg .chance{stroke:#aaa;stroke-dasharray:4 3}svg .curve{fill:none;stroke:#c03;stroke-width:2}"
     "svg .bar.good,svg .bar.all{fill:#2a7ab0;fill-opacity:.65}svg .bar.defective{fill:#e07b00;fill-opacity:.65}"
