@@ -5,10 +5,12 @@
  */
 #include "cli.h"
 #include "eval_cli.h"
+#include "report_html.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void help(FILE *f) {
@@ -23,6 +25,8 @@ static void help(FILE *f) {
                "  --json FILE         also write the results as JSON (keys image_auroc, pixel_auroc, aupro,\n"
                "                      image_f1_max, pixel_f1_max, per_type, n_good, n_defective, ...)\n"
                "  --csv FILE          also write one CSV header line and one row\n"
+               "  --report FILE       also write a self-contained HTML report (metrics, ROC curves, score\n"
+               "                      histogram, sortable table of images with overlays; docs/report.md)\n"
                "  --threads N         threads (default: all cores)\n"
                "  --no-progress      no progress line on stderr\n"
                "  -h, --help          this help\n"
@@ -86,7 +90,7 @@ int cmd_eval(int argc, char **argv) {
         help(stdout);
         return CLI_EXIT_OK;
     }
-    const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *v;
+    const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *report = NULL, *v;
     int32_t threads = 0;
     bool progress = true;
     for (int i = 1; i < argc; i++) {
@@ -98,6 +102,8 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_take_value(argc, argv, &i, "--json", &json)) return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--csv")) {
             if (!cli_take_value(argc, argv, &i, "--csv", &csv)) return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--report")) {
+            if (!cli_take_value(argc, argv, &i, "--report", &report)) return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
                 return CLI_EXIT_USAGE;
@@ -121,6 +127,7 @@ int cmd_eval(int argc, char **argv) {
     pc_model *model = NULL;
     pc_dataset *ds = NULL;
     pc_eval_result r = {0};
+    pc_eval_detail detail = {0}; /* per-image results, only for --report */
     int rc = CLI_EXIT_ERROR;
     pc_status st;
     if ((st = pc_model_load(model_path, &model)) != PC_OK) {
@@ -133,7 +140,20 @@ int cmd_eval(int argc, char **argv) {
     }
     cli_progress pr;
     cli_progress_init(&pr, progress);
-    st = pc_eval_run(&r, model, ds, cli_progress_cb, &pr);
+    if (report) {
+        pc_model_info info;
+        pc_model_get_info(model, &info);
+        size_t npix = ds->n_test * (size_t)info.crop * (size_t)info.crop;
+        detail.predictions = malloc(ds->n_test * sizeof *detail.predictions);
+        detail.geometries = malloc(ds->n_test * sizeof *detail.geometries);
+        detail.maps = malloc(npix * sizeof *detail.maps);
+        detail.masks = malloc(npix);
+        if (!detail.predictions || !detail.geometries || !detail.maps || !detail.masks) {
+            cli_error("eval: out of memory for the report's %zu maps", ds->n_test);
+            goto out;
+        }
+    }
+    st = pc_eval_run_detail(&r, model, ds, cli_progress_cb, &pr, report ? &detail : NULL);
     cli_progress_done(&pr);
     if (st != PC_OK) {
         cli_error_status(st, "eval");
@@ -143,7 +163,12 @@ int cmd_eval(int argc, char **argv) {
     rc = CLI_EXIT_OK;
     if (json && cli_eval_write_file(json, dir, &r, 0) != 0) rc = CLI_EXIT_ERROR;
     if (csv && cli_eval_write_file(csv, dir, &r, 1) != 0) rc = CLI_EXIT_ERROR;
+    if (report && cli_report_eval(report, dir, model_path, model, ds, &r, &detail) != 0) rc = CLI_EXIT_ERROR;
 out:
+    free(detail.predictions);
+    free(detail.geometries);
+    free(detail.maps);
+    free(detail.masks);
     pc_eval_result_free(&r);
     pc_dataset_free(ds);
     pc_model_free(model);

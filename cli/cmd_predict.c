@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "eval_cli.h"
 #include "outputs.h"
+#include "report_html.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -40,6 +41,8 @@ static void usage(FILE *f) {
             "                         scale from calibrate; half the pixel threshold for older models)\n"
             "  --overlay-opacity A    heat opacity at and above the threshold, 0..1 (default 0.6)\n"
             "  --fail-on-anomaly      exit with code 4 when any image is judged anomalous\n"
+            "  --report FILE          also write a self-contained HTML report (counts, score histogram,\n"
+            "                         sortable table of images with overlays; docs/report.md)\n"
             "  --threads N            threads (default: all cores)\n"
             "  -h, --help             this help\n"
             "\n"
@@ -76,7 +79,7 @@ int cmd_predict(int argc, char **argv) {
         usage(stdout);
         return CLI_EXIT_OK;
     }
-    const char *model_path = NULL, *maps_dir = NULL, *overlays_dir = NULL, *v;
+    const char *model_path = NULL, *maps_dir = NULL, *overlays_dir = NULL, *report_path = NULL, *v;
     bool json = false, fail_on_anomaly = false, fmt_given = false, opacity_given = false;
     double threshold = NAN, pixel_threshold = NAN, full_scale = NAN, overlay_scale = NAN, opacity = 0.6;
     int32_t threads = 0;
@@ -113,6 +116,8 @@ int cmd_predict(int argc, char **argv) {
                 !cli_parse_double("--overlay-opacity", v, 0, 1, &opacity))
                 goto out;
             opacity_given = true;
+        } else if (cli_match(a, "--report")) {
+            if (!cli_take_value(argc, argv, &i, "--report", &report_path)) goto out;
         } else if (cli_match(a, "--threshold")) {
             if (!cli_take_value(argc, argv, &i, "--threshold", &v) ||
                 !cli_parse_double("--threshold", v, -1e30, 1e30, &threshold))
@@ -187,8 +192,8 @@ int cmd_predict(int argc, char **argv) {
     const int32_t S = info.crop;
     /* The map is needed for the files and, once a pixel threshold is known, for the regions. */
     const bool want_regions = !isnan(info.pixel_threshold);
-    float *map = (maps_dir || overlays_dir || want_regions) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
-    if ((maps_dir || overlays_dir || want_regions) && !map) {
+    float *map = (maps_dir || overlays_dir || want_regions || report_path) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
+    if ((maps_dir || overlays_dir || want_regions || report_path) && !map) {
         cli_error("predict: out of memory");
         pc_model_free(model);
         goto out;
@@ -197,6 +202,7 @@ int cmd_predict(int argc, char **argv) {
     pc_region regions[MAX_REGIONS];
     cli_names names = {0};
     int failed = 0, anomalies = 0;
+    cli_report *report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
     if (!json) printf("%-60s %12s %10s %9s\n", "image", "score", "decision", "ms");
     for (size_t i = 0; i < inputs.n; i++) {
         const char *path = inputs.paths[i];
@@ -231,6 +237,7 @@ int cmd_predict(int argc, char **argv) {
             failed++;
             continue;
         }
+        if (report) cli_report_predict_add(report, path, &pred, map, &geom, want_regions ? n_regions : -1);
         bool calibrated = !isnan(info.image_threshold);
         if (calibrated && pred.anomalous) anomalies++;
         const char *decision = !calibrated ? "-" : pred.anomalous ? "anomalous" : "ok";
@@ -263,10 +270,11 @@ int cmd_predict(int argc, char **argv) {
         }
         fflush(stdout);
     }
+    int report_failed = report_path && (!report || cli_report_predict_finish(report, report_path, (size_t)failed) != 0);
     free(map);
     cli_names_free(&names);
     pc_model_free(model);
-    rc = failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;
+    rc = report_failed ? CLI_EXIT_ERROR : failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;
     if (failed) cli_error("predict: %d of %zu images failed", failed, inputs.n);
 out:
     cli_paths_free(&inputs);

@@ -276,6 +276,18 @@ PC_API pc_status pc_metric_auroc(double *auroc, const float *scores, const uint8
 PC_API pc_status pc_metric_f1_max(double *f1_max, float *threshold, const float *scores,
                                   const uint8_t *labels, size_t n);
 
+/* The ROC curve as sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False) gives it: a
+ * first point (0, 0) with threshold +inf (sklearn >= 1.3; max score + 1 before), then one point per
+ * distinct score t in decreasing order, FPR = FP/N and TPR = TP/P of "positive when score >= t", the
+ * threshold being t; the last point is (1, 1). That is (distinct scores + 1) points. When that is more
+ * than max_points (>= 2), a subset of those same points: the first and the last, and between them the
+ * points at which FPR + TPR has risen by at least 2 / (max_points - 2) since the previous one kept
+ * (spread evenly along the curve; at most max_points in all). fpr, tpr and thresholds (may be
+ * NULL) are caller-owned arrays of max_points; *n_points receives how many were written. Needs both
+ * classes. Scratch: 16 bytes per score. Thread-safe. */
+PC_API pc_status pc_metric_roc_curve(double *fpr, double *tpr, double *thresholds, size_t max_points,
+                                     size_t *n_points, const float *scores, const uint8_t *labels, size_t n);
+
 /* AUPRO of n anomaly maps against their ground-truth masks, both n x h x w, as the MVTec AD
  * evaluation code (compute_pro + trapezoid with x_max) defines it: regions are the 8-connected
  * components of each mask; for every threshold t, FPR = share of all nominal pixels (mask 0, all
@@ -549,6 +561,22 @@ PC_API pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, con
 PC_API pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
                              pc_progress_fn progress, void *progress_user);
 
+/* What pc_eval_run_detail also returns per test image, into caller-owned arrays (each may be NULL):
+ * predictions[i] and geometries[i] for ds->test[i] (n_test each), maps and masks as n_test x crop x
+ * crop (the anomaly map of test image i at i * crop * crop; its preprocessed mask, 0/1, all 0 for good
+ * images). Given maps/masks are used in place of pc_eval_run's own, so they cost no extra memory. */
+typedef struct pc_eval_detail {
+    pc_prediction *predictions;
+    pc_geometry *geometries;
+    float *maps;
+    uint8_t *masks;
+} pc_eval_detail;
+
+/* pc_eval_run, filling detail's arrays as well (detail may be NULL: then it is pc_eval_run). For
+ * reports that need per-image results without predicting twice. */
+PC_API pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
+                                    pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail);
+
 PC_API void pc_eval_result_free(pc_eval_result *r);
 
 /* Map a half-open box of the crop x crop map grid (x0 <= x < x1, y0 <= y < y1) back to the original
@@ -693,6 +721,15 @@ PC_API pc_status pc_overlay_point_to_original(int32_t out_xy[2], const pc_geomet
 /* Write an 8-bit image (channels 1 = grey or 3 = RGB) as a PNG, atomically (a temporary file beside
  * path, flushed, then renamed over it). Errors name the path. Thread-safe. */
 PC_API pc_status pc_image_write_png(const char *path, const pc_image *img);
+
+/* Encode an 8-bit image (channels 1 or 3) as a PNG in memory: *png receives a new buffer of *size
+ * bytes, to be released with pc_buffer_free. level: -1 for pc_image_write_png's fast setting (zlib
+ * level 1, Paeth filter on every row), or a zlib level 0..9 with libpng choosing each row's filter
+ * (9: smallest, e.g. for images embedded in a report). Thread-safe. */
+PC_API pc_status pc_image_encode_png(uint8_t **png, size_t *size, const pc_image *img, int32_t level);
+
+/* Release a buffer the library allocated for the caller (pc_image_encode_png). NULL is fine. */
+PC_API void pc_buffer_free(void *buf);
 
 /* Write a map (h x w floats) as a 16-bit grey PNG, atomically. Each sample is
  *     g = clamp(floor(v / full_scale * 65535 + 0.5), 0, 65535)   (in double; NaN gives 0)

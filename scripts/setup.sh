@@ -8,10 +8,12 @@ PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev l
 # are Debian's version-independent names (clang 14 and libclang-rt-14-dev on bookworm).
 PKGS_FUZZ="clang libclang-rt-dev valgrind"
 PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil python3-torch python3-torchvision python3-faiss"
+# A headless browser for tests/test_report.sh (the HTML reports are opened and checked in it).
+PKGS_BROWSER="chromium"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;
-  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE" ;;
+  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE $PKGS_BROWSER" ;;
   fuzz)  PKGS="$PKGS_BUILD $PKGS_FUZZ" ;;
   *) echo "usage: scripts/setup.sh [build|all|fuzz]" >&2; exit 2 ;;
 esac

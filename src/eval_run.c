@@ -7,6 +7,7 @@
 #include "patchcore.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -18,6 +19,11 @@ static double now_ms(void) {
 
 pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_progress_fn progress,
                       void *progress_user) {
+    return pc_eval_run_detail(out, model, ds, progress, progress_user, NULL);
+}
+
+pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_progress_fn progress,
+                             void *progress_user, const pc_eval_detail *detail) {
     pc_clear_error();
     if (!out || !model || !ds) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: NULL argument");
     memset(out, 0, sizeof *out);
@@ -30,20 +36,26 @@ pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds
     if (n > INT32_MAX || !pc_mul3_size(n, (size_t)s, (size_t)s, &npix) || npix > ((size_t)1 << 31))
         return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s,
                        (int)s);
+    /* The caller's arrays when given (filled as we go), else our own. */
+    const bool given_maps = detail && detail->maps, given_masks = detail && detail->masks;
+    float *own_maps = given_maps ? NULL : pc_malloc(npix * sizeof *own_maps);
+    uint8_t *own_masks = given_masks ? NULL : pc_malloc(npix);
+    float *maps = given_maps ? detail->maps : own_maps;
+    uint8_t *masks = given_masks ? detail->masks : own_masks;
     float *scores = pc_malloc(n * sizeof *scores);
     int32_t *types = pc_malloc(n * sizeof *types);
-    float *maps = pc_malloc(npix * sizeof *maps);
-    uint8_t *masks = pc_calloc(npix, 1);
     if (!scores || !types || !maps || !masks) {
         st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %dx%d", n, (int)s, (int)s);
         goto done;
     }
+    memset(masks, 0, npix);
     double total_ms = 0;
     for (size_t i = 0; i < n; i++) {
         const pc_eval_item *it = &ds->test[i];
         pc_prediction pr;
         double t0 = now_ms();
-        st = pc_model_predict_file(model, it->path, &pr, maps + i * (size_t)s * s, NULL);
+        pc_geometry geom;
+        st = pc_model_predict_file(model, it->path, &pr, maps + i * (size_t)s * s, &geom);
         total_ms += now_ms() - t0;
         if (st != PC_OK) {
             st = pc_fail_context(st, "%s", it->path);
@@ -51,6 +63,8 @@ pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds
         }
         scores[i] = pr.score;
         types[i] = it->type;
+        if (detail && detail->predictions) detail->predictions[i] = pr;
+        if (detail && detail->geometries) detail->geometries[i] = geom;
         if (it->mask_path) {
             pc_image m;
             if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) goto done;
@@ -72,8 +86,8 @@ pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds
 done:
     pc_free(scores);
     pc_free(types);
-    pc_free(maps);
-    pc_free(masks);
+    pc_free(own_maps);
+    pc_free(own_masks);
     return st;
 }
 

@@ -106,7 +106,7 @@ static void pngw_flush(png_structp png) { (void)png; }
 /* Encode rows (h rows of row_bytes, samples big-endian for 16 bit) as a PNG into c->buf.
  * text_key/text (may be NULL) go into one tEXt chunk. Returns 0, or -1 with c->msg set. */
 static int png_encode(png_wctx *c, const uint8_t *pixels, uint32_t w, uint32_t h, int depth, int color_type,
-                      size_t row_bytes, const char *text_key, const char *text) {
+                      size_t row_bytes, const char *text_key, const char *text, int level) {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, pngw_on_error, pngw_on_warning);
     if (!png) {
         snprintf(c->msg, sizeof c->msg, "out of memory");
@@ -126,8 +126,14 @@ static int png_encode(png_wctx *c, const uint8_t *pixels, uint32_t w, uint32_t h
     /* Speed over size: on a 900x900 bottle overlay, zlib level 6 with libpng's adaptive filter choice
      * takes 220 ms for 537 kB; level 1 with the Paeth filter on every row 40 ms for 658 kB
      * (bench_overlay). Overlays are written once per predicted image, so the 5x matters more. */
-    png_set_compression_level(png, 1);
-    png_set_filter(png, 0, PNG_FILTER_PAETH);
+    if (level < 0) {
+        png_set_compression_level(png, 1);
+        png_set_filter(png, 0, PNG_FILTER_PAETH);
+    } else {
+        /* Asked for a level (pc_image_encode_png): libpng's adaptive per-row filter choice. */
+        png_set_compression_level(png, level);
+        png_set_filter(png, 0, PNG_ALL_FILTERS);
+    }
     png_set_IHDR(png, info, w, h, depth, color_type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
     png_text txt[2];
@@ -167,7 +173,7 @@ pc_status pc_image_write_png(const char *path, const pc_image *img) {
     memset(&c, 0, sizeof c);
     size_t row_bytes = (size_t)img->width * (size_t)img->channels;
     if (png_encode(&c, img->data, (uint32_t)img->width, (uint32_t)img->height, 8,
-                   img->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, row_bytes, NULL, NULL) != 0) {
+                   img->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, row_bytes, NULL, NULL, -1) != 0) {
         pc_free(c.buf.data);
         return pc_fail(c.buf.failed ? PC_ERR_NO_MEMORY : PC_ERR_INTERNAL, "%s: PNG encoding failed: %s", path, c.msg);
     }
@@ -175,6 +181,34 @@ pc_status pc_image_write_png(const char *path, const pc_image *img) {
     pc_free(c.buf.data);
     return st;
 }
+
+pc_status pc_image_encode_png(uint8_t **png, size_t *size, const pc_image *img, int32_t level) {
+    pc_clear_error();
+    if (png) *png = NULL;
+    if (size) *size = 0;
+    if (!png || !size || !img || !img->data)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "encode png: output pointers and image are required");
+    if (img->channels != 1 && img->channels != 3)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "encode png: can write 1 or 3 channels, not %d", (int)img->channels);
+    if (img->width < 1 || img->height < 1 || img->width > PNG_MAX_SIDE || img->height > PNG_MAX_SIDE)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "encode png: cannot write a %dx%d image", (int)img->width,
+                       (int)img->height);
+    if (level < -1 || level > 9)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "encode png: level must be -1 or 0..9, not %d", (int)level);
+    png_wctx c;
+    memset(&c, 0, sizeof c);
+    size_t row_bytes = (size_t)img->width * (size_t)img->channels;
+    if (png_encode(&c, img->data, (uint32_t)img->width, (uint32_t)img->height, 8,
+                   img->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, row_bytes, NULL, NULL, level) != 0) {
+        pc_free(c.buf.data);
+        return pc_fail(c.buf.failed ? PC_ERR_NO_MEMORY : PC_ERR_INTERNAL, "encode png: %s", c.msg);
+    }
+    *png = c.buf.data;
+    *size = c.buf.size;
+    return PC_OK;
+}
+
+void pc_buffer_free(void *buf) { pc_free(buf); }
 
 pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int32_t w, double full_scale) {
     pc_clear_error();
@@ -199,7 +233,7 @@ pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int3
     png_wctx c;
     memset(&c, 0, sizeof c);
     int rc = png_encode(&c, px, (uint32_t)w, (uint32_t)h, 16, PNG_COLOR_TYPE_GRAY, (size_t)w * 2,
-                        PC_PNG16_SCALE_KEY, text);
+                        PC_PNG16_SCALE_KEY, text, -1);
     pc_free(px);
     if (rc != 0) {
         pc_free(c.buf.data);

@@ -181,6 +181,60 @@ pc_status pc_metric_f1_max(double *f1_max, float *threshold, const float *scores
     return PC_OK;
 }
 
+/* The ROC curve, sklearn's roc_curve(drop_intermediate=False) points, thinned to max_points when there
+ * are more: a point is kept when FPR + TPR (which grows along the curve) has risen by at least
+ * 2 / (max_points - 2) since the last kept point, so the kept points are spread evenly along the curve
+ * and at most max_points - 3 interior ones are kept (each adds >= that step, and the sum stays < 2). */
+pc_status pc_metric_roc_curve(double *fpr, double *tpr, double *thresholds, size_t max_points, size_t *n_points,
+                              const float *scores, const uint8_t *labels, size_t n) {
+    pc_clear_error();
+    if (!fpr || !tpr || !n_points) return pc_fail(PC_ERR_INVALID_ARGUMENT, "ROC curve: NULL output");
+    *n_points = 0;
+    if (max_points < 2) return pc_fail(PC_ERR_INVALID_ARGUMENT, "ROC curve: max_points must be >= 2");
+    uint64_t *buf, *s;
+    pc_status st = sort_labelled(&buf, &s, scores, labels, n, "ROC curve");
+    if (st != PC_OK) return st;
+    int64_t npos = 0;
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        npos += (int64_t)(s[i] & 1);
+        if (i == 0 || (s[i] >> 32) != (s[i - 1] >> 32)) distinct++;
+    }
+    int64_t nneg = (int64_t)n - npos;
+    if (npos == 0 || nneg == 0) {
+        pc_free(buf);
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "ROC curve: only one class present (%lld positive, %lld negative)",
+                       (long long)npos, (long long)nneg);
+    }
+    const bool thin = distinct + 1 > max_points;
+    const double step = max_points > 2 ? 2.0 / (double)(max_points - 2) : 3.0; /* 3: keep no interior point */
+    size_t k = 0;
+    fpr[0] = tpr[0] = 0.0;
+    if (thresholds) thresholds[0] = INFINITY;
+    k = 1;
+    double last_sum = 0.0;
+    int64_t tp = 0, fp = 0;
+    size_t i = 0, group = 0;
+    while (i < n) {
+        uint32_t key = (uint32_t)(s[i] >> 32);
+        for (; i < n && (uint32_t)(s[i] >> 32) == key; i++) {
+            if (s[i] & 1) tp++;
+            else fp++;
+        }
+        group++;
+        double f = (double)fp / (double)nneg, t = (double)tp / (double)npos;
+        if (thin && group < distinct && f + t < last_sum + step) continue;
+        fpr[k] = f;
+        tpr[k] = t;
+        if (thresholds) thresholds[k] = (double)pc_score_from_key(~key);
+        last_sum = f + t;
+        k++;
+    }
+    pc_free(buf);
+    *n_points = k;
+    return PC_OK;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Connected components (8-connected)
  * ------------------------------------------------------------------------------------------- */

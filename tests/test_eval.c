@@ -6,7 +6,9 @@
  * 0.005, bench/eval_bottle.sh); per-image scores 1e-3 relative; per-type AUROC 1e-3 absolute.
  * Also: pc_model_calibrate on the subset's good test images sets thresholds that match
  * pc_threshold_quantile on the scores predicted here; pc_model_regions at that threshold agrees with
- * pc_regions_from_map and gives boxes inside the 900x900 original.
+ * pc_regions_from_map and gives boxes inside the 900x900 original. pc_eval_run_detail gives the same
+ * metrics, per-image scores as above, the 900x900 geometry, maps equal to predict's (1e-5 relative)
+ * and masks empty exactly for the good images.
  */
 #include "testutil.h"
 #include "patchcore.h"
@@ -68,6 +70,32 @@ static void test_eval_bottle_subset(void **state) {
         else assert_true(fabs(r.per_type[t].image_auroc - x) <= 1e-3);
     }
     assert_true(r.mean_predict_ms > 0);
+    /* pc_eval_run_detail: the same metrics, and per image the prediction, geometry, map and mask */
+    {
+        size_t n = ds->n_test, px = 224 * 224;
+        pc_eval_detail d = {malloc(n * sizeof(pc_prediction)), malloc(n * sizeof(pc_geometry)),
+                            malloc(n * px * sizeof(float)), malloc(n * px)};
+        pc_eval_result r2;
+        assert_int_equal(pc_eval_run_detail(&r2, m, ds, NULL, NULL, &d), PC_OK);
+        assert_true(r2.image_auroc == r.image_auroc && r2.pixel_auroc == r.pixel_auroc && r2.aupro == r.aupro &&
+                    r2.pixel_f1_threshold == r.pixel_f1_threshold);
+        float *map = malloc(px * sizeof *map);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(fabs(d.predictions[i].score - ((const float *)scores.data)[i]) <= 1e-3 * fabs(((const float *)scores.data)[i]));
+            assert_true(d.geometries[i].orig_width == 900 && d.geometries[i].orig_height == 900 &&
+                        d.geometries[i].crop_size == 224 && d.geometries[i].crop_left == 16);
+            size_t ones = 0;
+            for (size_t k = 0; k < px; k++) ones += d.masks[i * px + k];
+            if (ds->test[i].type == ds->good_type) assert_int_equal(ones, 0);
+            else assert_true(ones > 0 && ones < px);
+            pc_prediction pr;
+            assert_int_equal(pc_model_predict_file(m, ds->test[i].path, &pr, map, NULL), PC_OK);
+            for (size_t k = 0; k < px; k++) assert_true(fabsf(d.maps[i * px + k] - map[k]) <= 1e-5f * (1 + fabsf(map[k])));
+        }
+        free(map);
+        free(d.predictions), free(d.geometries), free(d.maps), free(d.masks);
+        pc_eval_result_free(&r2);
+    }
     /* per-image scores, and calibration on the good test images */
     const float *ref = scores.data;
     float *good = malloc(ds->n_test * sizeof *good);

@@ -97,6 +97,75 @@ static void test_binary_vs_sklearn(void **state) {
                   worst_f1);
 }
 
+/* pc_metric_roc_curve: the full curve equals sklearn's roc_curve(drop_intermediate=False) (points
+ * 1e-12, thresholds exact); thinned curves are subsets of it with both ends, at most max_points
+ * points, and each interior point at least 2 / (max_points - 2) further along FPR + TPR. */
+static void test_roc_vs_sklearn(void **state) {
+    (void)state;
+    NEED_REFS("metrics/bin_count.npy");
+    int nc = load_count("metrics/bin_count.npy"), checked = 0;
+    for (int i = 0; i < nc; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "metrics/bin_%02d_roc.npy", i);
+        if (!ref_exists(rel)) continue; /* one class only */
+        npy_array s, y, r;
+        load_or_fail(&s, "metrics/bin_%02d_scores.npy", i);
+        load_or_fail(&y, "metrics/bin_%02d_labels.npy", i);
+        load_or_fail(&r, "metrics/bin_%02d_roc.npy", i);
+        size_t n = (size_t)s.count, m = (size_t)r.count / 3;
+        const double *rf = r.data, *rt = rf + m, *rthr = rf + 2 * m;
+        double *fpr = malloc((n + 1) * sizeof *fpr), *tpr = malloc((n + 1) * sizeof *tpr),
+               *thr = malloc((n + 1) * sizeof *thr);
+        assert_non_null(fpr), assert_non_null(tpr), assert_non_null(thr);
+        size_t k;
+        assert_int_equal(pc_metric_roc_curve(fpr, tpr, thr, n + 1, &k, s.data, y.data, n), PC_OK);
+        if (k != m) fail_msg("case %d: %zu ROC points, sklearn %zu", i, k, m);
+        for (size_t j = 0; j < m; j++)
+            if (!(fabs(fpr[j] - rf[j]) <= 1e-12 && fabs(tpr[j] - rt[j]) <= 1e-12 && thr[j] == rthr[j]))
+                fail_msg("case %d point %zu: (%g, %g, %g), sklearn (%g, %g, %g)", i, j, fpr[j], tpr[j], thr[j], rf[j],
+                         rt[j], rthr[j]);
+        const size_t caps[] = {2, 3, 4, 10, 100, 400};
+        for (size_t c = 0; c < sizeof caps / sizeof *caps; c++) {
+            size_t cap = caps[c];
+            assert_int_equal(pc_metric_roc_curve(fpr, tpr, NULL, cap, &k, s.data, y.data, n), PC_OK);
+            if (m <= cap) {
+                assert_int_equal(k, m);
+                continue;
+            }
+            assert_true(k >= 2 && k <= cap);
+            assert_true(fpr[0] == 0 && tpr[0] == 0 && fpr[k - 1] == 1 && tpr[k - 1] == 1);
+            size_t at = 0; /* each point is a later point of sklearn's curve */
+            for (size_t j = 1; j < k; j++) {
+                while (at < m && !(rf[at] == fpr[j] && rt[at] == tpr[j])) at++;
+                if (at == m) fail_msg("case %d, max %zu: point %zu (%g, %g) is not on the curve", i, cap, j, fpr[j], tpr[j]);
+                if (j < k - 1 && !(fpr[j] + tpr[j] >= fpr[j - 1] + tpr[j - 1] + 2.0 / (double)(cap - 2)))
+                    fail_msg("case %d, max %zu: point %zu closer than the step", i, cap, j);
+            }
+        }
+        checked++;
+        free(fpr), free(tpr), free(thr);
+        npy_free(&s), npy_free(&y), npy_free(&r);
+    }
+    assert_true(checked >= 10);
+    /* Errors: one class, too few points, NULL outputs. */
+    float sc[3] = {1, 2, 3};
+    uint8_t one[3] = {1, 1, 1};
+    double f[4], t[4];
+    size_t k = 99;
+    assert_int_equal(pc_metric_roc_curve(f, t, NULL, 4, &k, sc, one, 3), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "one class"));
+    assert_int_equal(k, 0);
+    uint8_t mixed[3] = {0, 1, 1};
+    assert_int_equal(pc_metric_roc_curve(f, t, NULL, 1, &k, sc, mixed, 3), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_metric_roc_curve(NULL, t, NULL, 4, &k, sc, mixed, 3), PC_ERR_INVALID_ARGUMENT);
+    /* By hand: scores 3 (pos), 2 (pos), 1 (neg): (0,0) (0,.5) (0,1) (1,1). */
+    assert_int_equal(pc_metric_roc_curve(f, t, NULL, 4, &k, sc, (uint8_t[]){0, 1, 1}, 3), PC_OK);
+    assert_int_equal(k, 4);
+    assert_true(f[1] == 0 && t[1] == 0.5 && f[2] == 0 && t[2] == 1 && f[3] == 1 && t[3] == 1);
+    print_message("ROC curves: %d cases equal sklearn's roc_curve; thinned to 2..400 points, subsets of it\n",
+                  checked);
+}
+
 static void test_binary_by_hand(void **state) {
     (void)state;
     /* Worked by hand: scores 3,2,2,1 labels 1,0,1,0. ROC points (0,0) (0,.5) (.5,1) (1,1):
@@ -518,6 +587,7 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--fault-child") == 0) return fault_child();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_binary_vs_sklearn),  cmocka_unit_test(test_binary_by_hand),
+        cmocka_unit_test(test_roc_vs_sklearn),
         cmocka_unit_test(test_binary_errors),      cmocka_unit_test(test_aupro_vs_definition),
         cmocka_unit_test(test_aupro_by_hand),      cmocka_unit_test(test_labels_vs_scipy),
         cmocka_unit_test(test_labels_errors),      cmocka_unit_test(test_thresholds_vs_numpy),

@@ -230,11 +230,13 @@ static void test_files_read_by_pil(void **state) {
         snprintf(rel, sizeof rel, "overlay/%s_png16.npy", c->name);
         assert_int_equal(npy_load(rel, &g16), 0);
         render_case(c, &img, map.data, &out);
-        char f8[1200], f16[1200], ftif[1200], fgrey[1200];
+        char f8[1200], f16[1200], ftif[1200], fgrey[1200], fmem[1200], fmemg[1200];
         snprintf(f8, sizeof f8, "%s/%s_overlay.png", dir, c->name);
         snprintf(f16, sizeof f16, "%s/%s_map16.png", dir, c->name);
         snprintf(ftif, sizeof ftif, "%s/%s_map.tiff", dir, c->name);
         snprintf(fgrey, sizeof fgrey, "%s/%s_grey.png", dir, c->name);
+        snprintf(fmem, sizeof fmem, "%s/%s_mem9.png", dir, c->name);
+        snprintf(fmemg, sizeof fmemg, "%s/%s_mem0_grey.png", dir, c->name);
         assert_int_equal(pc_image_write_png(f8, &out), PC_OK);
         assert_int_equal(pc_map_write_png16(f16, map.data, c->s, c->s, c->full_scale), PC_OK);
         assert_int_equal(pc_map_write_tiff(ftif, map.data, c->s, c->s), PC_OK);
@@ -242,9 +244,22 @@ static void test_files_read_by_pil(void **state) {
         pc_image grey = {c->w, c->h, 1, malloc((size_t)c->w * c->h)};
         for (int64_t i = 0; i < (int64_t)c->w * c->h; i++) grey.data[i] = out.data[3 * i + 1];
         assert_int_equal(pc_image_write_png(fgrey, &grey), PC_OK);
+        /* In-memory PNGs (pc_image_encode_png) at the smallest and at no compression, saved as is. */
+        const pc_image *mem_img[2] = {&out, &grey};
+        const char *mem_file[2] = {fmem, fmemg};
+        for (int k = 0; k < 2; k++) {
+            uint8_t *png;
+            size_t size;
+            assert_int_equal(pc_image_encode_png(&png, &size, mem_img[k], k ? 0 : 9), PC_OK);
+            FILE *mf = fopen(mem_file[k], "wb");
+            assert_non_null(mf);
+            assert_int_equal(fwrite(png, 1, size, mf), size);
+            assert_int_equal(fclose(mf), 0);
+            pc_buffer_free(png);
+        }
 
-        char *files[] = {f8, f16, ftif, fgrey};
-        int rc = pil_read(files, 4);
+        char *files[] = {f8, f16, ftif, fgrey, fmem, fmemg};
+        int rc = pil_read(files, 6);
         if (rc == 1) {
             pc_image_free(&out), free(grey.data), npy_free(&rgb), npy_free(&map), npy_free(&g16);
             TEST_SKIP_MSG("/usr/bin/python3 is absent: cannot read our files back with PIL");
@@ -258,6 +273,16 @@ static void test_files_read_by_pil(void **state) {
         assert_memory_equal(a.data, out.data, (size_t)a.count);
         npy_free(&a);
         snprintf(p, sizeof p, "%s.npy", fgrey);
+        assert_int_equal(npy_load(p, &a), 0);
+        assert_int_equal(a.count, (int64_t)c->w * c->h);
+        assert_memory_equal(a.data, grey.data, (size_t)a.count);
+        npy_free(&a);
+        snprintf(p, sizeof p, "%s.npy", fmem);
+        assert_int_equal(npy_load(p, &a), 0);
+        assert_int_equal(a.count, (int64_t)c->w * c->h * 3);
+        assert_memory_equal(a.data, out.data, (size_t)a.count);
+        npy_free(&a);
+        snprintf(p, sizeof p, "%s.npy", fmemg);
         assert_int_equal(npy_load(p, &a), 0);
         assert_int_equal(a.count, (int64_t)c->w * c->h);
         assert_memory_equal(a.data, grey.data, (size_t)a.count);
@@ -335,6 +360,22 @@ static void test_errors(void **state) {
     pc_image img = {2, 2, 3, px}, out;
     pc_geometry g;
     assert_int_equal(pc_geometry_compute(2, 2, 2, 2, &g), PC_OK);
+    /* pc_image_encode_png: bad arguments and levels leave the outputs empty. */
+    uint8_t *png = (uint8_t *)1;
+    size_t png_size = 1;
+    assert_int_equal(pc_image_encode_png(&png, &png_size, &img, 10), PC_ERR_INVALID_ARGUMENT);
+    assert_null(png);
+    assert_int_equal(png_size, 0);
+    assert_int_equal(pc_image_encode_png(&png, &png_size, &img, -2), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_image_encode_png(NULL, &png_size, &img, 9), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_image_encode_png(&png, &png_size, NULL, 9), PC_ERR_INVALID_ARGUMENT);
+    pc_image two = {2, 2, 2, px};
+    assert_int_equal(pc_image_encode_png(&png, &png_size, &two, 9), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "channels"));
+    assert_int_equal(pc_image_encode_png(&png, &png_size, &img, -1), PC_OK);
+    assert_true(png_size > 8 && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0);
+    pc_buffer_free(png);
+    pc_buffer_free(NULL);
     pc_overlay_options o;
     pc_overlay_options_init(&o, 1.0, 0.5);
     assert_int_equal(pc_overlay_render(&out, &img, map, &g, &o), PC_OK);

@@ -1,6 +1,6 @@
 """Reference values for tests/test_metrics.c (src/metrics.c, src/calibrate.c).
 
-- AUROC: sklearn.metrics.roc_auc_score; F1-max and its threshold: sklearn.metrics.precision_recall_curve.
+- AUROC: sklearn.metrics.roc_auc_score; ROC curves: sklearn.metrics.roc_curve; F1-max and its threshold: sklearn.metrics.precision_recall_curve.
 - AUPRO: a slow, obvious implementation written from the definition (METHOD.md §7): regions from
   scipy.ndimage.label with an 8-connected structure, then for EVERY distinct threshold the FPR and the
   PRO are recomputed from scratch, and the (0,0)..(1,1) curve is integrated by the trapezoid rule up to
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from scipy import ndimage
 from scipy.special import expit
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import outdir, save  # noqa: E402
@@ -288,6 +288,14 @@ def main():
         save(d, "bin_%02d_expect.npy" % len(bc), binary_expect(s, y))
         bc.append((s, y))
     save(d, "bin_count.npy", np.array([len(bc)], np.int32))
+    # ROC curves (pc_metric_roc_curve): sklearn's every-distinct-score curve, rows fpr, tpr, threshold;
+    # the first threshold written as +inf (sklearn >= 1.3; 1.2 says max + 1). Cases with both classes.
+    for i, (s, y) in enumerate(bc):
+        if 0 < int(y.sum()) < len(y):
+            fpr, tpr, thr = roc_curve(y, s.astype(np.float32), drop_intermediate=False)
+            thr = thr.astype(np.float64)
+            thr[0] = np.inf
+            save(d, "bin_%02d_roc.npy" % i, np.stack([fpr, tpr, thr]))
     save(d, "pro_count.npy", np.array([len(ac)], np.int32))
     for i, (maps, masks, limit) in enumerate(ac):
         save(d, "pro_%02d_maps.npy" % i, maps.astype(np.float32))
