@@ -89,11 +89,13 @@ fuzz: fuzz-build
 
 # The main job on built-in defaults: fit on the MVTec AD bottle training images with the shared
 # ImageNet ResNet-18 (layers 2+3, 10% coreset), then evaluate it on the bottle test set (image and
-# pixel AUROC, AUPRO, F1-max). The model in $(BUILD)/bottle.pcm works with `predict` straight away.
+# pixel AUROC, AUPRO, F1-max) with an HTML report ($(BUILD)/bottle-report.html). The model in
+# $(BUILD)/bottle.pcm works with `predict` straight away.
 demo: build
 	@test -d $(BOTTLE) || { echo "demo: $(BOTTLE) not found (set PATCHCORE_SHARED)" >&2; exit 1; }
 	$(BUILD)/patchcore fit --weights $(R18) -o $(BUILD)/bottle.pcm $(BOTTLE)/train/good
-	$(BUILD)/patchcore eval -m $(BUILD)/bottle.pcm --json $(BUILD)/bottle-eval.json $(BOTTLE)
+	$(BUILD)/patchcore eval -m $(BUILD)/bottle.pcm --json $(BUILD)/bottle-eval.json \
+	  --report $(BUILD)/bottle-report.html $(BOTTLE)
 
 # CLI, libraries (shared with a versioned soname, and static), header, pkg-config file, man pages.
 # PREFIX is applied at install time (patchcore.pc included), whatever the build was configured with.
