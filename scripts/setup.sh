@@ -4,12 +4,13 @@
 set -eu
 
 PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev"
-# Optional: libFuzzer (`make fuzz`) and valgrind (tests/valgrind.sh); `clang` and `libclang-rt-dev`
-# are Debian's version-independent names (clang 14 and libclang-rt-14-dev on bookworm).
+# Optional: libFuzzer (`make fuzz`); `clang` and `libclang-rt-dev` are Debian's version-independent
+# names (clang 14 and libclang-rt-14-dev on bookworm).
 PKGS_FUZZ="clang libclang-rt-dev valgrind"
 PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil python3-torch python3-torchvision python3-faiss"
-# A headless browser for tests/test_report.sh (the HTML reports are opened and checked in it).
-PKGS_BROWSER="chromium"
+# A headless browser for tests/test_report.sh (the HTML reports are opened and checked in it), and
+# valgrind for tests/test_valgrind.c (memcheck over fit and predict).
+PKGS_BROWSER="chromium valgrind"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;
