@@ -3,7 +3,8 @@
  * (pc_knn_search) on a real model's memory bank and real query features: checks that both return
  * identical distances and indices, and reports the fraction of the query-bank distance work the pruned
  * search does and ms per image of each, as medians of several runs.
- * Usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] IMAGE...
+ * Usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] [--pruned-only 1] IMAGE...
+ * (--pruned-only skips the brute force after the first run, for profiling.)
  */
 #include "knn.h"
 #include "model_internal.h"
@@ -38,11 +39,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] IMAGE...\n");
         return 2;
     }
-    int runs = 5, k = 1, clusters = 0, a = 2;
+    int runs = 5, k = 1, clusters = 0, a = 2, pruned_only = 0;
     for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
         if (!strcmp(argv[a], "--runs")) runs = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "--k")) k = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "--clusters")) clusters = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--pruned-only")) pruned_only = atoi(argv[a + 1]);
     }
     pc_model *m;
     if (pc_model_load(argv[1], &m)) {
@@ -84,14 +86,14 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_img; i++) {
             const float *q = feats + (size_t)i * hw * D;
             double s = now();
-            pc_knn_search(d0, i0, q, hw, bank, norms, n, D, k, ws_b, wb);
+            if (r == 0 || !pruned_only) pc_knn_search(d0, i0, q, hw, bank, norms, n, D, k, ws_b, wb);
             double s2 = now();
             pc_knn_stats st;
             pc_knn_index_search(ix, d1, i1, q, hw, k, ws_i, wi, &st);
             double s3 = now();
             tb[r * n_img + i] = s2 - s, tp[r * n_img + i] = s3 - s2;
             if (r == 0) pairs += st.pairs, evals += st.evals;
-            for (int64_t j = 0; j < hw * k; j++)
+            for (int64_t j = 0; j < (r == 0 || !pruned_only ? hw * k : 0); j++)
                 if (i0[j] != i1[j] || memcmp(&d0[j], &d1[j], sizeof(float))) mismatches++;
         }
     }
