@@ -6,13 +6,15 @@
  * The pruned search (pc_knn_index_search) must return exactly what the brute force returns (memcmp of
  * distances and indices) on clustered random data with duplicated bank rows and queries equal to bank
  * rows, k = 1, 3, 9 (and k > n), across several query chunks and 2 threads, and on real ResNet-18
- * bottle features from the pipeline reference (tests/ref/gen_pipeline.py).
+ * bottle features from the pipeline reference (tests/ref/gen_pipeline.py); and from 4 threads at once
+ * on one index, each with its own workspace (bit-identical to the serial results).
  */
 #include "coreset.h"
 #include "knn.h"
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +284,61 @@ static void test_pruned_real(void **s) {
     npy_free(&f), npy_free(&cs);
 }
 
+/* Several threads search one index at once, each with its own workspace (as predict contexts do). */
+typedef struct th_job {
+    const pc_knn_index *ix;
+    const float *q;
+    int64_t m;
+    int32_t k;
+    float *d;
+    int64_t *i;
+    int status;
+} th_job;
+
+static void *th_run(void *arg) {
+    th_job *j = arg;
+    size_t wi = pc_knn_index_workspace_size(j->ix, j->m, j->k, 2);
+    void *ws = pc_malloc(wi);
+    j->status = ws ? 0 : -1;
+    for (int r = 0; r < 3 && !j->status; r++) j->status = pc_knn_index_search(j->ix, j->d, j->i, j->q, j->m, j->k, ws, wi, NULL);
+    pc_free(ws);
+    return NULL;
+}
+
+static void test_pruned_threads(void **s) {
+    (void)s;
+    const int64_t n = 5000, m = 300;
+    const int32_t D = 48, k = 3;
+    pc_rng r = {777};
+    float *bank = pc_malloc(sizeof(float) * (size_t)(n * D)), *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    for (int64_t i = 0; i < n * D; i++) bank[i] = gauss(&r) + (float)((i / D) % 16) * (i % D == (i / D) % D);
+    for (int64_t i = 0; i < m * D; i++) q[i] = bank[(i * 7) % (n * D)] + 0.1f * gauss(&r);
+    float *norms = pc_malloc(sizeof(float) * (size_t)n), *d0 = pc_malloc(sizeof(float) * (size_t)(m * k));
+    int64_t *i0 = pc_malloc(sizeof(int64_t) * (size_t)(m * k));
+    pc_knn_norms(norms, bank, n, D);
+    size_t wb = pc_knn_workspace_size(m);
+    void *wsb = pc_malloc(wb);
+    assert_int_equal(pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, wsb, wb), PC_OK);
+    pc_knn_index *ix;
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+    enum { NT = 4 };
+    th_job jobs[NT];
+    pthread_t th[NT];
+    for (int t = 0; t < NT; t++) {
+        jobs[t] = (th_job){ix, q, m, k, pc_malloc(sizeof(float) * (size_t)(m * k)), pc_malloc(sizeof(int64_t) * (size_t)(m * k)), -1};
+        assert_int_equal(pthread_create(&th[t], NULL, th_run, &jobs[t]), 0);
+    }
+    for (int t = 0; t < NT; t++) {
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+        assert_int_equal(jobs[t].status, PC_OK);
+        assert_memory_equal(jobs[t].d, d0, sizeof(float) * (size_t)(m * k));
+        assert_memory_equal(jobs[t].i, i0, sizeof(int64_t) * (size_t)(m * k));
+        pc_free(jobs[t].d), pc_free(jobs[t].i);
+    }
+    pc_knn_index_free(ix);
+    pc_free(bank), pc_free(q), pc_free(norms), pc_free(d0), pc_free(i0), pc_free(wsb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ties_by_hand),
@@ -291,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_pruned_small),
         cmocka_unit_test(test_pruned_clustered),
         cmocka_unit_test(test_pruned_real),
+        cmocka_unit_test(test_pruned_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
