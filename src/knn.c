@@ -33,16 +33,115 @@ size_t pc_knn_workspace_size(int64_t max_queries) {
     return sizeof(float) * ((size_t)qb * PC_KNN_BANK_BLOCK + (size_t)qb + PC_KNN_BANK_BLOCK + 32);
 }
 
-/* insert (d, i) into the ascending list (dist, idx) of length k, after equal distances; d < dist[k-1] */
+/* The canonical distance of a pair: the GEMM form (||q||^2 + ||b||^2) - 2 q.b clamped at 0, with the
+ * dot product from this fixed-order kernel (4 x 8 lanes, fixed reduction), so that the value depends on
+ * the pair only, never on which BLAS tile or thread computed the candidate. Every result this file
+ * returns is a canonical distance. */
+static float canon_dot(const float *a, const float *b, int32_t dim) {
+    int32_t c = 0;
+    float s;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (; c + 32 <= dim; c += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c + 8), _mm256_loadu_ps(b + c + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c + 16), _mm256_loadu_ps(b + c + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c + 24), _mm256_loadu_ps(b + c + 24), s3);
+    }
+    s0 = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    float t[8];
+    _mm256_storeu_ps(t, s0);
+    s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+#else
+    float t[4] = {0, 0, 0, 0};
+    for (; c + 4 <= dim; c += 4)
+        for (int l = 0; l < 4; l++) t[l] += a[c + l] * b[c + l];
+    s = (t[0] + t[1]) + (t[2] + t[3]);
+#endif
+    for (; c < dim; c++) s += a[c] * b[c];
+    return s;
+}
+
+static inline float canon_dist(const float *q, float qn, const float *b, float bn, int32_t dim) {
+    float s = qn + bn, t = 2.0f * canon_dot(q, b, dim);
+    float d = s - t;
+    return d < 0.f ? 0.f : d;
+}
+
+/* (d, i) ranks before (d2, i2): smaller distance, then lower index. Empty slots are (+inf, -1). */
+static inline int ranks_before(float d, int64_t i, float d2, int64_t i2) { return d < d2 || (d == d2 && i < i2); }
+
+/* insert (d, i) into the list (dist, idx) of length k kept in ranks_before order; the caller checked
+ * that (d, i) ranks before the last entry */
 static inline void topk_insert(float *dist, int64_t *idx, int32_t k, float d, int64_t i) {
     int32_t p = k - 1;
-    while (p > 0 && dist[p - 1] > d) {
+    while (p > 0 && ranks_before(d, i, dist[p - 1], idx[p - 1])) {
         dist[p] = dist[p - 1];
         idx[p] = idx[p - 1];
         p--;
     }
     dist[p] = d;
     idx[p] = i;
+}
+
+/* u = 2^-24 (fp32 unit roundoff), gamma_K = K u / (1 - K u): any fp32 evaluation order of a K-term dot
+ * product, with or without FMA, is within gamma_K sum |q_i b_i| <= gamma_K ||q|| ||b|| of the exact one. */
+static double gamma_k(int32_t dim) {
+    const double u = 0x1p-24;
+    return dim * u / (1.0 - dim * u);
+}
+
+/* The GEMM-form filter threshold. Two fp32 evaluations of the GEMM form of one pair (the BLAS tile's d_g
+ * and the canonical d_c) share ||q||^2, ||b||^2 and their sum s, and differ only in the dot product:
+ * |2 dot_g - 2 dot_c| <= 4 gamma_K ||q|| ||b|| <= 2 gamma_K (qn + bn) (1 + u)^2 =: Delta, and after the
+ * final rounding |d_g - d_c| <= Delta (1 + u) + 2u d_g / (1 - u). So d_g > (D_k + 2.01 gamma_K (qn + bn))
+ * (1 + 1e-6) implies d_c > D_k: the pair cannot enter a list whose last distance is D_k (the 1e-6 covers
+ * 2u/(1 - u) and the rounding of this bound to float). bn may be any upper bound of the bank norms. */
+static inline float filter_threshold(float dk, float qn, float bn_max, double gk) {
+    if (isinf(dk)) return INFINITY;
+    return (float)(((double)dk + 2.01 * gk * ((double)qn + bn_max)) * (1.0 + 1e-6));
+}
+
+/* one tile row: d_g for nb candidates (bank indices from ids, or base + j when ids is NULL); candidates
+ * passing the filter get their canonical distance and enter the list. Returns canonical evaluations. */
+static int64_t scan_row(float *dl, int64_t *il, int32_t k, const float *row, const float *bn, int64_t nb, float qn,
+                        float bn_max, double gk, const float *q, const float *rows, int32_t dim, const int64_t *ids,
+                        int64_t base) {
+    int64_t evals = 0;
+    float thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+    int64_t j = 0;
+#if defined(__AVX2__)
+    const __m256 vq = _mm256_set1_ps(qn), vm2 = _mm256_set1_ps(-2.0f), zero = _mm256_setzero_ps();
+    for (; j + 8 <= nb; j += 8) {
+        __m256 d = _mm256_add_ps(_mm256_add_ps(vq, _mm256_loadu_ps(bn + j)), _mm256_mul_ps(vm2, _mm256_loadu_ps(row + j)));
+        d = _mm256_max_ps(d, zero);
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(thr), _CMP_LE_OQ));
+        if (!mask) continue;
+        for (int t = 0; t < 8; t++) {
+            if (!(mask >> t & 1)) continue;
+            int64_t jj = j + t, id = ids ? ids[jj] : base + jj;
+            float dc = canon_dist(q, qn, rows + (size_t)jj * dim, bn[jj], dim);
+            evals++;
+            if (ranks_before(dc, id, dl[k - 1], il[k - 1])) {
+                topk_insert(dl, il, k, dc, id);
+                thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+            }
+        }
+    }
+#endif
+    for (; j < nb; j++) {
+        float d = (qn + bn[j]) - 2.0f * row[j];
+        if (d < 0.f) d = 0.f;
+        if (!(d <= thr)) continue;
+        int64_t id = ids ? ids[j] : base + j;
+        float dc = canon_dist(q, qn, rows + (size_t)j * dim, bn[j], dim);
+        evals++;
+        if (ranks_before(dc, id, dl[k - 1], il[k - 1])) {
+            topk_insert(dl, il, k, dc, id);
+            thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+        }
+    }
+    return evals;
 }
 
 pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries, int64_t m, const float *bank,
@@ -63,6 +162,7 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
     float *bnorm_blk = qnorm + qb;                             /* (NB) when bank_norms is NULL */
 
     for (int64_t i = 0; i < m * k; i++) out_dist[i] = INFINITY, out_idx[i] = -1;
+    const double gk = gamma_k(dim);
 
     for (int64_t q0 = 0; q0 < m; q0 += qb) {
         const int64_t nq = PC_MIN(qb, m - q0);
@@ -74,40 +174,13 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nb, dim, 1.0f,
                         queries + (size_t)q0 * dim, dim, bank + (size_t)b0 * dim, dim, 0.0f, tile,
                         PC_KNN_BANK_BLOCK);
+            float bn_max = 0.f;
+            for (int64_t j = 0; j < nb; j++) bn_max = PC_MAX(bn_max, bn[j]);
 #pragma omp parallel for schedule(static)
-            for (int64_t q = 0; q < nq; q++) {
-                float *dl = out_dist + (size_t)(q0 + q) * k;
-                int64_t *il = out_idx + (size_t)(q0 + q) * k;
-                const float *row = tile + (size_t)q * PC_KNN_BANK_BLOCK;
-                const float qn = qnorm[q];
-                float worst = dl[k - 1];
-                int64_t j = 0;
-#if defined(__AVX2__)
-                const __m256 vq = _mm256_set1_ps(qn), vm2 = _mm256_set1_ps(-2.0f), zero = _mm256_setzero_ps();
-                for (; j + 8 <= nb; j += 8) {
-                    __m256 d = _mm256_add_ps(_mm256_add_ps(vq, _mm256_loadu_ps(bn + j)),
-                                             _mm256_mul_ps(vm2, _mm256_loadu_ps(row + j)));
-                    d = _mm256_max_ps(d, zero);
-                    int mask = _mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(worst), _CMP_LT_OQ));
-                    if (!mask) continue;
-                    float tmp[8];
-                    _mm256_storeu_ps(tmp, d);
-                    for (int t = 0; t < 8; t++)
-                        if (tmp[t] < worst) {
-                            topk_insert(dl, il, k, tmp[t], b0 + j + t);
-                            worst = dl[k - 1];
-                        }
-                }
-#endif
-                for (; j < nb; j++) {
-                    float d = (qn + bn[j]) - 2.0f * row[j];
-                    if (d < 0.f) d = 0.f;
-                    if (d < worst) {
-                        topk_insert(dl, il, k, d, b0 + j);
-                        worst = dl[k - 1];
-                    }
-                }
-            }
+            for (int64_t q = 0; q < nq; q++)
+                scan_row(out_dist + (size_t)(q0 + q) * k, out_idx + (size_t)(q0 + q) * k, k,
+                         tile + (size_t)q * PC_KNN_BANK_BLOCK, bn, nb, qnorm[q], bn_max, gk,
+                         queries + (size_t)(q0 + q) * dim, bank + (size_t)b0 * dim, dim, NULL, b0);
         }
     }
     return PC_OK;
@@ -130,6 +203,411 @@ pc_status pc_knn_search_reference(float *out_dist, int64_t *out_idx, const float
             float d = (float)s;
             if (d < dl[k - 1]) topk_insert(dl, il, k, d, i);
         }
+    }
+    return PC_OK;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * Exact pruned search
+ * -------------------------------------------------------------------------------------------- */
+
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+struct pc_knn_index {
+    int64_t n;
+    int32_t dim, n_clusters, n_shells, max_cluster_shells;
+    float *bank;        /* n x dim, cluster order (clusters in turn, each by distance to its centre, descending) */
+    float *norms;       /* n, the caller's norms in the same order */
+    int64_t *perm;      /* n: original bank index of each row */
+    float *cent;        /* n_clusters x dim: bank rows 0 .. n_clusters-1 */
+    float *cnorm;       /* n_clusters */
+    float *cl_bnmax;    /* n_clusters: largest member norm */
+    int32_t *cl_shell;  /* n_clusters + 1: first shell of each cluster */
+    int64_t *sh_start;  /* n_shells + 1: first row of each shell */
+    double *sh_rmax, *sh_rmin; /* n_shells: bounds of the members' true distances to the centre */
+    float *sh_bnmax;    /* n_shells: largest member norm */
+};
+
+void pc_knn_index_free(pc_knn_index *ix) {
+    if (!ix) return;
+    pc_free(ix->bank), pc_free(ix->norms), pc_free(ix->perm), pc_free(ix->cent), pc_free(ix->cnorm);
+    pc_free(ix->cl_bnmax), pc_free(ix->cl_shell), pc_free(ix->sh_start), pc_free(ix->sh_rmax);
+    pc_free(ix->sh_rmin), pc_free(ix->sh_bnmax);
+    pc_free(ix);
+}
+
+int32_t pc_knn_index_clusters(const pc_knn_index *ix) { return ix ? ix->n_clusters : 0; }
+
+typedef struct member {
+    double r;
+    int64_t i;
+} member;
+
+static int member_cmp(const void *a, const void *b) {
+    const member *x = a, *y = b;
+    if (x->r != y->r) return x->r > y->r ? -1 : 1; /* farthest first */
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+pc_status pc_knn_index_build(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n, int32_t dim,
+                             int32_t n_clusters) {
+    if (!out || !bank || !bank_norms || n < 1 || dim < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "knn index: bad arguments (n %lld, dim %d)", (long long)n, dim);
+    *out = NULL;
+    int64_t C = n_clusters > 0 ? n_clusters : (int64_t)llround(2.0 * sqrt((double)n));
+    C = PC_MAX((int64_t)1, PC_MIN(C, n));
+    const int64_t chunk = 2048;
+    pc_knn_index *ix = pc_calloc(1, sizeof *ix);
+    int32_t *asg = pc_malloc(sizeof(int32_t) * (size_t)n);
+    member *mem = pc_malloc(sizeof(member) * (size_t)n);
+    float *tile = pc_malloc(sizeof(float) * (size_t)(chunk * C));
+    int64_t *cstart = pc_calloc((size_t)C + 1, sizeof(int64_t)), *fill = pc_calloc((size_t)C + 1, sizeof(int64_t));
+    pc_status st = PC_OK;
+    if (!ix || !asg || !mem || !tile || !cstart || !fill) goto nomem;
+    ix->n = n, ix->dim = dim, ix->n_clusters = (int32_t)C;
+    ix->bank = pc_malloc(sizeof(float) * (size_t)n * dim);
+    ix->norms = pc_malloc(sizeof(float) * (size_t)n);
+    ix->perm = pc_malloc(sizeof(int64_t) * (size_t)n);
+    ix->cent = pc_malloc(sizeof(float) * (size_t)(C * dim));
+    ix->cnorm = pc_malloc(sizeof(float) * (size_t)C);
+    ix->cl_bnmax = pc_calloc((size_t)C, sizeof(float));
+    ix->cl_shell = pc_malloc(sizeof(int32_t) * (size_t)(C + 1));
+    if (!ix->bank || !ix->norms || !ix->perm || !ix->cent || !ix->cnorm || !ix->cl_bnmax || !ix->cl_shell) goto nomem;
+    memcpy(ix->cent, bank, sizeof(float) * (size_t)(C * dim));
+    memcpy(ix->cnorm, bank_norms, sizeof(float) * (size_t)C);
+
+    /* nearest centre by the GEMM form (any assignment is correct: the shells record true distances) */
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+        const int64_t nr = PC_MIN(chunk, n - i0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)C, dim, 1.0f, bank + (size_t)i0 * dim,
+                    dim, ix->cent, dim, 0.0f, tile, (blasint)C);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < nr; i++) {
+            const float *row = tile + (size_t)i * C;
+            int32_t best = 0;
+            float bd = INFINITY;
+            for (int64_t c = 0; c < C; c++) {
+                float d = ix->cnorm[c] - 2.0f * row[c];
+                if (d < bd) bd = d, best = (int32_t)c;
+            }
+            asg[i0 + i] = i0 + i < C ? (int32_t)(i0 + i) : best;
+        }
+    }
+    /* true distances to the centres, by direct differences in double */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *b = bank + (size_t)i * dim, *c = ix->cent + (size_t)asg[i] * dim;
+        double s = 0;
+        for (int32_t j = 0; j < dim; j++) {
+            double t = (double)b[j] - c[j];
+            s += t * t;
+        }
+        mem[i].r = sqrt(s);
+        mem[i].i = i;
+    }
+    for (int64_t i = 0; i < n; i++) cstart[asg[i] + 1]++;
+    for (int64_t c = 0; c < C; c++) cstart[c + 1] += cstart[c];
+    {
+        member *sorted = pc_malloc(sizeof(member) * (size_t)n);
+        if (!sorted) goto nomem;
+        for (int64_t i = 0; i < n; i++) sorted[cstart[asg[i]] + fill[asg[i]]++] = mem[i];
+        memcpy(mem, sorted, sizeof(member) * (size_t)n);
+        pc_free(sorted);
+    }
+    int64_t n_shells = 0;
+    int32_t max_cs = 0;
+    for (int64_t c = 0; c < C; c++) {
+        int64_t size = cstart[c + 1] - cstart[c];
+        qsort(mem + cstart[c], (size_t)size, sizeof(member), member_cmp);
+        int64_t s = (size + PC_KNN_SHELL - 1) / PC_KNN_SHELL;
+        ix->cl_shell[c] = (int32_t)n_shells;
+        n_shells += s;
+        max_cs = (int32_t)PC_MAX((int64_t)max_cs, s);
+    }
+    ix->cl_shell[C] = (int32_t)n_shells;
+    ix->n_shells = (int32_t)n_shells, ix->max_cluster_shells = max_cs;
+    ix->sh_start = pc_malloc(sizeof(int64_t) * (size_t)(n_shells + 1));
+    ix->sh_rmax = pc_malloc(sizeof(double) * (size_t)n_shells);
+    ix->sh_rmin = pc_malloc(sizeof(double) * (size_t)n_shells);
+    ix->sh_bnmax = pc_calloc((size_t)n_shells, sizeof(float));
+    if (!ix->sh_start || !ix->sh_rmax || !ix->sh_rmin || !ix->sh_bnmax) goto nomem;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < n; p++) {
+        int64_t i = mem[p].i;
+        memcpy(ix->bank + (size_t)p * dim, bank + (size_t)i * dim, sizeof(float) * (size_t)dim);
+        ix->norms[p] = bank_norms[i];
+        ix->perm[p] = i;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        for (int64_t s = ix->cl_shell[c]; s < ix->cl_shell[c + 1]; s++) {
+            int64_t p0 = cstart[c] + (s - ix->cl_shell[c]) * PC_KNN_SHELL, p1 = PC_MIN(p0 + PC_KNN_SHELL, cstart[c + 1]);
+            ix->sh_start[s] = p0;
+            /* widened by a relative 1e-12, far above the double rounding of the sums */
+            ix->sh_rmax[s] = mem[p0].r * (1 + 1e-12);
+            ix->sh_rmin[s] = mem[p1 - 1].r * (1 - 1e-12);
+            for (int64_t p = p0; p < p1; p++) ix->sh_bnmax[s] = PC_MAX(ix->sh_bnmax[s], ix->norms[p]);
+            ix->cl_bnmax[c] = PC_MAX(ix->cl_bnmax[c], ix->sh_bnmax[s]);
+        }
+    }
+    ix->sh_start[n_shells] = n;
+    goto done;
+nomem:
+    st = pc_fail(PC_ERR_NO_MEMORY, "knn index: out of memory for a bank of %lld x %d", (long long)n, dim);
+    pc_knn_index_free(ix);
+    ix = NULL;
+done:
+    pc_free(asg), pc_free(mem), pc_free(tile), pc_free(cstart), pc_free(fill);
+    *out = ix;
+    return st;
+}
+
+/* workspace: shared pieces, then one set per thread */
+typedef struct ix_ws {
+    float *qn, *ctile;
+    int32_t *near, *qorder, *bstart;
+    struct {
+        float *g, *gqn, *tile, *ld;
+        int64_t *li;
+        int32_t *gid, *gkey, *gsorted, *cnt;
+    } t[64];
+} ix_ws;
+
+#define IX_MAX_THREADS 64
+#define IX_MAX_QUERIES 1024
+
+static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix_ws *w, void *base) {
+    size_t off = 0;
+#define IX_PIECE(ptr, type, count)                                                                                \
+    do {                                                                                                          \
+        if (base) ptr = (type *)((uint8_t *)base + off);                                                          \
+        off += ((size_t)(count) * sizeof(type) + 63) & ~(size_t)63;                                               \
+    } while (0)
+    ix_ws dummy;
+    if (!w) w = &dummy;
+    const size_t C = (size_t)ix->n_clusters, D = (size_t)ix->dim, m = (size_t)mq;
+    IX_PIECE(w->qn, float, m);
+    IX_PIECE(w->ctile, float, m * C);
+    IX_PIECE(w->near, int32_t, m);
+    IX_PIECE(w->qorder, int32_t, m);
+    IX_PIECE(w->bstart, int32_t, C + 1);
+    for (int t = 0; t < T; t++) {
+        IX_PIECE(w->t[t].g, float, m * D);
+        IX_PIECE(w->t[t].gqn, float, m);
+        IX_PIECE(w->t[t].tile, float, m * PC_KNN_GEMM_N);
+        IX_PIECE(w->t[t].ld, float, m * (size_t)k);
+        IX_PIECE(w->t[t].li, int64_t, m * (size_t)k);
+        IX_PIECE(w->t[t].gid, int32_t, m);
+        IX_PIECE(w->t[t].gkey, int32_t, m);
+        IX_PIECE(w->t[t].gsorted, int32_t, m);
+        IX_PIECE(w->t[t].cnt, int32_t, (size_t)ix->max_cluster_shells + 2);
+    }
+#undef IX_PIECE
+    return off + 64;
+}
+
+size_t pc_knn_index_workspace_size(const pc_knn_index *ix, int64_t max_queries, int32_t k, int threads) {
+    if (!ix) return 0;
+    int64_t mq = PC_MAX((int64_t)1, PC_MIN(max_queries, (int64_t)IX_MAX_QUERIES));
+    threads = PC_MAX(1, PC_MIN(threads, IX_MAX_THREADS));
+    return ix_layout(ix, mq, PC_MAX(k, 1), threads, NULL, NULL);
+}
+
+/* the unit roundoff and the absolute error of one fp32 GEMM-form evaluation against the exact squared
+ * distance: |d - ||q - b||^2| <= 1.01 (gamma_K + 4u)(qn + bn) + 2.1 u d (norms rounded once from double,
+ * their sum rounded, the dot within gamma_K ||q|| ||b|| <= gamma_K (qn + bn) / 2 per product, doubled, and
+ * the final subtraction rounded) */
+#define IX_U 0x1p-24
+
+/* shells of cluster c that query (qn, centre distance dqc) may need, given the k-th distance dk of its
+ * list: the first and one past the last, or s0 == s1 when none. Every member b of a shell lies at true
+ * distance r in [rmin, rmax] from the centre, so ||q - b|| >= max(rho_lo - rmax, rmin - rho_hi, 0) =: L
+ * with rho in [rho_lo, rho_hi] the centre distance's range; its canonical distance is then at least
+ * L^2 - 1.01 (gamma_K + 4u)(qn + bn) - 2.1 u d, and the shell is skipped when that exceeds dk. */
+static void needed_shells(const pc_knn_index *ix, int32_t c, float qn, float dqc, float dk, double gk, int32_t *s0,
+                          int32_t *s1) {
+    const int32_t a = ix->cl_shell[c], b = ix->cl_shell[c + 1];
+    if (isinf(dk)) {
+        *s0 = a, *s1 = b;
+        return;
+    }
+    const double e1 = 1.01 * (gk + 4 * IX_U) * ((double)qn + ix->cnorm[c]) + 2.1 * IX_U * dqc;
+    const double rlo = sqrt(PC_MAX(0.0, (double)dqc - e1)), rhi = sqrt((double)dqc + e1);
+    int32_t first = b, last = a - 1;
+    for (int32_t s = a; s < b; s++) {
+        double L = PC_MAX(0.0, PC_MAX(rlo - ix->sh_rmax[s], ix->sh_rmin[s] - rhi));
+        double lim = ((double)dk + 1.01 * (gk + 4 * IX_U) * ((double)qn + ix->sh_bnmax[s])) * (1 + 1e-6);
+        if (L * L * (1 - 3 * IX_U) <= lim) {
+            if (first == b) first = s;
+            last = s;
+        }
+    }
+    *s0 = first, *s1 = first == b ? first : last + 1;
+}
+
+static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *Q, int64_t nq, int32_t k,
+                         ix_ws *w, int T, pc_knn_stats *stats) {
+    const int32_t C = ix->n_clusters, dim = ix->dim;
+    const double gk = gamma_k(dim);
+    int64_t pairs = nq * (int64_t)C, evals = 0;
+    pc_knn_norms(w->qn, Q, nq, dim);
+    for (int64_t i = 0; i < nq * k; i++) out_dist[i] = INFINITY, out_idx[i] = -1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, C, dim, 1.0f, Q, dim, ix->cent, dim, 0.0f, w->ctile,
+                C);
+#pragma omp parallel for schedule(static)
+    for (int64_t q = 0; q < nq; q++) {
+        float *row = w->ctile + (size_t)q * C, best = INFINITY;
+        int32_t bi = 0;
+        for (int32_t c = 0; c < C; c++) {
+            float d = (w->qn[q] + ix->cnorm[c]) - 2.0f * row[c];
+            d = d < 0.f ? 0.f : d;
+            row[c] = d;
+            if (d < best) best = d, bi = c;
+        }
+        w->near[q] = bi;
+    }
+    for (int32_t c = 0; c <= C; c++) w->bstart[c] = 0;
+    for (int64_t q = 0; q < nq; q++) w->bstart[w->near[q] + 1]++;
+    for (int32_t c = 0; c < C; c++) w->bstart[c + 1] += w->bstart[c];
+    for (int64_t q = 0; q < nq; q++) w->qorder[w->bstart[w->near[q]]++] = (int32_t)q;
+    for (int32_t c = C; c > 0; c--) w->bstart[c] = w->bstart[c - 1];
+    w->bstart[0] = 0;
+
+    int team = 1;
+#pragma omp parallel num_threads(T) reduction(+ : pairs, evals)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#pragma omp single
+        team = omp_get_num_threads();
+#endif
+        float *G = w->t[t].g, *gqn = w->t[t].gqn, *tile = w->t[t].tile;
+        /* pass 1: every query against its nearest cluster, whole (each query in one cluster: one writer) */
+#pragma omp for schedule(dynamic, 1)
+        for (int32_t c = 0; c < C; c++) {
+            const int32_t q0 = w->bstart[c], nqc = w->bstart[c + 1] - q0;
+            if (!nqc) continue;
+            for (int32_t i = 0; i < nqc; i++) {
+                int32_t q = w->qorder[q0 + i];
+                memcpy(G + (size_t)i * dim, Q + (size_t)q * dim, sizeof(float) * (size_t)dim);
+                gqn[i] = w->qn[q];
+            }
+            const int64_t p0 = ix->sh_start[ix->cl_shell[c]], p1 = ix->sh_start[ix->cl_shell[c + 1]];
+            for (int64_t r0 = p0; r0 < p1; r0 += PC_KNN_GEMM_N) {
+                const int64_t nr = PC_MIN((int64_t)PC_KNN_GEMM_N, p1 - r0);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nqc, (blasint)nr, dim, 1.0f, G, dim,
+                            ix->bank + (size_t)r0 * dim, dim, 0.0f, tile, PC_KNN_GEMM_N);
+                pairs += (int64_t)nqc * nr;
+                for (int32_t i = 0; i < nqc; i++) {
+                    int32_t q = w->qorder[q0 + i];
+                    evals += scan_row(out_dist + (size_t)q * k, out_idx + (size_t)q * k, k, tile + (size_t)i * PC_KNN_GEMM_N,
+                                      ix->norms + r0, nr, gqn[i], ix->cl_bnmax[c], gk, G + (size_t)i * dim,
+                                      ix->bank + (size_t)r0 * dim, dim, ix->perm + r0, 0);
+                }
+            }
+        }
+        /* pass 2: the other clusters, shell by shell, each thread on its own copy of the lists */
+        float *ld = out_dist;
+        int64_t *li = out_idx;
+        if (t > 0) {
+            ld = w->t[t].ld, li = w->t[t].li;
+            memcpy(ld, out_dist, sizeof(float) * (size_t)(nq * k));
+            memcpy(li, out_idx, sizeof(int64_t) * (size_t)(nq * k));
+        }
+#pragma omp barrier
+        int32_t *gid = w->t[t].gid, *gkey = w->t[t].gkey, *gs = w->t[t].gsorted, *cnt = w->t[t].cnt;
+#pragma omp for schedule(dynamic, 1)
+        for (int32_t c = 0; c < C; c++) {
+            const int32_t a = ix->cl_shell[c], ns = ix->cl_shell[c + 1] - a;
+            int32_t ng = 0;
+            for (int32_t j = 0; j <= ns + 1; j++) cnt[j] = 0;
+            for (int64_t q = 0; q < nq; q++) {
+                if (w->near[q] == c) continue;
+                int32_t s0, s1;
+                needed_shells(ix, c, w->qn[q], w->ctile[(size_t)q * C + c], ld[(size_t)q * k + k - 1], gk, &s0, &s1);
+                if (s0 == s1) continue;
+                gid[ng] = (int32_t)q, gkey[ng] = s1 - a; /* shells [0, gkey) of the cluster */
+                cnt[s1 - a]++;
+                ng++;
+            }
+            if (!ng) continue;
+            /* order by key, descending: the queries needing shell j are then a prefix */
+            int32_t pos = 0;
+            for (int32_t j = ns; j >= 1; j--) {
+                int32_t n_j = cnt[j];
+                cnt[j] = pos;
+                pos += n_j;
+            }
+            for (int32_t i = 0; i < ng; i++) gs[cnt[gkey[i]]++] = gid[i];
+            /* after the scatter cnt[j] = number of queries with key >= j */
+            for (int32_t i = 0; i < ng; i++) {
+                memcpy(G + (size_t)i * dim, Q + (size_t)gs[i] * dim, sizeof(float) * (size_t)dim);
+                gqn[i] = w->qn[gs[i]];
+            }
+            int32_t j = 0;
+            while (j < ns) {
+                const int32_t rows = cnt[j + 1]; /* queries with key > j */
+                if (!rows) break;
+                int32_t j2 = j + 1;
+                while (j2 < ns && cnt[j2 + 1] * 4 >= rows * 3 &&
+                       ix->sh_start[a + j2 + 1] - ix->sh_start[a + j] <= PC_KNN_GEMM_N)
+                    j2++;
+                const int64_t r0 = ix->sh_start[a + j], nr = ix->sh_start[a + j2] - r0;
+                float bnm = 0.f;
+                for (int32_t s = a + j; s < a + j2; s++) bnm = PC_MAX(bnm, ix->sh_bnmax[s]);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (blasint)nr, dim, 1.0f, G, dim,
+                            ix->bank + (size_t)r0 * dim, dim, 0.0f, tile, PC_KNN_GEMM_N);
+                pairs += (int64_t)rows * nr;
+                for (int32_t i = 0; i < rows; i++) {
+                    int32_t q = gs[i];
+                    evals += scan_row(ld + (size_t)q * k, li + (size_t)q * k, k, tile + (size_t)i * PC_KNN_GEMM_N,
+                                      ix->norms + r0, nr, gqn[i], bnm, gk, G + (size_t)i * dim,
+                                      ix->bank + (size_t)r0 * dim, dim, ix->perm + r0, 0);
+                }
+                j = j2;
+            }
+        }
+    }
+    /* merge the threads' lists into out (the pass-1 entries are in every list: skip repeats) */
+    for (int t = 1; t < team; t++) {
+        for (int64_t q = 0; q < nq; q++) {
+            float *od = out_dist + (size_t)q * k, *td = w->t[t].ld + (size_t)q * k;
+            int64_t *oi = out_idx + (size_t)q * k, *ti = w->t[t].li + (size_t)q * k;
+            for (int32_t e = 0; e < k && ti[e] >= 0; e++) {
+                int dup = 0;
+                for (int32_t f = 0; f < k && !dup; f++) dup = oi[f] == ti[e];
+                if (!dup && ranks_before(td[e], ti[e], od[k - 1], oi[k - 1])) topk_insert(od, oi, k, td[e], ti[e]);
+            }
+        }
+    }
+    if (stats) stats->pairs += pairs, stats->evals += evals;
+}
+
+pc_status pc_knn_index_search(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *queries,
+                              int64_t m, int32_t k, void *workspace, size_t ws_bytes, pc_knn_stats *stats) {
+    if (!ix || !out_dist || !out_idx || (m > 0 && !queries) || m < 0 || k < 1 || !workspace)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "knn index search: bad arguments (m %lld, k %d)", (long long)m, k);
+    if (stats) stats->pairs = 0, stats->evals = 0;
+    if (!m) return PC_OK;
+    int T = 1;
+#ifdef _OPENMP
+    T = omp_in_parallel() ? 1 : PC_MIN(omp_get_max_threads(), IX_MAX_THREADS);
+#endif
+    int64_t mq = PC_MIN(m, (int64_t)IX_MAX_QUERIES);
+    while (T > 1 && ix_layout(ix, mq, k, T, NULL, NULL) > ws_bytes) T--;
+    while (mq > 1 && ix_layout(ix, mq, k, T, NULL, NULL) > ws_bytes) mq = mq * 3 / 4;
+    if (ix_layout(ix, mq, k, T, NULL, NULL) > ws_bytes)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "knn index search: workspace of %zu bytes too small", ws_bytes);
+    ix_ws w;
+    void *base = (void *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    ix_layout(ix, mq, k, T, &w, base);
+    for (int64_t q0 = 0; q0 < m; q0 += mq) {
+        const int64_t nq = PC_MIN(mq, m - q0);
+        search_chunk(ix, out_dist + (size_t)q0 * k, out_idx + (size_t)q0 * k, queries + (size_t)q0 * ix->dim, nq, k,
+                     &w, T, stats);
     }
     return PC_OK;
 }

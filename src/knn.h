@@ -38,4 +38,40 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
 pc_status pc_knn_search_reference(float *out_dist, int64_t *out_idx, const float *queries, int64_t m,
                                   const float *bank, int64_t n, int32_t dim, int32_t k);
 
+/* ----------------------------------------------------------------------------------------------
+ * Exact pruned search (docs/method-implementation.md §5): the bank partitioned into clusters around
+ * its first n_clusters entries (for a greedy coreset bank, the first and most spread picks), each
+ * cluster cut into shells of PC_KNN_SHELL members by distance to its centre; a query skips every shell
+ * the triangle inequality proves cannot hold a neighbour better than its current k-th. The results are
+ * identical to pc_knn_search's (same distances, same indices, same tie order).
+ * -------------------------------------------------------------------------------------------- */
+
+#define PC_KNN_SHELL 32     /* bank entries per shell (the pruning unit) */
+#define PC_KNN_GEMM_N 256   /* largest run of bank entries per SGEMM call */
+#define PC_KNN_MIN_BANK 4096 /* below this the model keeps the brute-force search */
+
+typedef struct pc_knn_index pc_knn_index;
+
+/* Counters of one search, for benchmarks: query-bank pairs whose distance the SGEMMs computed
+ * (including the query-centre pairs) and canonical re-evaluations. */
+typedef struct pc_knn_stats {
+    int64_t pairs, evals;
+} pc_knn_stats;
+
+/* Clusters the bank (n x dim, its norms from pc_knn_norms, both read only now: the index keeps a
+ * cluster-ordered copy). n_clusters <= 0 picks 2 sqrt(n). Costs one n x n_clusters x dim SGEMM. */
+pc_status pc_knn_index_build(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n, int32_t dim,
+                             int32_t n_clusters);
+void pc_knn_index_free(pc_knn_index *ix);
+int32_t pc_knn_index_clusters(const pc_knn_index *ix);
+
+/* Bytes of workspace for up to max_queries queries per call, k neighbours and up to `threads` OpenMP
+ * threads (more threads than that are not used). */
+size_t pc_knn_index_workspace_size(const pc_knn_index *ix, int64_t max_queries, int32_t k, int threads);
+
+/* Exact k-NN of m queries, as pc_knn_search (results in original bank indices). stats may be NULL.
+ * Thread-safe on one index when every calling thread has its own workspace. */
+pc_status pc_knn_index_search(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *queries,
+                              int64_t m, int32_t k, void *workspace, size_t ws_bytes, pc_knn_stats *stats);
+
 #endif /* PC_KNN_H */

@@ -82,6 +82,7 @@ struct pc_model {
     int64_t *coreset_idx; /* selected indices (fit only; NULL after load when absent) */
     int64_t bank_n;
     float *bank_norms;
+    pc_knn_index *kix;    /* the pruned kNN index (NULL: brute force; see build_knn_index) */
     pc_modelfile *mf;
     /* predict contexts */
     pthread_mutex_t lock;
@@ -172,6 +173,7 @@ void pc_model_free(pc_model *m) {
     pc_free(m->bank_owned);
     pc_free(m->coreset_idx);
     pc_free(m->bank_norms);
+    pc_knn_index_free(m->kix);
     pc_modelfile_close(m->mf);
     pc_free(m);
 }
@@ -223,6 +225,15 @@ static int deepest_layer(const pc_model *m) {
     return d;
 }
 
+/* The pruned exact kNN index over the bank (knn.h), built after fit and at load (it is derived data,
+ * not stored in the model file). Its results are identical to the brute-force search; it only pays
+ * for banks of PC_KNN_MIN_BANK entries and more and a few neighbours, so smaller banks and k > 16 keep
+ * the brute force. */
+static pc_status build_knn_index(pc_model *m) {
+    if (m->bank_n < PC_KNN_MIN_BANK || m->k > 16) return PC_OK;
+    return pc_knn_index_build(&m->kix, m->bank, m->bank_norms, m->bank_n, m->dim, 0);
+}
+
 /* ----------------------------------------------------------------------------------------------
  * Predict contexts
  * -------------------------------------------------------------------------------------------- */
@@ -243,6 +254,13 @@ static pc_status ctx_create(pc_model *m, pctx **out) {
     for (int i = 0; i < m->n_layers; i++)
         act_sz[m->layers[i] - 1] = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
     c->kws_size = pc_knn_workspace_size((int64_t)hw);
+    if (m->kix) {
+        int threads = 1;
+#ifdef _OPENMP
+        threads = omp_get_max_threads();
+#endif
+        c->kws_size = PC_MAX(c->kws_size, pc_knn_index_workspace_size(m->kix, (int64_t)hw, m->k, threads));
+    }
     /* one block, each piece 64-byte aligned */
     size_t sizes[16], n = 0, total = 0;
     sizes[n++] = 3 * S * S * sizeof(float);
@@ -509,6 +527,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     m->bank = m->bank_owned;
     m->bank_n = n_sel;
     pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
+    st = build_knn_index(m);
 
 done:
     pc_free(feats);
@@ -550,8 +569,11 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geom
     const float *per_img[PC_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) per_img[i] = c->acts[m->layers[i] - 1];
     pc_features_compute(c->feats, per_img, m->plan, c->fws);
-    st = pc_knn_search(c->dist, c->idx, c->feats, hw, m->bank, m->bank_norms, m->bank_n, m->dim, m->k, c->kws,
-                       c->kws_size);
+    if (m->kix)
+        st = pc_knn_index_search(m->kix, c->dist, c->idx, c->feats, hw, m->k, c->kws, c->kws_size, NULL);
+    else
+        st = pc_knn_search(c->dist, c->idx, c->feats, hw, m->bank, m->bank_norms, m->bank_n, m->dim, m->k, c->kws,
+                           c->kws_size);
     if (!st) pc_patch_scores(c->pscores, c->dist, hw, m->k);
     return st;
 }
@@ -923,6 +945,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
         goto fail;
     }
     pc_knn_norms(m->bank_norms, m->bank, m->bank_n, m->dim);
+    if ((st = build_knn_index(m))) goto fail;
     *out = m;
     return PC_OK;
 fail:

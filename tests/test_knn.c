@@ -3,13 +3,21 @@
  * relative 1e-4 of the largest, indices equal wherever the distance is not tied) and against the
  * brute-force reference (exact tie order: lowest indices first), on odd shapes with duplicates and
  * k > 1, with a workspace too small for the queries (several query blocks) and without bank norms.
+ * The pruned search (pc_knn_index_search) must return exactly what the brute force returns (memcmp of
+ * distances and indices) on clustered random data with duplicated bank rows and queries equal to bank
+ * rows, k = 1, 3, 9 (and k > n), across several query chunks and 2 threads, and on real ResNet-18
+ * bottle features from the pipeline reference (tests/ref/gen_pipeline.py); and from 4 threads at once
+ * on one index, each with its own workspace (bit-identical to the serial results).
  */
+#include "coreset.h"
 #include "knn.h"
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void run_case(const char *name, size_t ws_queries) {
     char rel[256];
@@ -97,12 +105,250 @@ static void test_ties_by_hand(void **s) {
     pc_free(ws);
 }
 
+
+/* The pruned search against the brute force (bit-identical) and the double-precision reference (the
+ * same tolerance rule as run_case: distances within relative 1e-4 of the largest, an index may differ
+ * only between candidates within 1e-5 of the largest distance). Returns the pairs the pruned search
+ * computed, as a fraction of m n. ref_d/ref_i: the reference for ref_k >= k neighbours (its first k are the
+ * reference for k: the order is total), or NULL to compute it here. */
+static double check_pruned(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
+                           int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
+                           int32_t ref_k) {
+    float *norms = pc_malloc(sizeof(float) * (size_t)n);
+    float *d0 = pc_malloc(sizeof(float) * (size_t)(m * k)), *d1 = pc_malloc(sizeof(float) * (size_t)(m * k));
+    float *dr = pc_malloc(sizeof(float) * (size_t)(m * k));
+    int64_t *i0 = pc_malloc(sizeof(int64_t) * (size_t)(m * k)), *i1 = pc_malloc(sizeof(int64_t) * (size_t)(m * k));
+    int64_t *ir = pc_malloc(sizeof(int64_t) * (size_t)(m * k));
+    pc_knn_norms(norms, bank, n, D);
+    size_t wb = pc_knn_workspace_size(64);
+    void *wsb = pc_malloc(wb);
+    assert_int_equal(pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, wsb, wb), PC_OK);
+    if (ref_d) {
+        for (int64_t i = 0; i < m; i++)
+            for (int32_t t = 0; t < k; t++) dr[i * k + t] = ref_d[i * ref_k + t], ir[i * k + t] = ref_i[i * ref_k + t];
+    } else {
+        assert_int_equal(pc_knn_search_reference(dr, ir, q, m, bank, n, D, k), PC_OK);
+    }
+    pc_knn_index *ix;
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, clusters), PC_OK);
+    size_t wi = pc_knn_index_workspace_size(ix, ws_queries, k, 2);
+    void *wsi = pc_malloc(wi);
+    pc_knn_stats st;
+    assert_int_equal(pc_knn_index_search(ix, d1, i1, q, m, k, wsi, wi, &st), PC_OK);
+    int64_t diff = 0, ref_diff = 0;
+    double scale = 0, e_ref = 0;
+    for (int64_t i = 0; i < m * k; i++)
+        if (isfinite(dr[i])) scale = fmax(scale, dr[i]);
+    for (int64_t i = 0; i < m * k; i++) {
+        diff += i0[i] != i1[i] || memcmp(&d0[i], &d1[i], sizeof(float)) != 0;
+        if (isinf(dr[i])) { /* k > n: padding */
+            assert_true(isinf(d1[i]) && i1[i] == -1 && ir[i] == -1);
+            continue;
+        }
+        e_ref = fmax(e_ref, fabs((double)d1[i] - dr[i]) / fmax(scale, 1e-30));
+        if (i1[i] != ir[i]) {
+            ref_diff++;
+            assert_true(fabs((double)d1[i] - dr[i]) <= 1e-5 * scale);
+        }
+    }
+    double frac = (double)st.pairs / ((double)m * n);
+    print_message("pruned %-9s n %5lld m %4lld D %4d k %2d, %3d clusters, query chunk %4lld: %lld differ from brute "
+                  "force; vs double reference %.1e, %lld near-tie index swaps; distance work %.1f%%\n", name,
+                  (long long)n, (long long)m, D, k, pc_knn_index_clusters(ix), (long long)ws_queries, (long long)diff,
+                  e_ref, (long long)ref_diff, 100 * frac);
+    assert_int_equal(diff, 0);
+    assert_true(e_ref <= 1e-4);
+    pc_knn_index_free(ix);
+    pc_free(norms), pc_free(d0), pc_free(d1), pc_free(dr), pc_free(i0), pc_free(i1), pc_free(ir);
+    pc_free(wsb), pc_free(wsi);
+    return frac;
+}
+
+static float gauss(pc_rng *r) { /* sum of 4 uniforms, centred: close enough to a normal for blobs */
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += (float)(pc_rng_next(r) >> 40) * 0x1p-24f;
+    return s - 2.0f;
+}
+
+/* Blobs in D = 70 (not a multiple of the 32-wide canonical kernel): 40 centres, 4000 bank rows around
+ * them at varied spreads, rows 3000.. copies of earlier rows (some of the first ones, the cluster
+ * centres, included); queries: fresh blob points, exact copies of bank rows (duplicated ones too) and
+ * a few far-away points. */
+static void test_pruned_clustered(void **s) {
+    (void)s;
+    const int64_t n = 4000, m = 500, G = 40;
+    const int32_t D = 70;
+    pc_rng r = {12345};
+    float *cent = pc_malloc(sizeof(float) * (size_t)(G * D)), *bank = pc_malloc(sizeof(float) * (size_t)(n * D));
+    float *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    for (int64_t i = 0; i < G * D; i++) cent[i] = 4 * gauss(&r);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = (int64_t)pc_rng_below(&r, (uint64_t)G);
+        float spread = 0.2f + (float)(i % 7) * 0.15f;
+        if (i >= 3000) {
+            int64_t src = i < 3030 ? (int64_t)pc_rng_below(&r, 60) : (int64_t)pc_rng_below(&r, 3000);
+            memcpy(bank + (size_t)i * D, bank + (size_t)src * D, sizeof(float) * D);
+        } else {
+            for (int32_t c = 0; c < D; c++) bank[(size_t)i * D + c] = cent[g * D + c] + spread * gauss(&r);
+        }
+    }
+    for (int64_t i = 0; i < m; i++) {
+        float *x = q + (size_t)i * D;
+        if (i % 5 == 0) { /* a bank row; every 10th query one that has a copy */
+            int64_t src = i % 10 == 0 ? (int64_t)pc_rng_below(&r, 60) : (int64_t)pc_rng_below(&r, (uint64_t)n);
+            memcpy(x, bank + (size_t)src * D, sizeof(float) * D);
+        } else if (i % 97 == 1) {
+            for (int32_t c = 0; c < D; c++) x[c] = 30 * gauss(&r);
+        } else {
+            int64_t g = (int64_t)pc_rng_below(&r, (uint64_t)G);
+            for (int32_t c = 0; c < D; c++) x[c] = cent[g * D + c] + 0.5f * gauss(&r);
+        }
+    }
+    const int32_t ks[3] = {1, 3, 9};
+    for (int t = 0; t < 3; t++) {
+        double frac = check_pruned("clustered", bank, n, q, m, D, ks[t], 0, t == 1 ? 77 : 1024, NULL, NULL, 0);
+        assert_true(frac < 0.6); /* the blobs are far apart: most of the bank is skipped */
+    }
+    check_pruned("clustered", bank, n, q, m, D, 1, 7, 1024, NULL, NULL, 0); /* few, loose clusters */
+    check_pruned("clustered", bank, n, q, m, D, 1, 4000, 1024, NULL, NULL, 0); /* every row its own cluster */
+    /* a query equal to a bank row finds the lowest-indexed copy of that row first */
+    {
+        float d[3];
+        int64_t idx[3];
+        float *norms = pc_malloc(sizeof(float) * (size_t)n);
+        pc_knn_norms(norms, bank, n, D);
+        pc_knn_index *ix;
+        assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+        size_t wi = pc_knn_index_workspace_size(ix, 1, 3, 2);
+        void *ws = pc_malloc(wi);
+        for (int64_t i = 3000; i < 3030; i++) {
+            int64_t lowest = i;
+            for (int64_t j = 0; j < i; j++)
+                if (!memcmp(bank + (size_t)j * D, bank + (size_t)i * D, sizeof(float) * D)) {
+                    lowest = j;
+                    break;
+                }
+            assert_true(lowest < 60);
+            assert_int_equal(pc_knn_index_search(ix, d, idx, bank + (size_t)i * D, 1, 3, ws, wi, NULL), PC_OK);
+            assert_int_equal(idx[0], lowest);
+            assert_true(idx[1] > lowest && d[1] == d[0]); /* the next copy: same distance, next index */
+        }
+        pc_knn_index_free(ix);
+        pc_free(ws), pc_free(norms);
+    }
+    pc_free(cent), pc_free(bank), pc_free(q);
+}
+
+/* A bank of 5 rows and k = 8 > n: the tail is padded (+inf, -1) as in the brute force; tiny banks. */
+static void test_pruned_small(void **s) {
+    (void)s;
+    const float bank[6] = {2, 0, 2, -2, 5, 0}, q[3] = {0, 1.5f, 9};
+    check_pruned("tiny", bank, 6, q, 3, 1, 8, 2, 1024, NULL, NULL, 0);
+    check_pruned("tiny", bank, 6, q, 3, 1, 4, 0, 1, NULL, NULL, 0);
+    check_pruned("tiny", bank, 1, q, 3, 1, 2, 0, 1024, NULL, NULL, 0);
+}
+
+/* Real ResNet-18 layer 2+3 features of bottle (the pipeline reference's 6 training images): the bank
+ * is images 1-5's patches with the reference coreset's picks first (as in a fitted model, whose bank
+ * is in coreset selection order), the queries every other patch of image 0 (the double-precision
+ * reference is the slow part). */
+static void test_pruned_real(void **s) {
+    (void)s;
+    if (!ref_exists("pipeline/r18/features_train.npy")) TEST_SKIP_MSG("pipeline reference missing (run make refs)");
+    npy_array f, cs;
+    assert_int_equal(npy_load("pipeline/r18/features_train.npy", &f), 0);
+    assert_int_equal(npy_load("pipeline/r18/coreset.npy", &cs), 0);
+    const int64_t N = f.shape[0], D = f.shape[1], hw = 784, ncs = cs.shape[0];
+    assert_true(N > hw);
+    const float *F = f.data;
+    const int64_t *sel = cs.data;
+    float *bank = pc_malloc(sizeof(float) * (size_t)(N * D));
+    uint8_t *used = pc_calloc((size_t)N, 1);
+    int64_t n = 0;
+    for (int64_t i = 0; i < ncs; i++)
+        if (sel[i] >= hw && !used[sel[i]]) used[sel[i]] = 1, memcpy(bank + (size_t)(n++) * D, F + (size_t)sel[i] * D, sizeof(float) * D);
+    for (int64_t i = hw; i < N; i++)
+        if (!used[i]) memcpy(bank + (size_t)(n++) * D, F + (size_t)i * D, sizeof(float) * D);
+    assert_int_equal(n, N - hw);
+    const int32_t ks[3] = {1, 3, 9};
+    const int64_t m = hw / 2;
+    float *q = pc_malloc(sizeof(float) * (size_t)(m * D)), *rd = pc_malloc(sizeof(float) * (size_t)(m * 9));
+    int64_t *ri = pc_malloc(sizeof(int64_t) * (size_t)(m * 9));
+    for (int64_t i = 0; i < m; i++) memcpy(q + (size_t)i * D, F + (size_t)(2 * i) * D, sizeof(float) * D);
+    assert_int_equal(pc_knn_search_reference(rd, ri, q, m, bank, n, (int32_t)D, 9), PC_OK);
+    for (int t = 0; t < 3; t++) {
+        double frac = check_pruned("real r18", bank, n, q, m, (int32_t)D, ks[t], 0, t == 2 ? 100 : 1024, rd, ri, 9);
+        assert_true(frac < 0.5);
+    }
+    pc_free(bank), pc_free(used), pc_free(q), pc_free(rd), pc_free(ri);
+    npy_free(&f), npy_free(&cs);
+}
+
+/* Several threads search one index at once, each with its own workspace (as predict contexts do). */
+typedef struct th_job {
+    const pc_knn_index *ix;
+    const float *q;
+    int64_t m;
+    int32_t k;
+    float *d;
+    int64_t *i;
+    int status;
+} th_job;
+
+static void *th_run(void *arg) {
+    th_job *j = arg;
+    size_t wi = pc_knn_index_workspace_size(j->ix, j->m, j->k, 2);
+    void *ws = pc_malloc(wi);
+    j->status = ws ? 0 : -1;
+    for (int r = 0; r < 3 && !j->status; r++) j->status = pc_knn_index_search(j->ix, j->d, j->i, j->q, j->m, j->k, ws, wi, NULL);
+    pc_free(ws);
+    return NULL;
+}
+
+static void test_pruned_threads(void **s) {
+    (void)s;
+    const int64_t n = 5000, m = 300;
+    const int32_t D = 48, k = 3;
+    pc_rng r = {777};
+    float *bank = pc_malloc(sizeof(float) * (size_t)(n * D)), *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    for (int64_t i = 0; i < n * D; i++) bank[i] = gauss(&r) + (float)((i / D) % 16) * (i % D == (i / D) % D);
+    for (int64_t i = 0; i < m * D; i++) q[i] = bank[(i * 7) % (n * D)] + 0.1f * gauss(&r);
+    float *norms = pc_malloc(sizeof(float) * (size_t)n), *d0 = pc_malloc(sizeof(float) * (size_t)(m * k));
+    int64_t *i0 = pc_malloc(sizeof(int64_t) * (size_t)(m * k));
+    pc_knn_norms(norms, bank, n, D);
+    size_t wb = pc_knn_workspace_size(m);
+    void *wsb = pc_malloc(wb);
+    assert_int_equal(pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, wsb, wb), PC_OK);
+    pc_knn_index *ix;
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+    enum { NT = 4 };
+    th_job jobs[NT];
+    pthread_t th[NT];
+    for (int t = 0; t < NT; t++) {
+        jobs[t] = (th_job){ix, q, m, k, pc_malloc(sizeof(float) * (size_t)(m * k)), pc_malloc(sizeof(int64_t) * (size_t)(m * k)), -1};
+        assert_int_equal(pthread_create(&th[t], NULL, th_run, &jobs[t]), 0);
+    }
+    for (int t = 0; t < NT; t++) {
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+        assert_int_equal(jobs[t].status, PC_OK);
+        assert_memory_equal(jobs[t].d, d0, sizeof(float) * (size_t)(m * k));
+        assert_memory_equal(jobs[t].i, i0, sizeof(int64_t) * (size_t)(m * k));
+        pc_free(jobs[t].d), pc_free(jobs[t].i);
+    }
+    pc_knn_index_free(ix);
+    pc_free(bank), pc_free(q), pc_free(norms), pc_free(d0), pc_free(i0), pc_free(wsb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ties_by_hand),
         cmocka_unit_test(test_odd),
         cmocka_unit_test(test_wide),
         cmocka_unit_test(test_k3),
+        cmocka_unit_test(test_pruned_small),
+        cmocka_unit_test(test_pruned_clustered),
+        cmocka_unit_test(test_pruned_real),
+        cmocka_unit_test(test_pruned_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,111 @@
+/*
+ * bench_knn.c - exact pruned k-NN (pc_knn_index_search) against the brute-force blocked SGEMM
+ * (pc_knn_search) on a real model's memory bank and real query features: checks that both return
+ * identical distances and indices, and reports the fraction of the query-bank distance work the pruned
+ * search does and ms per image of each, as medians of several runs.
+ * Usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] [--pruned-only 1] IMAGE...
+ * (--pruned-only skips the brute force after the first run, for profiling.)
+ */
+#include "knn.h"
+#include "model_internal.h"
+#include "patchcore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] IMAGE...\n");
+        return 2;
+    }
+    int runs = 5, k = 1, clusters = 0, a = 2, pruned_only = 0;
+    for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
+        if (!strcmp(argv[a], "--runs")) runs = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--k")) k = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--clusters")) clusters = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--pruned-only")) pruned_only = atoi(argv[a + 1]);
+    }
+    pc_model *m;
+    if (pc_model_load(argv[1], &m)) {
+        fprintf(stderr, "%s\n", pc_last_error());
+        return 1;
+    }
+    int64_t n;
+    int32_t D;
+    const float *bank = pc_model_bank(m, &n, &D);
+    const int n_img = argc - a;
+    if (n_img < 1) return 2;
+    const int64_t hw = 784;
+    float *feats = malloc(sizeof(float) * (size_t)(n_img * hw * D));
+    for (int i = 0; i < n_img; i++) {
+        pc_image im;
+        if (pc_image_load(argv[a + i], &im) || pc_model_patch_outputs(m, &im, feats + (size_t)i * hw * D, NULL)) {
+            fprintf(stderr, "%s\n", pc_last_error());
+            return 1;
+        }
+        pc_image_free(&im);
+    }
+    float *norms = malloc(sizeof(float) * (size_t)n);
+    pc_knn_norms(norms, bank, n, D);
+    double t0 = now();
+    pc_knn_index *ix;
+    if (pc_knn_index_build(&ix, bank, norms, n, D, clusters)) return 1;
+    double t_build = now() - t0;
+    int T = 1;
+#ifdef _OPENMP
+    T = omp_get_max_threads();
+#endif
+    size_t wb = pc_knn_workspace_size(hw), wi = pc_knn_index_workspace_size(ix, hw, k, T);
+    void *ws_b = pc_malloc(wb), *ws_i = pc_malloc(wi);
+    float *d0 = malloc(sizeof(float) * (size_t)(hw * k)), *d1 = malloc(sizeof(float) * (size_t)(hw * k));
+    int64_t *i0 = malloc(sizeof(int64_t) * (size_t)(hw * k)), *i1 = malloc(sizeof(int64_t) * (size_t)(hw * k));
+    double *tb = malloc(sizeof(double) * (size_t)(runs * n_img)), *tp = malloc(sizeof(double) * (size_t)(runs * n_img));
+    int64_t pairs = 0, evals = 0, mismatches = 0;
+    for (int r = 0; r < runs; r++) {
+        for (int i = 0; i < n_img; i++) {
+            const float *q = feats + (size_t)i * hw * D;
+            double s = now();
+            if (r == 0 || !pruned_only) pc_knn_search(d0, i0, q, hw, bank, norms, n, D, k, ws_b, wb);
+            double s2 = now();
+            pc_knn_stats st;
+            pc_knn_index_search(ix, d1, i1, q, hw, k, ws_i, wi, &st);
+            double s3 = now();
+            tb[r * n_img + i] = s2 - s, tp[r * n_img + i] = s3 - s2;
+            if (r == 0) pairs += st.pairs, evals += st.evals;
+            for (int64_t j = 0; j < (r == 0 || !pruned_only ? hw * k : 0); j++)
+                if (i0[j] != i1[j] || memcmp(&d0[j], &d1[j], sizeof(float))) mismatches++;
+        }
+    }
+    double mb = median(tb, runs * n_img) * 1e3, mp = median(tp, runs * n_img) * 1e3;
+    printf("knn bank %lld x %d, %d images x %lld queries, k %d, %d threads, %d clusters (index build %.1f ms, "
+           "%.1f MB)\n", (long long)n, D, n_img, (long long)hw, k, T, pc_knn_index_clusters(ix), t_build * 1e3,
+           (double)n * (D + 3) * 4 / 1e6);
+    printf("  distance work (incl. centres): %.1f%% of brute force; canonical re-evaluations %.1f per query\n",
+           100.0 * pairs / ((double)n_img * hw * n), (double)evals / ((double)n_img * hw));
+    printf("  brute %.1f ms/image, pruned %.1f ms/image (median of %d): %.2fx; results identical: %s (%lld differ)\n",
+           mb, mp, runs * n_img, mb / mp, mismatches ? "NO" : "yes", (long long)mismatches);
+    pc_knn_index_free(ix);
+    pc_model_free(m);
+    return mismatches ? 1 : 0;
+}
