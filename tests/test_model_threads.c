@@ -1,7 +1,8 @@
 /*
  * test_model_threads.c - pc_model_predict from several threads at once on one loaded model (issue 4:
- * "predict safe to call from several threads on one loaded model"). A small model is fitted on three
- * real bottle images with the shared ResNet-18 (skipped when ../shared is absent), saved and loaded;
+ * "predict safe to call from several threads on one loaded model"). A model is fitted on six
+ * real bottle images with the shared ResNet-18 into a 4,200-entry bank (so the pruned kNN index is used;
+ * skipped when ../shared is absent), saved and loaded;
  * the test images are predicted serially, then NTHREADS pthreads predict all of them concurrently, in
  * different orders, for several rounds. Scores and maps must be bit-identical (memcmp) to the serial
  * ones. Also run under ThreadSanitizer by `make tsan-test` (see the Makefile).
@@ -72,11 +73,13 @@ static void test_concurrent_predict(void **state) {
         TEST_SKIP_MSG("../shared absent: no ResNet-18 weights");
     if (!shared_path(dir, sizeof dir, "data/mvtec_ad/bottle")) TEST_SKIP_MSG("../shared absent: no bottle");
 
-    static const char *train_rel[] = {"train/good/000.png", "train/good/001.png", "train/good/002.png"};
+    /* 6 images, a 4,200-entry bank: the pruned kNN index is in use (PC_KNN_MIN_BANK) */
+    static const char *train_rel[] = {"train/good/000.png", "train/good/001.png", "train/good/002.png",
+                                      "train/good/003.png", "train/good/004.png", "train/good/005.png"};
     static const char *test_rel[NTEST] = {"test/broken_large/000.png", "test/good/000.png",
                                           "test/contamination/000.png", "test/broken_small/000.png"};
-    char *train[3];
-    for (int i = 0; i < 3; i++) {
+    char *train[6];
+    for (int i = 0; i < 6; i++) {
         train[i] = malloc(8192);
         assert_non_null(train[i]);
         snprintf(train[i], 8192, "%s/%s", dir, train_rel[i]);
@@ -84,9 +87,9 @@ static void test_concurrent_predict(void **state) {
     pc_fit_options opt;
     pc_fit_options_init(&opt);
     opt.weights = wpath;
-    opt.coreset_size = 300;
+    opt.coreset_size = 4200;
     pc_model *fitted = NULL;
-    pc_status st = pc_model_fit(&opt, (const char *const *)train, 3, &fitted);
+    pc_status st = pc_model_fit(&opt, (const char *const *)train, 6, &fitted);
     assert_int_equal(st, PC_OK);
     char mpath[] = "/tmp/pc_threads_XXXXXX";
     int fd = mkstemp(mpath);
@@ -149,7 +152,7 @@ static void test_concurrent_predict(void **state) {
 #endif
     for (int t = 0; t < NTEST; t++) pc_image_free(&images[t]);
     free(maps);
-    for (int i = 0; i < 3; i++) free(train[i]);
+    for (int i = 0; i < 6; i++) free(train[i]);
     pc_model_free(m);
 }
 
