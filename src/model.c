@@ -141,6 +141,9 @@ static pc_status check_options(const pc_fit_options *o) {
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: batch size must be 1..256");
     if (o->reweight_b < 0 || o->reweight_b > 1024)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: reweight b must be 0..1024");
+    if (o->max_memory < 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: the memory budget must be >= 0 bytes (0 = unlimited), not %lld",
+                       (long long)o->max_memory);
     return PC_OK;
 }
 

@@ -11,7 +11,8 @@
  *  - with TMPDIR unusable a budgeted fit fails naming it (so it did stream) while an unlimited one and
  *    a sampler-none one (never streamed) succeed; the temporary folder is empty after every fit;
  *  - a budget that is too small fails with PC_ERR_TOO_LARGE before the first image (no "features"
- *    progress) and names a sufficient budget, and a fit with exactly that budget succeeds;
+ *    progress) and names a sufficient budget: a fit with exactly that budget succeeds, one MiB less
+ *    fails; a negative budget is an invalid argument;
  *  - a failing write to the temporary file (PC_FAULT_WRITE) fails with PC_ERR_IO naming the file.
  * Peak RSS is not asserted here: bench/fit_large.sh measures it.
  */
@@ -184,6 +185,9 @@ static void test_budget_too_small(void **state) {
     pc_fit_options o;
     pc_fit_options_init(&o);
     assert_int_equal(o.max_memory, 0); /* unlimited by default */
+    pc_model *neg = NULL;
+    assert_int_equal(fit(PC_SAMPLER_APPROX_GREEDY, -1, NULL, &neg), PC_ERR_INVALID_ARGUMENT);
+    assert_null(neg);
     static const pc_sampler samplers[] = {PC_SAMPLER_APPROX_GREEDY, PC_SAMPLER_NONE};
     for (int s = 0; s < 2; s++) {
         pc_model *m = NULL;
