@@ -15,6 +15,33 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024, like sort -S and
+ * /usr/bin/time's kilobytes), optionally followed by B or iB: 2G, 1500M, 1.5GiB, 123456789. */
+static bool parse_size(const char *opt, const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (end != s && *end) {
+        const char *units = "KMGT";
+        const char *u = strchr(units, toupper((unsigned char)*end));
+        if (u) {
+            for (const char *q = units; q <= u; q++) mul *= 1024;
+            end++;
+            if (*end == 'i' && end[1] == 'B') end += 2;
+            else if (*end == 'B') end++;
+        } else if (*end == 'B' && !end[1]) {
+            end++;
+        }
+    }
+    if (errno || end == s || *end || !isfinite(v) || v < 0 || v * mul >= 9.2e18) {
+        cli_error("%s: '%s' is not a size such as 2G, 1500M or 4096K (0 = unlimited)", opt, s);
+        return false;
+    }
+    *out = (int64_t)(v * mul);
+    return true;
+}
+
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int32_t *threads, bool *matched) {
     const char *a = argv[*i], *v;
     double d;
@@ -112,6 +139,9 @@ bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int3
     } else if (cli_match(a, "--threads")) {
         TAKE("--threads");
         return cli_parse_int("--threads", v, 0, 1024, threads);
+    } else if (cli_match(a, "--max-memory")) {
+        TAKE("--max-memory");
+        return parse_size("--max-memory", v, &o->max_memory);
     } else {
         *matched = false;
     }
@@ -137,7 +167,10 @@ void cli_fit_options_help(FILE *out) {
             "  --seed S            seed of the coreset's projection and start points (default 0)\n"
             "  --reweight B        the paper's Eq. 7 image score with B neighbours (default 0 = off)\n"
             "  --batch N           images per backbone call (default 8)\n"
-            "  --threads N         threads for the library and OpenBLAS (default: all cores)\n");
+            "  --threads N         threads for the library and OpenBLAS (default: all cores)\n"
+            "  --max-memory SIZE   keep the fit under SIZE (e.g. 2G, 1500M; K/M/G = 1024^1..3 bytes) by\n"
+            "                      streaming the features to a temporary file in $TMPDIR (default /tmp);\n"
+            "                      same model; fails at once if SIZE cannot be met (default 0 = unlimited)\n");
 }
 
 /* ---- inputs ------------------------------------------------------------------------------------ */

@@ -414,6 +414,13 @@ typedef struct pc_fit_options {
     /* Called once for each input that cannot be used (fit goes on without it); may be NULL. */
     void (*on_image_error)(void *user, const char *path, pc_status status, const char *message);
     void *on_image_error_user;
+    /* A memory budget for the fit in bytes (0 = unlimited). When set, the training features are
+     * written to an unlinked temporary file in $TMPDIR (default /tmp) instead of being kept in memory,
+     * the coreset runs on their 128-d projection, and the selected rows are read back: the model is
+     * bit-identical to the one an unlimited fit makes. Sampler none keeps every feature, so there the
+     * bank itself must fit. The fit fails with PC_ERR_TOO_LARGE before any image is processed when its
+     * planned peak (docs/robustness.md, "Bounded memory") exceeds the budget. */
+    int64_t max_memory;
 } pc_fit_options;
 
 /* Defaults equal to the reference implementation's (listed above). */

@@ -701,6 +701,35 @@ pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w) 
     return PC_OK;
 }
 
+static size_t conv_bytes(const conv *c) {
+    size_t n = (size_t)c->cout; /* bias */
+    if (c->wino) n += (size_t)16 * c->cout * c->cin;
+    else if (c->weight) n += (size_t)c->cout * (size_t)(c->cin / c->groups) * c->k * c->k;
+    return n * sizeof(float);
+}
+
+size_t pc_backbone_weight_bytes(const pc_backbone *bb) {
+    if (!bb || bb->is_view) return 0;
+    size_t n = conv_bytes(&bb->stem);
+    for (int s = 0; s < 4; s++)
+        for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
+            const block *B = &bb->blocks[s][b];
+            n += conv_bytes(&B->c1) + conv_bytes(&B->c2) + conv_bytes(&B->c3) + (B->has_ds ? conv_bytes(&B->ds) : 0);
+        }
+    return n;
+}
+
+size_t pc_backbone_workspace_bytes(const pc_backbone *bb) {
+    return bb && bb->ws ? (5 * bb->act_cap + bb->col_cap) * sizeof(float) : 0;
+}
+
+void pc_backbone_release_workspace(pc_backbone *bb) {
+    if (!bb) return;
+    pc_free(bb->ws);
+    bb->ws = NULL;
+    bb->act_cap = bb->col_cap = 0;
+}
+
 pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w, uint32_t layer_mask,
                               float *const outs[4]) {
     pc_clear_error();

@@ -17,4 +17,13 @@ pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc
  * run forward at once. Free it with pc_backbone_free before src. */
 pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out);
 
+/* Bytes of the (batch-norm-folded, Winograd-transformed) weights a backbone holds (0 for a view), and
+ * of its current workspace (what pc_backbone_reserve allocated). For fit's memory plan. */
+size_t pc_backbone_weight_bytes(const pc_backbone *bb);
+size_t pc_backbone_workspace_bytes(const pc_backbone *bb);
+
+/* Free the workspace (the next forward or reserve allocates it again); fit drops it once the features
+ * are computed, so the coreset runs without it. */
+void pc_backbone_release_workspace(pc_backbone *bb);
+
 #endif

@@ -230,36 +230,30 @@ static pc_status check_args(const int64_t *out_idx, const float *feats, int64_t 
     return PC_OK;
 }
 
-static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
-                             const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
-                             int64_t n, pc_progress_fn progress, void *user, bool prune) {
-    pc_status st = check_args(out_idx, feats, n_points, dim, proj, proj_dim, starts, n_starts, n);
-    if (st != PC_OK) return st;
-    size_t pj_floats, pad;
-    if (!pc_mul_size((size_t)n_points, (size_t)proj_dim, &pj_floats) || !pc_add_size(pj_floats, 64, &pad))
-        return pc_fail(PC_ERR_TOO_LARGE, "coreset: %lld points too many", (long long)n_points);
-    float *pj = pc_malloc(sizeof(float) * pj_floats);
+void pc_coreset_project(float *pj, const float *feats, int64_t n_rows, int32_t dim, const float *proj, int32_t proj_dim) {
+    if (n_rows < 1) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n_rows, proj_dim, dim, 1.0f, feats, dim, proj,
+                proj_dim, 0.0f, pj, proj_dim);
+}
+
+/* The greedy loop on a given N x proj_dim projection (prune: see pruned_range). */
+static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                             const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress, void *user,
+                             bool prune) {
+    pc_status st = PC_OK;
     float *dist = pc_malloc(sizeof(float) * (size_t)n_points);
     float *sel = pc_malloc(sizeof(float) * (size_t)proj_dim);
     /* pruning state: the centre of every point, the chosen centres' projections, centre distances */
+    if (n > INT32_MAX) prune = false;
     int32_t *assign = prune ? pc_malloc(sizeof(int32_t) * (size_t)n_points) : NULL;
     float *cent = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * proj_dim) : NULL;
     float *cd = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)) : NULL;
-    if (n > INT32_MAX) prune = false;
-    if (!pj || !dist || !sel || (prune && (!assign || !cent || !cd))) {
-        pc_free(pj), pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
-        return pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for a %lld x %d projection", (long long)n_points,
-                       proj_dim);
+    if (!dist || !sel || (prune && (!assign || !cent || !cd))) {
+        pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
+        return pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for the distances of %lld points", (long long)n_points);
     }
     if (prune)
         for (int64_t i = 0; i < n_points; i++) assign[i] = -1;
-    /* projection: (N, dim) x (dim, proj_dim); blocked over rows so that the progress callback sees it */
-    const int64_t rows_blk = 65536;
-    for (int64_t r0 = 0; r0 < n_points; r0 += rows_blk) {
-        int64_t nr = PC_MIN(rows_blk, n_points - r0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, proj_dim, dim, 1.0f,
-                    feats + (size_t)r0 * dim, dim, proj, proj_dim, 0.0f, pj + (size_t)r0 * proj_dim, proj_dim);
-    }
 
     int nth = 1;
 #ifdef _OPENMP
@@ -321,7 +315,49 @@ static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_poi
             break;
         }
     }
-    pc_free(pj), pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
+    pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
+    return st;
+}
+
+static pc_status check_loop_args(const int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                                 const int64_t *starts, int32_t n_starts, int64_t n) {
+    if (!out_idx || !pj || !starts || n_points < 1 || proj_dim < 1 || n_starts < 1 || n_starts > n_points || n < 0 ||
+        n > n_points)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: bad arguments (N %lld, proj %d, starts %d, n %lld)",
+                       (long long)n_points, proj_dim, n_starts, (long long)n);
+    for (int32_t s = 0; s < n_starts; s++)
+        if (starts[s] < 0 || starts[s] >= n_points)
+            return pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: start index %lld out of range", (long long)starts[s]);
+    return PC_OK;
+}
+
+pc_status pc_coreset_greedy_projected(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                                      const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress,
+                                      void *user) {
+    pc_status st = check_loop_args(out_idx, pj, n_points, proj_dim, starts, n_starts, n);
+    if (st != PC_OK) return st;
+    return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true);
+}
+
+static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
+                             const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
+                             int64_t n, pc_progress_fn progress, void *user, bool prune) {
+    pc_status st = check_args(out_idx, feats, n_points, dim, proj, proj_dim, starts, n_starts, n);
+    if (st != PC_OK) return st;
+    size_t pj_floats;
+    if (!pc_mul_size((size_t)n_points, (size_t)proj_dim, &pj_floats))
+        return pc_fail(PC_ERR_TOO_LARGE, "coreset: %lld points too many", (long long)n_points);
+    float *pj = pc_malloc(sizeof(float) * pj_floats);
+    if (!pj)
+        return pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for a %lld x %d projection", (long long)n_points,
+                       proj_dim);
+    /* projection: (N, dim) x (dim, proj_dim); blocked over rows */
+    const int64_t rows_blk = 65536;
+    for (int64_t r0 = 0; r0 < n_points; r0 += rows_blk)
+        pc_coreset_project(pj + (size_t)r0 * proj_dim, feats + (size_t)r0 * dim, PC_MIN(rows_blk, n_points - r0), dim,
+                           proj, proj_dim);
+    st = greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, prune);
+    pc_free(pj);
     return st;
 }
 

@@ -56,6 +56,22 @@ pc_status pc_coreset_greedy(int64_t *out_idx, const float *feats, int64_t n_poin
                             const float *proj, int32_t proj_dim, const int64_t *starts, int32_t n_starts,
                             int64_t n, pc_progress_fn progress, void *user);
 
+/* The projection step alone: pj (n_rows, proj_dim) = feats (n_rows, dim) @ proj (dim, proj_dim), one
+ * OpenBLAS SGEMM. The values of a row can depend on how many rows one call is given (OpenBLAS picks
+ * kernels and thread splits by shape), so callers that must agree bit for bit (fit in memory and fit
+ * with a memory budget) project in the same chunks: fit projects one image (grid_h x grid_w rows) per
+ * call in both cases. */
+void pc_coreset_project(float *pj, const float *feats, int64_t n_rows, int32_t dim, const float *proj,
+                        int32_t proj_dim);
+
+/* The greedy loop alone, on a projection computed beforehand (pj: n_points x proj_dim, e.g. by
+ * pc_coreset_project), so that the D-dimensional features need not be in memory while it runs; the
+ * rest as pc_coreset_greedy (which is pc_coreset_project in 65536-row blocks followed by this). Extra
+ * memory: N floats + N int32 + n x (proj_dim + 1) floats. */
+pc_status pc_coreset_greedy_projected(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                                      const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress,
+                                      void *user);
+
 /* The same without pruning: every iteration is one fused, vectorised, threaded distance-and-minimum
  * pass over all N x proj_dim projections. Identical results; kept for tests and benchmarks. */
 pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,

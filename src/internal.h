@@ -48,6 +48,10 @@ void *pc_malloc(size_t size);
 void *pc_calloc(size_t n, size_t size);
 void pc_free(void *p);
 
+/* Write fault injection for tests (PC_FAULT_WRITE=N, see status.c): true when this write must fail;
+ * the caller then fails as if write() had returned ENOSPC. */
+int pc_fault_write(void);
+
 /* Read a whole file into memory (pc_malloc'd). Errors name the path. */
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size);
 

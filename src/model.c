@@ -20,6 +20,7 @@
 #include "weights.h"
 #include "backbone_internal.h"
 #include "model_internal.h"
+#include "spill.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -143,6 +144,9 @@ static pc_status check_options(const pc_fit_options *o) {
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: batch size must be 1..256");
     if (o->reweight_b < 0 || o->reweight_b > 1024)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: reweight b must be 0..1024");
+    if (o->max_memory < 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: the memory budget must be >= 0 bytes (0 = unlimited), not %lld",
+                       (long long)o->max_memory);
     return PC_OK;
 }
 
@@ -341,6 +345,79 @@ static int report_progress(const pc_fit_options *o, const char *stage, int64_t d
     return o->progress ? o->progress(o->progress_user, stage, done, total) : 0;
 }
 
+/* What a fit holds at its peak beyond the program itself (docs/robustness.md, "Bounded memory"), in
+ * bytes, as doubles (estimates; no overflow to worry about). Three phases follow each other: features
+ * (backbone running, features stored or streamed, projection filled), coreset (greedy loop or random
+ * draw) and gather (the bank built). Pages the program touches outside the library's own allocations
+ * (code, OpenBLAS's per-thread buffers, image decoding, stacks) are covered by a fixed allowance. */
+#define FIT_RUNTIME_ALLOWANCE (96.0 * 1048576.0)
+
+typedef struct fit_memory {
+    double fixed;    /* weights twice (folded for running, as loaded for saving) + the allowance */
+    double features, coreset, gather;
+    double peak;     /* fixed + the largest phase */
+} fit_memory;
+
+static fit_memory plan_memory(const pc_model *m, const pc_fit_options *o, double n_img, double hw, bool stream,
+                              double fws_bytes) {
+    fit_memory p;
+    const double D = m->dim, P = o->projection_dim, f4 = 4, B = o->batch_size, S = m->crop;
+    const double N = n_img * hw;
+    double n_sel;
+    if (o->sampler == PC_SAMPLER_NONE) n_sel = N;
+    else if (o->coreset_size > 0) n_sel = PC_MIN((double)o->coreset_size, N);
+    else n_sel = PC_MAX(1.0, floor(N * o->coreset_ratio));
+    double dict = 0;
+    for (size_t i = 0; m->bb_tensors && i < m->bb_tensors->count; i++)
+        if (m->bb_tensors->tensors[i].data) dict += (double)m->bb_tensors->tensors[i].numel * f4;
+    p.fixed = (double)pc_backbone_weight_bytes(m->bb) + dict + FIT_RUNTIME_ALLOWANCE;
+    const bool approx = o->sampler == PC_SAMPLER_APPROX_GREEDY;
+    const double all_feats = N * D * f4, idx = n_sel * 8;
+    double acts = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        acts += B * m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width * f4;
+    p.features = (double)pc_backbone_workspace_bytes(m->bb) + B * 3 * S * S * f4 + acts + fws_bytes +
+                 (stream ? hw * D * f4 : all_feats) + (approx ? N * P * f4 + D * P * f4 : 0);
+    const double kept = stream ? 0 : all_feats; /* the features, while they are in memory */
+    if (approx)
+        p.coreset = kept + N * P * f4 + N * 8 /* distances, centres */ + n_sel * (P + 1) * f4 + idx;
+    else if (o->sampler == PC_SAMPLER_RANDOM)
+        p.coreset = kept + N * 8 /* permutation */ + idx;
+    else
+        p.coreset = all_feats + idx;
+    if (o->sampler == PC_SAMPLER_NONE) /* the features become the bank */
+        p.gather = all_feats + n_sel * f4 + idx;
+    else
+        p.gather = kept + n_sel * D * f4 + n_sel * f4 + idx + (stream ? n_sel * 16 : 0);
+    p.peak = p.fixed + PC_MAX(p.features, PC_MAX(p.coreset, p.gather));
+    return p;
+}
+
+#define MIB(x) ((x) / 1048576.0)
+
+/* Selected rows back from the temporary file into the bank, in file order (pairs of row, bank slot). */
+typedef struct row_slot {
+    int64_t row, slot;
+} row_slot;
+
+static int cmp_row_slot(const void *a, const void *b) {
+    int64_t x = ((const row_slot *)a)->row, y = ((const row_slot *)b)->row;
+    return (x > y) - (x < y);
+}
+
+static pc_status gather_from_spill(float *bank, const int64_t *sel, int64_t n_sel, size_t D, pc_spill *sp) {
+    row_slot *order = pc_malloc((size_t)n_sel * sizeof *order);
+    if (!order) return pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for reading back %lld rows", (long long)n_sel);
+    for (int64_t i = 0; i < n_sel; i++) order[i] = (row_slot){sel[i], i};
+    qsort(order, (size_t)n_sel, sizeof *order, cmp_row_slot);
+    pc_status st = PC_OK;
+    const size_t row_bytes = D * sizeof(float);
+    for (int64_t i = 0; i < n_sel && !st; i++)
+        st = pc_spill_read(sp, (uint64_t)order[i].row * row_bytes, bank + (size_t)order[i].slot * D, row_bytes);
+    pc_free(order);
+    return st;
+}
+
 static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t n_in, pc_model **out) {
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
@@ -363,10 +440,12 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
     m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
 
-    float *feats = NULL, *batch_in = NULL, *acts[4] = {NULL};
+    float *feats = NULL, *batch_in = NULL, *acts[4] = {NULL}, *fbuf = NULL, *pj = NULL, *proj = NULL;
+    int64_t *starts = NULL;
     void *fws = NULL;
     uint8_t *ok = NULL;
     char namebuf[64];
+    pc_spill spill = {.fd = -1};
 
     st = pc_backbone_load(opt->weights, opt->arch, m->layer_mask, &m->bb);
     if (st) goto done;
@@ -382,24 +461,67 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
 
     const size_t B = (size_t)opt->batch_size, S = (size_t)m->crop, D = (size_t)m->dim;
     const size_t hw = (size_t)m->grid_h * m->grid_w;
-    size_t rows, bytes;
-    if (!pc_mul_size(n_in, hw, &rows) || !pc_mul3_size(rows, D, sizeof(float), &bytes)) {
+    const bool approx = m->sampler == PC_SAMPLER_APPROX_GREEDY;
+    const size_t P = (size_t)opt->projection_dim;
+    /* With a budget, the features go to a temporary file (sampler none excepted: there the features are
+     * the bank, so they have to be in memory anyway). */
+    const bool stream = opt->max_memory > 0 && m->sampler != PC_SAMPLER_NONE;
+    size_t rows, bytes, pj_floats;
+    if (!pc_mul_size(n_in, hw, &rows) || !pc_mul3_size(rows, D, sizeof(float), &bytes) ||
+        !pc_mul_size(rows, P, &pj_floats)) {
         st = pc_fail(PC_ERR_TOO_LARGE, "fit: %zu images x %zu patches x %zu dims overflows", n_in, hw, D);
         goto done;
     }
-    feats = pc_malloc(bytes);
+    st = pc_backbone_reserve(m->bb, (int32_t)B, m->crop, m->crop);
+    if (st) goto done;
+    if (opt->max_memory > 0) {
+        fit_memory p = plan_memory(m, opt, (double)n_in, (double)hw, stream, (double)pc_features_workspace_size(m->plan));
+        if (p.peak > (double)opt->max_memory) {
+            st = pc_fail(PC_ERR_TOO_LARGE,
+                         "fit: the memory budget of %.0f MiB is too small: %zu images need about %.0f MiB (weights and "
+                         "program %.0f, then the largest of: features %.0f with batch %zu, coreset %.0f, memory bank "
+                         "%.0f); a budget of at least %.0f MiB, fewer images or a smaller coreset would do",
+                         MIB((double)opt->max_memory), n_in, ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
+                         MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
+            goto done;
+        }
+    }
+    if (stream) {
+        st = pc_spill_open(&spill, (uint64_t)bytes);
+        if (st) goto done;
+        fbuf = pc_malloc(hw * D * sizeof(float));
+    } else {
+        feats = pc_malloc(bytes);
+    }
+    if (approx) {
+        /* the projection, so that each image's rows are projected as they are made (the same chunks in
+         * memory and streaming: identical results, see pc_coreset_project) */
+        pj = pc_malloc(pj_floats * sizeof(float));
+        proj = pc_malloc(D * P * sizeof(float));
+        if (!pj || !proj) {
+            st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the coreset projection",
+                         (double)pj_floats * 4 / 1e6);
+            goto done;
+        }
+        if (opt->coreset_projection) { /* (P x D) nn.Linear weight -> (D x P) */
+            for (size_t r = 0; r < P; r++)
+                for (size_t c = 0; c < D; c++) proj[c * P + r] = opt->coreset_projection[r * D + c];
+        } else {
+            pc_coreset_projection(proj, m->seed, (int32_t)D, (int32_t)P);
+        }
+    }
     batch_in = pc_malloc(B * 3 * S * S * sizeof(float));
     ok = pc_calloc(B, 1);
     fws = pc_malloc(pc_features_workspace_size(m->plan));
-    st = pc_backbone_reserve(m->bb, (int32_t)B, m->crop, m->crop);
-    if (st) goto done;
+    bool acts_ok = true;
     for (int i = 0; i < m->n_layers; i++) {
         size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
         acts[m->layers[i] - 1] = pc_malloc(B * per * sizeof(float));
-        if (!acts[m->layers[i] - 1]) feats = (pc_free(feats), NULL);
+        if (!acts[m->layers[i] - 1]) acts_ok = false;
     }
-    if (!feats || !batch_in || !ok || !fws) {
-        st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the training features", (double)bytes / 1e6);
+    if ((!feats && !fbuf) || !batch_in || !ok || !fws || !acts_ok) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the training features",
+                     (double)(stream ? hw * D * sizeof(float) : bytes) / 1e6);
         goto done;
     }
 
@@ -446,7 +568,14 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
                     size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
                     per_img[i] = acts[m->layers[i] - 1] + j * per;
                 }
-                pc_features_compute(feats + (used + j) * hw * D, per_img, m->plan, fws);
+                const size_t r0 = (used + j) * hw; /* this image's first row */
+                float *f = stream ? fbuf : feats + r0 * D;
+                pc_features_compute(f, per_img, m->plan, fws);
+                if (approx) pc_coreset_project(pj + r0 * P, f, (int64_t)hw, (int32_t)D, proj, (int32_t)P);
+                if (stream) {
+                    st = pc_spill_write(&spill, (uint64_t)r0 * D * sizeof(float), f, hw * D * sizeof(float));
+                    if (st) goto done;
+                }
             }
             used += good;
         }
@@ -459,8 +588,13 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: none of the %zu training images could be used", n_in);
         goto done;
     }
+    /* what only the features needed */
     for (int l = 0; l < 4; l++) acts[l] = (pc_free(acts[l]), NULL);
     pc_free(batch_in), batch_in = NULL;
+    pc_free(fbuf), fbuf = NULL;
+    pc_free(fws), fws = NULL;
+    pc_free(proj), proj = NULL;
+    pc_backbone_release_workspace(m->bb);
 
     /* Memory bank */
     const int64_t N = (int64_t)(used * hw);
@@ -475,62 +609,71 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
         goto done;
     }
-    if (m->sampler == PC_SAMPLER_APPROX_GREEDY &&
-        (opt->coreset_projection || opt->coreset_starts || opt->projection_dim != PC_CORESET_PROJ_DIM ||
-         opt->n_starts != PC_CORESET_STARTS)) {
-        /* Caller-chosen projection and/or start points (to reproduce a reference run exactly). */
-        const int32_t P = opt->projection_dim;
-        float *proj = pc_malloc(D * (size_t)P * sizeof(float));
+    if (approx) {
+        /* start points: the caller's (to reproduce a reference run exactly) or drawn from the seed */
         int32_t ns = (int32_t)PC_MIN((int64_t)opt->n_starts, N);
-        int64_t *starts = pc_malloc((size_t)ns * sizeof(int64_t));
-        if (!proj || !starts) {
-            pc_free(proj), pc_free(starts);
+        starts = pc_malloc((size_t)ns * sizeof(int64_t));
+        if (!starts) {
             st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
             goto done;
-        }
-        if (opt->coreset_projection) { /* (P x D) nn.Linear weight -> (D x P) */
-            for (int32_t r = 0; r < P; r++)
-                for (size_t c = 0; c < D; c++) proj[c * P + r] = opt->coreset_projection[(size_t)r * D + c];
-        } else {
-            pc_coreset_projection(proj, m->seed, (int32_t)D, P);
         }
         if (opt->coreset_starts) {
             for (int32_t i = 0; i < ns; i++) {
                 if (opt->coreset_starts[i] < 0 || opt->coreset_starts[i] >= N) {
-                    pc_free(proj), pc_free(starts);
                     st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: coreset start index %lld out of range",
                                  (long long)opt->coreset_starts[i]);
                     goto done;
                 }
                 starts[i] = opt->coreset_starts[i];
             }
+        } else if (opt->n_starts != PC_CORESET_STARTS) {
+            /* pc_coreset_starts draws PC_CORESET_STARTS; a different count takes the first ones (as before) */
+            int64_t drawn[PC_CORESET_STARTS];
+            int32_t nd = pc_coreset_starts(drawn, m->seed, N);
+            ns = PC_MIN(ns, nd);
+            memcpy(starts, drawn, (size_t)ns * sizeof(int64_t));
         } else {
             ns = pc_coreset_starts(starts, m->seed, N);
         }
-        st = pc_coreset_greedy(m->coreset_idx, feats, N, (int32_t)D, proj, P, starts, ns, n_sel, opt->progress,
-                               opt->progress_user);
-        pc_free(proj), pc_free(starts);
+        st = pc_coreset_greedy_projected(m->coreset_idx, pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
+                                         opt->progress_user);
+        pc_free(pj), pj = NULL;
     } else {
         st = pc_coreset_select(m->coreset_idx, m->sampler, feats, N, (int32_t)D, n_sel, m->seed, opt->progress,
                                opt->progress_user);
     }
     if (st) goto done;
-    m->bank_owned = pc_malloc((size_t)n_sel * D * sizeof(float));
     m->bank_norms = pc_malloc((size_t)n_sel * sizeof(float));
+    if (m->sampler == PC_SAMPLER_NONE) {
+        m->bank_owned = feats; /* every row, in order: the features are the bank */
+        feats = NULL;
+    } else {
+        m->bank_owned = pc_malloc((size_t)n_sel * D * sizeof(float));
+    }
     if (!m->bank_owned || !m->bank_norms) {
         st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate the memory bank");
         goto done;
     }
+    if (stream) {
+        st = gather_from_spill(m->bank_owned, m->coreset_idx, n_sel, D, &spill);
+        if (st) goto done;
+    } else if (feats) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n_sel; i++)
-        memcpy(m->bank_owned + (size_t)i * D, feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
+        for (int64_t i = 0; i < n_sel; i++)
+            memcpy(m->bank_owned + (size_t)i * D, feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
+    }
     m->bank = m->bank_owned;
     m->bank_n = n_sel;
     pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
     st = build_knn_index(m);
 
 done:
+    pc_spill_close(&spill);
     pc_free(feats);
+    pc_free(fbuf);
+    pc_free(pj);
+    pc_free(proj);
+    pc_free(starts);
     pc_free(batch_in);
     pc_free(ok);
     pc_free(fws);

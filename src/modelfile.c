@@ -40,15 +40,6 @@ static uint64_t align_up(uint64_t x) { return (x + PC_MF_ALIGN - 1) & ~(uint64_t
  * Writing
  * -------------------------------------------------------------------------------------------- */
 
-/* I/O fault injection for tests: PC_FAULT_WRITE=N makes the N-th write (1-based) fail with ENOSPC. */
-static long write_count;
-static int write_should_fail(void) {
-    const char *e = getenv("PC_FAULT_WRITE");
-    if (!e) return 0;
-    long at = atol(e);
-    return at > 0 && __atomic_add_fetch(&write_count, 1, __ATOMIC_RELAXED) >= at;
-}
-
 typedef struct mf_out {
     int fd;
     const char *path;
@@ -70,7 +61,7 @@ static pc_status out_write(mf_out *o, const void *buf, size_t n, int checksum) {
     }
     while (n) {
         ssize_t w;
-        if (write_should_fail()) {
+        if (pc_fault_write()) {
             errno = ENOSPC;
             w = -1;
         } else {

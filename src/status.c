@@ -109,6 +109,17 @@ void *pc_calloc(size_t n, size_t size) {
 
 void pc_free(void *p) { free(p); }
 
+/* I/O fault injection for tests: PC_FAULT_WRITE=N makes the N-th write (1-based, counted over every
+ * file the library writes: model files and fit's temporary feature file) and every later one fail. */
+static long write_count;
+
+int pc_fault_write(void) {
+    const char *e = getenv("PC_FAULT_WRITE");
+    if (!e) return 0;
+    long at = atol(e);
+    return at > 0 && __atomic_add_fetch(&write_count, 1, __ATOMIC_RELAXED) >= at;
+}
+
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size) {
     *data = NULL;
     *size = 0;

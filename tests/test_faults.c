@@ -4,6 +4,8 @@
  * predict, disk-full while saving, and a batch with corrupt, empty and unsupported files. Every run
  * must exit with a CLI exit code (never a signal), print "patchcore: ..." on failure, and leave a
  * previous model at the output path byte-identical with no temporary file beside it.
+ * The fit scans run twice: in memory, and with --max-memory (features streamed to a temporary file in
+ * TMPDIR, which must be left empty whatever fails).
  * Uses real bottle images and ResNet-18 weights from ../shared at 64 x 64 (skips without them).
  */
 #include "testutil.h"
@@ -18,6 +20,7 @@
 
 static char dir[2048], weights[2048], imgs[3][2048], test_imgs[2][2048];
 static const char *cli;
+static const char *fit_extra = ""; /* extra fit arguments (--max-memory for the streaming scans) */
 
 static int setup(void **state) {
     (void)state;
@@ -32,7 +35,7 @@ static int setup(void **state) {
     shared_path(test_imgs[0], sizeof test_imgs[0], "data/mvtec_ad/bottle/test/broken_large/000.png");
     shared_path(test_imgs[1], sizeof test_imgs[1], "data/mvtec_ad/bottle/test/good/000.png");
     snprintf(dir, sizeof dir, "%s/faults_tmp", b);
-    snprintf(p, sizeof p, "rm -rf '%s' && mkdir -p '%s/out' '%s/batch'", dir, dir, dir);
+    snprintf(p, sizeof p, "rm -rf '%s' && mkdir -p '%s/out' '%s/batch' '%s/tmp'", dir, dir, dir, dir);
     return system(p) == 0 ? 0 : -1;
 }
 
@@ -62,25 +65,27 @@ static size_t slurp(const char *path, char **out) {
     return (size_t)n;
 }
 
-/* Files in dir/out other than model.pcm (a leftover temporary file). */
+/* Files in dir/out other than model.pcm, and in dir/tmp (TMPDIR): leftover temporary files. */
 static int stray_files(void) {
     char p[2100];
-    snprintf(p, sizeof p, "%s/out", dir);
-    DIR *d = opendir(p);
-    assert_non_null(d);
     int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "model.pcm")) n++;
-    closedir(d);
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", dir, k ? "tmp" : "out");
+        DIR *d = opendir(p);
+        assert_non_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "model.pcm")) n++;
+        closedir(d);
+    }
     return n;
 }
 
 static void fit_cmd(char *cmd, size_t size, const char *env) {
     snprintf(cmd, size,
-             "%s OMP_NUM_THREADS=1 '%s' fit --weights '%s' --resize 64 --crop 64 --no-progress -q -o '%s/out/model.pcm' "
-             "'%s' '%s' '%s' >'%s/stdout' 2>'%s/stderr'",
-             env, cli, weights, dir, imgs[0], imgs[1], imgs[2], dir, dir);
+             "%s TMPDIR='%s/tmp' OMP_NUM_THREADS=1 '%s' fit --weights '%s' --resize 64 --crop 64 --no-progress -q %s "
+             "-o '%s/out/model.pcm' '%s' '%s' '%s' >'%s/stdout' 2>'%s/stderr'",
+             env, dir, cli, weights, fit_extra, dir, imgs[0], imgs[1], imgs[2], dir, dir);
 }
 
 /* Fault at the n-th allocation / write, n growing geometrically until three runs in a row succeed. */
@@ -123,6 +128,18 @@ static void scan_fit(const char *var) {
 
 static void test_fit_alloc_faults(void **state) { (void)state; scan_fit("PC_FAULT_ALLOC"); }
 static void test_fit_write_faults(void **state) { (void)state; scan_fit("PC_FAULT_WRITE"); }
+static void test_fit_budget_alloc_faults(void **state) {
+    (void)state;
+    fit_extra = "--max-memory 1G";
+    scan_fit("PC_FAULT_ALLOC");
+    fit_extra = "";
+}
+static void test_fit_budget_write_faults(void **state) { /* the temporary feature file's writes, then save's */
+    (void)state;
+    fit_extra = "--max-memory 1G";
+    scan_fit("PC_FAULT_WRITE");
+    fit_extra = "";
+}
 
 static void test_predict_alloc_faults(void **state) {
     (void)state;
@@ -193,6 +210,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fit_alloc_faults),
         cmocka_unit_test(test_fit_write_faults),
+        cmocka_unit_test(test_fit_budget_alloc_faults),
+        cmocka_unit_test(test_fit_budget_write_faults),
         cmocka_unit_test(test_predict_alloc_faults),
         cmocka_unit_test(test_predict_batch_partial),
     };

@@ -263,7 +263,7 @@ class _Callbacks:
 _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_dim", "n_starts", "batch_size",
                 "reweight_b")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
-                                "coreset_projection", "coreset_starts", "progress"}
+                                "coreset_projection", "coreset_starts", "progress", "max_memory"}
 
 
 def _layer_numbers(layers):
@@ -323,6 +323,11 @@ def _fit_options(options, keep):
         if not 0 <= v < 2 ** 64:
             raise ValueError("patchcore: seed = %d is out of range [0, 2^64)" % v)
         o.seed = v
+    if options.get("max_memory") is not None:  # bytes; 0 = unlimited (docs/robustness.md, "Bounded memory")
+        v = operator.index(options["max_memory"])
+        if not 0 <= v < 2 ** 63:
+            raise ValueError("patchcore: max_memory = %d is out of range" % v)
+        o.max_memory = v
     # The library reads projection_dim x dim floats and n_starts indices from these: check the sizes.
     if options.get("coreset_projection") is not None:
         p = np.ascontiguousarray(options["coreset_projection"], dtype=np.float32)

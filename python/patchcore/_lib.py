@@ -76,6 +76,7 @@ class FitOptions(ctypes.Structure):  # pc_fit_options
         ("progress_user", ctypes.c_void_p),
         ("on_image_error", IMAGE_ERROR_FN),
         ("on_image_error_user", ctypes.c_void_p),
+        ("max_memory", ctypes.c_int64),
     ]
 
 

@@ -265,6 +265,10 @@ def check_with_data():
         p2 = os.path.join(WORK, "model_arrays.pcm")
         m2.save(p2)
     check(open(p2, "rb").read() == open(model_path, "rb").read(), "the two model files are byte-identical")
+    with patchcore.Model.fit(train[:6], max_memory=1 << 30, **opts) as m3:  # streamed through a temp file
+        p3 = os.path.join(WORK, "model_budget.pcm")
+        m3.save(p3)
+    check(open(p3, "rb").read() == open(model_path, "rb").read(), "fit with max_memory=1 GiB: byte-identical model")
     check(m2.closed and isinstance(raises(ValueError, m2.predict, test[0]), ValueError),
           "after `with`: closed, predict raises ValueError")
 
