@@ -52,6 +52,10 @@ void pc_free(void *p);
  * the caller then fails as if write() had returned ENOSPC. */
 int pc_fault_write(void);
 
+/* One write(2) (off < 0) or pwrite(2) at off of at most 1 GiB of buf, through the fault hook above
+ * (a failing write returns -1 with errno ENOSPC). Returns what the call returned. */
+long pc_write_some(int fd, const void *buf, size_t n, int64_t off);
+
 /* Read a whole file into memory (pc_malloc'd). Errors name the path. */
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size);
 

@@ -60,13 +60,7 @@ static pc_status out_write(mf_out *o, const void *buf, size_t n, int checksum) {
         }
     }
     while (n) {
-        ssize_t w;
-        if (pc_fault_write()) {
-            errno = ENOSPC;
-            w = -1;
-        } else {
-            w = write(o->fd, p, n > (1u << 30) ? (1u << 30) : n);
-        }
+        long w = pc_write_some(o->fd, p, n, -1);
         if (w < 0) {
             if (errno == EINTR) continue;
             return pc_fail(PC_ERR_IO, "%s: write failed: %s", o->path, strerror(errno));

@@ -41,13 +41,7 @@ pc_status pc_spill_open(pc_spill *s, uint64_t bytes) {
 pc_status pc_spill_write(pc_spill *s, uint64_t off, const void *buf, size_t n) {
     const uint8_t *p = buf;
     while (n) {
-        ssize_t w;
-        if (pc_fault_write()) {
-            errno = ENOSPC;
-            w = -1;
-        } else {
-            w = pwrite(s->fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)off);
-        }
+        long w = pc_write_some(s->fd, p, n, (int64_t)off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             int e = w < 0 ? errno : EIO;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -118,6 +119,15 @@ int pc_fault_write(void) {
     if (!e) return 0;
     long at = atol(e);
     return at > 0 && __atomic_add_fetch(&write_count, 1, __ATOMIC_RELAXED) >= at;
+}
+
+long pc_write_some(int fd, const void *buf, size_t n, int64_t off) {
+    if (pc_fault_write()) {
+        errno = ENOSPC;
+        return -1;
+    }
+    size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+    return off < 0 ? (long)write(fd, buf, chunk) : (long)pwrite(fd, buf, chunk, (off_t)off);
 }
 
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size) {
