@@ -22,6 +22,9 @@ void cli_error(const char *fmt, ...) {
 
 void cli_error_status(pc_status st, const char *ctx) {
     const char *msg = pc_last_error();
+    size_t n = ctx ? strlen(ctx) : 0;
+    /* the library's message may already start with the same "ctx: " (e.g. "fit: ...") */
+    if (n && msg && strncmp(msg, ctx, n) == 0 && msg[n] == ':') ctx = NULL;
     if (ctx && *ctx)
         fprintf(stderr, "patchcore: %s: %s\n", ctx, (msg && *msg) ? msg : pc_status_str(st));
     else
