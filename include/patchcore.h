@@ -81,7 +81,9 @@ typedef int (*pc_progress_fn)(void *user, const char *stage, int64_t done, int64
 
 /* ---------------------------------------------------------------------------------------------
  * Threads. One pool (OpenMP) is shared by libpatchcore and OpenBLAS; this sets both.
- * n <= 0 means "all cores". Not thread-safe: call it before starting work.
+ * n <= 0 means "all cores". The count holds for library calls made from any thread, including
+ * threads started later (each call adopts it; until the first pc_set_num_threads, OpenMP's defaults
+ * such as OMP_NUM_THREADS apply). Call it before starting work, not while other threads run calls.
  * ------------------------------------------------------------------------------------------- */
 PC_API void pc_set_num_threads(int32_t n);
 PC_API int32_t pc_get_num_threads(void);

@@ -437,6 +437,7 @@ static int max_layer_of(uint32_t mask) {
 static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a);
 
 pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out) {
+    pc_threads_apply();
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: out is NULL");
     *out = NULL;
@@ -732,6 +733,7 @@ void pc_backbone_release_workspace(pc_backbone *bb) {
 
 pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w, uint32_t layer_mask,
                               float *const outs[4]) {
+    pc_threads_apply();
     pc_clear_error();
     pc_status st = PC_OK;
     if (!bb) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: backbone is NULL");

@@ -56,6 +56,12 @@ int pc_fault_write(void);
  * (a failing write returns -1 with errno ENOSPC). Returns what the call returned. */
 long pc_write_some(int fd, const void *buf, size_t n, int64_t off);
 
+/* Make the calling thread's OpenMP thread count the one pc_set_num_threads chose (OpenMP keeps the
+ * count per thread, so a setting made on one thread does not reach threads created by the caller).
+ * Called at the top of every public function that runs parallel work; no effect when
+ * pc_set_num_threads was never called. */
+void pc_threads_apply(void);
+
 /* Read a whole file into memory (pc_malloc'd). Errors name the path. */
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size);
 

@@ -419,6 +419,7 @@ static pc_status gather_from_spill(float *bank, const int64_t *sel, int64_t n_se
 }
 
 static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t n_in, pc_model **out) {
+    pc_threads_apply();
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
     *out = NULL;
@@ -722,6 +723,7 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geom
 }
 
 pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_threads_apply();
     pc_clear_error();
     if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
     pctx *c;
@@ -766,6 +768,7 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
 }
 
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
+    pc_threads_apply();
     pctx *c;
     pc_status st = ctx_get(m, &c);
     if (st) return st;
@@ -789,6 +792,7 @@ const float *pc_model_bank(const pc_model *m, int64_t *n, int32_t *dim) {
 }
 
 pc_status pc_model_predict_file(pc_model *m, const char *path, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_threads_apply();
     pc_clear_error();
     if (!m || !path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
     pc_image img = {0};
@@ -955,6 +959,7 @@ static pc_status meta_double(const pc_modelfile *mf, const char *path, const cha
 }
 
 pc_status pc_model_load(const char *path, pc_model **out) {
+    pc_threads_apply();
     pc_clear_error();
     if (!path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "load: NULL argument");
     *out = NULL;

@@ -99,6 +99,7 @@ __attribute__((optimize("fp-contract=off"))) static void sample_map(double *vals
 
 pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map, const pc_geometry *g,
                             const pc_overlay_options *opt) {
+    pc_threads_apply();
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: out is NULL");
     memset(out, 0, sizeof *out);

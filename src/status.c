@@ -163,6 +163,8 @@ pc_status pc_read_file(const char *path, uint8_t **data, size_t *size) {
  * depending on which cblas.h is first on the include path. */
 extern void openblas_set_num_threads(int num_threads);
 
+static int32_t g_threads; /* 0: never set (OpenMP's own defaults, e.g. OMP_NUM_THREADS) */
+
 void pc_set_num_threads(int32_t n) {
 #ifdef _OPENMP
     if (n <= 0) n = omp_get_num_procs();
@@ -170,7 +172,15 @@ void pc_set_num_threads(int32_t n) {
 #else
     if (n <= 0) n = 1;
 #endif
+    __atomic_store_n(&g_threads, n, __ATOMIC_RELAXED);
     openblas_set_num_threads(n);
+}
+
+void pc_threads_apply(void) {
+#ifdef _OPENMP
+    int32_t n = __atomic_load_n(&g_threads, __ATOMIC_RELAXED);
+    if (n > 0 && !omp_in_parallel() && omp_get_max_threads() != n) omp_set_num_threads(n);
+#endif
 }
 
 int32_t pc_get_num_threads(void) {

@@ -888,6 +888,7 @@ pc_status pc_weights_load_memory(const uint8_t *buf, size_t len, const char *nam
 }
 
 pc_status pc_weights_load(const char *path, pc_tensor_filter filter, void *user, pc_tensor_dict **out) {
+    pc_threads_apply();
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_weights_load: out is NULL");
     *out = NULL;

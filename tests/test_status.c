@@ -5,6 +5,8 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <pthread.h>
+#include <omp.h>
 
 static void test_version(void **state) {
     (void)state;
@@ -56,11 +58,49 @@ static void test_read_file_missing(void **state) {
     assert_null(d);
 }
 
+/* pc_set_num_threads on the main thread reaches library calls made from threads the caller starts
+ * later (OpenMP keeps its count per thread): such a thread starts at OpenMP's default and, after one
+ * library call (here pc_overlay_render on a 2 x 2 image), runs with the chosen count. */
+typedef struct { int before, after; pc_status st; } thread_seen;
+
+static void *thread_body(void *arg) {
+    thread_seen *t = arg;
+    t->before = omp_get_max_threads();
+    uint8_t px[12] = {0};
+    pc_image img = {.width = 2, .height = 2, .channels = 3, .data = px}, out = {0};
+    float map[4] = {0, 1, 2, 3};
+    pc_geometry g;
+    pc_overlay_options o;
+    pc_overlay_options_init(&o, 1.5, 1.0);
+    t->st = pc_geometry_compute(2, 2, 2, 2, &g);
+    if (t->st == PC_OK) t->st = pc_overlay_render(&out, &img, map, &g, &o);
+    pc_image_free(&out);
+    t->after = omp_get_max_threads();
+    return NULL;
+}
+
+static void test_threads_reach_other_threads(void **state) {
+    (void)state;
+    int def = omp_get_max_threads();
+    int want = def == 1 ? 2 : 1; /* a count different from the default */
+    pc_set_num_threads(want);
+    assert_int_equal(pc_get_num_threads(), want);
+    thread_seen t = {0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, thread_body, &t), 0);
+    pthread_join(th, NULL);
+    print_message("default %d, set %d on the main thread; new thread: %d before a library call, %d after\n", def,
+                  want, t.before, t.after);
+    assert_int_equal(t.st, PC_OK);
+    assert_int_equal(t.after, want);
+    pc_set_num_threads(def);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),       cmocka_unit_test(test_status_strings),
         cmocka_unit_test(test_last_error),    cmocka_unit_test(test_checked_sizes),
-        cmocka_unit_test(test_read_file_missing),
+        cmocka_unit_test(test_read_file_missing), cmocka_unit_test(test_threads_reach_other_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
