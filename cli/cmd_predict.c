@@ -232,12 +232,12 @@ int cmd_predict(int argc, char **argv) {
         if (maps_dir || overlays_dir) cli_unique_name(&names, path, "", stem, sizeof stem);
         int bad = write_outputs(maps_dir, fmt, full_scale, overlays_dir, &ov, stem, &img, map, &geom, S, mappath,
                                 ovpath, sizeof mappath);
+        if (!bad && report) cli_report_predict_add(report, path, &img, &pred, map, &geom, want_regions ? n_regions : -1);
         pc_image_free(&img);
         if (bad) {
             failed++;
             continue;
         }
-        if (report) cli_report_predict_add(report, path, &pred, map, &geom, want_regions ? n_regions : -1);
         bool calibrated = !isnan(info.image_threshold);
         if (calibrated && pred.anomalous) anomalies++;
         const char *decision = !calibrated ? "-" : pred.anomalous ? "anomalous" : "ok";

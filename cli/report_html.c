@@ -106,17 +106,19 @@ static report_row *add_row(cli_report *rep, const char *path) {
     return row;
 }
 
-/* Decode the original image again, draw the map on it (when there is a threshold), shrink it to fit
- * CLI_REPORT_THUMB and keep it as base64 PNG. A failure leaves the row without a thumbnail and is
- * reported on stderr; the report is still written. */
-static void make_thumb(report_row *row, const cli_report *rep, const float *map, const pc_geometry *g) {
-    pc_image rgb = {0}, ov = {0};
+/* Draw the map on the original image (when there is a threshold), shrink it to fit CLI_REPORT_THUMB
+ * and keep it as base64 PNG. decoded is the image the map was predicted from, or NULL to decode
+ * row->path again. A failure leaves the row without a thumbnail and is reported on stderr; the report
+ * is still written. */
+static void make_thumb(report_row *row, const cli_report *rep, const float *map, const pc_geometry *g,
+                       const pc_image *decoded) {
+    pc_image own = {0}, ov = {0};
     uint8_t *small = NULL, *png = NULL;
     size_t png_size = 0;
-    pc_status st = pc_image_load(row->path, &rgb);
-    if (st != PC_OK) goto fail;
-    const pc_image *src = &rgb;
-    double shrink = (double)CLI_REPORT_THUMB / (double)(rgb.width > rgb.height ? rgb.width : rgb.height);
+    pc_status st = PC_OK;
+    if (!decoded && (st = pc_image_load(row->path, &own)) != PC_OK) goto fail;
+    const pc_image *orig = decoded ? decoded : &own, *src = orig;
+    double shrink = (double)CLI_REPORT_THUMB / (double)(orig->width > orig->height ? orig->width : orig->height);
     if (shrink > 1) shrink = 1;
     if (map && g && !isnan(rep->pixel_threshold) && rep->pixel_scale > 0) {
         pc_overlay_options opt;
@@ -124,7 +126,7 @@ static void make_thumb(report_row *row, const cli_report *rep, const float *map,
         /* Outlines about 2 thumbnail pixels thick after the shrink (the default is ~1 original pixel
          * per 300, which a 5x shrink would blur away). */
         opt.outline_width = (int32_t)ceil(2.0 / shrink);
-        if ((st = pc_overlay_render(&ov, &rgb, map, g, &opt)) != PC_OK) goto fail;
+        if ((st = pc_overlay_render(&ov, orig, map, g, &opt)) != PC_OK) goto fail;
         src = &ov;
     }
     int32_t tw = (int32_t)lround(src->width * shrink), th = (int32_t)lround(src->height * shrink);
@@ -147,7 +149,7 @@ done:
     pc_buffer_free(png);
     free(small);
     pc_image_free(&ov);
-    pc_image_free(&rgb);
+    pc_image_free(&own);
 }
 
 static int cmp_rows(const void *a, const void *b) {
@@ -650,7 +652,7 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
         int32_t nr = 0;
         if (pc_regions_from_map(NULL, 0, &nr, d->maps + S * S * i, (int32_t)S, rep->pixel_threshold, NULL) == PC_OK)
             row->n_regions = nr;
-        make_thumb(row, rep, d->maps + S * S * i, &d->geometries[i]);
+        make_thumb(row, rep, d->maps + S * S * i, &d->geometries[i], NULL);
     }
     qsort(rep->rows, rep->n, sizeof *rep->rows, cmp_rows);
     rc = write_report(rep, out_path);
@@ -700,18 +702,18 @@ cli_report *cli_report_predict_begin(const char *model_path, const pc_model_info
                  "the model's calibrated pixel threshold %.6g and pixel scale %.6g.", rep->pixel_threshold,
                  rep->pixel_scale);
     } else {
-        rep->pixel_scale = info->score_scale;
+        rep->pixel_scale = info->pixel_threshold / 2; /* as predict --overlays (cli_overlay_options) */
         snprintf(rep->overlay_source, sizeof rep->overlay_source,
                  "the model's calibrated pixel threshold %.6g; the model has no pixel scale (calibrated before "
-                 "it was stored), so its image score scale %.6g stands in (colours above the threshold saturate "
-                 "quickly; recalibrate for the proper scale).",
+                 "it was stored), so half the threshold, %.6g, stands in, as for predict --overlays "
+                 "(recalibrate for the proper scale).",
                  rep->pixel_threshold, rep->pixel_scale);
     }
     return rep;
 }
 
-int cli_report_predict_add(cli_report *rep, const char *path, const pc_prediction *pred, const float *map,
-                           const pc_geometry *geom, int32_t n_regions) {
+int cli_report_predict_add(cli_report *rep, const char *path, const pc_image *rgb, const pc_prediction *pred,
+                           const float *map, const pc_geometry *geom, int32_t n_regions) {
     report_row *row = add_row(rep, path);
     if (!row) {
         cli_error("report: out of memory");
@@ -723,7 +725,7 @@ int cli_report_predict_add(cli_report *rep, const char *path, const pc_predictio
         row->decision = pred->anomalous != 0;
     }
     row->n_regions = n_regions;
-    make_thumb(row, rep, map, geom);
+    make_thumb(row, rep, map, geom, rgb);
     return 0;
 }
 

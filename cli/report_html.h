@@ -21,14 +21,15 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
                     const pc_dataset *ds, const pc_eval_result *r, const pc_eval_detail *d);
 
 /* predict: begin a report (info after any --threshold override; threshold_overridden says so), add
- * every image scored (map and geometry from pc_model_predict; n_regions -1 when not computed), then
+ * every image scored (rgb the decoded image, map and geometry from pc_model_predict on it; n_regions -1
+ * when not computed), then
  * finish: write it atomically (n_failed images that could not be scored are counted) and free it.
  * finish with out_path NULL only frees. begin returns NULL after printing an error; add and finish
  * return 0 or -1 after printing one. */
 typedef struct cli_report cli_report;
 cli_report *cli_report_predict_begin(const char *model_path, const pc_model_info *info, bool threshold_overridden);
-int cli_report_predict_add(cli_report *rep, const char *path, const pc_prediction *pred, const float *map,
-                           const pc_geometry *geom, int32_t n_regions);
+int cli_report_predict_add(cli_report *rep, const char *path, const pc_image *rgb, const pc_prediction *pred,
+                           const float *map, const pc_geometry *geom, int32_t n_regions);
 int cli_report_predict_finish(cli_report *rep, const char *out_path, size_t n_failed);
 
 #endif
