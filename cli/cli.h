@@ -42,6 +42,8 @@ bool cli_match(const char *arg, const char *name);
 bool cli_take_value(int argc, char **argv, int *i, const char *name, const char **value);
 bool cli_parse_int(const char *opt, const char *s, long lo, long hi, int32_t *out);
 bool cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out);
+/* "reference" or "trained" (--bn). */
+bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out);
 bool cli_wants_help(int argc, char **argv);
 
 /* Write s as a JSON string literal (quotes, escapes) to f. */

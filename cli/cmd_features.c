@@ -11,7 +11,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: patchcore features [--weights FILE] [--backbone NAME] --layer NAME [--layer NAME ...]\n"
-            "                          [--resize R] [--crop S] [--threads N] IMAGE -o PREFIX\n"
+            "                          [--resize R] [--crop S] [--bn STATS] [--threads N] IMAGE -o PREFIX\n"
             "\n"
             "Decode IMAGE, preprocess it as torchvision does (Resize(R) -> CenterCrop(S) -> Normalize), run\n"
             "the backbone up to the deepest requested layer and write each requested layer's activation\n"
@@ -28,6 +28,9 @@ static void usage(FILE *f) {
             "  --layer NAME     layer1, layer2, layer3 or layer4; repeatable (default: layer2 and layer3)\n"
             "  --resize R       shorter side after resizing (default 256)\n"
             "  --crop S         side of the centre crop (default 224)\n"
+            "  --bn STATS       batch-norm statistics: reference (default: the reference code's warm-up, one\n"
+            "                   training-mode pass of a ones image of S x S up to the deepest --layer) or\n"
+            "                   trained (the weights' own running statistics)\n"
             "  --threads N      threads (default: all cores)\n"
             "  -o, --output P   output prefix (required)\n"
             "  -h, --help       this help\n");
@@ -40,6 +43,7 @@ int cmd_features(int argc, char **argv) {
     }
     int32_t resize = 256, crop = 224, threads = 0;
     uint32_t mask = 0;
+    pc_bn_stats bn = PC_BN_REFERENCE;
     pc_arch arch = PC_ARCH_UNKNOWN;
     const char *weights = NULL, *input = NULL, *prefix = NULL, *v;
     for (int i = 1; i < argc; i++) {
@@ -65,6 +69,8 @@ int cmd_features(int argc, char **argv) {
         } else if (cli_match(a, "--crop")) {
             if (!cli_take_value(argc, argv, &i, "--crop", &v) || !cli_parse_int("--crop", v, 1, 65536, &crop))
                 return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--bn")) {
+            if (!cli_take_value(argc, argv, &i, "--bn", &v) || !cli_parse_bn("--bn", v, &bn)) return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
                 return CLI_EXIT_USAGE;
@@ -90,7 +96,8 @@ int cmd_features(int argc, char **argv) {
     pc_set_num_threads(threads);
 
     pc_backbone *bb = NULL;
-    pc_status st = pc_backbone_load(weights, arch, mask, &bb);
+    pc_backbone_options bo = {.bn_stats = bn, .warmup_size = crop};
+    pc_status st = pc_backbone_load_with(weights, arch, mask, &bo, &bb);
     if (st) {
         cli_error_status(st, "features");
         return CLI_EXIT_ERROR;
@@ -121,7 +128,8 @@ int cmd_features(int argc, char **argv) {
         cli_error_status(st, input);
         rc = CLI_EXIT_ERROR;
     } else {
-        fprintf(stderr, "patchcore: %s (%s)\n", pc_arch_name(pc_backbone_arch(bb)), pc_backbone_path(bb));
+        fprintf(stderr, "patchcore: %s (%s), batch-norm %s\n", pc_arch_name(pc_backbone_arch(bb)), pc_backbone_path(bb),
+                pc_bn_stats_name(bn));
         for (int l = 1; l <= 4; l++) {
             if (!outs[l - 1]) continue;
             size_t n = strlen(prefix) + 16;

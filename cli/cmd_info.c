@@ -67,6 +67,12 @@ static int describe_model(const char *path) {
     printf("layers:         ");
     for (int i = 0; i < in.n_layers; i++) printf(" layer%d", (int)in.layers[i]);
     printf("\npreprocessing:   resize %d, crop %d\n", (int)in.resize, (int)in.crop);
+    if (in.bn_stats == PC_BN_REFERENCE)
+        printf("batch-norm:      reference (the reference code's warm-up on a ones image of %dx%d)\n", (int)in.crop,
+               (int)in.crop);
+    else
+        printf("batch-norm:      trained (the weights' running statistics)%s\n",
+               in.bn_stats_implicit ? "; the model file predates this setting" : "");
     printf("patch features:  p=%d, pre-dim %d, dim %d, grid %dx%d\n", (int)in.patch, (int)in.pre_dim, (int)in.dim,
            (int)in.grid_h, (int)in.grid_w);
     printf("sampler:         %s, ratio %g, seed %llu\n", sampler_str(in.sampler), in.coreset_ratio,

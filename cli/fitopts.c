@@ -142,6 +142,9 @@ bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int3
     } else if (cli_match(a, "--max-memory")) {
         TAKE("--max-memory");
         return parse_size("--max-memory", v, &o->max_memory);
+    } else if (cli_match(a, "--bn")) {
+        TAKE("--bn");
+        return cli_parse_bn("--bn", v, &o->bn_stats);
     } else {
         *matched = false;
     }
@@ -155,6 +158,9 @@ void cli_fit_options_help(FILE *out) {
             "                      (default: $PATCHCORE_WEIGHTS, then torchvision's download cache)\n"
             "  --backbone NAME     architecture; inferred from the weights when not given\n"
             "  --layers L,L        backbone layers whose features are used, in order (default layer2,layer3)\n"
+            "  --bn STATS          batch-norm statistics: reference (default: the reference code's warm-up,\n"
+            "                      one training-mode pass of a ones image at the crop size) or trained\n"
+            "                      (the weights' own running statistics); stored in the model\n"
             "  --resize R          shorter side after resizing (default 256)\n"
             "  --crop S            centre crop side, the map size (default 224)\n"
             "  --patch P           neighbourhood size, odd (default 3)\n"

@@ -63,6 +63,12 @@ bool cli_parse_int(const char *opt, const char *s, long lo, long hi, int32_t *ou
     return true;
 }
 
+bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out) {
+    if (pc_bn_stats_from_name(s, out) == PC_OK) return true;
+    cli_error("%s: '%s' is not reference or trained", opt, s);
+    return false;
+}
+
 bool cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;

@@ -188,16 +188,51 @@ PC_API pc_arch pc_arch_from_name(const char *name);
 
 typedef struct pc_backbone pc_backbone;
 
+/* Where the batch-norm statistics of a backbone come from (METHOD.md §2). Values are stable. */
+typedef enum pc_bn_stats {
+    /* The reference implementation's warm-up, the default: before any feature is extracted, the
+     * network runs once in training mode on torch.ones(1, 3, S, S) (S = the crop size, the input not
+     * normalised) up to the deepest requested layer. Every batch-norm on the way normalises with the
+     * statistics of its own input and moves its running statistics with momentum 0.1 (the variance
+     * unbiased); features then use the moved statistics. They are a deterministic function of the
+     * weights, the requested layers and S, and every published PatchCore figure was made with them. */
+    PC_BN_REFERENCE = 0,
+    /* The weights' own running statistics, unchanged (torchvision in eval mode, as anomalib runs it). */
+    PC_BN_TRAINED = 1
+} pc_bn_stats;
+
+/* "reference" or "trained" ("unknown" otherwise), and back (PC_ERR_INVALID_ARGUMENT for other names). */
+PC_API const char *pc_bn_stats_name(pc_bn_stats stats);
+PC_API pc_status pc_bn_stats_from_name(const char *name, pc_bn_stats *out);
+
+/* How pc_backbone_load_with builds a backbone. */
+typedef struct pc_backbone_options {
+    pc_bn_stats bn_stats;   /* default PC_BN_REFERENCE */
+    int32_t warmup_size;    /* S of the warm-up input: the crop size features will be computed at
+                             * (default 224); ignored for PC_BN_TRAINED */
+} pc_backbone_options;
+
+/* The defaults above: the reference warm-up at S = 224. */
+PC_API void pc_backbone_options_init(pc_backbone_options *opt);
+
 /* Load a backbone from a torchvision state dict (.pth zip or legacy format) or a .safetensors file.
  * arch: PC_ARCH_UNKNOWN infers it from the tensor shapes. layer_mask: the layers that will be asked
- * for; tensors beyond the deepest one may be absent from the file and are not loaded. Batch-norm is
- * folded into the convolutions. path == NULL looks in $PATCHCORE_WEIGHTS, then torchvision's cache
+ * for; tensors beyond the deepest one may be absent from the file and are not loaded. The batch-norm
+ * statistics are settled as opt says (NULL: pc_backbone_options_init's defaults, i.e. the reference
+ * warm-up at S = 224, which costs one forward pass of one image at load), then folded into the
+ * convolutions. path == NULL looks in $PATCHCORE_WEIGHTS, then torchvision's cache
  * ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints) for the architecture's
- * standard file name; the error message says where it looked. */
+ * standard file name; the error message says where it looked. Thread-safe (no shared state). */
+PC_API pc_status pc_backbone_load_with(const char *path, pc_arch arch, uint32_t layer_mask,
+                                       const pc_backbone_options *opt, pc_backbone **out);
+
+/* pc_backbone_load_with(path, arch, layer_mask, NULL, out): the defaults (reference warm-up, S = 224). */
 PC_API pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out);
 
 PC_API void pc_backbone_free(pc_backbone *bb);
 PC_API pc_arch pc_backbone_arch(const pc_backbone *bb);
+/* The batch-norm statistics the backbone was built with. */
+PC_API pc_bn_stats pc_backbone_bn_stats(const pc_backbone *bb);
 /* The deepest layer loaded (1..4) and the number of output channels of layerN (0 if not loaded). */
 PC_API int32_t pc_backbone_max_layer(const pc_backbone *bb);
 PC_API int32_t pc_backbone_channels(const pc_backbone *bb, int32_t layer);
@@ -423,6 +458,9 @@ typedef struct pc_fit_options {
      * bank itself must fit. The fit fails with PC_ERR_TOO_LARGE before any image is processed when its
      * planned peak (docs/robustness.md, "Bounded memory") exceeds the budget. */
     int64_t max_memory;
+    /* Batch-norm statistics of the backbone (default PC_BN_REFERENCE: the reference's warm-up at
+     * S = crop; METHOD.md §2). Stored in the model; predict, eval and load use the same. */
+    pc_bn_stats bn_stats;
 } pc_fit_options;
 
 /* Defaults equal to the reference implementation's (listed above). */
@@ -472,6 +510,10 @@ typedef struct pc_model_info {
     /* The overlay colour scale's step in map units: the pixel threshold minus the median pixel value
      * of good images' maps (NaN when not calibrated, and in model files that predate it). */
     double pixel_scale;
+    /* The backbone's batch-norm statistics (METHOD.md §2). Model files written before this was
+     * recorded used the trained statistics: they load as PC_BN_TRAINED with bn_stats_implicit = 1. */
+    pc_bn_stats bn_stats;
+    int32_t bn_stats_implicit;
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);

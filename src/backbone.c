@@ -2,8 +2,9 @@
  * backbone.c - the torchvision ResNet family (resnet18/34/50/101/152, wide_resnet50_2/101_2,
  * resnext50_32x4d, resnext101_32x8d) as torchvision 0.14 defines them: architecture table, loading
  * and validating state dicts (names and shapes, missing and mismatched tensors reported by name),
- * architecture inference from tensor shapes, batch-norm folding, the default weights lookup, the
- * workspace plan and the forward pass to the deepest requested layer.
+ * architecture inference from tensor shapes, the reference's batch-norm warm-up (METHOD.md §2),
+ * batch-norm folding, the default weights lookup, the workspace plan and the forward pass to the
+ * deepest requested layer.
  */
 #include "nn.h"
 #include "weights.h"
@@ -83,6 +84,10 @@ typedef struct conv {
     float *weight; /* (cout, cin/groups, k, k), batch-norm folded in */
     float *bias;   /* (cout) */
     float *wino;   /* (16, cout, cin) Winograd-transformed weight when use_winograd(); weight is then NULL */
+    /* While the backbone is being built only: the file's tensors (pointers into the weights dict) and
+     * the running statistics the warm-up computes (2 x cout, owned), folded into weight/bias at the end. */
+    const float *raw_w, *bn_g, *bn_b, *bn_mean, *bn_var;
+    float *stats;
 } conv;
 
 /* Winograd F(2x2,3x3) for every 3x3/1 ungrouped convolution: measured on AVX2 with OpenBLAS, single
@@ -111,12 +116,15 @@ struct pc_backbone {
     float *ws;
     size_t act_cap, col_cap;
     int is_view; /* a view (pc_backbone_view) shares another backbone's weights and owns only ws */
+    pc_bn_stats bn_stats;
+    int32_t warmup_size;
 };
 
 static void conv_free(conv *c) {
     pc_free(c->weight);
     pc_free(c->bias);
     pc_free(c->wino);
+    pc_free(c->stats);
 }
 
 /* Free the weights and workspace a backbone holds, not the struct itself. */
@@ -217,35 +225,43 @@ static const float *take(loadctx *L, const char *name, int ndim, const int64_t *
     return t->data;
 }
 
-/* Build conv `c` from "<wname>.weight" and batch-norm "<bnname>.{weight,bias,running_mean,running_var}",
- * folding the batch-norm: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps). */
+/* Describe conv `c` and take its tensors "<wname>.weight" and batch-norm
+ * "<bnname>.{weight,bias,running_mean,running_var}" from the dict (checked, not copied yet: fold()
+ * makes the weights the forward pass uses, once the statistics are settled). */
 static pc_status make_conv(conv *c, loadctx *L, const char *wname, const char *bnname, int32_t cin, int32_t cout,
                            int32_t k, int32_t stride, int32_t pad, int32_t groups) {
     c->cin = cin, c->cout = cout, c->k = k, c->stride = stride, c->pad = pad, c->groups = groups;
     char name[160];
     const int64_t wshape[4] = {cout, cin / groups, k, k}, vshape[1] = {cout};
     snprintf(name, sizeof name, "%s.weight", wname);
-    const float *w = take(L, name, 4, wshape);
-    const float *bn[4];
+    c->raw_w = take(L, name, 4, wshape);
+    const float **bn[4] = {&c->bn_g, &c->bn_b, &c->bn_mean, &c->bn_var};
     static const char *const fields[4] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++) {
         snprintf(name, sizeof name, "%s.%s", bnname, fields[i]);
-        bn[i] = take(L, name, 1, vshape);
+        *bn[i] = take(L, name, 1, vshape);
     }
-    if (!w || !bn[0] || !bn[1] || !bn[2] || !bn[3]) return PC_OK; /* reported; build nothing */
-    const size_t per = (size_t)(cin / groups) * (size_t)k * (size_t)k;
+    return PC_OK;
+}
+
+/* Fold batch-norm with running statistics (mean, var) into the convolution:
+ * w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps); then the Winograd transform. */
+static pc_status fold(conv *c, const float *mean, const float *var) {
+    const int32_t cout = c->cout;
+    const size_t per = (size_t)(c->cin / c->groups) * (size_t)c->k * (size_t)c->k;
     c->weight = pc_malloc((size_t)cout * per * sizeof(float));
     c->bias = pc_malloc((size_t)cout * sizeof(float));
-    if (!c->weight || !c->bias) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for %s", wname);
+    if (!c->weight || !c->bias) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the backbone's weights");
     for (int32_t o = 0; o < cout; o++) {
-        const double scale = (double)bn[0][o] / sqrt((double)bn[3][o] + BN_EPS);
-        for (size_t i = 0; i < per; i++) c->weight[(size_t)o * per + i] = (float)(w[(size_t)o * per + i] * scale);
-        c->bias[o] = (float)((double)bn[1][o] - (double)bn[2][o] * scale);
+        const double scale = (double)c->bn_g[o] / sqrt((double)var[o] + BN_EPS);
+        for (size_t i = 0; i < per; i++)
+            c->weight[(size_t)o * per + i] = (float)(c->raw_w[(size_t)o * per + i] * scale);
+        c->bias[o] = (float)((double)c->bn_b[o] - (double)mean[o] * scale);
     }
     if (use_winograd(c)) {
-        c->wino = pc_malloc((size_t)16 * (size_t)cout * (size_t)cin * sizeof(float));
-        if (!c->wino) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for %s", wname);
-        pc_winograd_weights(c->wino, c->weight, cout, cin);
+        c->wino = pc_malloc((size_t)16 * (size_t)cout * (size_t)c->cin * sizeof(float));
+        if (!c->wino) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the backbone's weights");
+        pc_winograd_weights(c->wino, c->weight, cout, c->cin);
         pc_free(c->weight);
         c->weight = NULL;
     }
@@ -435,8 +451,51 @@ static int max_layer_of(uint32_t mask) {
 }
 
 static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const evidence *E, const arch_spec *a);
+static pc_status finalise(pc_backbone *bb);
+
+const char *pc_bn_stats_name(pc_bn_stats s) {
+    switch (s) {
+    case PC_BN_REFERENCE: return "reference";
+    case PC_BN_TRAINED: return "trained";
+    }
+    return "unknown";
+}
+
+pc_status pc_bn_stats_from_name(const char *name, pc_bn_stats *out) {
+    if (name && out && strcmp(name, "reference") == 0) *out = PC_BN_REFERENCE;
+    else if (name && out && strcmp(name, "trained") == 0) *out = PC_BN_TRAINED;
+    else return pc_fail(PC_ERR_INVALID_ARGUMENT, "batch-norm statistics '%s' are not 'reference' or 'trained'",
+                        name ? name : "(null)");
+    return PC_OK;
+}
+
+void pc_backbone_options_init(pc_backbone_options *opt) {
+    if (!opt) return;
+    memset(opt, 0, sizeof *opt);
+    opt->bn_stats = PC_BN_REFERENCE;
+    opt->warmup_size = 224;
+}
+
+/* Options checked and copied into bb (NULL: the defaults). */
+static pc_status apply_options(pc_backbone *bb, const pc_backbone_options *opt, const char *fn) {
+    pc_backbone_options d;
+    pc_backbone_options_init(&d);
+    if (!opt) opt = &d;
+    if (opt->bn_stats != PC_BN_REFERENCE && opt->bn_stats != PC_BN_TRAINED)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: unknown batch-norm statistics %d", fn, (int)opt->bn_stats);
+    if (opt->bn_stats == PC_BN_REFERENCE && (opt->warmup_size < 1 || opt->warmup_size > 65536))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: warm-up size %d is not in 1..65536", fn, (int)opt->warmup_size);
+    bb->bn_stats = opt->bn_stats;
+    bb->warmup_size = opt->warmup_size;
+    return PC_OK;
+}
 
 pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out) {
+    return pc_backbone_load_with(path, arch, layer_mask, NULL, out);
+}
+
+pc_status pc_backbone_load_with(const char *path, pc_arch arch, uint32_t layer_mask, const pc_backbone_options *opt,
+                                pc_backbone **out) {
     pc_threads_apply();
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load: out is NULL");
@@ -450,7 +509,11 @@ pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, 
     pc_backbone *bb = pc_calloc(1, sizeof *bb);
     if (!bb) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
     bb->max_layer = max_layer_of(layer_mask);
-    pc_status st;
+    pc_status st = apply_options(bb, opt, "pc_backbone_load");
+    if (st) {
+        pc_free(bb);
+        return st;
+    }
     if (path) {
         snprintf(bb->path, sizeof bb->path, "%s", path);
     } else if ((st = find_default(a ? a : spec_of(PC_ARCH_WIDE_RESNET50_2), bb->path, sizeof bb->path)) != PC_OK) {
@@ -492,12 +555,13 @@ static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const
             }
         st = report(&P, bb->path, a, bb->max_layer);
     }
+    if (st == PC_OK) st = finalise(bb);
     pc_free(L.used);
     return st;
 }
 
 pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
-                                pc_backbone **out) {
+                                const pc_backbone_options *opt, pc_backbone **out) {
     pc_clear_error();
     if (!out || !dict) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_load_dict: NULL argument");
     *out = NULL;
@@ -515,11 +579,16 @@ pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc
     }
     bb->max_layer = max_layer_of(layer_mask);
     snprintf(bb->path, sizeof bb->path, "%s", name ? name : "<tensors>");
+    pc_status st = apply_options(bb, opt, "pc_backbone_load_dict");
+    if (st) {
+        pc_free(bb), pc_free(sub.tensors);
+        return st;
+    }
     /* what the file path would have seen: every name goes through the filter, kept ones are used */
     evidence E = {.max_layer = bb->max_layer};
     for (size_t i = 0; i < dict->count; i++)
         if (load_filter(dict->tensors[i].name, &E)) sub.tensors[sub.count++] = dict->tensors[i];
-    pc_status st = build_from_dict(bb, &sub, &E, a);
+    st = build_from_dict(bb, &sub, &E, a);
     pc_free(sub.tensors);
     if (st != PC_OK) {
         pc_backbone_free(bb);
@@ -576,6 +645,7 @@ pc_status pc_weights_inspect(const char *path, pc_weights_info *out) {
 }
 
 pc_arch pc_backbone_arch(const pc_backbone *bb) { return bb ? bb->spec->arch : PC_ARCH_UNKNOWN; }
+pc_bn_stats pc_backbone_bn_stats(const pc_backbone *bb) { return bb ? bb->bn_stats : PC_BN_TRAINED; }
 int32_t pc_backbone_max_layer(const pc_backbone *bb) { return bb ? bb->max_layer : 0; }
 const char *pc_backbone_errmsg(const pc_backbone *bb) { return bb ? bb->errmsg : ""; }
 const char *pc_backbone_path(const pc_backbone *bb) { return bb ? bb->path : ""; }
@@ -664,6 +734,146 @@ static int run(pc_backbone *bb, walk *W, const float *in, uint32_t layer_mask, f
             memcpy(outs[s], X, sizeof(float) * (size_t)W->n * (size_t)c * (size_t)W->h * (size_t)W->w);
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The reference's batch-norm warm-up (METHOD.md §2)
+ *
+ * Before extracting any feature, the reference runs the network once on torch.ones(1, 3, S, S) while
+ * it is still in training mode, up to the deepest requested layer. Every batch-norm on the way
+ * normalises with the statistics of its own input and moves its running statistics by momentum 0.1
+ * (the variance unbiased); features are then computed in eval mode with the moved statistics. We run
+ * that pass here with the file's weights, unfolded, then fold the moved statistics into the convs.
+ * ------------------------------------------------------------------------------------------- */
+
+#define BN_MOMENTUM 0.1
+
+/* Training-mode batch-norm of one image's conv output z (cout, hw) in place, then the block's
+ * residual and ReLU, and the running-statistics update into c->stats (means, then variances):
+ * mean and biased variance (two passes) over the hw positions normalise; the unbiased one moves. */
+static void bn_train(const conv *c, double *z, const double *res, int relu, size_t hw) {
+    const int32_t cout = c->cout;
+    for (int32_t o = 0; o < cout; o++) {
+        double *zo = z + (size_t)o * hw, sum = 0.0, ss = 0.0;
+        for (size_t i = 0; i < hw; i++) sum += zo[i];
+        const double mean = sum / (double)hw;
+        for (size_t i = 0; i < hw; i++) ss += (zo[i] - mean) * (zo[i] - mean);
+        const double var = ss / (double)hw, inv = 1.0 / sqrt(var + BN_EPS);
+        const double *ro = res ? res + (size_t)o * hw : NULL;
+        for (size_t i = 0; i < hw; i++) {
+            double y = (zo[i] - mean) * inv * (double)c->bn_g[o] + (double)c->bn_b[o];
+            if (ro) y += ro[i];
+            zo[i] = relu && !(y > 0.0) ? 0.0 : y;
+        }
+        c->stats[o] = (float)((1.0 - BN_MOMENTUM) * (double)c->bn_mean[o] + BN_MOMENTUM * mean);
+        c->stats[cout + o] =
+            (float)((1.0 - BN_MOMENTUM) * (double)c->bn_var[o] + BN_MOMENTUM * var * (double)hw / (double)(hw - 1));
+    }
+}
+
+/* One training-mode convolution + batch-norm (+ residual, ReLU) of in (cin, *h, *w) into a new
+ * buffer *out (cout, oh, ow); *h, *w become oh, ow. NULL *out when out of memory. */
+static void warm_conv(const conv *c, const double *in, int32_t *h, int32_t *w, const double *res, int relu,
+                      double **out) {
+    const pc_conv_geom g = geom(c, 1, *h, *w);
+    const int32_t oh = pc_conv_out_dim(*h, c->k, c->stride, c->pad), ow = pc_conv_out_dim(*w, c->k, c->stride, c->pad);
+    const size_t nw = (size_t)c->cout * (size_t)(c->cin / c->groups) * (size_t)c->k * (size_t)c->k;
+    double *y = pc_malloc((size_t)c->cout * (size_t)oh * (size_t)ow * sizeof(double));
+    double *wd = pc_malloc(nw * sizeof(double)), *col = pc_malloc(pc_conv2d_f64_workspace(&g) * sizeof(double));
+    if (y && wd && col) {
+        for (size_t i = 0; i < nw; i++) wd[i] = c->raw_w[i];
+        pc_conv2d_f64(y, col, in, wd, &g);
+        bn_train(c, y, res, relu, (size_t)oh * (size_t)ow);
+    } else {
+        pc_free(y);
+        y = NULL;
+    }
+    pc_free(wd), pc_free(col);
+    *out = y, *h = oh, *w = ow;
+}
+
+/* The warm-up pass on ones(1, 3, S, S), in float64, up to max_layer: fills every conv's stats. float64
+ * because the pass takes the statistics of nearly constant activations (a constant image, zero
+ * padding), where float32 accumulation in the convolutions loses digits that the normalisation then
+ * magnifies; float64 keeps our statistics as close to exact as torch's float32 pass is. */
+static pc_status warmup(pc_backbone *bb, conv **list, int n) {
+    const int32_t S = bb->warmup_size;
+    for (int i = 0; i < n; i++) {
+        list[i]->stats = pc_malloc(2 * (size_t)list[i]->cout * sizeof(float));
+        if (!list[i]->stats) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the batch-norm warm-up");
+    }
+    /* torch requires more than one value per channel in training mode, so does the variance update */
+    int32_t oh = 0, ow = 0;
+    if (pc_backbone_out_size(bb, bb->max_layer, S, S, &oh, &ow) != PC_OK || (int64_t)oh * ow < 2)
+        return pc_fail(PC_ERR_SHAPE, "%s: the batch-norm warm-up at crop size %d leaves layer%d with %dx%d positions; "
+                       "training-mode batch-norm needs more than one value per channel (use a larger crop, or "
+                       "--bn trained)", bb->path, (int)S, (int)bb->max_layer, (int)oh, (int)ow);
+    int32_t h = S, w = S;
+    double *x = pc_malloc(3 * (size_t)S * (size_t)S * sizeof(double)), *y = NULL;
+    if (!x) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the batch-norm warm-up");
+    for (size_t i = 0; i < 3 * (size_t)S * (size_t)S; i++) x[i] = 1.0;
+    warm_conv(&bb->stem, x, &h, &w, NULL, 1, &y);
+    pc_free(x);
+    x = NULL;
+    if (y) {
+        const int32_t ph = pc_conv_out_dim(h, 3, 2, 1), pw = pc_conv_out_dim(w, 3, 2, 1);
+        x = pc_malloc((size_t)64 * (size_t)ph * (size_t)pw * sizeof(double));
+        if (x) pc_maxpool3x3s2_f64(x, y, 64, h, w);
+        h = ph, w = pw;
+        pc_free(y);
+    }
+    for (int s = 0; s < bb->max_layer && x; s++)
+        for (int b = 0; b < bb->nblocks[s] && x; b++) {
+            const block *B = &bb->blocks[s][b];
+            double *d = NULL, *t1 = NULL, *t2 = NULL, *out = NULL;
+            int32_t dh = h, dw = w, h1 = h, w1 = w;
+            if (B->has_ds) warm_conv(&B->ds, x, &dh, &dw, NULL, 0, &d);
+            const double *identity = B->has_ds ? d : x;
+            if (identity) warm_conv(&B->c1, x, &h1, &w1, NULL, 1, &t1);
+            if (t1 && bb->spec->bottleneck) {
+                warm_conv(&B->c2, t1, &h1, &w1, NULL, 1, &t2);
+                if (t2) warm_conv(&B->c3, t2, &h1, &w1, identity, 1, &out);
+            } else if (t1) {
+                warm_conv(&B->c2, t1, &h1, &w1, identity, 1, &out);
+            }
+            pc_free(d), pc_free(t1), pc_free(t2), pc_free(x);
+            x = out, h = h1, w = w1;
+        }
+    if (!x) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the batch-norm warm-up");
+    pc_free(x);
+    return PC_OK;
+}
+
+/* Every convolution of the built part of the network (at most 1 + 4 per block). */
+static int all_convs(pc_backbone *bb, conv **list, int cap) {
+    int n = 0;
+    if (n < cap) list[n++] = &bb->stem;
+    for (int s = 0; s < 4; s++)
+        for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
+            block *B = &bb->blocks[s][b];
+            conv *cs[4] = {&B->c1, &B->c2, bb->spec->bottleneck ? &B->c3 : NULL, B->has_ds ? &B->ds : NULL};
+            for (int i = 0; i < 4; i++)
+                if (cs[i] && n < cap) list[n++] = cs[i];
+        }
+    return n;
+}
+
+/* Settle the batch-norm statistics (the warm-up's, or the file's) and fold them into the convs; the
+ * file's tensors are not referenced afterwards. */
+static pc_status finalise(pc_backbone *bb) {
+    conv *list[1 + 4 * 64]; /* the stem and up to 64 blocks (resnet152 has 50) */
+    const int n = all_convs(bb, list, (int)(sizeof list / sizeof list[0]));
+    pc_status st = bb->bn_stats == PC_BN_REFERENCE ? warmup(bb, list, n) : PC_OK;
+    for (int i = 0; i < n && st == PC_OK; i++) {
+        conv *c = list[i];
+        st = c->stats ? fold(c, c->stats, c->stats + c->cout) : fold(c, c->bn_mean, c->bn_var);
+    }
+    for (int i = 0; i < n; i++) {
+        pc_free(list[i]->stats);
+        list[i]->stats = NULL;
+        list[i]->raw_w = list[i]->bn_g = list[i]->bn_b = list[i]->bn_mean = list[i]->bn_var = NULL;
+    }
+    return st;
 }
 
 pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int32_t in_h, int32_t in_w, int32_t *out_h,

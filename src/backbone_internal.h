@@ -9,9 +9,9 @@
 #include "weights.h"
 
 /* Build a backbone from torchvision-named tensors in memory (not copied: BN is folded into new
- * buffers). name is used in messages. Same validation as pc_backbone_load. */
+ * buffers). name is used in messages. Same validation and options as pc_backbone_load_with. */
 pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
-                                pc_backbone **out);
+                                const pc_backbone_options *opt, pc_backbone **out);
 
 /* A backbone sharing src's weights, with its own (initially empty) workspace, so that two threads can
  * run forward at once. Free it with pc_backbone_free before src. */

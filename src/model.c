@@ -68,6 +68,8 @@ struct pc_model {
     int64_t n_patches_total;
     double image_threshold, pixel_threshold, score_scale, pixel_scale;
     char weights_source[1024];
+    pc_bn_stats bn_stats;
+    int bn_stats_implicit; /* loaded from a file written before bn_stats was recorded */
     /* derived */
     int32_t grid_h, grid_w;
     pc_layer_shape shapes[PC_MAX_LAYERS];
@@ -113,9 +115,12 @@ void pc_fit_options_init(pc_fit_options *opt) {
     opt->projection_dim = PC_CORESET_PROJ_DIM;
     opt->n_starts = PC_CORESET_STARTS;
     opt->batch_size = 8;
+    opt->bn_stats = PC_BN_REFERENCE;
 }
 
 static pc_status check_options(const pc_fit_options *o) {
+    if (o->bn_stats != PC_BN_REFERENCE && o->bn_stats != PC_BN_TRAINED)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: unknown batch-norm statistics %d", (int)o->bn_stats);
     if (o->n_layers < 1 || o->n_layers > PC_MAX_LAYERS)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: between 1 and %d layers, not %d", PC_MAX_LAYERS, (int)o->n_layers);
     uint32_t seen = 0;
@@ -440,6 +445,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     m->projection_dim = opt->projection_dim, m->n_starts = opt->n_starts, m->reweight_b = opt->reweight_b;
     m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
     m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
+    m->bn_stats = opt->bn_stats;
 
     float *feats = NULL, *batch_in = NULL, *acts[4] = {NULL}, *fbuf = NULL, *pj = NULL, *proj = NULL;
     int64_t *starts = NULL;
@@ -448,7 +454,8 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     char namebuf[64];
     pc_spill spill = {.fd = -1};
 
-    st = pc_backbone_load(opt->weights, opt->arch, m->layer_mask, &m->bb);
+    pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop};
+    st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
     if (st) goto done;
     m->arch = pc_backbone_arch(m->bb);
     snprintf(m->weights_source, sizeof m->weights_source, "%s", pc_backbone_path(m->bb));
@@ -830,6 +837,8 @@ pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
     info->pixel_threshold = m->pixel_threshold;
     info->score_scale = m->score_scale;
     info->pixel_scale = m->pixel_scale;
+    info->bn_stats = m->bn_stats;
+    info->bn_stats_implicit = m->bn_stats_implicit;
     return PC_OK;
 }
 
@@ -889,13 +898,14 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
              "grid = %dx%d\nn_train_images = %d\nn_patches_total = %lld\nbank_size = %lld\n"
              "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
              "pixel_scale = %.17g\n"
+             "bn_stats = %s\n"
              "weights_source = %s\n",
              MODEL_FORMAT_NAME, pc_version(), pc_arch_name(m->arch), layers, (int)m->resize, (int)m->crop,
              (int)m->patch, (int)m->pre_dim, (int)m->dim, (int)m->k, sampler_name(m->sampler), m->coreset_ratio,
              (long long)m->coreset_size_requested, (int)m->projection_dim, (int)m->n_starts,
              (unsigned long long)m->seed, (int)m->reweight_b, (int)m->grid_h, (int)m->grid_w,
              (int)m->n_train_images, (long long)m->n_patches_total, (long long)m->bank_n, m->image_threshold,
-             m->pixel_threshold, m->score_scale, m->pixel_scale, m->weights_source);
+             m->pixel_threshold, m->score_scale, m->pixel_scale, pc_bn_stats_name(m->bn_stats), m->weights_source);
 
     const pc_tensor *bt = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
     size_t nbt = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
@@ -1035,6 +1045,15 @@ pc_status pc_model_load(const char *path, pc_model **out) {
         }
         const char *ws = pc_modelfile_meta(mf, "weights_source");
         snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
+        /* optional: files written before it was recorded used the trained statistics */
+        const char *bs = pc_modelfile_meta(mf, "bn_stats");
+        m->bn_stats = PC_BN_TRAINED;
+        m->bn_stats_implicit = !bs;
+        if (bs && pc_bn_stats_from_name(bs, &m->bn_stats) != PC_OK) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'bn_stats' is '%s', not 'reference' or 'trained' (a newer "
+                         "patchcore may know it)", path, bs);
+            goto fail;
+        }
     }
     /* the backbone, from the tensors stored under backbone/ (views into the mapping) */
     size_t nt = pc_modelfile_tensor_count(mf), nb = 0;
@@ -1065,7 +1084,8 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     {
         pc_tensor_dict view = {.tensors = m->bb_views, .count = nb};
         snprintf(view.format, sizeof view.format, "patchcore-model");
-        st = pc_backbone_load_dict(&view, path, m->arch, m->layer_mask, &m->bb);
+        pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop};
+        st = pc_backbone_load_dict(&view, path, m->arch, m->layer_mask, &bo, &m->bb);
         if (st) goto fail;
     }
     if ((st = model_plan(m))) goto fail;

@@ -144,6 +144,57 @@ void pc_conv2d(float *out, float *work, const float *in, const float *weight, co
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Float64, one image: the batch-norm warm-up's pass (backbone.c), where the statistics of nearly
+ * constant activations are taken and float32 accumulation would cost digits (docs/backbone.md).
+ * ------------------------------------------------------------------------------------------- */
+
+size_t pc_conv2d_f64_workspace(const pc_conv_geom *g) {
+    const size_t oh = (size_t)pc_conv_out_dim(g->h, g->kh, g->stride, g->pad);
+    const size_t ow = (size_t)pc_conv_out_dim(g->w, g->kw, g->stride, g->pad);
+    return (size_t)g->cin * (size_t)g->kh * (size_t)g->kw * oh * ow;
+}
+
+void pc_conv2d_f64(double *out, double *col, const double *in, const double *weight, const pc_conv_geom *g) {
+    const int32_t oh = pc_conv_out_dim(g->h, g->kh, g->stride, g->pad);
+    const int32_t ow = pc_conv_out_dim(g->w, g->kw, g->stride, g->pad);
+    const size_t ohw = (size_t)oh * (size_t)ow;
+    const int32_t G = g->groups, cin_g = g->cin / G, cout_g = g->cout / G, K = cin_g * g->kh * g->kw;
+    /* col (cin*kh*kw, ohw): row (c, ki, kj) holds the pixel each output position sees through that tap */
+#pragma omp parallel for schedule(static) if (g->cin * g->kh * g->kw >= 16 && ohw >= 64)
+    for (int32_t r = 0; r < g->cin * g->kh * g->kw; r++) {
+        const int32_t c = r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
+        double *row = col + (size_t)r * ohw;
+        for (int32_t oy = 0; oy < oh; oy++)
+            for (int32_t ox = 0; ox < ow; ox++) {
+                const int32_t iy = oy * g->stride - g->pad + ki, ix = ox * g->stride - g->pad + kj;
+                row[(size_t)oy * ow + ox] = iy < 0 || iy >= g->h || ix < 0 || ix >= g->w
+                                                ? 0.0
+                                                : in[((size_t)c * g->h + iy) * g->w + ix];
+            }
+    }
+    for (int32_t gi = 0; gi < G; gi++) /* out (cout_g, ohw) = weight (cout_g, K) x col (K, ohw) per group */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout_g, (int)ohw, K, 1.0,
+                    weight + (size_t)gi * cout_g * K, K, col + (size_t)gi * K * ohw, (int)ohw, 0.0,
+                    out + (size_t)gi * cout_g * ohw, (int)ohw);
+}
+
+void pc_maxpool3x3s2_f64(double *out, const double *in, int32_t c, int32_t h, int32_t w) {
+    const int32_t oh = pc_conv_out_dim(h, 3, 2, 1), ow = pc_conv_out_dim(w, 3, 2, 1);
+    for (int32_t b = 0; b < c; b++)
+        for (int32_t oy = 0; oy < oh; oy++)
+            for (int32_t ox = 0; ox < ow; ox++) {
+                double m = -INFINITY;
+                for (int32_t ki = 0; ki < 3; ki++)
+                    for (int32_t kj = 0; kj < 3; kj++) {
+                        const int32_t y = 2 * oy - 1 + ki, x = 2 * ox - 1 + kj;
+                        if (y >= 0 && y < h && x >= 0 && x < w && in[((size_t)b * h + y) * w + x] > m)
+                            m = in[((size_t)b * h + y) * w + x];
+                    }
+                out[((size_t)b * oh + oy) * ow + ox] = m;
+            }
+}
+
 void pc_conv2d_ref(float *out, const float *in, const float *weight, const float *bias,
                    const float *residual, int relu, const pc_conv_geom *g) {
     const int32_t oh = pc_conv_out_dim(g->h, g->kh, g->stride, g->pad);

@@ -47,6 +47,15 @@ void pc_conv2d(float *out, float *work, const float *in, const float *weight, co
 void pc_conv2d_ref(float *out, const float *in, const float *weight, const float *bias,
                    const float *residual, int relu, const pc_conv_geom *g);
 
+/* Float64 convolution of one image (g->n is ignored; 1), no bias or epilogue: im2col + DGEMM.
+ *   out (cout, oh, ow);  col pc_conv2d_f64_workspace(g) doubles;  in (cin, h, w);
+ *   weight (cout, cin/groups, kh, kw)
+ * For the batch-norm warm-up (backbone.c); compared with pc_conv2d_ref in tests/test_nn.c. */
+size_t pc_conv2d_f64_workspace(const pc_conv_geom *g);
+void pc_conv2d_f64(double *out, double *col, const double *in, const double *weight, const pc_conv_geom *g);
+/* Max-pooling 3x3/2/1 of c channels of h x w in float64 (out (c, oh, ow)). */
+void pc_maxpool3x3s2_f64(double *out, const double *in, int32_t c, int32_t h, int32_t w);
+
 /* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions without groups (pc_winograd_applies):
  * 16 multiplies per 2x2 output tile and channel pair instead of 36. Same contract as pc_conv2d, but
  * with the transformed weights u (16, cout, cin) that pc_winograd_weights makes from the OIHW ones
