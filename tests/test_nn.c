@@ -3,7 +3,9 @@
  * odd shapes: groups, stride 2, 1x1/3x3/7x7, odd sizes, padding wider than usual, batch > 1, with
  * and without bias, residual and ReLU. Tolerance: relative error (max|diff| / max|ref|) <= 1e-5 for
  * the convolution, direct and Winograd F(2x2,3x3) (float32 against a double-accumulated reference);
- * max-pool is exact.
+ * max-pool is exact. The float64 convolution and max-pool of the batch-norm warm-up (pc_conv2d_f64,
+ * one image, no epilogue) against the same references: within 1e-7 (the reference rounds its double
+ * sums to float32, so only that rounding can differ), and max-pool exactly.
  */
 #include "nn.h"
 #include "testutil.h"
@@ -46,6 +48,24 @@ static void check_conv(pc_conv_geom g, int use_bias, int use_res, int relu) {
         assert_true(err <= 1e-5);
         free(u), free(wk);
     }
+    /* float64, first image, no epilogue */
+    {
+        pc_conv_geom g1 = g;
+        g1.n = 1;
+        const size_t nin1 = (size_t)g.cin * g.h * g.w, nout1 = (size_t)g.cout * oh * ow;
+        double *ind = malloc(nin1 * 8), *wd = malloc(nw * 8), *outd = malloc(nout1 * 8);
+        double *col = malloc((pc_conv2d_f64_workspace(&g1) + 1) * 8);
+        float *outf = malloc(nout1 * 4);
+        for (size_t i = 0; i < nin1; i++) ind[i] = in[i];
+        for (size_t i = 0; i < nw; i++) wd[i] = w[i];
+        pc_conv2d_ref(ref, in, w, NULL, NULL, 0, &g1);
+        pc_conv2d_f64(outd, col, ind, wd, &g1);
+        for (size_t i = 0; i < nout1; i++) outf[i] = (float)outd[i];
+        err = max_rel_err(outf, ref, nout1);
+        print_message("  float64: rel err %.2e\n", err);
+        assert_true(err <= 1e-7);
+        free(ind), free(wd), free(outd), free(col), free(outf);
+    }
     free(in), free(w), free(b), free(res), free(out), free(ref), free(work);
 }
 
@@ -81,6 +101,11 @@ static void test_maxpool(void **state) {
         pc_maxpool3x3s2(a, in, n, c, h, w);
         pc_maxpool3x3s2_ref(b, in, n, c, h, w);
         assert_memory_equal(a, b, (size_t)n * c * oh * ow * 4);
+        double *ind = malloc((size_t)n * c * h * w * 8), *od = malloc((size_t)n * c * oh * ow * 8);
+        for (size_t i = 0; i < (size_t)n * c * h * w; i++) ind[i] = in[i];
+        pc_maxpool3x3s2_f64(od, ind, n * c, h, w); /* n images of c channels = n * c channels */
+        for (size_t i = 0; i < (size_t)n * c * oh * ow; i++) assert_true(od[i] == (double)b[i]);
+        free(ind), free(od);
         for (size_t i = 0; i < (size_t)n * c * oh * ow; i++) assert_true(a[i] < -1.0f + 1e-6f);
         free(in), free(a), free(b);
     }

@@ -200,6 +200,7 @@ class ModelInfo:
     pixel_threshold: Optional[float]
     score_scale: Optional[float]
     pixel_scale: Optional[float]  # the overlay colour scale's step (docs/visualisation.md)
+    bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class _Callbacks:
 _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_dim", "n_starts", "batch_size",
                 "reweight_b")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
-                                "coreset_projection", "coreset_starts", "progress", "max_memory"}
+                                "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats"}
 
 
 def _layer_numbers(layers):
@@ -323,6 +324,10 @@ def _fit_options(options, keep):
         if not 0 <= v < 2 ** 64:
             raise ValueError("patchcore: seed = %d is out of range [0, 2^64)" % v)
         o.seed = v
+    if options.get("bn_stats") is not None:
+        if options["bn_stats"] not in _lib.BN_STATS:
+            raise ValueError("patchcore: bn_stats %r is not one of %s" % (options["bn_stats"], ", ".join(_lib.BN_STATS)))
+        o.bn_stats = _lib.BN_STATS[options["bn_stats"]]
     if options.get("max_memory") is not None:  # bytes; 0 = unlimited (docs/robustness.md, "Bounded memory")
         v = operator.index(options["max_memory"])
         if not 0 <= v < 2 ** 63:
@@ -383,7 +388,8 @@ class Model:
         and torchvision's cache), arch ("resnet18", ...; inferred from the weights), layers ([2, 3]
         or "layer2,layer3"), resize (256), crop (224), patch (3), pre_dim (1024), dim (1024), k (1),
         sampler ("approx", "random", "none"), coreset_ratio (0.1), coreset_size (0: use the ratio),
-        projection_dim (128), n_starts (10), seed (0), batch_size (8), reweight_b (0),
+        projection_dim (128), n_starts (10), seed (0), batch_size (8), reweight_b (0), bn_stats
+        ("reference": the reference's batch-norm warm-up, the default; or "trained"),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
         reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
 
@@ -471,7 +477,8 @@ class Model:
             n_patches_total=i.n_patches_total, n_train_images=i.n_train_images, seed=i.seed,
             reweight_b=i.reweight_b, image_threshold=_opt(i.image_threshold),
             pixel_threshold=_opt(i.pixel_threshold), score_scale=_opt(i.score_scale),
-            pixel_scale=_opt(i.pixel_scale))
+            pixel_scale=_opt(i.pixel_scale),
+            bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)))
 
     def __repr__(self):
         if not self._h:

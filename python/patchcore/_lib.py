@@ -77,6 +77,7 @@ class FitOptions(ctypes.Structure):  # pc_fit_options
         ("on_image_error", IMAGE_ERROR_FN),
         ("on_image_error_user", ctypes.c_void_p),
         ("max_memory", ctypes.c_int64),
+        ("bn_stats", c_enum),
     ]
 
 
@@ -104,7 +105,12 @@ class ModelInfo(ctypes.Structure):  # pc_model_info
         ("pixel_threshold", ctypes.c_double),
         ("score_scale", ctypes.c_double),
         ("pixel_scale", ctypes.c_double),
+        ("bn_stats", c_enum),
+        ("bn_stats_implicit", ctypes.c_int32),
     ]
+
+
+BN_STATS = {"reference": 0, "trained": 1}  # pc_bn_stats
 
 
 class Prediction(ctypes.Structure):  # pc_prediction

@@ -242,8 +242,8 @@ def check_with_data():
     model = patchcore.Model.fit(train[:6], progress=lambda s, d, t: stages.add(s), **opts)
     info = model.info
     check(info.arch == "resnet18" and info.layers == (2, 3) and info.crop == 224 and info.grid == (28, 28)
-          and info.n_train_images == 6 and info.n_patches_total == 6 * 28 * 28 and info.image_threshold is None,
-          "info: %s" % (info,))
+          and info.n_train_images == 6 and info.n_patches_total == 6 * 28 * 28 and info.image_threshold is None
+          and info.bn_stats == "reference", "info: %s" % (info,))
     check(model.image_errors == [] and stages == {"features", "coreset"}, "no image errors; progress stages %s"
           % sorted(stages))
     results = [model.predict(p) for p in test]
@@ -269,6 +269,12 @@ def check_with_data():
         p3 = os.path.join(WORK, "model_budget.pcm")
         m3.save(p3)
     check(open(p3, "rb").read() == open(model_path, "rb").read(), "fit with max_memory=1 GiB: byte-identical model")
+    check(isinstance(raises(ValueError, patchcore.Model.fit, train[:1], bn_stats="eval", **opts), ValueError),
+          "bn_stats='eval' -> ValueError")
+    with patchcore.Model.fit(train[:6], bn_stats="trained", **opts) as m4:
+        check(m4.info.bn_stats == "trained" and m4.predict(test[2]).score != results[2].score,
+              "bn_stats='trained': recorded, and a different score (%.6f vs %.6f)"
+              % (m4.predict(test[2]).score, results[2].score))
     check(m2.closed and isinstance(raises(ValueError, m2.predict, test[0]), ValueError),
           "after `with`: closed, predict raises ValueError")
 

@@ -16,7 +16,15 @@ Writes OUTDIR/manifest.txt: "arch size max_layer nfiles" per line, and the files
 ARCH.pth, ARCH_legacy.pth, ARCH.safetensors, ARCH_layerN.npy, input_S.npy;
 r18real_input.npy + r18real_layer{2,3}.npy (the real ResNet-18 of ../shared on bottle images);
 bad_*.safetensors for the validation tests.
+
+The reference's batch-norm warm-up (METHOD.md §2), done by torchvision itself in three lines
+(model.train(), a forward of torch.ones(1, 3, S, S) up to the deepest requested layer, model.eval()):
+for one architecture of each family (BasicBlock, Bottleneck, wide, grouped) at S = 224 and 320, with
+the warm-up stopping at layer2 and at layer3, the layer outputs of one bottle image at S:
+warm_ARCH_S_lD_layerN.npy (N = 1..D) and warm_input_S.npy, listed in warm_manifest.txt as
+"arch S D" lines; and the same for the real ResNet-18 of ../shared (r18real_warm_S_layerN.npy).
 """
+import copy
 import collections
 import json
 import os
@@ -99,7 +107,20 @@ def layers(model, x, upto):
     return outs
 
 
+WARM_ARCHS = ("resnet18", "resnet50", "wide_resnet50_2", "resnext50_32x4d")
+WARM_SIZES = (224, 320)
+
+
+def warmed(model, size, deepest):
+    """A copy of model after the reference's warm-up: training mode, ones(1, 3, S, S) to layer `deepest`."""
+    m = copy.deepcopy(model).train()
+    with torch.no_grad():
+        layers(m, torch.ones(1, 3, size, size), deepest)
+    return m.eval()
+
+
 manifest = []
+warm_manifest = []
 inp = {}
 for idx, (arch, size, upto, half) in enumerate(CONFIGS):
     torch.manual_seed(1000 + idx)
@@ -122,6 +143,15 @@ for idx, (arch, size, upto, half) in enumerate(CONFIGS):
     for i, y in enumerate(layers(model, inp[size], upto)):
         common.save(OUT, "%s_layer%d.npy" % (arch, i + 1), y.numpy())
     manifest.append("%s %d %d" % (arch, size, upto))
+    if arch in WARM_ARCHS:
+        for ws in WARM_SIZES:
+            if ("w", ws) not in inp:
+                inp[("w", ws)] = inputs(ws, n=1)
+                common.save(OUT, "warm_input_%d.npy" % ws, inp[("w", ws)].numpy())
+            for deepest in (2, 3):
+                for i, y in enumerate(layers(warmed(model, ws, deepest), inp[("w", ws)], deepest)):
+                    common.save(OUT, "warm_%s_%d_l%d_layer%d.npy" % (arch, ws, deepest, i + 1), y.numpy())
+                warm_manifest.append("%s %d %d" % (arch, ws, deepest))
 
 # Files that must be rejected by name: a wrong shape and a missing tensor (resnet18 up to layer2).
 torch.manual_seed(7)
@@ -145,6 +175,13 @@ if w is not None and common.bottle_dir() is not None:
     outs = layers(r18, x, 3)
     common.save(OUT, "r18real_layer2.npy", outs[1].numpy())
     common.save(OUT, "r18real_layer3.npy", outs[2].numpy())
+    for ws in WARM_SIZES:
+        xw = inputs(ws, n=1)
+        common.save(OUT, "r18real_warm_input_%d.npy" % ws, xw.numpy())
+        for i, y in enumerate(layers(warmed(r18, ws, 3), xw, 3)):
+            common.save(OUT, "r18real_warm_%d_layer%d.npy" % (ws, i + 1), y.numpy())
 
+with open(os.path.join(OUT, "warm_manifest.txt"), "w") as f:
+    f.write("\n".join(warm_manifest) + "\n")
 with open(os.path.join(OUT, "manifest.txt"), "w") as f:
     f.write("\n".join(manifest) + "\n")

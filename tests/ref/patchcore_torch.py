@@ -48,9 +48,12 @@ def load_mask(path, resize=256, crop=224, shape_of=None):
 
 
 # ---- §2 backbone ------------------------------------------------------------------------------
-def build_backbone(arch, state_dict_or_path, layers):
+def build_backbone(arch, state_dict_or_path, layers, bn="reference", size=224):
     """A torchvision model in eval mode with the given weights; tensors of layers beyond the deepest
-    requested one (and fc) may be absent."""
+    requested one (and fc) may be absent. bn="reference" applies the reference implementation's
+    batch-norm warm-up (METHOD.md §2) exactly as torchvision does it in three lines: training mode, a
+    forward of torch.ones(1, 3, size, size) up to the deepest requested layer, eval mode.
+    bn="trained" keeps the weights' running statistics."""
     model = getattr(torchvision.models, arch)()
     sd = state_dict_or_path
     if isinstance(sd, str):
@@ -61,6 +64,11 @@ def build_backbone(arch, state_dict_or_path, layers):
               any(m.startswith("layer%d." % i) for i in range(deepest + 1, 5)))]
     if needed:
         raise ValueError("weights lack tensors: %s" % needed[:5])
+    if bn == "reference":
+        model.train()
+        layer_outputs(model, torch.ones(1, 3, size, size), layers)
+    elif bn != "trained":
+        raise ValueError("bn must be 'reference' or 'trained', not %r" % bn)
     return model.eval()
 
 
