@@ -196,10 +196,10 @@ int cmd_fit(int argc, char **argv) {
         if (json) {
             printf("{\"model\": ");
             cli_json_string(stdout, output);
-            printf(", \"arch\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
+            printf(", \"arch\": \"%s\", \"bn_stats\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
                    "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f, "
                    "\"features_seconds\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f",
-                   pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
+                   pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (long long)info.bank_size, (int)info.grid_h, (int)info.grid_w,
                    (int)info.dim, t_fit,
                    t_features, t_coreset, t_save);
@@ -211,9 +211,10 @@ int cmd_fit(int argc, char **argv) {
                    calib.pixel_scale);
         if (json) printf("}\n");
         else
-            printf("model      %s\nbackbone   %s\nimages     %d used, %d skipped\npatches    %lld (grid %dx%d, "
-                   "dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, coreset %.2f s; save %.2f s)\n",
-                   output, pc_arch_name(info.arch), (int)info.n_train_images, sk.count,
+            printf("model      %s\nbackbone   %s (batch-norm %s)\nimages     %d used, %d skipped\npatches    %lld "
+                   "(grid %dx%d, dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, coreset %.2f s; save "
+                   "%.2f s)\n",
+                   output, pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), (int)info.n_train_images, sk.count,
                    (long long)info.n_patches_total, (int)info.grid_h, (int)info.grid_w, (int)info.dim,
                    (long long)info.bank_size, t_fit, t_features, t_coreset, t_save);
         if (!json && calibrated)

@@ -779,8 +779,10 @@ static void warm_conv(const conv *c, const double *in, int32_t *h, int32_t *w, c
     const int32_t oh = pc_conv_out_dim(*h, c->k, c->stride, c->pad), ow = pc_conv_out_dim(*w, c->k, c->stride, c->pad);
     const size_t nw = (size_t)c->cout * (size_t)(c->cin / c->groups) * (size_t)c->k * (size_t)c->k;
     double *y = pc_malloc((size_t)c->cout * (size_t)oh * (size_t)ow * sizeof(double));
-    double *wd = pc_malloc(nw * sizeof(double)), *col = pc_malloc(pc_conv2d_f64_workspace(&g) * sizeof(double));
-    if (y && wd && col) {
+    double *wd = pc_malloc(nw * sizeof(double));
+    const size_t ncol = pc_conv2d_f64_workspace(&g);
+    double *col = ncol ? pc_malloc(ncol * sizeof(double)) : NULL;
+    if (y && wd && (col || !ncol)) {
         for (size_t i = 0; i < nw; i++) wd[i] = c->raw_w[i];
         pc_conv2d_f64(y, col, in, wd, &g);
         bn_train(c, y, res, relu, (size_t)oh * (size_t)ow);

@@ -150,6 +150,7 @@ void pc_conv2d(float *out, float *work, const float *in, const float *weight, co
  * ------------------------------------------------------------------------------------------- */
 
 size_t pc_conv2d_f64_workspace(const pc_conv_geom *g) {
+    if (is_pointwise(g)) return 0;
     const size_t oh = (size_t)pc_conv_out_dim(g->h, g->kh, g->stride, g->pad);
     const size_t ow = (size_t)pc_conv_out_dim(g->w, g->kw, g->stride, g->pad);
     return (size_t)g->cin * (size_t)g->kh * (size_t)g->kw * oh * ow;
@@ -160,9 +161,12 @@ void pc_conv2d_f64(double *out, double *col, const double *in, const double *wei
     const int32_t ow = pc_conv_out_dim(g->w, g->kw, g->stride, g->pad);
     const size_t ohw = (size_t)oh * (size_t)ow;
     const int32_t G = g->groups, cin_g = g->cin / G, cout_g = g->cout / G, K = cin_g * g->kh * g->kw;
-    /* col (cin*kh*kw, ohw): row (c, ki, kj) holds the pixel each output position sees through that tap */
-#pragma omp parallel for schedule(static) if (g->cin * g->kh * g->kw >= 16 && ohw >= 64)
-    for (int32_t r = 0; r < g->cin * g->kh * g->kw; r++) {
+    /* col (cin*kh*kw, ohw): row (c, ki, kj) holds the pixel each output position sees through that tap;
+     * a 1x1/1 convolution reads its input as it lies */
+    const int32_t rows = is_pointwise(g) ? 0 : g->cin * g->kh * g->kw;
+    const double *B = is_pointwise(g) ? in : col;
+#pragma omp parallel for schedule(static) if (rows >= 16 && ohw >= 64)
+    for (int32_t r = 0; r < rows; r++) {
         const int32_t c = r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
         double *row = col + (size_t)r * ohw;
         for (int32_t oy = 0; oy < oh; oy++)
@@ -175,7 +179,7 @@ void pc_conv2d_f64(double *out, double *col, const double *in, const double *wei
     }
     for (int32_t gi = 0; gi < G; gi++) /* out (cout_g, ohw) = weight (cout_g, K) x col (K, ohw) per group */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout_g, (int)ohw, K, 1.0,
-                    weight + (size_t)gi * cout_g * K, K, col + (size_t)gi * K * ohw, (int)ohw, 0.0,
+                    weight + (size_t)gi * cout_g * K, K, B + (size_t)gi * K * ohw, (int)ohw, 0.0,
                     out + (size_t)gi * cout_g * ohw, (int)ohw);
 }
 

@@ -48,7 +48,7 @@ void pc_conv2d_ref(float *out, const float *in, const float *weight, const float
                    const float *residual, int relu, const pc_conv_geom *g);
 
 /* Float64 convolution of one image (g->n is ignored; 1), no bias or epilogue: im2col + DGEMM.
- *   out (cout, oh, ow);  col pc_conv2d_f64_workspace(g) doubles;  in (cin, h, w);
+ *   out (cout, oh, ow);  col pc_conv2d_f64_workspace(g) doubles (0, col unused, for 1x1/1);  in (cin, h, w);
  *   weight (cout, cin/groups, kh, kw)
  * For the batch-norm warm-up (backbone.c); compared with pc_conv2d_ref in tests/test_nn.c. */
 size_t pc_conv2d_f64_workspace(const pc_conv_geom *g);
