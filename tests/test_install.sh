@@ -88,7 +88,10 @@ if [ -f "$shared/weights/resnet18_in1k_to_layer3.pth" ] && [ -d "$bottle" ]; the
     for f in 000 001; do ln -s "$bottle/test/good/$f.png" "$tmp/cal/$f.png"; done
     "$PC_CLI" fit --weights "$shared/weights/resnet18_in1k_to_layer3.pth" --coreset 0.05 --no-progress -q \
         --calibrate "$tmp/cal" -o "$tmp/m.pcm" "$tmp/train" || fail "fit for inspect failed"
-    good=$bottle/test/good/002.png bad=$bottle/test/broken_large/000.png
+    # The good image is one of the calibration images: with 2 of them the 1% split-conformal threshold is
+    # their largest score, so it is "ok" by construction (an unseen good image scored by a model of 4
+    # training images may or may not pass; that is the model's quality, not what this test is about).
+    good=$bottle/test/good/001.png bad=$bottle/test/broken_large/000.png
     set +e
     LD_LIBRARY_PATH="$libdir" "$tmp/inspect" "$tmp/m.pcm" "$good" "$bad" >"$tmp/inspect.txt"
     rc=$?
