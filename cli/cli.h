@@ -45,6 +45,14 @@ bool cli_parse_double(const char *opt, const char *s, double lo, double hi, doub
 /* "reference" or "trained" (--bn). */
 bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out);
 bool cli_wants_help(int argc, char **argv);
+/* --mask-rule full|half (pc_mask_rule_from_name); false after a usage error naming the choices. */
+bool cli_parse_mask_rule(const char *opt, const char *s, pc_mask_rule *out);
+/* The rule in words for tables and reports, e.g. "full (resized mask value == 255, the reference's)". */
+const char *cli_mask_rule_desc(pc_mask_rule rule);
+/* The help line shared by eval, benchmark and calibrate. */
+#define CLI_MASK_RULE_HELP                                                                                   \
+    "  --mask-rule RULE    ground-truth mask pixels that count as anomalous after the resize:\n"             \
+    "                      full = value 255 (the reference implementation's; default), half = value >= 128\n"
 
 /* Write s as a JSON string literal (quotes, escapes) to f. */
 void cli_json_string(FILE *f, const char *s);

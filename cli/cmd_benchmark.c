@@ -1,7 +1,7 @@
 /*
  * cmd_benchmark.c - `patchcore benchmark [fit options] CATEGORY_DIRS_OR_ROOT... [--out DIR]`: for each
  * MVTec AD category fit on train/good, evaluate on test, and write results.csv and results.md (a row
- * per category, a mean row, and the exact settings) into DIR; the table is also printed.
+ * per category, a mean row, and the exact settings, mask rule included) into DIR; the table is also printed.
  */
 #include "cli.h"
 #include "eval_cli.h"
@@ -25,6 +25,7 @@ static void help(FILE *f) {
                "options:\n"
                "  --out DIR           where the results go (default .)\n"
                "  --save-models       also write DIR/<category>.pcm\n"
+               CLI_MASK_RULE_HELP
                "  --no-progress       no progress line on stderr\n"
                "  -h, --help          this help\n"
                "\n"
@@ -118,6 +119,8 @@ int cmd_benchmark(int argc, char **argv) {
     int32_t threads = 0;
     const char *outdir = ".";
     bool progress = true, save = false;
+    pc_mask_rule rule = PC_MASK_RULE_DEFAULT;
+    const char *v;
     cli_paths cats = {0};
     int rc = CLI_EXIT_USAGE;
     for (int i = 1; i < argc; i++) {
@@ -127,6 +130,9 @@ int cmd_benchmark(int argc, char **argv) {
         if (matched) continue;
         if (cli_match(a, "--out")) {
             if (!cli_take_value(argc, argv, &i, "--out", &outdir)) goto out;
+        } else if (cli_match(a, "--mask-rule")) {
+            if (!cli_take_value(argc, argv, &i, "--mask-rule", &v) || !cli_parse_mask_rule("--mask-rule", v, &rule))
+                goto out;
         } else if (strcmp(a, "--save-models") == 0) {
             save = true;
         } else if (strcmp(a, "--no-progress") == 0 || strcmp(a, "--quiet") == 0) {
@@ -186,7 +192,7 @@ int cmd_benchmark(int argc, char **argv) {
         }
         if (st == PC_OK) {
             cli_progress_init(&pr, progress);
-            st = pc_eval_run(&r, model, ds, cli_progress_cb, &pr);
+            st = pc_eval_run_ex(&r, model, ds, rule, cli_progress_cb, &pr, NULL);
             cli_progress_done(&pr);
         }
         if (st == PC_OK) {
@@ -195,16 +201,16 @@ int cmd_benchmark(int argc, char **argv) {
                 pc_model_get_info(model, &in);
                 settings(set, sizeof set, &in, pc_get_num_threads());
             }
-            fprintf(csv, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%.1f\n", nm, r.image_auroc, r.pixel_auroc, r.aupro,
-                    r.image_f1_max, r.pixel_f1_max, (long long)r.n_good, (long long)r.n_defective, r.mean_predict_ms,
-                    fit_s);
+            fprintf(csv, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s,%.1f\n", nm, r.image_auroc, r.pixel_auroc,
+                    r.aupro, r.image_f1_max, r.pixel_f1_max, (long long)r.n_good, (long long)r.n_defective,
+                    r.mean_predict_ms, pc_mask_rule_name(rule), fit_s);
             snprintf(rows[c], sizeof rows[c], "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %lld | %lld | %.1f | %.1f |", nm,
                      r.image_auroc, r.pixel_auroc, r.aupro, r.image_f1_max, r.pixel_f1_max, (long long)r.n_good,
                      (long long)r.n_defective, fit_s, r.mean_predict_ms);
             double v[5] = {r.image_auroc, r.pixel_auroc, r.aupro, r.image_f1_max, r.pixel_f1_max};
             for (int j = 0; j < 5; j++) sum[j] += v[j];
             ok++;
-            cli_eval_write_table(stdout, nm, &r);
+            cli_eval_write_table(stdout, nm, &r, rule);
             printf("  fit %.1f s\n", fit_s);
         } else {
             cli_error_status(st, nm);
@@ -222,12 +228,13 @@ int cmd_benchmark(int argc, char **argv) {
     if (ok) {
         fprintf(md, "| **mean** | %.4f | %.4f | %.4f | %.4f | %.4f | | | | |\n", sum[0] / ok, sum[1] / ok, sum[2] / ok,
                 sum[3] / ok, sum[4] / ok);
-        fprintf(csv, "mean,%.6f,%.6f,%.6f,%.6f,%.6f,,,,\n", sum[0] / ok, sum[1] / ok, sum[2] / ok, sum[3] / ok,
-                sum[4] / ok);
+        fprintf(csv, "mean,%.6f,%.6f,%.6f,%.6f,%.6f,,,,%s,\n", sum[0] / ok, sum[1] / ok, sum[2] / ok, sum[3] / ok,
+                sum[4] / ok, pc_mask_rule_name(rule));
         printf("mean over %d categories: image AUROC %.4f, pixel AUROC %.4f, AUPRO %.4f\n", ok, sum[0] / ok,
                sum[1] / ok, sum[2] / ok);
     }
-    fprintf(md, "\nSettings: %s. patchcore %s.\n", set[0] ? set : "(no category succeeded)", pc_version());
+    fprintf(md, "\nSettings: %s. Pixel metrics with mask rule %s. patchcore %s.\n",
+            set[0] ? set : "(no category succeeded)", cli_mask_rule_desc(rule), pc_version());
     free(rows);
     int e1 = fclose(csv), e2 = fclose(md);
     if (e1 || e2) cli_error("benchmark: writing the results in %s failed", outdir);

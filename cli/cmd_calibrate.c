@@ -1,6 +1,6 @@
 /*
  * cmd_calibrate.c - `patchcore calibrate -m MODEL [--method M] [--rate R|--quantile Q|--k K] GOOD...
- * [--defective DIR... --masks DIR]`: set a model's image and pixel thresholds (pc_model_calibrate) and
+ * [--defective DIR... --masks DIR [--mask-rule full|half]]`: set a model's image and pixel thresholds (pc_model_calibrate) and
  * store them in the model file. Also cli_split_holdout, the helper `fit --holdout` uses.
  */
 #include "cli.h"
@@ -34,6 +34,9 @@ static void help(FILE *f) {
             "  --k K                 k for mean-std (default 3)\n"
             "  --defective PATH      defective images (file or directory; repeatable)\n"
             "  --masks DIR           their masks: DIR/<stem>_mask.png (MVTec naming)\n"
+            "  --mask-rule RULE      with --masks: mask pixels that count as anomalous after the resize:\n"
+            "                        full = value 255 (the reference implementation's; default),\n"
+            "                        half = value >= 128\n"
             "  --threads N           threads (default: all cores)\n"
             "  --no-progress         no progress line on stderr\n"
             "  -h, --help            this help\n"
@@ -77,7 +80,8 @@ int cmd_calibrate(int argc, char **argv) {
     int method = PC_CALIB_CONFORMAL;
     double rate = PC_THRESHOLD_DEFAULT_RATE, q = 0.99, k = 3.0;
     int32_t threads = 0;
-    bool progress = true, defective_given = false;
+    bool progress = true, defective_given = false, rule_given = false;
+    pc_mask_rule rule = PC_MASK_RULE_DEFAULT;
     cli_paths good = {0}, bad = {0};
     char **masks = NULL;
     pc_model *model = NULL;
@@ -111,6 +115,10 @@ int cmd_calibrate(int argc, char **argv) {
             }
         } else if (cli_match(a, "--masks")) {
             if (!cli_take_value(argc, argv, &i, "--masks", &masks_dir)) goto out;
+        } else if (cli_match(a, "--mask-rule")) {
+            if (!cli_take_value(argc, argv, &i, "--mask-rule", &v) || !cli_parse_mask_rule("--mask-rule", v, &rule))
+                goto out;
+            rule_given = true;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
                 goto out;
@@ -141,6 +149,9 @@ int cmd_calibrate(int argc, char **argv) {
     } else if (method == PC_CALIB_F1) {
         cli_error("calibrate: --method f1 needs --defective and --masks");
         goto out;
+    } else if (rule_given) {
+        cli_error("calibrate: --mask-rule applies only with --defective and --masks");
+        goto out;
     }
     rc = CLI_EXIT_ERROR;
     masks = calloc(bad.n ? bad.n : 1, sizeof *masks);
@@ -156,9 +167,9 @@ int cmd_calibrate(int argc, char **argv) {
     cli_progress pr;
     cli_progress_init(&pr, progress);
     pc_calibration c;
-    st = pc_model_calibrate(model, (pc_calib_method)method, param, (const char *const *)good.paths, good.n,
-                            (const char *const *)bad.paths, (const char *const *)masks, bad.n, cli_progress_cb, &pr,
-                            &c);
+    st = pc_model_calibrate_ex(model, (pc_calib_method)method, param, (const char *const *)good.paths, good.n,
+                               (const char *const *)bad.paths, (const char *const *)masks, bad.n, rule,
+                               cli_progress_cb, &pr, &c);
     cli_progress_done(&pr);
     if (st) {
         cli_error_status(st, "calibrate");
@@ -171,10 +182,11 @@ int cmd_calibrate(int argc, char **argv) {
         cli_error_status(st, "calibrate");
         goto out;
     }
-    printf("method %s (param %s) on %zu good + %zu defective images\n"
-           "image threshold %.9g\npixel threshold %.9g\nscore scale %.9g\npixel scale %.9g\nwritten to %s\n",
-           pc_calib_method_name((pc_calib_method)method), pbuf, c.n_good, c.n_defective, c.image_threshold,
-           c.pixel_threshold, c.score_scale, c.pixel_scale, dst);
+    printf("method %s (param %s) on %zu good + %zu defective images\n", pc_calib_method_name((pc_calib_method)method),
+           pbuf, c.n_good, c.n_defective);
+    if (method == PC_CALIB_F1) printf("mask rule %s\n", cli_mask_rule_desc(rule));
+    printf("image threshold %.9g\npixel threshold %.9g\nscore scale %.9g\npixel scale %.9g\nwritten to %s\n",
+           c.image_threshold, c.pixel_threshold, c.score_scale, c.pixel_scale, dst);
     rc = CLI_EXIT_OK;
 out:
     if (masks)

@@ -1,7 +1,7 @@
 /*
  * cmd_eval.c - `patchcore eval -m MODEL CATEGORY_DIR [--json FILE] [--csv FILE]`: predict every test
  * image of an MVTec AD category and print image/pixel AUROC, AUPRO, F1-max and per-type AUROC
- * (docs/evaluation.md). Also the result writers shared with `benchmark` (cli_eval_write_*).
+ * (docs/evaluation.md), pixel metrics with masks under --mask-rule. Also the result writers shared with `benchmark` (cli_eval_write_*).
  */
 #include "cli.h"
 #include "eval_cli.h"
@@ -22,11 +22,12 @@ static void help(FILE *f) {
                "\n"
                "options:\n"
                "  -m, --model FILE    the model (required)\n"
-               "  --json FILE         also write the results as JSON (keys image_auroc, pixel_auroc, aupro,\n"
-               "                      image_f1_max, pixel_f1_max, per_type, n_good, n_defective, ...)\n"
+               "  --json FILE         also write the results as JSON (keys mask_rule, image_auroc, pixel_auroc,\n"
+               "                      aupro, image_f1_max, pixel_f1_max, per_type, n_good, n_defective, ...)\n"
                "  --csv FILE          also write one CSV header line and one row\n"
                "  --report FILE       also write a self-contained HTML report (metrics, ROC curves, score\n"
                "                      histogram, sortable table of images with overlays; docs/report.md)\n"
+               CLI_MASK_RULE_HELP
                "  --threads N         threads (default: all cores)\n"
                "  --no-progress      no progress line on stderr\n"
                "  -h, --help          this help\n"
@@ -39,9 +40,10 @@ static void json_num(FILE *f, double v) {
     else fprintf(f, "%.9g", v);
 }
 
-void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r) {
+void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule) {
     fprintf(f, "{\"category\": ");
     cli_json_string(f, category);
+    fprintf(f, ", \"mask_rule\": \"%s\"", pc_mask_rule_name(rule));
     fprintf(f, ", \"image_auroc\": "), json_num(f, r->image_auroc);
     fprintf(f, ", \"pixel_auroc\": "), json_num(f, r->pixel_auroc);
     fprintf(f, ", \"aupro\": "), json_num(f, r->aupro);
@@ -63,9 +65,10 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r)
     fputs("}}\n", f);
 }
 
-void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r) {
+void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule) {
     fprintf(f, "%s: %lld good, %lld defective test images, %.1f ms per image\n", category, (long long)r->n_good,
             (long long)r->n_defective, r->mean_predict_ms);
+    fprintf(f, "  mask rule      %s\n", cli_mask_rule_desc(rule));
     fprintf(f, "  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n", "image AUROC",
             r->image_auroc, "pixel AUROC", r->pixel_auroc, "AUPRO@0.3", r->aupro, "image F1-max", r->image_f1_max,
             "pixel F1-max", r->pixel_f1_max);
@@ -77,12 +80,14 @@ void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r
 }
 
 const char *cli_eval_csv_header(void) {
-    return "category,image_auroc,pixel_auroc,aupro,image_f1_max,pixel_f1_max,n_good,n_defective,mean_predict_ms";
+    return "category,image_auroc,pixel_auroc,aupro,image_f1_max,pixel_f1_max,n_good,n_defective,mean_predict_ms,"
+           "mask_rule";
 }
 
-void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r) {
-    fprintf(f, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f\n", category, r->image_auroc, r->pixel_auroc, r->aupro,
-            r->image_f1_max, r->pixel_f1_max, (long long)r->n_good, (long long)r->n_defective, r->mean_predict_ms);
+void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule) {
+    fprintf(f, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s\n", category, r->image_auroc, r->pixel_auroc, r->aupro,
+            r->image_f1_max, r->pixel_f1_max, (long long)r->n_good, (long long)r->n_defective, r->mean_predict_ms,
+            pc_mask_rule_name(rule));
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -93,10 +98,14 @@ int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *report = NULL, *v;
     int32_t threads = 0;
     bool progress = true;
+    pc_mask_rule rule = PC_MASK_RULE_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-m") == 0 || cli_match(a, "--model")) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-m") == 0 ? "-m" : "--model", &model_path))
+                return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--mask-rule")) {
+            if (!cli_take_value(argc, argv, &i, "--mask-rule", &v) || !cli_parse_mask_rule("--mask-rule", v, &rule))
                 return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--json")) {
             if (!cli_take_value(argc, argv, &i, "--json", &json)) return CLI_EXIT_USAGE;
@@ -153,17 +162,17 @@ int cmd_eval(int argc, char **argv) {
             goto out;
         }
     }
-    st = pc_eval_run_detail(&r, model, ds, cli_progress_cb, &pr, report ? &detail : NULL);
+    st = pc_eval_run_ex(&r, model, ds, rule, cli_progress_cb, &pr, report ? &detail : NULL);
     cli_progress_done(&pr);
     if (st != PC_OK) {
         cli_error_status(st, "eval");
         goto out;
     }
-    cli_eval_write_table(stdout, dir, &r);
+    cli_eval_write_table(stdout, dir, &r, rule);
     rc = CLI_EXIT_OK;
-    if (json && cli_eval_write_file(json, dir, &r, 0) != 0) rc = CLI_EXIT_ERROR;
-    if (csv && cli_eval_write_file(csv, dir, &r, 1) != 0) rc = CLI_EXIT_ERROR;
-    if (report && cli_report_eval(report, dir, model_path, model, ds, &r, &detail) != 0) rc = CLI_EXIT_ERROR;
+    if (json && cli_eval_write_file(json, dir, &r, rule, 0) != 0) rc = CLI_EXIT_ERROR;
+    if (csv && cli_eval_write_file(csv, dir, &r, rule, 1) != 0) rc = CLI_EXIT_ERROR;
+    if (report && cli_report_eval(report, dir, model_path, model, ds, &r, &detail, rule) != 0) rc = CLI_EXIT_ERROR;
 out:
     free(detail.predictions);
     free(detail.geometries);
@@ -175,7 +184,7 @@ out:
     return rc;
 }
 
-int cli_eval_write_file(const char *path, const char *category, const pc_eval_result *r, int csv) {
+int cli_eval_write_file(const char *path, const char *category, const pc_eval_result *r, pc_mask_rule rule, int csv) {
     FILE *f = fopen(path, "w");
     if (!f) {
         cli_error("%s: cannot write: %s", path, strerror(errno));
@@ -183,9 +192,9 @@ int cli_eval_write_file(const char *path, const char *category, const pc_eval_re
     }
     if (csv) {
         fprintf(f, "%s\n", cli_eval_csv_header());
-        cli_eval_write_csv_row(f, category, r);
+        cli_eval_write_csv_row(f, category, r, rule);
     } else {
-        cli_eval_write_json(f, category, r);
+        cli_eval_write_json(f, category, r, rule);
     }
     if (fclose(f) != 0) {
         cli_error("%s: write failed", path);

@@ -43,6 +43,7 @@ struct cli_report {
     size_t n, cap, n_failed;
     /* eval only */
     const pc_eval_result *res;
+    pc_mask_rule mask_rule;
     double *roc[2][3]; /* [image, pixel][fpr, tpr, threshold] */
     size_t roc_n[2];
 };
@@ -420,6 +421,10 @@ static void write_eval_metrics(FILE *f, const cli_report *rep) {
     kv(f, "pixel-f1-max", "pixel F1-max", "%.4f", r->pixel_f1_max);
     kv(f, NULL, "image threshold at F1-max (score &gt; t)", "%.6g", r->image_f1_threshold);
     kv(f, NULL, "pixel threshold at F1-max (value &gt; t)", "%.6g", r->pixel_f1_threshold);
+    fprintf(f, "<tr><th>ground-truth mask rule (pixel metrics)</th><td id=\"mask-rule\" data-rule=\"%s\">",
+            pc_mask_rule_name(rep->mask_rule));
+    html_text(f, cli_mask_rule_desc(rep->mask_rule));
+    fputs("</td></tr>\n", f);
     kv(f, "n-good", "good test images", "%.0f", (double)r->n_good);
     kv(f, "n-defective", "defective test images", "%.0f", (double)r->n_defective);
     kv(f, NULL, "mean predict time (ms)", "%.1f", r->mean_predict_ms);
@@ -485,8 +490,8 @@ static void write_page(FILE *f, const cli_report *rep) {
         snprintf(cap, sizeof cap, "Image-level ROC (AUROC %.4f): %zu points, one per distinct image score",
                  rep->res->image_auroc, rep->roc_n[0]);
         svg_roc(f, "roc-image", cap, rep->roc[0][0], rep->roc[0][1], rep->roc[0][2], rep->roc_n[0]);
-        snprintf(cap, sizeof cap, "Pixel-level ROC (AUROC %.4f): %zu points along the curve (at most %d)",
-                 rep->res->pixel_auroc, rep->roc_n[1], CLI_REPORT_PIXEL_ROC_POINTS);
+        snprintf(cap, sizeof cap, "Pixel-level ROC (AUROC %.4f, mask rule %s): %zu points along the curve (at most %d)",
+                 rep->res->pixel_auroc, pc_mask_rule_name(rep->mask_rule), rep->roc_n[1], CLI_REPORT_PIXEL_ROC_POINTS);
         svg_roc(f, "roc-pixel", cap, rep->roc[1][0], rep->roc[1][1], rep->roc[1][2], rep->roc_n[1]);
     }
     svg_histogram(f, rep);
@@ -550,7 +555,7 @@ static void report_free(cli_report *rep) {
 /* ---- eval ------------------------------------------------------------------------------------ */
 
 int cli_report_eval(const char *out_path, const char *category, const char *model_path, const pc_model *model,
-                    const pc_dataset *ds, const pc_eval_result *r, const pc_eval_detail *d) {
+                    const pc_dataset *ds, const pc_eval_result *r, const pc_eval_detail *d, pc_mask_rule mask_rule) {
     cli_report *rep = calloc(1, sizeof *rep);
     float *scores = NULL, *good = NULL;
     uint8_t *labels = NULL;
@@ -558,6 +563,7 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
     if (!rep || !(rep->model_path = strdup(model_path))) goto oom;
     rep->eval = true;
     rep->res = r;
+    rep->mask_rule = mask_rule;
     pc_model_get_info(model, &rep->info);
     snprintf(rep->title, sizeof rep->title, "patchcore evaluation: %s", category);
     const size_t n = ds->n_test, S = (size_t)rep->info.crop, npix = n * S * S;

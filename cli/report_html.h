@@ -15,10 +15,11 @@
 
 /* eval: write the whole report for an evaluation that pc_eval_run_detail ran with every array of d
  * filled (predictions, geometries, maps, masks). Thresholds: the model's calibrated ones, or for an
- * uncalibrated model the evaluation's F1-optimal ones (the report says which). Written atomically.
+ * uncalibrated model the evaluation's F1-optimal ones (the report says which). mask_rule: the one the
+ * evaluation's masks were made with, named in the metrics (#mask-rule). Written atomically.
  * Returns 0, or -1 after printing an error. */
 int cli_report_eval(const char *out_path, const char *category, const char *model_path, const pc_model *model,
-                    const pc_dataset *ds, const pc_eval_result *r, const pc_eval_detail *d);
+                    const pc_dataset *ds, const pc_eval_result *r, const pc_eval_detail *d, pc_mask_rule mask_rule);
 
 /* predict: begin a report (info after any --threshold override; threshold_overridden says so), add
  * every image scored (rgb the decoded image, map and geometry from pc_model_predict on it; n_regions -1

@@ -69,6 +69,21 @@ bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out) {
     return false;
 }
 
+bool cli_parse_mask_rule(const char *opt, const char *s, pc_mask_rule *out) {
+    int r = pc_mask_rule_from_name(s);
+    if (r < 0) {
+        cli_error("%s: unknown '%s' (full, half)", opt, s);
+        return false;
+    }
+    *out = (pc_mask_rule)r;
+    return true;
+}
+
+const char *cli_mask_rule_desc(pc_mask_rule rule) {
+    return rule == PC_MASK_RULE_FULL ? "full (resized mask value == 255, the reference implementation's)"
+                                     : "half (resized mask value >= 128)";
+}
+
 bool cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;

@@ -156,8 +156,36 @@ PC_API pc_status pc_resize_bilinear_u8(uint8_t *out, int32_t out_w, int32_t out_
 PC_API pc_status pc_preprocess(float *out, const pc_image *rgb, int32_t resize, int32_t crop,
                                pc_geometry *geometry);
 
-/* The same geometry for an 8-bit grey mask: out (crop x crop bytes) is 1 where the resized value is
- * at least 128 (half of full scale) and 0 elsewhere; see METHOD.md §1. */
+/* Which pixels of a ground-truth mask count as anomalous once the mask has gone through the same
+ * Resize (PIL bilinear on the 8-bit mask) and CenterCrop as the images (METHOD.md §1). The resize
+ * blurs every defect's edge into a rim of intermediate values; the rule decides the rim. Values are
+ * stable (appended only). docs/evaluation.md has the measured difference on MVTec AD bottle. */
+typedef enum pc_mask_rule {
+    PC_MASK_RULE_FULL = 0, /* resized value == 255: the reference implementation's (ToTensor, i.e.
+                              v / 255, then `.astype(int)` in its metrics), with which every published
+                              pixel figure was computed; the rim is nominal. The default. */
+    PC_MASK_RULE_HALF = 1  /* resized value >= 128, i.e. ToTensor(mask) >= 0.5: at least half of full
+                              scale; the inner half of the rim is anomalous. */
+} pc_mask_rule;
+#define PC_MASK_RULE_DEFAULT PC_MASK_RULE_FULL
+
+/* "full" / "half" for a rule ("unknown" for any other value), and back (-1 for an unknown name or
+ * NULL). Thread-safe; the string is static. */
+PC_API const char *pc_mask_rule_name(pc_mask_rule rule);
+PC_API int pc_mask_rule_from_name(const char *name);
+
+/* The same geometry for an 8-bit grey mask (from pc_image_load_grey): out, caller-owned crop x crop
+ * bytes, is 1 where the resized value satisfies `rule` and 0 elsewhere (pixels padded in when the crop
+ * is larger than the resized image are 0). Bit for bit PIL's Image.resize(BILINEAR) + CenterCrop
+ * followed by `== 255` (PC_MASK_RULE_FULL) or `>= 128` (PC_MASK_RULE_HALF). Fails with
+ * PC_ERR_INVALID_ARGUMENT for a NULL pointer, a grey image that is not 1-channel, an unknown rule, or
+ * resize/crop out of range as pc_preprocess does. Thread-safe. */
+PC_API pc_status pc_preprocess_mask_ex(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop,
+                                       pc_mask_rule rule);
+
+/* pc_preprocess_mask_ex with PC_MASK_RULE_HALF (value >= 128), as this function has always done; kept
+ * for existing callers. Note that the evaluation and calibration default is PC_MASK_RULE_FULL: call
+ * pc_preprocess_mask_ex to get the masks they use. Thread-safe. */
 PC_API pc_status pc_preprocess_mask(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop);
 
 /* ---------------------------------------------------------------------------------------------
@@ -606,9 +634,11 @@ PC_API pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, con
 
 /* Predict every test image of ds with model (one map each, kept in memory: n_test x S x S floats
  * and bytes, i.e. 5 bytes per pixel; ~21 MB for 83 images at 224; limited to 2^31 pixels in all),
- * load masks with pc_image_load_grey + pc_preprocess_mask, and compute pc_eval_aggregate plus the mean
- * predict time. Progress stage "eval" (images). Uses the model's thread-safe predict one image at a
- * time. */
+ * load masks with pc_image_load_grey + pc_preprocess_mask_ex under PC_MASK_RULE_DEFAULT (the
+ * reference rule, value == 255; versions before the rule existed used >= 128), and compute
+ * pc_eval_aggregate plus the mean predict time. Progress stage "eval" (images). Uses the model's
+ * thread-safe predict one image at a time, so other threads may predict with the same model
+ * meanwhile; ds is only read. The caller frees out with pc_eval_result_free (safe after a failure too). */
 PC_API pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
                              pc_progress_fn progress, void *progress_user);
 
@@ -624,9 +654,17 @@ typedef struct pc_eval_detail {
 } pc_eval_detail;
 
 /* pc_eval_run, filling detail's arrays as well (detail may be NULL: then it is pc_eval_run). For
- * reports that need per-image results without predicting twice. */
+ * reports that need per-image results without predicting twice. Masks under PC_MASK_RULE_DEFAULT. */
 PC_API pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_dataset *ds,
                                     pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail);
+
+/* pc_eval_run_detail with the ground-truth masks made under mask_rule (PC_MASK_RULE_FULL, the default
+ * of the two functions above, or PC_MASK_RULE_HALF): every pixel metric (pixel AUROC, pixel F1-max and
+ * its threshold, AUPRO) and detail->masks follow it; the image metrics do not depend on it. An unknown
+ * rule fails with PC_ERR_INVALID_ARGUMENT before anything is predicted. Ownership and thread-safety
+ * as pc_eval_run; detail may be NULL. */
+PC_API pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                                pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail);
 
 PC_API void pc_eval_result_free(pc_eval_result *r);
 
@@ -678,12 +716,23 @@ typedef struct pc_calibration {
  * threshold over all their map pixels (n x S x S floats and bytes held in memory). The scale of the
  * normalised score is pc_threshold_scale over the good scores in both cases, and the overlay's pixel
  * scale (pc_model_set_pixel_scale) pc_threshold_scale of the pixel threshold over every 7th pixel
- * (in raster order) of every good image's map. Progress stage
- * "calibrate". report may be NULL. */
+ * (in raster order) of every good image's map. Ground-truth masks are made under
+ * PC_MASK_RULE_DEFAULT (value == 255; pc_model_calibrate_ex chooses). Progress stage
+ * "calibrate". report may be NULL. The paths are only read. Not thread-safe with other calls on the
+ * same model (it sets the model's thresholds). */
 PC_API pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param,
                                     const char *const *good, size_t n_good, const char *const *defective,
                                     const char *const *masks, size_t n_defective, pc_progress_fn progress,
                                     void *progress_user, pc_calibration *report);
+
+/* pc_model_calibrate with the defective images' masks made under mask_rule (only the F1 pixel
+ * threshold, and so the pixel scale, depend on it; without defective images the rule is checked and
+ * otherwise unused). An unknown rule fails with PC_ERR_INVALID_ARGUMENT before anything is predicted.
+ * Same ownership and thread-safety as pc_model_calibrate. */
+PC_API pc_status pc_model_calibrate_ex(pc_model *model, pc_calib_method method, double param,
+                                       const char *const *good, size_t n_good, const char *const *defective,
+                                       const char *const *masks, size_t n_defective, pc_mask_rule mask_rule,
+                                       pc_progress_fn progress, void *progress_user, pc_calibration *report);
 
 /* pc_regions_from_map at the model's calibrated pixel threshold, or at pixel_threshold when it is not
  * NaN (an override). map is the model's crop x crop map from pc_model_predict, g its geometry. Fails

@@ -1,6 +1,7 @@
 /*
  * calibrate_model.c - thresholds by a named method (pc_threshold_by_method) and the calibration of a
- * model from good images, or from good + defective images with masks (F1), pc_model_calibrate.
+ * model from good images, or from good + defective images with masks (F1, masks under a pc_mask_rule),
+ * pc_model_calibrate(_ex).
  * docs/evaluation.md "Calibration".
  */
 #include "internal.h"
@@ -45,7 +46,17 @@ static float max_of(const float *v, size_t n) {
 pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double param, const char *const *good,
                              size_t n_good, const char *const *defective, const char *const *masks,
                              size_t n_def, pc_progress_fn progress, void *user, pc_calibration *report) {
+    return pc_model_calibrate_ex(model, method, param, good, n_good, defective, masks, n_def, PC_MASK_RULE_DEFAULT,
+                                 progress, user, report);
+}
+
+pc_status pc_model_calibrate_ex(pc_model *model, pc_calib_method method, double param, const char *const *good,
+                                size_t n_good, const char *const *defective, const char *const *masks,
+                                size_t n_def, pc_mask_rule mask_rule, pc_progress_fn progress, void *user,
+                                pc_calibration *report) {
     pc_clear_error();
+    if (mask_rule != PC_MASK_RULE_FULL && mask_rule != PC_MASK_RULE_HALF)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "calibration: unknown mask rule %d (0 full, 1 half)", (int)mask_rule);
     if (!model || (n_good && !good) || (n_def && (!defective || !masks)) || n_good == 0)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "calibration needs a model and at least one good image");
     if ((method == PC_CALIB_F1) != (n_def > 0))
@@ -90,7 +101,7 @@ pc_status pc_model_calibrate(pc_model *model, pc_calib_method method, double par
             pc_image m;
             const char *mp = masks[i - n_good];
             if ((st = pc_image_load_grey(mp, &m)) != PC_OK) goto done;
-            st = pc_preprocess_mask(pmask + i * s2, &m, info.resize, info.crop);
+            st = pc_preprocess_mask_ex(pmask + i * s2, &m, info.resize, info.crop, mask_rule);
             pc_image_free(&m);
             if (st != PC_OK) {
                 st = pc_fail_context(st, "%s", mp);

@@ -1,6 +1,6 @@
 /*
  * eval_run.c - the predicting loop of an evaluation: predict every test image of a pc_dataset with a
- * model, load and preprocess its mask, then pc_eval_aggregate (eval.c). Kept apart from eval.c so that
+ * model, load and preprocess its mask under the chosen pc_mask_rule, then pc_eval_aggregate (eval.c). Kept apart from eval.c so that
  * the aggregation links without the model.
  */
 #include "internal.h"
@@ -19,14 +19,21 @@ static double now_ms(void) {
 
 pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_progress_fn progress,
                       void *progress_user) {
-    return pc_eval_run_detail(out, model, ds, progress, progress_user, NULL);
+    return pc_eval_run_ex(out, model, ds, PC_MASK_RULE_DEFAULT, progress, progress_user, NULL);
 }
 
 pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_progress_fn progress,
                              void *progress_user, const pc_eval_detail *detail) {
+    return pc_eval_run_ex(out, model, ds, PC_MASK_RULE_DEFAULT, progress, progress_user, detail);
+}
+
+pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                         pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail) {
     pc_clear_error();
     if (!out || !model || !ds) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: NULL argument");
     memset(out, 0, sizeof *out);
+    if (mask_rule != PC_MASK_RULE_FULL && mask_rule != PC_MASK_RULE_HALF)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: unknown mask rule %d (0 full, 1 half)", (int)mask_rule);
     pc_model_info info;
     pc_status st = pc_model_get_info(model, &info);
     if (st != PC_OK) return st;
@@ -68,7 +75,7 @@ pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_data
         if (it->mask_path) {
             pc_image m;
             if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) goto done;
-            st = pc_preprocess_mask(masks + i * (size_t)s * s, &m, info.resize, info.crop);
+            st = pc_preprocess_mask_ex(masks + i * (size_t)s * s, &m, info.resize, info.crop, mask_rule);
             pc_image_free(&m);
             if (st != PC_OK) {
                 st = pc_fail_context(st, "%s", it->mask_path);

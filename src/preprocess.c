@@ -424,17 +424,39 @@ pc_status pc_preprocess(float *out, const pc_image *rgb, int32_t resize, int32_t
     return pc_preprocess_cached(out, rgb, resize, crop, geometry, NULL);
 }
 
-pc_status pc_preprocess_mask(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop) {
+static const char *const mask_rule_names[] = {"full", "half"};
+
+const char *pc_mask_rule_name(pc_mask_rule rule) {
+    return (unsigned)rule < 2 ? mask_rule_names[rule] : "unknown";
+}
+
+int pc_mask_rule_from_name(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < 2; i++)
+        if (strcmp(name, mask_rule_names[i]) == 0) return i;
+    return -1;
+}
+
+pc_status pc_preprocess_mask_ex(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop, pc_mask_rule rule) {
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess mask: output is NULL");
+    if (rule != PC_MASK_RULE_FULL && rule != PC_MASK_RULE_HALF)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "preprocess mask: unknown mask rule %d (0 full, 1 half)", (int)rule);
     pc_geometry g;
     uint8_t *win;
     pc_resize_cache c = {0};
     pc_status st = resize_crop(&win, grey, 1, resize, crop, &g, &c);
     if (!st) {
+        /* FULL: the reference's ToTensor (v / 255) then .astype(int) is 1 only for v == 255 exactly;
+         * HALF: ToTensor(mask) >= 0.5, i.e. v >= 128. Padding (crop > resized) is 0 under both. */
         size_t n = (size_t)crop * (size_t)crop;
-        for (size_t i = 0; i < n; i++) out[i] = win[i] >= 128; /* out is (crop, crop) */
+        const uint8_t lo = rule == PC_MASK_RULE_FULL ? 255 : 128;
+        for (size_t i = 0; i < n; i++) out[i] = win[i] >= lo; /* out is (crop, crop) */
     }
     pc_resize_cache_free(&c);
     return st;
+}
+
+pc_status pc_preprocess_mask(uint8_t *out, const pc_image *grey, int32_t resize, int32_t crop) {
+    return pc_preprocess_mask_ex(out, grey, resize, crop, PC_MASK_RULE_HALF);
 }

@@ -2,9 +2,12 @@
 
 usage: report_check.py static REPORT.html KIND N            the file as written (KIND eval|predict)
        report_check.py dom DUMP.html N                       chromium's DOM after the page ran (#selftest)
-       report_check.py pixel REPORT.html CATEGORY MAPS.json  the pixel ROC and AUROC against sklearn on the
+       report_check.py pixel REPORT.html CATEGORY MAPS.json [RULE]
+                                                             the pixel ROC and AUROC against sklearn on the
                                                              maps `predict --json --maps DIR` wrote (its
-                                                             JSON lines in MAPS.json) for the same model
+                                                             JSON lines in MAPS.json) for the same model,
+                                                             masks under RULE (full, the default, or half;
+                                                             the report's #mask-rule must name it)
        report_check.py says REPORT.html ID PHRASE            element #ID's text contains PHRASE
        report_check.py regions REPORT.html MAPS.json         regions, normalised scores and decisions of a
                                                              calibrated predict report, from the maps
@@ -185,11 +188,14 @@ def map_files(maps_json):
         return {os.path.normpath(o["path"]): o["map"] for o in map(json.loads, f) if "map" in o}
 
 
-def check_pixel(path, category, maps_json):
+def check_pixel(path, category, maps_json, rule="full"):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
-    import patchcore_torch as P  # the oracle's mask convention (resized value >= 128)
+    import patchcore_torch as P  # the oracle's masks: PIL Resize + CenterCrop, then == 255 or >= 128
 
     page = Page(load(path))
+    said = page.ids.get("mask-rule", {}).get("data-rule")
+    if said != rule:
+        fail(f"{path}: the report names mask rule {said!r}, expected {rule!r}")
     rows = page.table()
     files = map_files(maps_json)
     maps, masks = [], []
@@ -198,7 +204,7 @@ def check_pixel(path, category, maps_json):
         maps.append(np.load(files[os.path.normpath(p)]))
         t = r["type"][1]
         m = None if t == "good" else os.path.join(category, "ground_truth", t, os.path.basename(p)[:-4] + "_mask.png")
-        masks.append(P.load_mask(m))
+        masks.append(P.load_mask(m, rule=rule))
     maps, masks = np.stack(maps).ravel(), np.stack(masks).ravel()
     auroc = float(page.ids["pixel-auroc"]["data-v"])
     ref = roc_auc_score(masks, maps)
@@ -219,7 +225,7 @@ def check_pixel(path, category, maps_json):
         fail(f"{path}: pixel ROC points differ from sklearn's by {d}")
     if np.any(np.diff(idx) <= 0):
         fail(f"{path}: pixel ROC points out of order")
-    print(f"{path}: pixel AUROC {auroc:.6f} = sklearn {ref:.6f}; {len(fpr)} ROC points, all on sklearn's "
+    print(f"{path}: mask rule {rule}: pixel AUROC {auroc:.6f} = sklearn {ref:.6f}; {len(fpr)} ROC points, all on sklearn's "
           f"{len(rf)}-point curve (max diff {d:.2g})")
 
 
@@ -252,7 +258,7 @@ def main():
     elif a[0] == "dom":
         check_dom(a[1], int(a[2]))
     elif a[0] == "pixel":
-        check_pixel(a[1], a[2], a[3])
+        check_pixel(a[1], a[2], a[3], *a[4:5])
     elif a[0] == "says":
         text = Page(load(a[1])).texts.get(a[2], "")
         if a[3] not in text:

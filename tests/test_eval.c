@@ -8,7 +8,8 @@
  * pc_threshold_quantile on the scores predicted here; pc_model_regions at that threshold agrees with
  * pc_regions_from_map and gives boxes inside the 900x900 original. pc_eval_run_detail gives the same
  * metrics, per-image scores as above, the 900x900 geometry, maps equal to predict's (1e-5 relative)
- * and masks empty exactly for the good images.
+ * and masks empty exactly for the good images. Masks under the default rule (full, == 255), as the
+ * reference's expect.npy; test_eval_mask_rules below covers both rules.
  */
 #include "testutil.h"
 #include "patchcore.h"
@@ -180,7 +181,136 @@ static void test_eval_bottle_subset(void **state) {
     npy_free(&proj), npy_free(&starts), npy_free(&scores), npy_free(&expect), npy_free(&per);
 }
 
+/* The mask rules on the same subset (tests/ref/gen_eval.py's rules.npy, maps.npy, masks_*.npy):
+ *  - pc_eval_run_ex's masks (detail) equal PIL Resize + CenterCrop then == 255 / >= 128 exactly;
+ *  - pc_eval_aggregate on the reference's own float32 maps and scores with our masks of each rule
+ *    equals sklearn / P.aupro on the same maps with PIL's masks: AUROC, AUPRO and F1-max within 1e-9,
+ *    the pixel F1 decision threshold exactly;
+ *  - pc_eval_run_ex end to end (our maps) within 1e-3 of the reference under each rule, image metrics
+ *    equal between the rules, pixel metrics not;
+ *  - pc_model_calibrate_ex (F1) on the same good + defective images with their mask files: pixel
+ *    threshold equal to the evaluation's pixel F1 threshold under the same rule (same maps, same
+ *    masks), within 1e-4 relative of sklearn's on the reference maps, different between the rules;
+ *  - an unknown rule is refused by both. */
+static void test_eval_mask_rules(void **state) {
+    (void)state;
+    if (!ref_exists("eval/rules.npy")) TEST_SKIP_MSG("eval/ refs absent (../shared missing when refs were made?)");
+    char dir[1024], w[1024], p[1024];
+    ref_path(dir, sizeof dir, "eval/bottle_sub");
+    if (!shared_path(w, sizeof w, "weights/resnet18_in1k_to_layer3.pth")) TEST_SKIP_MSG("../shared absent");
+    npy_array proj, starts, scores, rules, rmaps, rmask[2];
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/projection.npy"), &proj), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/starts.npy"), &starts), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/scores.npy"), &scores), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/rules.npy"), &rules), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/maps.npy"), &rmaps), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/masks_full.npy"), &rmask[0]), 0);
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "eval/masks_half.npy"), &rmask[1]), 0);
+    assert_int_equal(rules.count, 12);
+    pc_dataset *ds;
+    assert_int_equal(pc_dataset_open(dir, 1, &ds), PC_OK);
+    const size_t n = ds->n_test, px = 224 * 224;
+    assert_int_equal((int64_t)(n * px), rmaps.count);
+    pc_fit_options opt;
+    pc_fit_options_init(&opt);
+    opt.weights = w;
+    opt.coreset_projection = proj.data;
+    opt.coreset_starts = starts.data;
+    opt.n_starts = (int32_t)starts.count;
+    pc_model *m;
+    assert_int_equal(pc_model_fit(&opt, (const char *const *)ds->train_paths, ds->n_train, &m), PC_OK);
+    int32_t *types = malloc(n * sizeof *types);
+    for (size_t i = 0; i < n; i++) types[i] = ds->test[i].type;
+    /* good + defective paths and mask paths for the calibration */
+    const char **good = malloc(n * sizeof *good), **bad = malloc(n * sizeof *bad), **bad_masks = malloc(n * sizeof *bad_masks);
+    size_t ng = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ds->test[i].mask_path) bad[nb] = ds->test[i].path, bad_masks[nb++] = ds->test[i].mask_path;
+        else good[ng++] = ds->test[i].path;
+    }
+    pc_eval_result r[2];
+    const pc_mask_rule rule[2] = {PC_MASK_RULE_FULL, PC_MASK_RULE_HALF};
+    double cal_pix[2];
+    for (int k = 0; k < 2; k++) {
+        const double *e = (const double *)rules.data + 6 * k;
+        const char *name = pc_mask_rule_name(rule[k]);
+        pc_eval_detail d = {NULL, NULL, malloc(n * px * sizeof(float)), malloc(n * px)};
+        assert_int_equal(pc_eval_run_ex(&r[k], m, ds, rule[k], NULL, NULL, &d), PC_OK);
+        /* our masks = PIL's under this rule, bit for bit */
+        size_t diff = 0;
+        for (size_t i = 0; i < n * px; i++) diff += d.masks[i] != ((const uint8_t *)rmask[k].data)[i];
+        if (diff) fail_msg("rule %s: %zu mask pixels differ from PIL's", name, diff);
+        /* identical maps: the reference's maps and scores with our masks */
+        pc_eval_result a;
+        assert_int_equal(pc_eval_aggregate(&a, scores.data, rmaps.data, d.masks, types,
+                                           (const char *const *)ds->type_names, ds->n_types, ds->good_type,
+                                           (int32_t)n, 224, 224),
+                         PC_OK);
+        print_message("rule %s, reference maps: pixel AUROC %.12f (sklearn %.12f), AUPRO %.12f (%.12f), pixel F1 "
+                      "%.12f (%.12f), F1 threshold %.9g (%.9g)\n",
+                      name, a.pixel_auroc, e[1], a.aupro, e[2], a.pixel_f1_max, e[4], a.pixel_f1_threshold, e[5]);
+        assert_true(fabs(a.image_auroc - e[0]) <= 1e-9);
+        assert_true(fabs(a.pixel_auroc - e[1]) <= 1e-9);
+        assert_true(fabs(a.aupro - e[2]) <= 1e-9);
+        assert_true(fabs(a.image_f1_max - e[3]) <= 1e-9);
+        assert_true(fabs(a.pixel_f1_max - e[4]) <= 1e-9);
+        assert_true(a.pixel_f1_threshold == e[5]);
+        pc_eval_result_free(&a);
+        /* end to end with our maps */
+        print_message("rule %s, our maps: pixel AUROC %.6f (ref %.6f), AUPRO %.6f (%.6f), pixel F1 %.6f (%.6f)\n", name,
+                      r[k].pixel_auroc, e[1], r[k].aupro, e[2], r[k].pixel_f1_max, e[4]);
+        assert_true(fabs(r[k].image_auroc - e[0]) <= 1e-3);
+        assert_true(fabs(r[k].pixel_auroc - e[1]) <= 1e-3);
+        assert_true(fabs(r[k].aupro - e[2]) <= 1e-3);
+        assert_true(fabs(r[k].pixel_f1_max - e[4]) <= 1e-3);
+        /* calibration from the mask files under the same rule */
+        pc_calibration c;
+        assert_int_equal(pc_model_calibrate_ex(m, PC_CALIB_F1, 0, good, ng, bad, bad_masks, nb, rule[k], NULL, NULL, &c),
+                         PC_OK);
+        print_message("rule %s: calibrated pixel threshold %.9g, evaluation's F1 threshold %.9g, sklearn's on the "
+                      "reference maps %.9g\n", name, c.pixel_threshold, r[k].pixel_f1_threshold, e[5]);
+        assert_true(c.pixel_threshold == r[k].pixel_f1_threshold);
+        assert_true(c.image_threshold == r[k].image_f1_threshold);
+        assert_true(fabs(c.pixel_threshold - e[5]) <= 1e-4 * fabs(e[5]));
+        cal_pix[k] = c.pixel_threshold;
+        free(d.maps), free(d.masks);
+    }
+    /* the rule changes the pixel metrics only */
+    assert_true(r[0].image_auroc == r[1].image_auroc && r[0].image_f1_max == r[1].image_f1_max &&
+                r[0].image_f1_threshold == r[1].image_f1_threshold);
+    assert_true(r[0].pixel_auroc != r[1].pixel_auroc && r[0].aupro != r[1].aupro);
+    assert_true(cal_pix[0] != cal_pix[1]);
+    /* the defaults are the full rule */
+    {
+        pc_eval_result r0;
+        assert_int_equal(pc_eval_run(&r0, m, ds, NULL, NULL), PC_OK);
+        assert_true(r0.pixel_auroc == r[0].pixel_auroc && r0.aupro == r[0].aupro &&
+                    r0.pixel_f1_threshold == r[0].pixel_f1_threshold);
+        pc_eval_result_free(&r0);
+        pc_calibration c;
+        assert_int_equal(pc_model_calibrate(m, PC_CALIB_F1, 0, good, ng, bad, bad_masks, nb, NULL, NULL, &c), PC_OK);
+        assert_true(c.pixel_threshold == cal_pix[0]);
+    }
+    /* an unknown rule */
+    pc_eval_result bad_r;
+    assert_int_equal(pc_eval_run_ex(&bad_r, m, ds, (pc_mask_rule)2, NULL, NULL, NULL), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "mask rule"));
+    pc_eval_result_free(&bad_r);
+    pc_calibration c;
+    assert_int_equal(pc_model_calibrate_ex(m, PC_CALIB_F1, 0, good, ng, bad, bad_masks, nb, (pc_mask_rule)-1, NULL,
+                                           NULL, &c),
+                     PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "mask rule"));
+    pc_eval_result_free(&r[0]);
+    pc_eval_result_free(&r[1]);
+    free(types), free(good), free(bad), free(bad_masks);
+    pc_model_free(m);
+    pc_dataset_free(ds);
+    npy_free(&proj), npy_free(&starts), npy_free(&scores), npy_free(&rules), npy_free(&rmaps);
+    npy_free(&rmask[0]), npy_free(&rmask[1]);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_eval_bottle_subset)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_eval_bottle_subset), cmocka_unit_test(test_eval_mask_rules)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

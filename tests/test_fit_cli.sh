@@ -7,7 +7,9 @@
 #  - split-conformal at 1% with n = 2 (n + 1 < 1/R) is the maximum: image threshold = the larger
 #    held-out score, pixel threshold = the larger of the two maps' maxima (exact: same floats);
 #  - pixel scale = pixel threshold - median of every 7th pixel of both maps (relative 1e-6);
-#  - `--calibrate DIR` with the same 2 images and the other 6 for training gives the same thresholds.
+#  - `--calibrate DIR` with the same 2 images and the other 6 for training gives the same thresholds;
+#  - `benchmark` with and without --mask-rule half: the CSV and Markdown name the rule, half changes the
+#    pixel metrics and not image AUROC, and the rows equal `eval --json --mask-rule` on the saved model.
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR. Exit 77 (skipped) when ../shared is absent.
 set -eu
 cli=${PC_CLI:?}
@@ -84,4 +86,45 @@ if command -v script >/dev/null 2>&1; then
 else
     echo "note: script(1) absent, terminal progress not checked"
 fi
-echo "ok: fit --holdout and --calibrate, progress"
+# benchmark under both mask rules on a tiny category (the six as train/good, 2 good + 2 broken_large
+# test images with their masks): results.csv has a mask_rule column (rows and the mean row) and
+# results.md names the rule; the half rule changes the pixel metrics, not image AUROC; each row equals
+# `eval --json --mask-rule` on the saved model (printed to 6 decimals).
+b=$shared/data/mvtec_ad/bottle
+mkdir -p "$tmp/cat/train" "$tmp/cat/test/good" "$tmp/cat/test/broken_large" "$tmp/cat/ground_truth/broken_large"
+ln -s "$tmp/six" "$tmp/cat/train/good"
+for f in 000 001; do
+    ln -s "$b/test/good/$f.png" "$tmp/cat/test/good/$f.png"
+    ln -s "$b/test/broken_large/$f.png" "$tmp/cat/test/broken_large/$f.png"
+    ln -s "$b/ground_truth/broken_large/${f}_mask.png" "$tmp/cat/ground_truth/broken_large/${f}_mask.png"
+done
+for rule in full half; do
+    mkdir "$tmp/bench_$rule"
+    set -- --mask-rule "$rule"
+    [ $rule = full ] && set -- # the default
+    "$cli" benchmark --weights "$w" --coreset 0.05 --threads 2 --no-progress --save-models "$@" \
+        --out "$tmp/bench_$rule" "$tmp/cat" >"$tmp/bench_$rule.log" 2>&1 || { cat "$tmp/bench_$rule.log" >&2; fail "benchmark ($rule) failed"; }
+    "$cli" eval -m "$tmp/bench_$rule/cat.pcm" --mask-rule $rule --json "$tmp/eval_$rule.json" --no-progress "$tmp/cat" \
+        >/dev/null || fail "eval ($rule) failed"
+    grep -q "Pixel metrics with mask rule $rule (" "$tmp/bench_$rule/results.md" ||
+        fail "results.md does not name the $rule rule: $(cat "$tmp/bench_$rule/results.md")"
+done
+"$PY" - "$tmp" <<'PYEOF' || fail "benchmark mask rule checks"
+import csv, json, sys
+tmp = sys.argv[1]
+rows = {}
+for rule in ("full", "half"):
+    r = list(csv.DictReader(open(f"{tmp}/bench_{rule}/results.csv")))
+    assert [x["category"] for x in r] == ["cat", "mean"], r
+    assert r[0]["mask_rule"] == rule and r[1]["mask_rule"] == rule, r
+    e = json.load(open(f"{tmp}/eval_{rule}.json"))
+    assert e["mask_rule"] == rule
+    for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_f1_max"):
+        assert abs(float(r[0][k]) - e[k]) <= 5e-7, (rule, k, r[0][k], e[k])
+    rows[rule] = r[0]
+    print(rule, {k: rows[rule][k] for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_f1_max")})
+assert rows["full"]["image_auroc"] == rows["half"]["image_auroc"]
+for k in ("pixel_auroc", "aupro", "pixel_f1_max"):
+    assert rows["full"][k] != rows["half"][k], k
+PYEOF
+echo "ok: fit --holdout and --calibrate, progress, benchmark mask rules"

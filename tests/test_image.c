@@ -4,7 +4,9 @@
  *  - the resized 8-bit image equals torchvision Resize(R) (PIL bilinear): differing pixels are counted
  *    and must be 0;
  *  - the normalised 3xSxS tensor is within 1e-6 (absolute) of torchvision's;
- *  - masks through the mask path equal torchvision's (Resize, CenterCrop, ToTensor, >= 0.5) exactly;
+ *  - masks through the mask path equal PIL Resize + CenterCrop followed by `== 255` (rule full, the
+ *    reference's ToTensor().astype(int)) and `>= 128` (rule half) exactly, on generated images and on
+ *    every bottle ground-truth mask;
  *  - raw pc_resize_bilinear_u8 cases equal PIL's Image.resize(BILINEAR) exactly;
  *  - corrupt, truncated, empty, unsupported and oversized files give the listed status and a message
  *    naming the file;
@@ -169,30 +171,86 @@ static void test_preprocess_matches_torchvision(void **state) {
     assert_true(n >= 40);
 }
 
+/* Masks under both rules (pc_preprocess_mask_ex) against PIL Resize + CenterCrop then `>= 128` / `== 255`
+ * (the latter checked by the generator to be the reference code's ToTensor().astype(int)), bit for
+ * bit: the generated images ("mask") and every real bottle ground-truth mask ("gtmask"). The legacy
+ * pc_preprocess_mask must equal the half rule. The rules must disagree on the bottle masks' rims
+ * (else the full-rule check would prove nothing beyond the half one). */
 static void test_masks_match_torchvision(void **state) {
     (void)state;
     NEED_REFS();
-    int n = 0;
+    int n = 0, n_gt = 0;
+    size_t px = 0, rim = 0, full_ones = 0;
     for (int i = 0; i < nlines; i++) {
-        char kind[16], name[256], p[2048];
+        char kind[16], name[256], path[1800], p[2048];
         int r, s;
-        if (sscanf(lines[i], "%15s %255s %d %d", kind, name, &r, &s) != 4 || strcmp(kind, "mask")) continue;
-        image_path(p, sizeof p, name);
+        if (sscanf(lines[i], "%15s %255s %d %d", kind, name, &r, &s) == 4 && !strcmp(kind, "mask")) {
+            image_path(p, sizeof p, name);
+        } else if (sscanf(lines[i], "%15s %255s %1799s %d %d", kind, name, path, &r, &s) == 5 &&
+                   !strcmp(kind, "gtmask")) {
+            snprintf(p, sizeof p, "%s", path);
+            n_gt++;
+        } else {
+            continue;
+        }
         pc_image im;
         if (pc_image_load_grey(p, &im)) fail_msg("%s: %s", name, pc_last_error());
-        npy_array ref = load_ref("%s_m%d_c%d.npy", name, r, s);
+        npy_array half = load_ref("%s_m%d_c%d.npy", name, r, s), full = load_ref("%s_mf%d_c%d.npy", name, r, s);
+        assert_int_equal(half.count, (int64_t)s * s);
+        assert_int_equal(full.count, (int64_t)s * s);
         uint8_t *out = malloc((size_t)s * s);
+        const npy_array *want[2] = {&full, &half};
+        const pc_mask_rule rules[2] = {PC_MASK_RULE_FULL, PC_MASK_RULE_HALF};
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(pc_preprocess_mask_ex(out, &im, r, s, rules[k]), PC_OK);
+            int maxd;
+            size_t d = count_diff_u8(out, want[k]->data, (size_t)want[k]->count, &maxd);
+            if (d) fail_msg("%s R=%d S=%d rule %s: mask differs in %zu pixels", name, r, s, pc_mask_rule_name(rules[k]), d);
+        }
         assert_int_equal(pc_preprocess_mask(out, &im, r, s), PC_OK);
         int maxd;
-        size_t d = count_diff_u8(out, ref.data, (size_t)ref.count, &maxd);
-        if (d) fail_msg("%s R=%d S=%d: mask differs in %zu pixels", name, r, s, d);
+        if (count_diff_u8(out, half.data, (size_t)half.count, &maxd)) fail_msg("%s: pc_preprocess_mask is not the half rule", name);
+        if (!strcmp(kind, "gtmask")) {
+            const uint8_t *h = half.data, *f = full.data;
+            for (int64_t k = 0; k < half.count; k++) {
+                assert_true(h[k] >= f[k]); /* full is a subset of half */
+                rim += h[k] != f[k];
+                full_ones += f[k];
+            }
+            px += (size_t)half.count;
+        }
         free(out);
-        npy_free(&ref);
+        npy_free(&half);
+        npy_free(&full);
         pc_image_free(&im);
         n++;
     }
-    print_message("masks: %d cases identical to torchvision (threshold >= 0.5 of full scale)\n", n);
+    print_message("masks: %d cases (%d real bottle masks) identical to PIL Resize + CenterCrop under both rules "
+                  "(full: == 255, half: >= 128); on the bottle masks %zu anomalous pixels under full, %zu more "
+                  "under half, of %zu\n", n, n_gt, full_ones, rim, px);
     assert_true(n >= 30);
+    assert_true(n_gt >= 63);
+    assert_true(rim > 0 && full_ones > 0);
+    /* argument checks */
+    {
+        uint8_t px1[4] = {255, 255, 0, 128}, out[4];
+        pc_image im = {2, 2, 1, px1};
+        assert_int_equal(pc_preprocess_mask_ex(out, &im, 2, 2, (pc_mask_rule)2), PC_ERR_INVALID_ARGUMENT);
+        assert_non_null(strstr(pc_last_error(), "mask rule"));
+        assert_int_equal(pc_preprocess_mask_ex(NULL, &im, 2, 2, PC_MASK_RULE_FULL), PC_ERR_INVALID_ARGUMENT);
+        assert_int_equal(pc_preprocess_mask_ex(out, &im, 2, 2, PC_MASK_RULE_FULL), PC_OK);
+        assert_true(out[0] == 1 && out[1] == 1 && out[2] == 0 && out[3] == 0);
+        assert_int_equal(pc_preprocess_mask_ex(out, &im, 2, 2, PC_MASK_RULE_HALF), PC_OK);
+        assert_true(out[0] == 1 && out[1] == 1 && out[2] == 0 && out[3] == 1);
+        assert_string_equal(pc_mask_rule_name(PC_MASK_RULE_FULL), "full");
+        assert_string_equal(pc_mask_rule_name(PC_MASK_RULE_HALF), "half");
+        assert_string_equal(pc_mask_rule_name((pc_mask_rule)7), "unknown");
+        assert_int_equal(pc_mask_rule_from_name("full"), PC_MASK_RULE_FULL);
+        assert_int_equal(pc_mask_rule_from_name("half"), PC_MASK_RULE_HALF);
+        assert_int_equal(pc_mask_rule_from_name("Full"), -1);
+        assert_int_equal(pc_mask_rule_from_name(NULL), -1);
+        assert_int_equal(PC_MASK_RULE_DEFAULT, PC_MASK_RULE_FULL);
+    }
 }
 
 static void test_resize_matches_pil(void **state) {

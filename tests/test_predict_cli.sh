@@ -18,7 +18,10 @@
 #    only outlines;
 #  - a file that cannot be written (a directory in its place) fails that image (exit 3, the path named)
 #    while the other is written; a DIR that cannot be created is exit 1; png16 maps and overlays in one
-#    directory are refused (exit 2).
+#    directory are refused (exit 2);
+#  - calibrate --defective --masks under both mask rules: F1 thresholds equal a numpy sweep over the
+#    predicted maps with PIL-made masks (== 255 / >= 128), the rules differ, the output names the rule;
+#    --mask-rule without masks, or with a bad value, is exit 2.
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR. Exit 77 (skip) without the data, weights or python.
 set -eu
 cli=${PC_CLI:?}
@@ -251,4 +254,79 @@ run orphan2 -m cal.pcm --overlay-opacity 0.5 "$good"
 expect_rc orphan2 2
 run badfmt -m cal.pcm --maps x --map-format jpg "$good"
 expect_rc badfmt 2
+# calibrate from masks under both rules: F1-optimal thresholds over 3 good + 2 defective images. Oracle:
+# the maps `predict --maps` writes for the same images with the same model, masks made by PIL (Resize 256
+# bilinear + CenterCrop 224, then == 255 for full, >= 128 for half) and the F1 sweep written out here in
+# numpy (docs/metrics.md: sklearn's thresholds `>= t`, the lowest reaching the maximum, moved halfway to
+# the next lower map value for the `> t` rule); 1e-7 relative (printed with 9 digits).
+mkdir defect gtm
+ln -s "$bad" defect/bl000.png
+ln -s "$data/ground_truth/broken_large/000_mask.png" gtm/bl000_mask.png
+ln -s "$data/test/contamination/000.png" defect/co000.png
+ln -s "$data/ground_truth/contamination/000_mask.png" gtm/co000_mask.png
+cgood="$data/test/good/000.png $data/test/good/001.png $data/test/good/002.png"
+"$cli" calibrate -m raw.pcm --out f1_full.pcm --no-progress --defective defect --masks gtm $cgood >f1_full.log 2>&1 ||
+    { cat f1_full.log >&2; fail "calibrate --masks failed"; }
+"$cli" calibrate -m raw.pcm --out f1_half.pcm --no-progress --defective defect --masks gtm --mask-rule half $cgood \
+    >f1_half.log 2>&1 || { cat f1_half.log >&2; fail "calibrate --masks --mask-rule half failed"; }
+grep -q "^mask rule full (" f1_full.log || fail "calibrate does not name the full rule: $(cat f1_full.log)"
+grep -q "^mask rule half (" f1_half.log || fail "calibrate does not name the half rule: $(cat f1_half.log)"
+"$cli" predict -m raw.pcm --json --maps maps_f1 $cgood defect/bl000.png defect/co000.png >f1_pred.out 2>f1_pred.err ||
+    { cat f1_pred.err >&2; fail "predict for the F1 oracle failed"; }
+"$py" - "$data" <<'PY' || fail "F1 calibration under the mask rules (above)"
+import json, sys
+import numpy as np
+from PIL import Image
+
+data = sys.argv[1]
+def printed(log, key):
+    for l in open(log):
+        if l.startswith(key + " "):
+            return float(l.split()[-1])
+    raise SystemExit("no %r in %s" % (key, log))
+
+preds = [json.loads(l) for l in open("f1_pred.out") if l.strip()]
+maps = np.stack([np.load(p["map"]) for p in preds]).astype(np.float64)
+scores = np.array([p["score"] for p in preds], np.float64)
+gt = {"bl000": "broken_large/000_mask.png", "co000": "contamination/000_mask.png"}
+
+def mask(p, rule):
+    stem = p["path"].rsplit("/", 1)[-1][:-4]
+    if stem not in gt:
+        return np.zeros((224, 224), np.uint8)
+    with Image.open("%s/ground_truth/%s" % (data, gt[stem])) as im:
+        m = im.convert("L")
+        assert m.size == (900, 900)
+        v = np.asarray(m.resize((256, 256), Image.BILINEAR).crop((16, 16, 240, 240)))
+    return (v == 255) if rule == "full" else (v >= 128)
+
+def f1_threshold(s, y):
+    s, y = s.ravel(), y.ravel().astype(bool)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[s[1:] != s[:-1], True]          # the end of each group of tied values
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(~y)[last]
+    f1 = 2 * tp / (2 * tp + fp + (y.sum() - tp))
+    vals = s[last]                               # decreasing
+    best = np.flatnonzero(f1 == f1.max())[-1]    # the lowest threshold reaching the maximum
+    return 0.5 * (vals[best + 1] + vals[best]) if best + 1 < len(vals) else np.nextafter(vals[best], -np.inf)
+
+labels = np.array([p["path"].rsplit("/", 1)[-1][:-4] in gt for p in preds])
+ti = f1_threshold(scores, labels)
+got = {}
+for rule in ("full", "half"):
+    masks = np.stack([mask(p, rule) for p in preds])
+    tp = f1_threshold(maps, masks)
+    got[rule] = printed("f1_%s.log" % rule, "pixel threshold")
+    print("F1 calibration, rule %s: pixel threshold %.9g, numpy %.9g (%d anomalous pixels)" % (rule, got[rule], tp, masks.sum()))
+    assert abs(got[rule] - tp) <= 1e-7 * abs(tp), (rule, got[rule], tp)
+    assert abs(printed("f1_%s.log" % rule, "image threshold") - ti) <= 1e-7 * abs(ti)
+assert got["full"] != got["half"], "the rule did not change the pixel threshold"
+PY
+rc=0; "$cli" calibrate -m raw.pcm --out x.pcm --mask-rule half $cgood >/dev/null 2>rule_nomask.err || rc=$?
+[ $rc = 2 ] && grep -q "only with --defective" rule_nomask.err || fail "calibrate --mask-rule without masks: exit $rc"
+rc=0; "$cli" calibrate -m raw.pcm --out x.pcm --defective defect --masks gtm --mask-rule 255 $cgood >/dev/null 2>rule_bad.err || rc=$?
+[ $rc = 2 ] && grep -q "full, half" rule_bad.err || fail "calibrate --mask-rule 255: exit $rc"
+[ ! -e x.pcm ] || fail "a model was written after a bad command line"
 echo "predict CLI OK"

@@ -6,12 +6,13 @@
 #    plus two defective images repeated under test/good (so image AUROC < 1, with tied scores across
 #    the classes); eval --report with it
 #    uncalibrated (the report's thresholds come from the evaluation) and calibrated (the model's),
-#    predict --report with the calibrated model;
+#    predict --report with the calibrated model; eval --mask-rule half (and --json of both rules);
 #  - the files: self-contained (no external reference), one table row and one PNG data: thumbnail per
 #    image, worst first; image AUROC = sklearn's roc_auc_score of the table's own scores and the
 #    image ROC = sklearn's roc_curve(drop_intermediate=False) (1e-6); pixel AUROC and every pixel ROC
 #    point on sklearn's curve of the maps `predict --maps` writes with masks made by the PyTorch oracle
-#    (1e-6); regions = scipy.ndimage.label counts, normalised scores (1e-5) and decisions by formula;
+#    (1e-6) under the rule the report names (full by default, half with --mask-rule half); the JSON
+#    names the rule, half changes every pixel metric and leaves the image metrics equal; regions = scipy.ndimage.label counts, normalised scores (1e-5) and decisions by formula;
 #  - chromium --headless --dump-dom of each report opened with #selftest: no console message, no
 #    uncaught exception (the page records window.onerror into the DOM), its finished-rendering marker
 #    set, the sorting self-test passed, the expected rows and <img>s, and the ROC SVGs present.
@@ -58,8 +59,10 @@ n=$(find "$cat/test" -name '*.png' | wc -l)
 # --- the reports -------------------------------------------------------------------------------
 "$cli" fit --weights "$weights" --coreset-size 300 --threads 2 --no-progress -o "$tmp/m.pcm" "$cat_dir/train/good" \
     >"$tmp/fit.log" 2>&1 || { cat "$tmp/fit.log" >&2; fail "fit failed"; }
-"$cli" eval -m "$tmp/m.pcm" --report "$tmp/eval.html" --no-progress "$cat" >"$tmp/eval.log" 2>&1 ||
+"$cli" eval -m "$tmp/m.pcm" --report "$tmp/eval.html" --json "$tmp/eval.json" --no-progress "$cat" >"$tmp/eval.log" 2>&1 ||
     { cat "$tmp/eval.log" >&2; fail "eval --report failed"; }
+"$cli" eval -m "$tmp/m.pcm" --mask-rule half --report "$tmp/eval_half.html" --json "$tmp/eval_half.json" --no-progress \
+    "$cat" >"$tmp/eval_half.log" 2>&1 || { cat "$tmp/eval_half.log" >&2; fail "eval --mask-rule half failed"; }
 "$cli" calibrate -m "$tmp/m.pcm" --out "$tmp/mc.pcm" --no-progress "$cat_dir/train/good" >"$tmp/cal.log" 2>&1 ||
     { cat "$tmp/cal.log" >&2; fail "calibrate failed"; }
 "$cli" eval -m "$tmp/mc.pcm" --report "$tmp/eval_cal.html" --no-progress "$cat" >"$tmp/eval_cal.log" 2>&1 ||
@@ -68,6 +71,26 @@ mkdir "$tmp/maps"
 "$cli" predict -m "$tmp/mc.pcm" --report "$tmp/pred.html" --json --maps "$tmp/maps" "$cat/test" \
     >"$tmp/pred.jsonl" 2>"$tmp/pred.log" || { cat "$tmp/pred.log" >&2; fail "predict --report failed"; }
 ls "$tmp"/*.tmp-* >/dev/null 2>&1 && fail "a temporary file was left beside a report"
+
+# The mask rule: named in the JSON, the table and the report; half changes every pixel metric and no
+# image metric (same model, same maps); the pixel AUROC of each is checked against sklearn below.
+$PY - "$tmp/eval.json" "$tmp/eval_half.json" <<'EOF' || fail "mask rule: JSON check failed"
+import json, sys
+full, half = (json.load(open(p)) for p in sys.argv[1:3])
+assert full["mask_rule"] == "full" and half["mask_rule"] == "half", (full["mask_rule"], half["mask_rule"])
+for k in ("image_auroc", "image_f1_max", "image_f1_threshold", "n_good", "n_defective", "per_type"):
+    assert full[k] == half[k], (k, full[k], half[k])
+for k in ("pixel_auroc", "aupro", "pixel_f1_max", "pixel_f1_threshold"):
+    assert full[k] != half[k], (k, full[k])
+print("mask rule: pixel AUROC %.6f (full) vs %.6f (half), AUPRO %.6f vs %.6f; image AUROC %.6f both"
+      % (full["pixel_auroc"], half["pixel_auroc"], full["aupro"], half["aupro"], full["image_auroc"]))
+EOF
+grep -q "^  mask rule      full (" "$tmp/eval.log" || fail "eval's table does not name the full rule: $(cat "$tmp/eval.log")"
+grep -q "^  mask rule      half (" "$tmp/eval_half.log" || fail "eval's table does not name the half rule"
+check says "$tmp/eval.html" mask-rule "full (resized mask value == 255"
+check says "$tmp/eval_half.html" mask-rule "half (resized mask value >= 128)"
+rc=0; "$cli" eval -m "$tmp/m.pcm" --mask-rule 0.5 "$cat" >/dev/null 2>"$tmp/badrule.err" || rc=$?
+[ $rc = 2 ] && grep -q "full, half" "$tmp/badrule.err" || fail "eval --mask-rule 0.5: exit $rc, $(cat "$tmp/badrule.err")"
 
 # Which thresholds each report says it used.
 check says "$tmp/eval.html" image-threshold-source "evaluation's own F1-optimal image threshold"
@@ -82,6 +105,7 @@ check static "$tmp/eval_cal.html" eval "$n"
 check static "$tmp/pred.html" predict "$n"
 check pixel "$tmp/eval.html" "$cat" "$tmp/pred.jsonl"
 check pixel "$tmp/eval_cal.html" "$cat" "$tmp/pred.jsonl"
+check pixel "$tmp/eval_half.html" "$cat" "$tmp/pred.jsonl" half
 check regions "$tmp/pred.html" "$tmp/pred.jsonl"
 
 # --- in the browser ----------------------------------------------------------------------------

@@ -530,11 +530,14 @@ class Model:
                 for r in buf[:n.value]]
 
     # --- thresholds -------------------------------------------------------------------------
-    def calibrate(self, good, method="conformal", param=None, defective=None, masks=None, progress=None):
+    def calibrate(self, good, method="conformal", param=None, defective=None, masks=None, progress=None,
+                  mask_rule="full"):
         """Set the model's thresholds from held-out good images (paths), as `patchcore calibrate`:
         method "conformal" (param = false-alarm rate, default 0.01), "quantile" (q, default 0.99),
         "mean-std" (k, default 3), "false-alarm" (rate, default 0.01); or, with defective images and
         their ground-truth mask paths (masks[i] for defective[i]), "f1" (chosen automatically).
+        mask_rule: which pixels of a resized mask are anomalous, "full" (value 255, the reference
+        implementation's; default) or "half" (value >= 128); it matters only with masks.
         Save the model afterwards to keep them. Returns a CalibrationResult."""
         good = [good] if _is_path(good) else list(good)
         defective = [] if defective is None else ([defective] if _is_path(defective) else list(defective))
@@ -547,6 +550,9 @@ class Model:
         if m < 0:
             raise ValueError("patchcore: unknown calibration method %r (conformal, quantile, mean-std, "
                              "false-alarm, f1)" % method)
+        rule = _c.pc_mask_rule_from_name(str(mask_rule).encode())
+        if rule < 0:
+            raise ValueError("patchcore: unknown mask_rule %r (full, half)" % (mask_rule,))
         if param is None:
             param = {"quantile": 0.99, "mean-std": 3.0}.get(method, _lib.PC_THRESHOLD_DEFAULT_RATE)
         g_arr, g_enc = _path_array(good)
@@ -554,8 +560,8 @@ class Model:
         k_arr, k_enc = _path_array(masks)
         cb = _Callbacks(progress)
         rep = _lib.Calibration()
-        st = _c.pc_model_calibrate(self._handle(), m, float(param), g_arr, len(g_enc), d_arr, k_arr, len(d_enc),
-                                   cb.progress, None, ctypes.byref(rep))
+        st = _c.pc_model_calibrate_ex(self._handle(), m, float(param), g_arr, len(g_enc), d_arr, k_arr, len(d_enc),
+                                      rule, cb.progress, None, ctypes.byref(rep))
         cb.finish(st)
         return CalibrationResult(rep.image_threshold, rep.pixel_threshold, rep.score_scale, rep.n_good,
                                  rep.n_defective, rep.pixel_scale)

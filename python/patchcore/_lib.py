@@ -22,6 +22,9 @@ SONAME = "libpatchcore.so.%d" % HEADER_VERSION[0]
 
 PC_MAX_LAYERS = 4
 PC_THRESHOLD_DEFAULT_RATE = 0.01
+# pc_mask_rule (include/patchcore.h): which resized ground-truth mask pixels are anomalous.
+PC_MASK_RULE_FULL = 0  # value == 255, the reference implementation's; the default
+PC_MASK_RULE_HALF = 1  # value >= 128
 
 STATUS_NAMES = [
     "PC_OK", "PC_ERR_INVALID_ARGUMENT", "PC_ERR_NO_MEMORY", "PC_ERR_IO", "PC_ERR_FORMAT",
@@ -164,6 +167,10 @@ _PROTOTYPES = {
     "pc_calib_method_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "pc_model_calibrate": (c_enum, [_vp, c_enum, ctypes.c_double, _cpp, ctypes.c_size_t, _cpp, _cpp,
                                     ctypes.c_size_t, PROGRESS_FN, ctypes.c_void_p, _P(Calibration)]),
+    "pc_mask_rule_from_name": (ctypes.c_int, [ctypes.c_char_p]),
+    "pc_mask_rule_name": (ctypes.c_char_p, [c_enum]),
+    "pc_model_calibrate_ex": (c_enum, [_vp, c_enum, ctypes.c_double, _cpp, ctypes.c_size_t, _cpp, _cpp,
+                                       ctypes.c_size_t, c_enum, PROGRESS_FN, ctypes.c_void_p, _P(Calibration)]),
 }
 
 

@@ -21,6 +21,8 @@ Oracles and tolerances:
   - calibration by hand (numpy): conformal at 1% on 4 images is their maximum score / map maximum,
     the scale is threshold - median (1e-12 relative); the decision is score > threshold and the
     normalised score 1 / (1 + exp(-ln 9 (s - t) / scale)) (1e-12 absolute);
+  - F1 calibration from masks under mask_rule "full" (default) and "half": the pixel threshold equals
+    a numpy F1 sweep over the predicted maps with PIL-made masks (== 255 / >= 128), exactly;
   - regions: scipy.ndimage.label (8-connected) of map > pixel threshold, areas and peaks exact, boxes
     mapped back to original pixels by the documented rule (floor/ceil through crop and resize);
   - errors: missing and corrupt files raise PatchcoreError with the right status and the path in the
@@ -357,6 +359,49 @@ def check_with_data():
               [56, 56, 844, 844],  # floor(16 * 900 / 256), ceil((16 + 224) * 900 / 256)
               "  pixel_threshold below the map: one region, the whole crop, box %s" % lo.regions[0]["box"])
     check(n_regions > 0, "the defective images show regions (%d in all)" % n_regions)
+    print("calibrate with defective images and masks (F1) under both mask rules")
+    # Oracle: the maps predict gives, masks by PIL (Resize 256 bilinear + CenterCrop 224 of the 900 x 900
+    # mask, then == 255 / >= 128) and an F1 sweep in numpy (sklearn's `>= t` thresholds, the lowest at
+    # the maximum, moved halfway to the next lower value: docs/metrics.md). Exact (same floats).
+    def f1_threshold(s, y):
+        s, y = s.ravel().astype(np.float64), y.ravel().astype(bool)
+        order = np.argsort(-s, kind="stable")
+        s, y = s[order], y[order]
+        last = np.r_[s[1:] != s[:-1], True]
+        tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+        f1 = 2 * tp / (2 * tp + fp + (y.sum() - tp))
+        v = s[last]
+        b = np.flatnonzero(f1 == f1.max())[-1]
+        return 0.5 * (v[b + 1] + v[b]) if b + 1 < len(v) else float(np.nextafter(v[b], -np.inf))
+
+    fgood, fbad = tgood[2:5], tbad[:2]
+    fmasks = [os.path.join(BOTTLE, "ground_truth", "broken_large", os.path.basename(p)[:-4] + "_mask.png")
+              for p in fbad]
+    fmaps = np.stack([loaded.predict(p).map for p in fgood + fbad])
+    got = {}
+    with patchcore.Model.load(model_path) as mf:
+        for rule in ("full", "half", None):
+            kw = {} if rule is None else {"mask_rule": rule}
+            cr = mf.calibrate(fgood, defective=fbad, masks=fmasks, **kw)
+            rule = rule or "default"
+            want_rule = "full" if rule == "default" else rule
+            gm = []
+            for i in range(len(fgood + fbad)):
+                if i < len(fgood):
+                    gm.append(np.zeros((224, 224), bool))
+                    continue
+                with Image.open(fmasks[i - len(fgood)]) as im:
+                    v = np.asarray(im.convert("L").resize((256, 256), Image.BILINEAR).crop((16, 16, 240, 240)))
+                gm.append(v == 255 if want_rule == "full" else v >= 128)
+            want = f1_threshold(fmaps, np.stack(gm))
+            got[rule] = cr.pixel_threshold
+            check(cr.n_defective == 2 and cr.pixel_threshold == want,
+                  "mask_rule %s: F1 pixel threshold %.9g == numpy's %.9g" % (rule, cr.pixel_threshold, want))
+        check(got["full"] != got["half"] and got["default"] == got["full"],
+              "the rules give different thresholds; the default is full")
+        e = raises(ValueError, mf.calibrate, fgood, defective=fbad, masks=fmasks, mask_rule="quarter")
+        check(isinstance(e, ValueError) and "mask_rule" in str(e), "mask_rule='quarter' raises ValueError: %s" % e)
+
     loaded.set_thresholds(None, None)
     i3 = loaded.info
     check(i3.image_threshold is None and i3.pixel_threshold is None and loaded.predict(test[0]).regions is None,

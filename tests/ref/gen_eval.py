@@ -8,7 +8,14 @@ predicts the test images and writes: projection.npy, starts.npy, scores.npy (tes
 walker's order: types sorted, files sorted), expect.npy = [image AUROC, pixel AUROC, AUPRO@0.3,
 image F1-max, pixel F1-max] (sklearn roc_auc_score / precision_recall_curve, P.aupro), and
 pertype.npy (image AUROC of each defect type vs all good, types sorted, NaN for good).
-Masks: resized value >= 128 (P.load_mask), the convention pc_preprocess_mask uses.
+Masks: P.load_mask under the reference rule "full" (resized value == 255) for expect.npy.
+
+Both mask rules on identical maps (the reference's float32 maps, saved): maps.npy (n, 224, 224) float32,
+masks_full.npy / masks_half.npy (n, 224, 224) uint8 0/1 made by PIL Resize + CenterCrop then == 255 /
+>= 128, and rules.npy (2, 6) float64, row 0 full, row 1 half: [image AUROC, pixel AUROC (sklearn
+roc_auc_score), AUPRO@0.3 (P.aupro), image F1-max, pixel F1-max (sklearn precision_recall_curve), pixel
+F1 decision threshold (sklearn's F1-max threshold t, midway to the next lower distinct map value, as
+docs/metrics.md defines for the `score > t` rule)]. The rules must give different pixel metrics.
 """
 import os
 import sys
@@ -30,6 +37,19 @@ def f1_max(y, s):
     p, r = p[:-1], r[:-1]
     den = p + r
     return float(np.max(np.where(den > 0, 2 * p * r / np.where(den > 0, den, 1), 0)))
+
+
+def f1_decision_threshold(y, s):
+    """sklearn's F1-max threshold t (the lowest on ties, thresholds[argmax]) moved halfway down to the
+    next lower distinct score: the same operating point for `score > t`."""
+    p, r, t = precision_recall_curve(y, s)
+    p, r = p[:-1], r[:-1]
+    den = p + r
+    f1 = np.where(den > 0, 2 * p * r / np.where(den > 0, den, 1), 0)
+    best = t[int(np.argmax(f1))]
+    lower = np.unique(s)
+    lower = lower[lower < best]
+    return float(0.5 * (lower[-1] + best)) if len(lower) else float(np.nextafter(best, -np.inf))
 
 
 def link(src, dst):
@@ -60,7 +80,7 @@ def main():
             if t != "good":
                 m = os.path.join(bottle, "ground_truth", t, f[:-4] + "_mask.png")
                 link(m, os.path.join(sub, "ground_truth", t, f[:-4] + "_mask.png"))
-            masks.append(P.load_mask(m))
+            masks.append((P.load_mask(m), P.load_mask(m, rule="half")))
     model = P.build_backbone("resnet18", w, LAYERS)
     feats, grid = [], None
     for p in train:
@@ -81,12 +101,19 @@ def main():
     ps = P.patch_scores(bank, np.concatenate(qs), 1).astype(np.float32)
     scores = ps.reshape(len(test), -1).max(axis=1)
     maps = P.anomaly_maps(ps, grid, 224)
-    masks = np.stack(masks)
+    maps = maps.astype(np.float32)
+    masks_full = np.stack([m[0] for m in masks])
+    masks_half = np.stack([m[1] for m in masks])
     y = np.array([t != "good" for t in types], int)
-    expect = [roc_auc_score(y, scores.astype(np.float64)),
-              roc_auc_score(masks.ravel(), maps.ravel().astype(np.float64)),
-              P.aupro(maps, masks, 0.3), f1_max(y, scores.astype(np.float64)),
-              f1_max(masks.ravel(), maps.ravel().astype(np.float64))]
+    rules = []
+    for mk in (masks_full, masks_half):
+        yp, sp = mk.ravel(), maps.ravel().astype(np.float64)
+        rules.append([roc_auc_score(y, scores.astype(np.float64)), roc_auc_score(yp, sp), P.aupro(maps, mk, 0.3),
+                      f1_max(y, scores.astype(np.float64)), f1_max(yp, sp), f1_decision_threshold(yp, sp)])
+    rules = np.array(rules, np.float64)
+    assert np.all(masks_full <= masks_half) and masks_half.sum() > masks_full.sum() > 0
+    assert np.all(np.abs(rules[0, 1:3] - rules[1, 1:3]) > 1e-4), "the rules give the same pixel metrics"
+    expect = list(rules[0, :5])
     per = []
     for t in sorted(set(types)):
         sel = np.array([u in (t, "good") for u in types])
@@ -97,6 +124,12 @@ def main():
     common.save(out, "scores.npy", scores)
     common.save(out, "expect.npy", np.array(expect, np.float64))
     common.save(out, "pertype.npy", np.array(per, np.float64))
+    common.save(out, "maps.npy", maps)
+    common.save(out, "masks_full.npy", masks_full)
+    common.save(out, "masks_half.npy", masks_half)
+    common.save(out, "rules.npy", rules)
+    print("gen_eval: full rule pixel AUROC %.6f AUPRO %.6f F1 %.6f; half rule %.6f %.6f %.6f"
+          % (rules[0, 1], rules[0, 2], rules[0, 4], rules[1, 1], rules[1, 2], rules[1, 4]), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ Run as: /usr/bin/python3 tests/ref/gen_images.py OUTDIR. Writes into OUTDIR only
   NAME_l.npy             PIL Image.open(f).convert("L")            (H, W) uint8
   NAME_rs{R}.npy         torchvision Resize(R) of the RGB image     (H', W', 3) uint8 (PIL bilinear)
   NAME_r{R}_c{S}.npy     Resize(R), CenterCrop(S), ToTensor, Normalize(ImageNet)  (3, S, S) float32
-  NAME_m{R}_c{S}.npy     mask path: convert("L"), Resize(R), CenterCrop(S), ToTensor, >= 0.5  (S, S) uint8
+  NAME_m{R}_c{S}.npy     mask path, rule half: convert("L"), Resize(R), CenterCrop(S), then value >= 128
+                         (= ToTensor >= 0.5)  (S, S) uint8 0/1
+  NAME_mf{R}_c{S}.npy    mask path, rule full (the reference's): the same crop, then value == 255, checked here
+                         to equal the reference code's ToTensor(mask).numpy().astype(int)  (S, S) uint8 0/1
   rz_NAME_in.npy/_out.npy  raw PIL Image.resize((w, h), BILINEAR) cases on random-ish arrays
   bad/*                  corrupt, truncated, empty, unsupported and oversized files
   manifest.txt           what test_image.c iterates, one record per line (format in the header lines)
@@ -34,7 +37,8 @@ rng = np.random.default_rng(20240611)
 manifest = [
     "# image NAME PATH            (PATH absolute or relative to OUTDIR)",
     "# pre NAME R S               NAME_r{R}_c{S}.npy and NAME_rs{R}.npy exist",
-    "# mask NAME R S              NAME_m{R}_c{S}.npy exists",
+    "# mask NAME R S              NAME_m{R}_c{S}.npy (half) and NAME_mf{R}_c{S}.npy (full) exist",
+    "# gtmask NAME PATH R S       a real ground-truth mask (not decoded as an image); the same two files",
     "# resize NAME IN_W IN_H CH OUT_W OUT_H",
     "# bad PATH STATUS            STATUS is a pc_status name without PC_ERR_",
 ]
@@ -186,9 +190,24 @@ def tv_tensor(im, r, s):
     return t(im).numpy().astype(np.float32)
 
 
-def tv_mask(im, r, s):
-    t = T.Compose([T.Resize(r), T.CenterCrop(s), T.ToTensor()])
-    return (t(im)[0] >= 0.5).numpy().astype(np.uint8)
+def tv_masks(im, r, s):
+    """(half, full) 0/1 masks of a grey PIL image: PIL bilinear Resize + CenterCrop (torchvision on PIL),
+    then value >= 128 and value == 255. The full rule is asserted to be what the reference code computes:
+    ToTensor (v / 255 in float32) and .astype(int), which is 1 only at 1.0."""
+    crop = np.asarray(T.CenterCrop(s)(T.Resize(r)(im)), dtype=np.uint8)
+    half = (crop >= 128).astype(np.uint8)
+    full = (crop == 255).astype(np.uint8)
+    ref = T.ToTensor()(T.CenterCrop(s)(T.Resize(r)(im)))[0].numpy().astype(int)
+    assert np.array_equal(ref, full), "ToTensor().astype(int) differs from value == 255"
+    assert np.array_equal((T.ToTensor()(T.CenterCrop(s)(T.Resize(r)(im)))[0] >= 0.5).numpy(), half == 1)
+    return half, full
+
+
+def save_masks(name, im, r, s):
+    half, full = tv_masks(im, r, s)
+    common.save(OUT, "%s_m%d_c%d.npy" % (name, r, s), half)
+    common.save(OUT, "%s_mf%d_c%d.npy" % (name, r, s), full)
+    return half, full
 
 
 def gen_refs():
@@ -214,7 +233,7 @@ def gen_refs():
             common.save(OUT, "%s_r%d_c%d.npy" % (name, r, s), tv_tensor(rgb, r, s))
             manifest.append("pre %s %d %d" % (name, r, s))
         r, s = PAIRS[0]
-        common.save(OUT, "%s_m%d_c%d.npy" % (name, r, s), tv_mask(grey, r, s))
+        save_masks(name, grey, r, s)
         manifest.append("mask %s %d %d" % (name, r, s))
     bd = common.bottle_dir()
     gt = os.path.join(bd, "ground_truth/broken_large/000_mask.png") if bd else None
@@ -224,8 +243,25 @@ def gen_refs():
             common.save(OUT, "bottle_mask_bl000_rgb.npy", np.asarray(m.convert("RGB")))
             common.save(OUT, "bottle_mask_bl000_l.npy", np.asarray(m.convert("L")))
             for r, s in PAIRS:
-                common.save(OUT, "bottle_mask_bl000_m%d_c%d.npy" % (r, s), tv_mask(m.convert("L"), r, s))
+                save_masks("bottle_mask_bl000", m.convert("L"), r, s)
                 manifest.append("mask bottle_mask_bl000 %d %d" % (r, s))
+    # Every bottle ground-truth mask at the default geometry (and a padded one for two of them): the
+    # two rules differ on each defect's anti-aliased rim.
+    if bd:
+        rim = 0
+        gtd = os.path.join(bd, "ground_truth")
+        for t in sorted(os.listdir(gtd)):
+            for f in sorted(os.listdir(os.path.join(gtd, t))):
+                path = os.path.join(gtd, t, f)
+                name = "gt_%s_%s" % (t, f[:-len("_mask.png")])
+                pairs = [PAIRS[0]] + ([PAD_PAIR, PAIRS[2]] if f.startswith("000") else [])
+                with Image.open(path) as m:
+                    grey = m.convert("L")
+                for r, s in pairs:
+                    half, full = save_masks(name, grey, r, s)
+                    rim += int(half.sum()) - int(full.sum())
+                    manifest.append("gtmask %s %s %d %d" % (name, path, r, s))
+        assert rim > 0, "the two rules agree on every bottle mask: the test would be vacuous"
 
 
 def gen_resize_cases():

@@ -37,13 +37,19 @@ def load_image(path, resize=256, crop=224):
         return image_transform(resize, crop)(im.convert("RGB"))
 
 
-def load_mask(path, resize=256, crop=224, shape_of=None):
-    """S x S uint8 {0,1}: the mask through the same Resize + CenterCrop, anomalous where the
-    resized 8-bit value is at least half of full scale (METHOD.md §1). path None -> all zero."""
+def load_mask(path, resize=256, crop=224, shape_of=None, rule="full"):
+    """S x S uint8 {0,1}: the mask through the same Resize + CenterCrop (PIL bilinear, 8-bit), then
+    (METHOD.md §1) rule "full", the reference code's: ToTensor (v / 255) and its metrics' .astype(int),
+    i.e. anomalous only where the resized value is exactly 255; or rule "half": value >= 128.
+    path None -> all zero."""
+    if rule not in ("full", "half"):
+        raise ValueError("mask rule %r (full, half)" % (rule,))
     if path is None:
         return np.zeros((crop, crop), np.uint8)
     with Image.open(path) as im:
         m = transforms.CenterCrop(crop)(transforms.Resize(resize)(im.convert("L")))
+    if rule == "full":
+        return transforms.ToTensor()(m)[0].numpy().astype(int).astype(np.uint8)
     return (np.asarray(m, dtype=np.uint8) >= 128).astype(np.uint8)
 
 
