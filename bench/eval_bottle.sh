@@ -6,6 +6,8 @@
 # (same method), so small differences are expected. Usage: bench/eval_bottle.sh [BUILD_DIR] (from the repo).
 set -eu
 build=${1:-build}
+. "$(dirname "$0")/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 shared=${PATCHCORE_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}
 bottle=$shared/data/mvtec_ad/bottle
 w=$shared/weights/resnet18_in1k_to_layer3

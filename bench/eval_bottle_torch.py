@@ -13,6 +13,9 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
 import patchcore_torch as P  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpuinfo  # noqa: E402
+
 L = ["layer2", "layer3"]
 
 
@@ -25,6 +28,7 @@ def f1_max(y, s):
 
 def main():
     bottle, w = sys.argv[1], sys.argv[2]
+    cpuinfo.platform()  # stderr: CPU, instruction sets, torch's CPU capability, OpenBLAS core
     ls = lambda *p: sorted(os.listdir(os.path.join(bottle, *p)))  # noqa: E731
     model = P.build_backbone("resnet18", w, L)
     feats, grid = [], None
