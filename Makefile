@@ -12,7 +12,8 @@ R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
              -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all configure build test test-all tsan-test refs asan asan-test install clean bench fuzz fuzz-build demo man
+.PHONY: all configure build test test-all test-avx2 test-native-blas test-isa tsan-test refs asan asan-test install \
+        clean bench fuzz fuzz-build demo man
 
 all: build
 
@@ -53,8 +54,45 @@ tsan-test:
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  ctest -R test_concurrency --output-on-failure
 
-# `make test` plus the whole suite again under ASan + UBSan (what CI runs).
-test-all: test asan-test
+# The tests that compare results of kernels that dispatch on the CPU at run time (OpenBLAS picks its
+# SGEMM core by CPU; PyTorch, the oracle of test_python, its own kernels) with an independent oracle:
+# nn layers, patch features, coreset, kNN, scoring, the whole pipeline, evaluation and the binding's
+# fit. No test may depend on which of two candidates within rounding a kernel picks (docs/robustness.md,
+# "Results that do not depend on the CPU"); these passes check it on the machine at hand. Left out to
+# keep CI short: the tests of identities within the library (pruned = brute kNN, streamed = in-memory
+# fit, concurrent = serial predict, CLI runs), which hold under any one core, and test_backbone (45 s;
+# tolerances on continuous values). ISA_TESTS="..." to choose.
+ISA_TESTS ?= test_nn|test_features|test_coreset|test_knn|test_scoring|test_pipeline|test_eval|test_python
+ISA_CTEST  = ctest -R '^($(subst $(space),,$(ISA_TESTS)))$$' --output-on-failure -j 1
+space     := $(subst ,, )
+
+# Those tests with the AVX2 kernels forced: OpenBLAS's Haswell core (as on the AVX2-only Zen3 machines),
+# oneDNN capped at AVX2 (for when a oneDNN path exists), PyTorch's ATen at AVX2. bench_cpuinfo shows
+# that OpenBLAS took the setting.
+test-avx2: build refs
+	@cd $(BUILD) && if [ -x ./bench_cpuinfo ]; then OPENBLAS_CORETYPE=Haswell ./bench_cpuinfo | tee /dev/stderr | \
+	  grep -q 'openblas core Haswell' || { echo "test-avx2: OpenBLAS did not take OPENBLAS_CORETYPE=Haswell" >&2; exit 1; }; fi
+	cd $(BUILD) && OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(ISA_CTEST)
+
+# The same tests with every kernel choice left to the CPU (OPENBLAS_CORETYPE etc. removed from the
+# environment): AVX-512 and AVX512-BF16 OpenBLAS cores (SkylakeX, Cooperlake) where the CPU has them.
+test-native-blas: build refs
+	@cd $(BUILD) && if [ -x ./bench_cpuinfo ]; then env -u OPENBLAS_CORETYPE ./bench_cpuinfo; fi
+	cd $(BUILD) && env -u OPENBLAS_CORETYPE -u ONEDNN_MAX_CPU_ISA -u ATEN_CPU_CAPABILITY $(ISA_CTEST)
+
+# One extra pass under the other kernel choice from the one `make test` ran with: the forced AVX2 pass,
+# unless the environment already forces OpenBLAS's Haswell core (as this project's machines do), in
+# which case `make test` was that pass and the native one is the one left to run.
+test-isa:
+ifeq ($(OPENBLAS_CORETYPE),Haswell)
+	$(MAKE) test-native-blas
+else
+	$(MAKE) test-avx2
+endif
+
+# `make test`, the extra instruction-set pass, then the whole suite again under ASan + UBSan (what CI
+# runs).
+test-all: test test-isa asan-test
 
 # libFuzzer targets (clang; `scripts/setup.sh fuzz` installs it). Each target runs FUZZ_SECONDS on a
 # working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are

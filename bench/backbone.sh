@@ -8,6 +8,8 @@ build=${1:-build}
 runs=${RUNS:-5}
 py=/usr/bin/python3
 here=$(dirname "$0")
+. "$here/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 w=$(mktemp /tmp/pc_bench_wrn50_XXXXXX.pth)
 trap 'rm -f "$w"' EXIT
 "$py" "$here/bench_backbone.py" --save "$w"

@@ -6,6 +6,7 @@
  * With FEATURES.npy (float32 N x D, e.g. real patch features of a training set), also runs the whole
  * 10% greedy coreset on it, pruned and dense, and checks that both choose the same indices.
  */
+#include "cpuinfo.h"
 #include "coreset.h"
 #include "knn.h"
 #include "patch_features.h"
@@ -100,6 +101,7 @@ static void bench_real_coreset(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     int64_t N = argc > 1 ? atoll(argv[1]) : 163856, iters = argc > 2 ? atoll(argv[2]) : 2000;
     int64_t NB = argc > 3 ? atoll(argv[3]) : 16385;
     int nth = 1;

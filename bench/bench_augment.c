@@ -7,6 +7,7 @@
  *
  *   build/bench_augment SRC_DIR OUT_DIR COUNT
  */
+#include "cpuinfo.h"
 #include "patchcore.h"
 
 #include <dirent.h>
@@ -40,6 +41,7 @@ static void transform(pc_image *out, const pc_image *in, int flip, int dx, int d
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     if (argc != 4) {
         fprintf(stderr, "usage: %s SRC_DIR OUT_DIR COUNT\n", argv[0]);
         return 2;

@@ -5,6 +5,7 @@
  * counts 2 x 9.19 GMAC per image for wide_resnet50_2 to layer3 at 224 (scaled by (S/224)^2).
  * bench/backbone.sh runs this beside bench_backbone.py (torch) and prints the ratios.
  */
+#include "cpuinfo.h"
 #include "patchcore.h"
 
 #include <stdio.h>
@@ -24,6 +25,7 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     if (argc < 2) {
         fprintf(stderr, "usage: %s WEIGHTS [--batch N] [--threads T] [--runs R] [--size S] [--layer L]\n", argv[0]);
         return 2;

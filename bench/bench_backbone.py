@@ -6,8 +6,14 @@ import argparse
 import statistics
 import time
 
+import os
+import sys
+
 import torch
 import torchvision
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpuinfo  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--batch", type=int, default=1)
@@ -18,6 +24,7 @@ ap.add_argument("--save")
 a = ap.parse_args()
 
 torch.set_num_threads(a.threads)
+cpuinfo.platform()  # stderr: CPU, instruction sets, torch's CPU capability, OpenBLAS core
 torch.manual_seed(0)
 m = torchvision.models.wide_resnet50_2(weights=None).eval()
 if a.save:

@@ -6,6 +6,7 @@
  * Usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] [--pruned-only 1] IMAGE...
  * (--pruned-only skips the brute force after the first run, for profiling.)
  */
+#include "cpuinfo.h"
 #include "knn.h"
 #include "model_internal.h"
 #include "patchcore.h"
@@ -35,6 +36,7 @@ static double median(double *v, int n) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     if (argc < 3) {
         fprintf(stderr, "usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] IMAGE...\n");
         return 2;

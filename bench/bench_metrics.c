@@ -4,6 +4,7 @@
  * cosines plus noise, quantised to float32); the numbers are timings, not accuracy.
  * usage: bench_metrics [N [S]]
  */
+#include "cpuinfo.h"
 #include "patchcore.h"
 
 #include <math.h>
@@ -20,6 +21,7 @@ static double now(void) {
 static double urand(void) { return (double)rand() / ((double)RAND_MAX + 1.0); }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     int n = argc > 1 ? atoi(argv[1]) : 83, s = argc > 2 ? atoi(argv[2]) : 224;
     if (n <= 0 || s <= 0) return 2;
     size_t hw = (size_t)s * s, total = hw * (size_t)n;

@@ -4,6 +4,7 @@
  * and the float TIFF. usage: bench_overlay [IMAGE] [ITERATIONS] [OUTDIR]; prints ms per call.
  * The map is synthetic (smooth background + one blob); timings do not depend on its values much.
  */
+#include "cpuinfo.h"
 #include "patchcore.h"
 
 #include <math.h>
@@ -18,6 +19,7 @@ static double now_ms(void) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     const char *path = argc > 1 ? argv[1] : "../shared/data/mvtec_ad/bottle/test/broken_large/000.png";
     int iters = argc > 2 ? atoi(argv[2]) : 10;
     const char *dir = argc > 3 ? argv[3] : "/tmp";

@@ -3,6 +3,7 @@
  * usage: bench_preprocess [IMAGE] [ITERATIONS] ; prints milliseconds per call for decode,
  * pc_preprocess (Resize 256 -> CenterCrop 224 -> normalise) and the full-image resize.
  */
+#include "cpuinfo.h"
 #include "patchcore.h"
 
 #include <stdio.h>
@@ -16,6 +17,7 @@ static double now_ms(void) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     const char *path = argc > 1 ? argv[1] : "../shared/data/mvtec_ad/bottle/train/good/000.png";
     int iters = argc > 2 ? atoi(argv[2]) : 20;
     pc_image im;

@@ -4,6 +4,7 @@
  *   build/bench_weights FILE [RUNS]   prints the format, tensor count, float bytes and the median,
  *                                     min and max wall time of RUNS loads (default 7).
  */
+#include "cpuinfo.h"
 #include "weights.h"
 
 #include <stdio.h>
@@ -22,6 +23,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    bench_platform(stderr, 0);
     if (argc < 2) {
         fprintf(stderr, "usage: %s FILE [RUNS]\n", argv[0]);
         return 2;

@@ -13,13 +13,14 @@ set -eu
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
+. "$here/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 shared=${PATCHCORE_SHARED:-$repo/../shared}
 bottle=$shared/data/mvtec_ad/bottle
 w=$shared/weights/resnet18_in1k_to_layer3
 coreset=${CORESET:-0.1}
 py=/usr/bin/python3
 [ -d "$bottle" ] && [ -f "$w.pth" ] || { echo "eval_bottle: $bottle or $w.pth absent; skipped" >&2; exit 0; }
-sh "$here/cpuinfo.sh" 2>/dev/null || true
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 bad=0

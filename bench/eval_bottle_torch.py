@@ -23,6 +23,9 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
 import patchcore_torch as P  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpuinfo  # noqa: E402
+
 L = ["layer2", "layer3"]
 torch.set_num_threads(2)
 
@@ -45,6 +48,7 @@ def main():
     ap.add_argument("--mask-rule", default="full", choices=("full", "half"))
     a = ap.parse_args()
     bottle = a.bottle
+    cpuinfo.platform()  # stderr: CPU, instruction sets, torch's CPU capability, OpenBLAS core
     ls = lambda *p: sorted(os.listdir(os.path.join(bottle, *p)))  # noqa: E731
     model = P.build_backbone("resnet18", a.weights, L, bn=a.bn)
     feats, grid = [], None

@@ -19,6 +19,8 @@ budget=${BUDGET:-1500M}
 coreset=${CORESET:-0.01}
 threads=${THREADS:-2}
 here=$(dirname "$0")
+. "$here/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 shared=${PATCHCORE_SHARED:-$here/../../shared}
 train=$shared/data/mvtec_ad/bottle/train/good
 weights=$shared/weights/resnet18_in1k_to_layer3.pth

@@ -16,6 +16,8 @@ runs=${RUNS:-3}
 threads=${THREADS:-2}
 py=/usr/bin/python3
 here=$(dirname "$0")
+. "$here/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 shared=${PATCHCORE_SHARED:-$here/../../shared}
 bottle=${BOTTLE:-$shared/data/mvtec_ad/bottle}
 weights=$shared/weights/resnet18_in1k_to_layer3.safetensors

@@ -27,6 +27,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
 import patchcore_torch as pt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpuinfo  # noqa: E402
+
 LAYERS = ["layer2", "layer3"]
 EXTS = (".png", ".jpg", ".jpeg")
 
@@ -152,6 +155,7 @@ def main():
     if args.cmd == "summary":
         return summary(args)
     torch.set_num_threads(args.threads)
+    cpuinfo.platform()  # stderr: CPU, instruction sets, torch's CPU capability, OpenBLAS core
     fit(args) if args.cmd == "fit" else predict(args)
 
 

@@ -9,6 +9,8 @@
 set -eu
 build=${1:-build}
 here=$(dirname "$0")
+. "$here/cpuinfo.sh"
+bench_platform "$build"   # CPU, instruction sets, OpenBLAS core, torch capability
 only=${ONLY:-backbone fit_predict eval_bottle fit_large}
 for b in $only; do
     [ -f "$here/$b.sh" ] || { echo "bench: $b.sh not found, skipped" >&2; continue; }

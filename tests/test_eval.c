@@ -57,6 +57,22 @@ static void test_eval_bottle_subset(void **state) {
     print_message("image AUROC %.6f (ref %.6f), pixel AUROC %.6f (%.6f), AUPRO %.6f (%.6f), "
                   "F1 %.6f (%.6f) / %.6f (%.6f)\n",
                   r.image_auroc, e[0], r.pixel_auroc, e[1], r.aupro, e[2], r.image_f1_max, e[3], r.pixel_f1_max, e[4]);
+    /* The image-level metrics (AUROC, F1-max, per-type AUROC) of 4 good and 12 defective images are
+     * functions of the ranking only, and one swapped good/defective pair moves AUROC by 1/48. Our scores
+     * may differ from the reference's by up to 1e-3 relative (checked below: feature rounding, and a
+     * coreset that may part from PyTorch's at a near-tie on some CPU); so the comparison is valid only
+     * if no good/defective pair of reference scores is within 2e-3 relative of each other. Checked
+     * here: the smallest such gap on this subset is 0.45 relative. */
+    {
+        const float *rs = scores.data;
+        double gap = INFINITY;
+        for (size_t i = 0; i < ds->n_test; i++)
+            for (size_t j = 0; j < ds->n_test; j++)
+                if (ds->test[i].type == ds->good_type && ds->test[j].type != ds->good_type)
+                    gap = fmin(gap, fabs((double)rs[i] - rs[j]) / fmax(fabs(rs[i]), fabs(rs[j])));
+        print_message("smallest good/defective gap between reference image scores: %.3g relative\n", gap);
+        assert_true(gap > 2e-3);
+    }
     assert_true(fabs(r.image_auroc - e[0]) <= 1e-3);
     assert_true(fabs(r.pixel_auroc - e[1]) <= 1e-3);
     assert_true(fabs(r.aupro - e[2]) <= 1e-3);

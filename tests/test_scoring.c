@@ -80,6 +80,21 @@ static void test_gaussian_by_hand(void **s) {
     free(ws);
 }
 
+static double sqnorm_f64(const float *x, int32_t d) {
+    double a = 0;
+    for (int32_t i = 0; i < d; i++) a += (double)x[i] * x[i];
+    return a;
+}
+static double sqdist_f64(const float *x, const float *y, int32_t d) {
+    double a = 0;
+    for (int32_t i = 0; i < d; i++) a += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+    return a;
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void test_eq7(void **s) {
     (void)s;
     if (!ref_exists("algos/eq7_expect.npy")) TEST_SKIP_MSG("reference algos/eq7_expect.npy missing");
@@ -100,6 +115,41 @@ static void test_eq7(void **s) {
     assert_int_equal(pc_knn_search(dist, idx, q.data, M, bank.data, NULL, N, D, k, ws, wsb), PC_OK);
     pc_patch_scores(scores, dist, M, k);
     assert_true(max_rel_err(scores, patch.data, (size_t)M) <= 1e-5);
+    /* The exact index comparisons below (argmax patch, its nearest bank entry, the b nearest entries
+     * of m* in order) are valid only if numpy's choices are not near-ties: every decisive gap in the
+     * float64 data must exceed twice the fp32 error bound of a GEMM-form squared distance,
+     * delta = 2.01 gamma_D (|q|^2 + max |b|^2) (docs/method-implementation.md §5), else another CPU's
+     * kernel could legitimately choose otherwise. Checked here; the gaps are ~1e3 x delta. */
+    double bmax = 0, qmax = 0;
+    for (int64_t i = 0; i < N; i++) bmax = fmax(bmax, sqnorm_f64((const float *)bank.data + i * D, D));
+    for (int64_t i = 0; i < M; i++) qmax = fmax(qmax, sqnorm_f64((const float *)q.data + i * D, D));
+    const double u = 0x1p-24, gD = D * u / (1 - D * u), delta = 2.01 * gD * (fmax(qmax, bmax) + bmax);
+    {
+        const int64_t t = (int64_t)e[2];
+        double s1 = -1, s2 = -1; /* the two largest reference patch scores */
+        for (int64_t i = 0; i < M; i++) {
+            double v = ((const float *)patch.data)[i];
+            if (v > s1) s2 = s1, s1 = v;
+            else if (v > s2) s2 = v;
+        }
+        double *d = malloc(sizeof(double) * (size_t)N);
+        for (int64_t j = 0; j < N; j++) d[j] = sqdist_f64((const float *)q.data + t * D, (const float *)bank.data + j * D, D);
+        double n1 = INFINITY, n2 = INFINITY;
+        for (int64_t j = 0; j < N; j++)
+            if (d[j] < n1) n2 = n1, n1 = d[j];
+            else if (d[j] < n2) n2 = d[j];
+        const float *ms = (const float *)bank.data + (int64_t)e[3] * D;
+        for (int64_t j = 0; j < N; j++) d[j] = sqdist_f64(ms, (const float *)bank.data + j * D, D);
+        qsort(d, (size_t)N, sizeof(double), cmp_double);
+        double gb = INFINITY; /* consecutive gaps among the b + 1 nearest of m* */
+        for (int j = 0; j < b; j++) gb = fmin(gb, d[j + 1] - d[j]);
+        print_message("eq7 decisive gaps: top score %.3g, nearest neighbour %.3g, N_b(m*) order %.3g; fp32 bound %.3g\n",
+                      s1 - s2, n2 - n1, gb, delta);
+        assert_true(s1 - s2 > 2 * delta + 1e-6 * s1); /* + the reference scores' float32 rounding */
+        assert_true(n2 - n1 > 2 * delta);
+        assert_true(gb > 2 * delta);
+        free(d);
+    }
     int64_t top;
     float s_star = pc_image_score(scores, M, &top);
     assert_int_equal(top, (int64_t)e[2]);

@@ -104,3 +104,144 @@ double max_rel_err(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) ref = fmax(ref, fabs((double)b[i]));
     return max_abs_diff(a, b, n) / (ref > 0 ? ref : 1.0);
 }
+
+/* ---- Tie-robust greedy coreset checks ------------------------------------------------------------
+ *
+ * Error bound (u = 2^-24, gamma_m = m u / (1 - m u), Higham's notation).
+ * An fp32 implementation ranks d^(i,j) = fl(sqrt(fl(sum_k fl(fl(p_ik - p_jk)^2)))) computed from its
+ * fp32 projected vectors p (ours: pc_coreset_project by OpenBLAS SGEMM then AVX2 differences; torch:
+ * features @ W.T then cdist without the mm path). Every difference and square is one rounding
+ * (gamma_3 on a squared term: (1+e1)^2 (1+e2); a fused multiply-add only removes roundings), and a sum
+ * of P non-negative terms in any order or tree is within gamma_(P-1) of the exact sum, so the computed
+ * square is S (1 + t), |t| <= gamma_(P+2); the square root halves that and adds one rounding:
+ *     |d^ - ||p_i - p_j||| <= rho_d ||p_i - p_j||,   rho_d = gamma_(P+2) / 2 + u   (+ 2nd order).
+ * The initial distance is the mean over s start points (a sum of s positive terms, gamma_(s-1), and a
+ * division, u): rho = 1.01 (rho_d + gamma_s) covers both with a 1% allowance for second-order terms
+ * (P = 128, s = 10: rho = 4.6e-6). The exact distance between the implementation's vectors differs
+ * from the exact distance between the oracle's q = exact projection of the oracle's features by at most
+ * slack_i + slack_j, slack_i = ||p_i - q_i|| (triangle inequality), which the test measures: it
+ * includes the projection GEMM's rounding and any difference between the two sides' features. So each
+ * computed candidate distance a^_j of point i lies in [(a_j - s)(1 - rho), (a_j + s)(1 + rho)], a_j its
+ * replayed float64 value and s = slack_i + S, S >= slack of every centre so far; both ends increase
+ * with a_j, so the running minimum (and the mean) obeys the same interval:
+ *     |D^_i - D_i| <= E_i = (1 + rho)(slack_i + S) + rho D_i.
+ * The implementation picked p with D^_p >= D^_j for all j, so D_p + E_p >= D^_p >= D^_i* >= D_i* - E_i*:
+ *     max D - D_p <= E_p + E_i*.
+ * A pick that breaks this cannot be explained by rounding; one that meets it while not being the
+ * replay's argmax is a proven near-tie, and the replay goes on from that pick. The float64 replay's
+ * own error (~1e-16 relative) is covered by adding 1e-12 D_i. */
+double greedy_fp32_rho(int32_t P, int32_t n_starts) {
+    const double u = 0x1p-24;
+#define GAMMA(m) ((m) * u / (1 - (m) * u))
+    return 1.01 * (GAMMA((double)P + 2) / 2 + u + GAMMA((double)n_starts));
+#undef GAMMA
+}
+
+double *project_f64(const float *x, int64_t n, int32_t d, const float *proj, int32_t p, int proj_pxd) {
+    double *w = malloc(sizeof(double) * (size_t)d * p), *q = malloc(sizeof(double) * (size_t)n * p);
+    for (int32_t c = 0; c < d; c++) /* w (p x d) */
+        for (int32_t k = 0; k < p; k++) w[(size_t)k * d + c] = proj_pxd ? proj[(size_t)k * d + c] : proj[(size_t)c * p + k];
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int32_t k = 0; k < p; k++) {
+            double s = 0;
+            const float *xi = x + (size_t)i * d;
+            const double *wk = w + (size_t)k * d;
+            for (int32_t c = 0; c < d; c++) s += (double)xi[c] * wk[c];
+            q[(size_t)i * p + k] = s;
+        }
+    free(w);
+    return q;
+}
+
+double *projection_slack(const float *pf, const double *q, int64_t n, int32_t p) {
+    double *s = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        double a = 0;
+        for (int32_t k = 0; k < p; k++) {
+            double t = (double)pf[(size_t)i * p + k] - q[(size_t)i * p + k];
+            a += t * t;
+        }
+        s[i] = sqrt(a);
+    }
+    return s;
+}
+
+static double dist_f64(const double *a, const double *b, int32_t p) {
+    double s = 0;
+    for (int32_t k = 0; k < p; k++) s += (a[k] - b[k]) * (a[k] - b[k]);
+    return sqrt(s);
+}
+
+int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_t P, const int64_t *starts,
+                            int32_t n_starts, int64_t n, const int64_t *picks, const double *slack,
+                            const int64_t *other, const double *other_slack, greedy_replay *out) {
+    const double rho = greedy_fp32_rho(P, n_starts), eps64 = 1e-12;
+    double *D = malloc(sizeof(double) * (size_t)N);
+    char *taken = calloc((size_t)N, 1);
+    double S = 0, So = 0;
+    for (int32_t s = 0; s < n_starts; s++) {
+        S = fmax(S, slack[starts[s]]);
+        if (other) So = fmax(So, other_slack[starts[s]]);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        double m = 0;
+        for (int32_t s = 0; s < n_starts; s++) m += dist_f64(q + (size_t)i * P, q + (size_t)starts[s] * P, P);
+        D[i] = m / n_starts;
+    }
+    memset(out, 0, sizeof *out);
+    out->other_first_diff = n;
+    out->other_ratio = -1;
+    int64_t fail = -1;
+    for (int64_t t = 0; t < n && fail < 0; t++) {
+        int64_t am = 0;
+        for (int64_t i = 1; i < N; i++)
+            if (D[i] > D[am]) am = i;
+        const double M = D[am];
+        const int64_t p = picks[t];
+        if (p < 0 || p >= N || taken[p]) {
+            print_error("%s: pick %lld is %lld: out of range or chosen before\n", what, (long long)t, (long long)p);
+            fail = t;
+            break;
+        }
+#define BOUND_E(sl, Sx, i) ((1 + rho) * ((sl)[i] + (Sx)) + (rho + eps64) * D[i])
+        double gap = M - D[p], bound = BOUND_E(slack, S, p) + BOUND_E(slack, S, am);
+        if (gap > bound) {
+            print_error("%s: pick %lld = %lld has replay distance %.9g, the maximum is %.9g at %lld: gap %.3g "
+                        "exceeds the fp32 bound %.3g, not a near-tie\n", what, (long long)t, (long long)p, D[p], M,
+                        (long long)am, gap, bound);
+            fail = t;
+        }
+        if (p != am) out->off_argmax++;
+        if (bound > 0) out->worst = fmax(out->worst, gap / bound);
+        if (M > 0) out->max_rel_gap = fmax(out->max_rel_gap, gap / M);
+        if (other && out->other_first_diff == n && other[t] != p) {
+            const int64_t o = other[t];
+            out->other_first_diff = t;
+            if (o < 0 || o >= N) {
+                print_error("%s: the other selection's pick %lld is %lld, out of range\n", what, (long long)t,
+                            (long long)o);
+                fail = t;
+            } else {
+                double og = M - D[o], ob = BOUND_E(other_slack, So, o) + BOUND_E(other_slack, So, am);
+                out->other_ratio = ob > 0 ? og / ob : (og > 0 ? INFINITY : 0);
+                if (og > ob) {
+                    print_error("%s: the other selection parts at pick %lld (%lld, ours %lld) with replay gap %.3g "
+                                "above its fp32 bound %.3g: not a near-tie\n", what, (long long)t, (long long)o,
+                                (long long)p, og, ob);
+                    fail = t;
+                }
+            }
+        }
+#undef BOUND_E
+        taken[p] = 1;
+        S = fmax(S, slack[p]);
+        if (other) So = fmax(So, other_slack[p]);
+        const double *qp = q + (size_t)p * P;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++) D[i] = fmin(D[i], dist_f64(q + (size_t)i * P, qp, P));
+    }
+    free(D), free(taken);
+    return fail;
+}

@@ -38,4 +38,44 @@ double max_abs_diff(const float *a, const float *b, size_t n);
 /* Skip the current cmocka test with a message (prints "SKIP: why"). */
 #define TEST_SKIP_MSG(...) do { print_message("SKIP: " __VA_ARGS__); print_message("\n"); skip(); } while (0)
 
+/* ---- Tie-robust checking of a greedy coreset (METHOD.md §4) --------------------------------------
+ * Two fp32 implementations of the greedy loop (ours, torch's, on different CPUs) may order two
+ * candidates whose distances agree to within rounding differently, and every later pick then differs.
+ * So a selection is not compared index for index with another library's; instead the selection is
+ * replayed in float64 on the oracle's features, driven by the checked picks, and every pick must be
+ * the replay's maximum up to a proven bound on the fp32 error (derivation: testutil.c and
+ * docs/method-implementation.md, "Checking a coreset across libraries and CPUs"). */
+
+/* q (n x p, double) = x (n x d, float) times the projection, in double. proj_pxd: the projection is
+ * stored (p x d) (nn.Linear weight), else (d x p). */
+double *project_f64(const float *x, int64_t n, int32_t d, const float *proj, int32_t p, int proj_pxd);
+
+/* Per point ||pf_i - q_i|| (double): how far the fp32 projection an implementation ranked (pf, n x p)
+ * is from the exact one. */
+double *projection_slack(const float *pf, const double *q, int64_t n, int32_t p);
+
+typedef struct greedy_replay {
+    int64_t off_argmax;        /* picks that were not the replay's argmax: proven near-ties */
+    double worst;              /* max over steps of (replay max - replay distance of the pick) / bound */
+    double max_rel_gap;        /* max over steps of that gap / the replay max */
+    int64_t other_first_diff;  /* first step where `other` differs from the picks (n: nowhere) */
+    double other_ratio;        /* at that step, the other pick's gap / its bound (-1: no divergence) */
+} greedy_replay;
+
+/* Replays the greedy selection on q (N x P, the exact projection of the oracle's features) from the
+ * start points, taking `picks` (n) as the choices, and checks at every step
+ *     max_i D_i - D_pick <= E_pick + E_argmax,   E_i = (1 + rho)(slack_i + S) + rho D_i,
+ * D the replay's current distances, slack the checked implementation's projection_slack, S the
+ * largest slack among the starts and the picks so far, rho greedy_fp32_rho(P, n_starts). If `other`
+ * (another implementation's n picks, with its own slack) is given, its first divergence from the picks
+ * (the only step where both are replayed from the same state) is checked the same way. Returns -1 when
+ * every step passes, else the failing step (printed). */
+int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_t P, const int64_t *starts,
+                            int32_t n_starts, int64_t n, const int64_t *picks, const double *slack,
+                            const int64_t *other, const double *other_slack, greedy_replay *out);
+
+/* Relative error bound of one fp32 greedy distance (direct differences over P coordinates, any
+ * summation order, FMA or not, sqrt) and of the mean over n_starts of them. */
+double greedy_fp32_rho(int32_t P, int32_t n_starts);
+
 #endif

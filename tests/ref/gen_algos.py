@@ -151,6 +151,8 @@ for name, N, D, n in CORESET_CASES:
     save(out, "coreset_%s_idx.npy" % name, idx)
     save(out, "coreset_%s_idx64.npy" % name, idx64)
     save(out, "coreset_%s_idxd.npy" % name, idxd)
+    # the fp32 projection greedy_torch_direct ranks (the same expression), for the tie-robust check
+    save(out, "coreset_%s_tproj.npy" % name, torch.from_numpy(feats).mm(torch.from_numpy(proj)).numpy())
 
 # ---------------------------------------------------------------- kNN (faiss IndexFlatL2)
 import faiss  # noqa: E402

@@ -8,7 +8,10 @@ Two cases, each written to OUTDIR/<case>/:
 Each case gets: inputs.txt (train then test paths), config.txt, projection.npy (128 x D, the
 nn.Linear weight the coreset uses), starts.npy, features_train0.npy (the first training image's
 patch features), coreset.npy (selected indices), bank.npy, scores.npy (per test image), patch.npy
-(patch scores of the test images), maps.npy (test maps S x S).
+(patch scores of the test images), maps.npy (test maps S x S); and, for the tie-robust checks of
+test_pipeline.c, features_train.npy (all training patch features), features_test.npy (the test images'
+patch features, rows in image order) and proj_train.npy (torch's fp32 projection of the training
+features, features @ projection.T, the values its greedy loop ranks).
 The projection and start points are drawn here with numpy and handed to the C side, so both run the
 same coreset (METHOD.md §4 leaves them random).
 """
@@ -46,6 +49,8 @@ def run_case(out, arch, weights, train, test, layers, ratio, k, seed):
     # cancellation and can flip near-ties (see docs/method-implementation.md); both forms are saved.
     idx = P.greedy_coreset(feats, n_sel, torch.from_numpy(projection), starts.tolist(), direct=True)
     idx_expansion = P.greedy_coreset(feats, n_sel, torch.from_numpy(projection), starts.tolist())
+    # the same expression P.greedy_coreset projects with: the fp32 values torch's loop ranked
+    proj_train = (feats @ torch.from_numpy(projection).T).numpy()
     common.save(out, "coreset_expansion.npy", idx_expansion)
     bank = feats[idx].numpy()
     qs = []
@@ -61,6 +66,8 @@ def run_case(out, arch, weights, train, test, layers, ratio, k, seed):
     common.save(out, "starts.npy", starts)
     common.save(out, "features_train0.npy", feats_train[0].numpy())
     common.save(out, "features_train.npy", feats.numpy())
+    common.save(out, "features_test.npy", q.astype(np.float32))
+    common.save(out, "proj_train.npy", proj_train.astype(np.float32))
     common.save(out, "coreset.npy", idx)
     common.save(out, "bank.npy", bank)
     common.save(out, "patch.npy", per_img)
