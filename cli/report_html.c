@@ -337,7 +337,12 @@ static void write_model(FILE *f, const cli_report *rep) {
     html_text(f, rep->model_path);
     fprintf(f, "</td></tr>\n<tr><th>backbone</th><td>%s, layers", pc_arch_name(in->arch));
     for (int i = 0; i < in->n_layers; i++) fprintf(f, "%s layer%d", i ? "," : "", (int)in->layers[i]);
-    fprintf(f, "</td></tr>\n<tr><th>preprocessing</th><td>resize %d, centre crop %d</td></tr>\n", (int)in->resize,
+    fprintf(f, "</td></tr>\n<tr><th>batch-norm statistics</th><td id=\"bn-stats\" data-bn=\"%s\">%s</td></tr>\n",
+            pc_bn_stats_name(in->bn_stats),
+            in->bn_stats == PC_BN_REFERENCE ? "reference (the reference code&#8217;s warm-up)"
+            : in->bn_stats_implicit        ? "trained (the weights&#8217; running statistics; the model file predates the setting)"
+                                           : "trained (the weights&#8217; running statistics)");
+    fprintf(f, "<tr><th>preprocessing</th><td>resize %d, centre crop %d</td></tr>\n", (int)in->resize,
             (int)in->crop);
     fprintf(f, "<tr><th>patch features</th><td>p = %d, pre-dim %d, dim %d, grid %d&#215;%d</td></tr>\n",
             (int)in->patch, (int)in->pre_dim, (int)in->dim, (int)in->grid_h, (int)in->grid_w);

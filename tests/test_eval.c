@@ -295,7 +295,8 @@ static void test_eval_mask_rules(void **state) {
     assert_true(r[0].image_auroc == r[1].image_auroc && r[0].image_f1_max == r[1].image_f1_max &&
                 r[0].image_f1_threshold == r[1].image_f1_threshold);
     assert_true(r[0].pixel_auroc != r[1].pixel_auroc && r[0].aupro != r[1].aupro);
-    assert_true(cal_pix[0] != cal_pix[1]);
+    /* (the F1-optimal pixel thresholds are not compared across the rules: each is one of the map values
+     * and may be the same under both; each rule's equals sklearn's and the evaluation's above) */
     /* the defaults are the full rule */
     {
         pc_eval_result r0;

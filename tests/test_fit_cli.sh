@@ -9,7 +9,9 @@
 #  - pixel scale = pixel threshold - median of every 7th pixel of both maps (relative 1e-6);
 #  - `--calibrate DIR` with the same 2 images and the other 6 for training gives the same thresholds;
 #  - `benchmark` with and without --mask-rule half: the CSV and Markdown name the rule, half changes the
-#    pixel metrics and not image AUROC, and the rows equal `eval --json --mask-rule` on the saved model.
+#    pixel metrics and not image AUROC, and the rows equal `eval --json --mask-rule` on the saved model;
+#  - the batch-norm setting is named everywhere: fit --json, info, eval --json, benchmark CSV/Markdown
+#    (reference by default; `--bn trained` gives trained and different scores; a bad value is exit 2).
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR. Exit 77 (skipped) when ../shared is absent.
 set -eu
 cli=${PC_CLI:?}
@@ -119,6 +121,7 @@ for rule in ("full", "half"):
     assert r[0]["mask_rule"] == rule and r[1]["mask_rule"] == rule, r
     e = json.load(open(f"{tmp}/eval_{rule}.json"))
     assert e["mask_rule"] == rule
+    assert r[0]["bn_stats"] == "reference" and r[1]["bn_stats"] == "reference" and e["bn_stats"] == "reference", (r, e)
     for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_f1_max"):
         assert abs(float(r[0][k]) - e[k]) <= 5e-7, (rule, k, r[0][k], e[k])
     rows[rule] = r[0]
@@ -127,4 +130,22 @@ assert rows["full"]["image_auroc"] == rows["half"]["image_auroc"]
 for k in ("pixel_auroc", "aupro", "pixel_f1_max"):
     assert rows["full"][k] != rows["half"][k], k
 PYEOF
-echo "ok: fit --holdout and --calibrate, progress, benchmark mask rules"
+grep -q "backbone resnet18 (batch-norm reference)" "$tmp/bench_full/results.md" || fail "results.md does not name the batch-norm"
+# --bn trained: named in fit --json, info and eval --json; the default fit said reference
+"$cli" fit $common --bn trained -o "$tmp/t.pcm" "$tmp/six" >"$tmp/t.json" || fail "fit --bn trained failed"
+"$cli" info "$tmp/t.pcm" | grep -q "^batch-norm: *trained" || fail "info does not say trained: $("$cli" info "$tmp/t.pcm")"
+"$cli" info "$tmp/c.pcm" | grep -q "^batch-norm: *reference" || fail "info does not say reference"
+"$cli" eval -m "$tmp/t.pcm" --json "$tmp/eval_t.json" --no-progress "$tmp/cat" >/dev/null || fail "eval (trained) failed"
+"$PY" - "$tmp" <<'PYEOF' || fail "batch-norm setting not named"
+import json, sys
+tmp = sys.argv[1]
+assert json.load(open(f"{tmp}/c.json"))["bn_stats"] == "reference"
+assert json.load(open(f"{tmp}/t.json"))["bn_stats"] == "trained"
+t, f = json.load(open(f"{tmp}/eval_t.json")), json.load(open(f"{tmp}/eval_full.json"))
+assert t["bn_stats"] == "trained" and f["bn_stats"] == "reference"
+PYEOF
+set +e
+"$cli" fit $common --bn eval -o "$tmp/x.pcm" "$tmp/six" >/dev/null 2>"$tmp/x.err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "not reference or trained" "$tmp/x.err" || fail "--bn eval: exit $rc, $(cat "$tmp/x.err")"
+echo "ok: fit --holdout and --calibrate, progress, benchmark mask rules, batch-norm setting named"
