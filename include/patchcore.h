@@ -39,9 +39,9 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define PC_VERSION_MAJOR 0
-#define PC_VERSION_MINOR 1
+#define PC_VERSION_MINOR 2
 #define PC_VERSION_PATCH 0
-#define PC_VERSION_STRING "0.1.0"
+#define PC_VERSION_STRING "0.2.0"
 /* MAJOR*1000000 + MINOR*1000 + PATCH, comparable with < and >. */
 #define PC_VERSION_NUMBER (PC_VERSION_MAJOR * 1000000 + PC_VERSION_MINOR * 1000 + PC_VERSION_PATCH)
 

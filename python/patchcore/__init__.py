@@ -89,7 +89,7 @@ def library_path():
 
 
 def library_version():
-    """The loaded library's version string ("0.1.0")."""
+    """The loaded library's version string ("0.2.0")."""
     return _c.pc_version().decode()
 
 

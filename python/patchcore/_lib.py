@@ -17,7 +17,7 @@ import os
 
 # The header this module mirrors. The library must have the same MAJOR.MINOR: until 1.0 a minor
 # release may change a struct (pc_fit_options_init writes sizeof(pc_fit_options) bytes into ours).
-HEADER_VERSION = (0, 1, 0)
+HEADER_VERSION = (0, 2, 0)
 SONAME = "libpatchcore.so.%d" % HEADER_VERSION[0]
 
 PC_MAX_LAYERS = 4
