@@ -25,6 +25,20 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Fit on the dataset's training images with the reference's coreset draw (projection, start points). */
+static pc_model *fit_with_draw(const pc_dataset *ds, const char *weights, const npy_array *proj,
+                               const npy_array *starts) {
+    pc_fit_options opt;
+    pc_fit_options_init(&opt);
+    opt.weights = weights;
+    opt.coreset_projection = proj->data;
+    opt.coreset_starts = starts->data;
+    opt.n_starts = (int32_t)starts->count;
+    pc_model *m = NULL;
+    assert_int_equal(pc_model_fit(&opt, (const char *const *)ds->train_paths, ds->n_train, &m), PC_OK);
+    return m;
+}
+
 static void test_eval_bottle_subset(void **state) {
     (void)state;
     if (!ref_exists("eval/expect.npy")) TEST_SKIP_MSG("eval/ refs absent (../shared missing when refs were made?)");
@@ -43,14 +57,7 @@ static void test_eval_bottle_subset(void **state) {
     assert_int_equal(pc_dataset_open(dir, 1, &ds), PC_OK);
     assert_int_equal(ds->n_train, 20);
     assert_int_equal((int64_t)ds->n_test, scores.count);
-    pc_fit_options opt;
-    pc_fit_options_init(&opt);
-    opt.weights = w;
-    opt.coreset_projection = proj.data;
-    opt.coreset_starts = starts.data;
-    opt.n_starts = (int32_t)starts.count;
-    pc_model *m;
-    assert_int_equal(pc_model_fit(&opt, (const char *const *)ds->train_paths, ds->n_train, &m), PC_OK);
+    pc_model *m = fit_with_draw(ds, w, &proj, &starts);
     pc_eval_result r;
     assert_int_equal(pc_eval_run(&r, m, ds, NULL, NULL), PC_OK);
     const double *e = expect.data;
@@ -227,14 +234,7 @@ static void test_eval_mask_rules(void **state) {
     assert_int_equal(pc_dataset_open(dir, 1, &ds), PC_OK);
     const size_t n = ds->n_test, px = 224 * 224;
     assert_int_equal((int64_t)(n * px), rmaps.count);
-    pc_fit_options opt;
-    pc_fit_options_init(&opt);
-    opt.weights = w;
-    opt.coreset_projection = proj.data;
-    opt.coreset_starts = starts.data;
-    opt.n_starts = (int32_t)starts.count;
-    pc_model *m;
-    assert_int_equal(pc_model_fit(&opt, (const char *const *)ds->train_paths, ds->n_train, &m), PC_OK);
+    pc_model *m = fit_with_draw(ds, w, &proj, &starts);
     int32_t *types = malloc(n * sizeof *types);
     for (size_t i = 0; i < n; i++) types[i] = ds->test[i].type;
     /* good + defective paths and mask paths for the calibration */
