@@ -14,7 +14,7 @@ w=$(mktemp /tmp/pc_bench_wrn50_XXXXXX.pth)
 trap 'rm -f "$w"' EXIT
 "$py" "$here/bench_backbone.py" --save "$w"
 # The machine may be shared: the load average before and after tells whether the figures are clean.
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; load before:$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load before:$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-8s %10s %10s %8s %10s\n' batch threads ours_ms torch_ms ratio GFLOP/s
 for b in 1 8; do
   for t in 1 2; do

@@ -39,7 +39,7 @@ kib() { # a --max-memory SIZE in KiB
     printf "%.0f\n", v * m }'
 }
 
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; threads $threads"
+echo "threads $threads"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$data"
 have=$(ls "$data" | grep -c '\.png$' || true)

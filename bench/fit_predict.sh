@@ -31,7 +31,7 @@ export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 res=$tmp/results.jsonl
 rss() { sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p' "$1"; }
 
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; threads $threads; runs $runs (ours), 1 (torch)"
+echo "threads $threads; runs $runs (ours), 1 (torch)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$runs"); do
   /usr/bin/time -v -o "$tmp/time" "$build/patchcore" fit --weights "$weights" --threads "$threads" --json \
