@@ -88,7 +88,6 @@ pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_datase
     memset(out, 0, sizeof *out);
     if (mask_rule != PC_MASK_RULE_FULL && mask_rule != PC_MASK_RULE_HALF)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: unknown mask rule %d (0 full, 1 half)", (int)mask_rule);
-    if (jobs <= 0) jobs = pc_default_num_jobs(0);
     pc_model_info info;
     pc_status st = pc_model_get_info(model, &info);
     if (st != PC_OK) return st;
@@ -112,6 +111,8 @@ pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_datase
         goto done;
     }
     memset(masks, 0, npix);
+    if (jobs <= 0) jobs = pc_default_num_jobs(0);
+    if ((size_t)jobs > n) jobs = (int32_t)PC_MAX(n, (size_t)1); /* fewer images than jobs: more threads each */
     eval_job j = {.model = model, .ds = ds, .detail = detail, .mask_rule = mask_rule, .resize = info.resize, .s = s,
                   .maps = maps, .scores = scores, .masks = masks, .types = types, .ms = ms, .progress = progress,
                   .progress_user = progress_user};

@@ -74,7 +74,7 @@ def _opt(x):
 
 
 def set_num_threads(n):
-    """Threads of the library's one pool (OpenMP, shared with OpenBLAS); n <= 0 means all cores.
+    """Threads of the library's one pool (OpenMP, shared with OpenBLAS); n <= 0 means the CPUs the process may use (affinity mask, cgroup quota; OMP_NUM_THREADS when set).
     Call it before starting work, from the thread that will call the library."""
     _c.pc_set_num_threads(_i32("n", n))
 
