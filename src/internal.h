@@ -72,6 +72,11 @@ int32_t pc_threads_local(void);
 int32_t pc_cpu_limit_from_quota(const char *quota, const char *period);
 int32_t pc_cpu_limit_from_cpu_max(const char *text);
 
+/* The CPU limit of the cgroups listed in self_cgroup (the format of /proc/self/cgroup) under root
+ * (/sys/fs/cgroup): the smallest of cgroup v2 cpu.max and v1 cpu.cfs_quota_us / cpu.cfs_period_us
+ * (under ROOT/cpu, ROOT/cpu,cpuacct or ROOT/cpuacct,cpu) over the group and its ancestors; 0 = none. */
+int32_t pc_cgroup_cpu_limit(const char *self_cgroup, const char *root);
+
 /* Run fn(user, i) for i = 0..n-1 on `jobs` threads (the caller's plus jobs - 1 started here), each
  * with pc_set_num_threads_local(threads_each), taking items in order. On the first failing item f
  * (lowest index), items after f are no longer started and every item before f is still run, so the

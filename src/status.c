@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,7 +196,7 @@ int32_t pc_cpu_limit_from_quota(const char *quota, const char *period) {
     while (*qe == ' ' || *qe == '\t' || *qe == '\n') qe++;
     while (*pe == ' ' || *pe == '\t' || *pe == '\n') pe++;
     if (q <= 0 || p <= 0 || *qe || *pe) return 0;
-    long n = (q + p - 1) / p; /* ceil: 150000/100000 may use 1.5 CPUs, so 2 threads keep it busy */
+    long n = q / p + (q % p != 0); /* ceil: 150000/100000 may use 1.5 CPUs, so 2 threads keep it busy */
     return (int32_t)PC_MIN(n, 1L << 20);
 }
 
@@ -219,49 +220,54 @@ static int read_line(const char *path, char *buf, size_t size) {
 /* The smallest positive of a and b (0 = none). */
 static int32_t min_limit(int32_t a, int32_t b) { return a <= 0 ? b : b <= 0 ? a : PC_MIN(a, b); }
 
-/* The CPU limit of this process's cgroup: cgroup v2's cpu.max of its own group and every ancestor
- * (a parent's quota binds the children), else cgroup v1's cfs quota; 0 when there is none. */
-static int32_t cgroup_cpu_limit(void) {
-    char line[4096], path[4400], a[64], b[64];
+/* Whether the comma-separated list has the entry `name` ("cpu,cpuacct" has "cpu", "cpuset" has not). */
+static bool has_entry(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0')) return true;
+    return false;
+}
+
+int32_t pc_cgroup_cpu_limit(const char *self_cgroup, const char *root) {
+    char line[4096], path[8400], a[64], b[64];
     int32_t lim = 0;
-    FILE *f = fopen("/proc/self/cgroup", "r");
+    FILE *f = fopen(self_cgroup, "r");
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
+        /* "ID:CONTROLLERS:PATH"; cgroup v2 is "0::PATH" */
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2) continue;
-        *c2 = '\0';
-        const char *ctrl = c1 + 1, *grp = c2 + 1;
-        if (strcmp(line, "0") == 0 && ctrl[0] == '\0') { /* v2: walk up from the group to the root */
-            char g[4096];
-            snprintf(g, sizeof g, "%s", grp);
-            for (;;) {
-                snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", strcmp(g, "/") == 0 ? "" : g);
+        if (!c2 || c2[1] != '/') continue;
+        *c1 = *c2 = '\0'; /* line is now the ID, ctrl the controllers */
+        const char *ctrl = c1 + 1;
+        /* the group, then each ancestor up to the mount's root: a parent's quota binds its children,
+         * and in a container without a cgroup namespace the path names the host's hierarchy while the
+         * container's own group is mounted at the root */
+        char g[4096];
+        snprintf(g, sizeof g, "%s", c2 + 1);
+        const bool v2 = strcmp(line, "0") == 0 && ctrl[0] == '\0';
+        if (!v2 && !has_entry(ctrl, "cpu")) continue;
+        for (;;) {
+            const char *gs = strcmp(g, "/") == 0 ? "" : g;
+            if (v2) {
+                snprintf(path, sizeof path, "%s%s/cpu.max", root, gs);
                 if (read_line(path, a, sizeof a) == 0) lim = min_limit(lim, pc_cpu_limit_from_cpu_max(a));
-                char *slash = strrchr(g, '/');
-                if (!slash || slash == g) {
-                    if (strcmp(g, "/") == 0 || !slash) break;
-                    snprintf(g, sizeof g, "/");
-                    continue;
-                }
-                *slash = '\0';
-            }
-        } else if (strstr(ctrl, "cpu") && (strcmp(ctrl, "cpu") == 0 || strstr(ctrl, "cpu,") || strstr(ctrl, ",cpu"))) {
-            /* v1: the cpu controller's group under its mount (the common mount points) */
-            static const char *const mounts[] = {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"};
-            for (int m = 0; m < 2; m++) {
-                const char *g = strcmp(grp, "/") == 0 ? "" : grp;
-                char pq[4400];
-                snprintf(pq, sizeof pq, "%s%s/cpu.cfs_quota_us", mounts[m], g);
-                snprintf(path, sizeof path, "%s%s/cpu.cfs_period_us", mounts[m], g);
-                if (read_line(pq, a, sizeof a) == 0 && read_line(path, b, sizeof b) == 0) {
-                    lim = min_limit(lim, pc_cpu_limit_from_quota(a, b));
+            } else { /* v1: the cpu controller's mount, by its usual names */
+                static const char *const mounts[] = {"cpu", "cpu,cpuacct", "cpuacct,cpu"};
+                for (int m = 0; m < 3; m++) {
+                    snprintf(path, sizeof path, "%s/%s%s/cpu.cfs_quota_us", root, mounts[m], gs);
+                    if (read_line(path, a, sizeof a) != 0) continue;
+                    snprintf(path, sizeof path, "%s/%s%s/cpu.cfs_period_us", root, mounts[m], gs);
+                    if (read_line(path, b, sizeof b) == 0) lim = min_limit(lim, pc_cpu_limit_from_quota(a, b));
                     break;
                 }
             }
+            char *slash = strrchr(g, '/');
+            if (!slash || strcmp(g, "/") == 0) break;
+            if (slash == g) g[1] = '\0'; /* "/a" -> "/" */
+            else *slash = '\0';
         }
     }
     if (f) fclose(f);
-    if (lim == 0 && read_line("/sys/fs/cgroup/cpu.max", a, sizeof a) == 0) lim = pc_cpu_limit_from_cpu_max(a);
     return lim;
 }
 
@@ -277,7 +283,7 @@ int32_t pc_default_num_threads(void) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int32_t)PC_MIN(c, 4096L) : 1;
     }
-    return min_limit(n, cgroup_cpu_limit());
+    return min_limit(n, pc_cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup"));
 }
 
 void pc_set_num_threads(int32_t n) {

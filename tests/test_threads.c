@@ -59,6 +59,61 @@ static void test_cpu_max_parse(void **state) {
     assert_int_equal(pc_cpu_limit_from_quota("100000", ""), 0);
 }
 
+/* A fake cgroup tree: the walk over a group's ancestors, v1 and v2, a container's view. */
+static void put(const char *dir, const char *rel, const char *text) {
+    char p[4096], cmd[8400];
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", p);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int32_t limit_of(const char *dir) {
+    char self[4096];
+    snprintf(self, sizeof self, "%s/self", dir);
+    return pc_cgroup_cpu_limit(self, dir);
+}
+
+static void test_cgroup_tree(void **state) {
+    (void)state;
+    char dir[] = "/tmp/pc_cgroup.XXXXXX", cmd[256];
+    assert_non_null(mkdtemp(dir));
+    /* v2: the tightest of the group and its ancestors */
+    put(dir, "self", "0::/a/b\n");
+    put(dir, "a/b/cpu.max", "max 100000\n");
+    put(dir, "a/cpu.max", "250000 100000\n");
+    put(dir, "cpu.max", "max 100000\n");
+    assert_int_equal(limit_of(dir), 3);
+    put(dir, "cpu.max", "150000 100000\n");
+    assert_int_equal(limit_of(dir), 2);
+    put(dir, "a/b/cpu.max", "50000 100000\n");
+    assert_int_equal(limit_of(dir), 1);
+    /* a container without a cgroup namespace: the host's path, the container's group at the root */
+    put(dir, "self", "0::/docker/0123abcd\n");
+    put(dir, "cpu.max", "200000 100000\n");
+    assert_int_equal(limit_of(dir), 2);
+    put(dir, "cpu.max", "garbage\n");
+    assert_int_equal(limit_of(dir), 0);
+    put(dir, "cpu.max", "max 100000\n");
+    assert_int_equal(limit_of(dir), 0);
+    /* v1: the cpu controller only (cpuset is another one), unlimited group under a limited parent */
+    put(dir, "self", "5:cpuset:/g\n4:cpu,cpuacct:/g\n0::/\n");
+    put(dir, "cpu,cpuacct/g/cpu.cfs_quota_us", "-1\n");
+    put(dir, "cpu,cpuacct/g/cpu.cfs_period_us", "100000\n");
+    put(dir, "cpu,cpuacct/cpu.cfs_quota_us", "300000\n");
+    put(dir, "cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    put(dir, "cpuset/g/cpu.cfs_quota_us", "100000\n"); /* not the cpu controller: ignored */
+    put(dir, "cpuset/g/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(limit_of(dir), 3);
+    /* no such file: no limit */
+    assert_int_equal(pc_cgroup_cpu_limit("/nonexistent/cgroup", dir), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- the default count, seen by child processes --------------------------------------------- */
 
 /* The first line a shell command prints, as an integer (-1 if it failed). */
@@ -309,7 +364,8 @@ int main(int argc, char **argv) {
     ssize_t len = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
     if (len > 0) self_exe[len] = '\0';
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cpu_max_parse),           cmocka_unit_test(test_default_under_taskset),
+        cmocka_unit_test(test_cpu_max_parse),           cmocka_unit_test(test_cgroup_tree),
+        cmocka_unit_test(test_default_under_taskset),
         cmocka_unit_test(test_local_count),             cmocka_unit_test(test_jobs_never_oversubscribe),
         cmocka_unit_test(test_jobs_first_failure),      cmocka_unit_test(test_eval_jobs_identical),
     };
