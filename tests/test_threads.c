@@ -162,6 +162,7 @@ static void *local_body(void *arg) {
     pc_set_num_threads_local(t->local);
     pc_threads_apply();
     t->seen = pc_get_num_threads();
+    if (t->seen > 1 && TEAM == 1) return NULL; /* under TSan: no team of more than one thread */
 #pragma omp parallel
     {
 #pragma omp single
@@ -182,7 +183,7 @@ static void test_local_count(void **state) {
     assert_int_equal(a.seen, 1);
     assert_int_equal(a.team, 1);
     assert_int_equal(b.seen, 2 * TEAM); /* no local count: the process-wide one */
-    assert_int_equal(b.team, 2 * TEAM);
+    if (TEAM > 1) assert_int_equal(b.team, 2 * TEAM);
     assert_int_equal(pc_get_num_threads(), 2 * TEAM); /* the main thread is untouched */
     pc_set_num_threads_local(3);
     assert_int_equal(pc_get_num_threads(), 3);
