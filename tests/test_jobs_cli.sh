@@ -4,7 +4,7 @@
 #  - predict --jobs 2 --threads 2 and --jobs 3 --threads 3 (one thread per image) print the same lines
 #    in the same (input) order as --jobs 1 --threads 1, JSON and table, timings aside, including an
 #    unreadable image in the middle (exit 3, its error on stderr); every anomaly map file is identical
-#    byte for byte;
+#    byte for byte; --jobs 2 --threads 4 (two threads per image) prints what --jobs 1 --threads 2 does;
 #  - eval --jobs 2 --threads 2 writes the same JSON as --jobs 1 --threads 1 except the timings, and
 #    reports images_per_s > 0;
 #  - the stderr summary gives images/s and the split ("2 jobs x 1 thread"); the default rule (1 job on
@@ -47,9 +47,12 @@ predict() { # predict NAME JOBS THREADS [ARGS...]: stdout NAME.out, stderr NAME.
 predict j1 1 1 --json --maps maps1 "$@"
 predict j2 2 2 --json --maps maps2 "$@"
 predict j3 3 3 --json --maps maps3 "$@"
+# 2 threads per image: two jobs run multi-threaded OpenMP loops and OpenBLAS calls side by side
+predict k1 1 2 --json "$@"
+predict k2 2 4 --json "$@"
 predict t1 1 1 "$@"
 predict t2 2 2 "$@"
-for n in j1 j2 j3 t1 t2; do
+for n in j1 j2 j3 k1 k2 t1 t2; do
     [ "$(cat $n.rc)" = 3 ] || { cat $n.err >&2; fail "$n: exit $(cat $n.rc), expected 3 (one unreadable image)"; }
     grep -q "broken.png" $n.err || fail "$n: the unreadable image is not named on stderr: $(cat $n.err)"
     grep -q "predict: 12 images in .* s, [0-9.]* images/s" $n.err || fail "$n: no images/s summary: $(cat $n.err)"
@@ -63,6 +66,9 @@ strip_table() { sed -e 's/ *[0-9.]*$//' "$1"; }
 strip_json j1.out >j1.s; strip_json j2.out >j2.s; strip_json j3.out >j3.s
 cmp -s j1.s j2.s || { diff j1.s j2.s >&2; fail "--jobs 2 printed other JSON lines than --jobs 1"; }
 cmp -s j1.s j3.s || { diff j1.s j3.s >&2; fail "--jobs 3 printed other JSON lines than --jobs 1"; }
+strip_json k1.out >k1.s; strip_json k2.out >k2.s
+cmp -s k1.s k2.s || { diff k1.s k2.s >&2; fail "--jobs 2 --threads 4 printed other JSON lines than --jobs 1 --threads 2"; }
+grep -q "(2 jobs x 2 threads)" k2.err || fail "k2: the summary does not say 2 jobs x 2 threads: $(cat k2.err)"
 strip_table t1.out >t1.s; strip_table t2.out >t2.s
 cmp -s t1.s t2.s || { diff t1.s t2.s >&2; fail "--jobs 2 printed another table than --jobs 1"; }
 n_maps=0
