@@ -101,7 +101,7 @@ typedef struct pred_run {
     double full_scale;
     const pc_overlay_options *ov;
     int32_t S;
-    bool want_regions, want_map, json, calibrated;
+    bool want_regions, json, calibrated;
     cli_report *report;
     int failed, anomalies;
 } pred_run;
@@ -344,13 +344,16 @@ int cmd_predict(int argc, char **argv) {
     }
     pred_run run = {.model = model, .inputs = &inputs, .stems = stems, .slots = slots, .maps_dir = maps_dir,
                     .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .S = S,
-                    .want_regions = want_regions, .want_map = want_map, .json = json,
+                    .want_regions = want_regions, .json = json,
                     .calibrated = !isnan(info.image_threshold)};
     run.report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
     cli_report *report = run.report;
     if (!json) printf("%-60s %12s %10s %9s\n", "image", "score", "decision", "ms");
     const double t_start = cli_now();
-    cli_jobs_ordered(jobs, each, inputs.n, window, predict_work, predict_emit, &run);
+    if (cli_jobs_ordered(jobs, each, inputs.n, window, predict_work, predict_emit, &run) != 0) {
+        cli_error("predict: out of memory");
+        run.failed = (int)inputs.n;
+    }
     const double secs = cli_now() - t_start;
     const int failed = run.failed, anomalies = run.anomalies;
     /* The throughput: images per second of wall time over the whole loop (decoding, predicting and
