@@ -48,11 +48,13 @@ asan-test:
 # thread, leaving only the tests' pthreads (the threads whose safety is in question) in play.
 tsan-test:
 	cmake -S . -B build-tsan $(CMAKE_ARGS) -DPC_TSAN=ON -DPC_BUILD_BENCH=OFF
-	cmake --build build-tsan -j $(JOBS) --target test_model_threads test_concurrency
+	cmake --build build-tsan -j $(JOBS) --target test_model_threads test_concurrency test_threads
 	cd build-tsan && PC_SHARED_DIR=$(abspath $(SHARED)) OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ./test_model_threads
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  ctest -R test_concurrency --output-on-failure
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  ctest -R test_threads --output-on-failure
 
 # The tests that compare results of kernels that dispatch on the CPU at run time (OpenBLAS picks its
 # SGEMM core by CPU; PyTorch, the oracle of test_python, its own kernels) with an independent oracle:

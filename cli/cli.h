@@ -103,4 +103,15 @@ typedef struct cli_names {
 const char *cli_unique_name(cli_names *names, const char *path, const char *ext, char *buf, size_t size);
 void cli_names_free(cli_names *names);
 
+/* Several images in flight (cli/jobs.c): work(user, i, slot) for every item on `jobs` threads, each
+ * with pc_set_num_threads_local(threads_each), and emit(user, i, slot) on the calling thread for
+ * i = 0, 1, ... in order, each right after its work is done. At most `window` items (>= jobs) are
+ * between work and emit; slot (< window) names the one's storage. jobs <= 1: work then emit per
+ * item on this thread. Returns 0, or -1 when out of memory (nothing was run). */
+typedef void (*cli_job_work_fn)(void *user, size_t i, size_t slot);
+typedef void (*cli_job_emit_fn)(void *user, size_t i, size_t slot);
+int cli_jobs_ordered(int32_t jobs, int32_t threads_each, size_t n, size_t window, cli_job_work_fn work,
+                     cli_job_emit_fn emit, void *user);
+
+
 #endif

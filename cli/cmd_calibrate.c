@@ -37,7 +37,7 @@ static void help(FILE *f) {
             "  --mask-rule RULE      with --masks: mask pixels that count as anomalous after the resize:\n"
             "                        full = value 255 (the reference implementation's; default),\n"
             "                        half = value >= 128\n"
-            "  --threads N           threads (default: all cores)\n"
+            "  --threads N           threads (default: the CPUs this process may use, docs/threads.md)\n"
             "  --no-progress         no progress line on stderr\n"
             "  -h, --help            this help\n"
             "\n"

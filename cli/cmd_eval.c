@@ -28,12 +28,19 @@ static void help(FILE *f) {
                "  --report FILE       also write a self-contained HTML report (metrics, ROC curves, score\n"
                "                      histogram, sortable table of images with overlays; docs/report.md)\n"
                CLI_MASK_RULE_HELP
-               "  --threads N         threads (default: all cores)\n"
+               "  --threads N         threads in all (default: the CPUs this process may use, within its\n"
+               "                      cgroup CPU quota; OMP_NUM_THREADS when set)\n"
+               "  --jobs N            test images in flight at once, the threads split among them (default\n"
+               "                      0: one per 2 threads, so 1 on up to 3 threads; docs/threads.md)\n"
                "  --no-progress      no progress line on stderr\n"
                "  -h, --help          this help\n"
                "\n"
                "exit codes: 0 ok, 1 failure (unreadable model, wrong layout, missing mask), 2 usage\n");
 }
+
+/* Images per second of the predicting loop of this run's eval, for the writers below (NaN: not
+ * measured, e.g. by `benchmark`, and not written). */
+static double g_images_per_s = NAN;
 
 static void json_num(FILE *f, double v) {
     if (isnan(v)) fputs("null", f);
@@ -52,7 +59,9 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r,
     fprintf(f, ", \"image_f1_threshold\": "), json_num(f, r->image_f1_threshold);
     fprintf(f, ", \"pixel_f1_threshold\": "), json_num(f, r->pixel_f1_threshold);
     fprintf(f, ", \"n_good\": %lld, \"n_defective\": %lld", (long long)r->n_good, (long long)r->n_defective);
-    fprintf(f, ", \"mean_predict_ms\": %.3f, \"per_type\": {", r->mean_predict_ms);
+    fprintf(f, ", \"mean_predict_ms\": %.3f", r->mean_predict_ms);
+    if (!isnan(g_images_per_s)) fprintf(f, ", \"images_per_s\": %.3f", g_images_per_s);
+    fprintf(f, ", \"per_type\": {");
     int first = 1;
     for (int32_t t = 0; t < r->n_types; t++) {
         if (!first) fputs(", ", f);
@@ -66,8 +75,10 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r,
 }
 
 void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn) {
-    fprintf(f, "%s: %lld good, %lld defective test images, %.1f ms per image\n", category, (long long)r->n_good,
+    fprintf(f, "%s: %lld good, %lld defective test images, %.1f ms per image", category, (long long)r->n_good,
             (long long)r->n_defective, r->mean_predict_ms);
+    if (!isnan(g_images_per_s)) fprintf(f, ", %.2f images/s", g_images_per_s);
+    fputc('\n', f);
     fprintf(f, "  mask rule      %s\n", cli_mask_rule_desc(rule));
     fprintf(f, "  batch-norm     %s\n", bn == PC_BN_REFERENCE ? "reference (the reference code's warm-up)"
                                                             : "trained (the weights' running statistics)");
@@ -92,13 +103,25 @@ void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result 
             pc_mask_rule_name(rule), pc_bn_stats_name(bn));
 }
 
+/* The progress callback, also noting when the last image was done (for images/s). */
+typedef struct eval_timing {
+    cli_progress *pr;
+    double t0, t_end;
+} eval_timing;
+
+static int timed_progress(void *user, const char *stage, int64_t done, int64_t total) {
+    eval_timing *t = user;
+    if (done == total) t->t_end = cli_now();
+    return cli_progress_cb(t->pr, stage, done, total);
+}
+
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         help(stdout);
         return CLI_EXIT_OK;
     }
     const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *report = NULL, *v;
-    int32_t threads = 0;
+    int32_t threads = 0, jobs = 0;
     bool progress = true;
     pc_mask_rule rule = PC_MASK_RULE_DEFAULT;
     for (int i = 1; i < argc; i++) {
@@ -117,6 +140,9 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_take_value(argc, argv, &i, "--report", &report)) return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
+                return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--jobs")) {
+            if (!cli_take_value(argc, argv, &i, "--jobs", &v) || !cli_parse_int("--jobs", v, 0, 256, &jobs))
                 return CLI_EXIT_USAGE;
         } else if (strcmp(a, "--no-progress") == 0 || strcmp(a, "--quiet") == 0) {
             progress = false;
@@ -164,8 +190,16 @@ int cmd_eval(int argc, char **argv) {
             goto out;
         }
     }
-    st = pc_eval_run_ex(&r, model, ds, rule, cli_progress_cb, &pr, report ? &detail : NULL);
+    if (jobs == 0) jobs = pc_default_num_jobs(0);
+    eval_timing tm = {.pr = &pr, .t0 = cli_now()};
+    tm.t_end = tm.t0;
+    st = pc_eval_run_jobs(&r, model, ds, rule, jobs, timed_progress, &tm, report ? &detail : NULL);
     cli_progress_done(&pr);
+    /* images/s over the predicting loop: from the start to the last image's progress report */
+    if (st == PC_OK && tm.t_end > tm.t0) g_images_per_s = (double)ds->n_test / (tm.t_end - tm.t0);
+    if (st == PC_OK && progress)
+        fprintf(stderr, "eval: %zu images, %.2f images/s (%d job%s x %d thread%s)\n", ds->n_test, g_images_per_s,
+                (int)jobs, jobs == 1 ? "" : "s", (int)pc_job_threads(0, jobs), pc_job_threads(0, jobs) == 1 ? "" : "s");
     if (st != PC_OK) {
         cli_error_status(st, "eval");
         goto out;

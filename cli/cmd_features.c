@@ -31,7 +31,7 @@ static void usage(FILE *f) {
             "  --bn STATS       batch-norm statistics: reference (default: the reference code's warm-up, one\n"
             "                   training-mode pass of a ones image of S x S up to the deepest --layer) or\n"
             "                   trained (the weights' own running statistics)\n"
-            "  --threads N      threads (default: all cores)\n"
+            "  --threads N      threads (default: the CPUs this process may use, docs/threads.md)\n"
             "  -o, --output P   output prefix (required)\n"
             "  -h, --help       this help\n");
 }

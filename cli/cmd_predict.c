@@ -43,7 +43,11 @@ static void usage(FILE *f) {
             "  --fail-on-anomaly      exit with code 4 when any image is judged anomalous\n"
             "  --report FILE          also write a self-contained HTML report (counts, score histogram,\n"
             "                         sortable table of images with overlays; docs/report.md)\n"
-            "  --threads N            threads (default: all cores)\n"
+            "  --threads N            threads in all (default: the CPUs this process may use, within its\n"
+            "                         cgroup CPU quota; OMP_NUM_THREADS when set)\n"
+            "  --jobs N               images in flight at once, the threads split among them (default 0:\n"
+            "                         one per 2 threads, so 1 on up to 3 threads; docs/threads.md); results\n"
+            "                         are printed in input order\n"
             "  -h, --help             this help\n"
             "\n"
             "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images failed (unreadable, or a file\n"
@@ -69,6 +73,123 @@ static int write_outputs(const char *maps_dir, cli_map_format fmt, double full_s
     return bad;
 }
 
+enum { MAX_REGIONS = 16 };
+
+/* One image between its work (on a job thread) and its emission (in input order, on the main thread). */
+typedef struct pred_slot {
+    pc_status st;
+    char err[1600]; /* the error message, as cli_error_status would print it */
+    pc_image img;
+    float *map;
+    pc_prediction pred;
+    pc_geometry geom;
+    double ms;
+    int32_t n_regions;
+    pc_region regions[MAX_REGIONS];
+    char mappath[2400], ovpath[2400];
+    int bad;
+} pred_slot;
+
+/* What the whole run shares: settings (read only while jobs run) and, for emit only, the tallies. */
+typedef struct pred_run {
+    pc_model *model;
+    const cli_paths *inputs;
+    char **stems; /* per input, when files are written */
+    pred_slot *slots;
+    const char *maps_dir, *overlays_dir;
+    cli_map_format fmt;
+    double full_scale;
+    const pc_overlay_options *ov;
+    int32_t S;
+    bool want_regions, json, calibrated;
+    cli_report *report;
+    int failed, anomalies;
+} pred_run;
+
+static void predict_work(void *user, size_t i, size_t slot) {
+    pred_run *r = user;
+    pred_slot *sl = &r->slots[slot];
+    const char *path = r->inputs->paths[i];
+    double t0 = cli_now();
+    sl->bad = 0;
+    sl->n_regions = 0;
+    sl->err[0] = '\0';
+    /* Decoded once: the prediction and the overlay use the same pixels. */
+    sl->st = pc_image_load(path, &sl->img);
+    if (sl->st) {
+        snprintf(sl->err, sizeof sl->err, "%s", *pc_last_error() ? pc_last_error() : pc_status_str(sl->st));
+        return;
+    }
+    sl->st = pc_model_predict(r->model, &sl->img, &sl->pred, sl->map, &sl->geom);
+    sl->ms = (cli_now() - t0) * 1e3;
+    if (sl->st) {
+        const char *msg = *pc_last_error() ? pc_last_error() : pc_status_str(sl->st);
+        size_t n = strlen(path);
+        if (strncmp(msg, path, n) == 0 && msg[n] == ':') /* already names the file */
+            snprintf(sl->err, sizeof sl->err, "%s", msg);
+        else
+            snprintf(sl->err, sizeof sl->err, "%s: %s", path, msg);
+        pc_image_free(&sl->img);
+        return;
+    }
+    if (r->want_regions &&
+        pc_model_regions(r->model, sl->map, &sl->geom, NAN, sl->regions, MAX_REGIONS, &sl->n_regions) != PC_OK)
+        sl->n_regions = 0;
+    sl->mappath[0] = sl->ovpath[0] = '\0';
+    sl->bad = write_outputs(r->maps_dir, r->fmt, r->full_scale, r->overlays_dir, r->ov, r->stems ? r->stems[i] : "",
+                            &sl->img, sl->map, &sl->geom, r->S, sl->mappath, sl->ovpath, sizeof sl->mappath);
+}
+
+static void predict_emit(void *user, size_t i, size_t slot) {
+    pred_run *r = user;
+    pred_slot *sl = &r->slots[slot];
+    const char *path = r->inputs->paths[i];
+    if (sl->st) {
+        r->failed++;
+        fprintf(stderr, "patchcore: %s\n", sl->err);
+        return;
+    }
+    if (!sl->bad && r->report)
+        cli_report_predict_add(r->report, path, &sl->img, &sl->pred, sl->map, &sl->geom,
+                               r->want_regions ? sl->n_regions : -1);
+    pc_image_free(&sl->img);
+    if (sl->bad) {
+        r->failed++;
+        return;
+    }
+    const pc_prediction *pred = &sl->pred;
+    if (r->calibrated && pred->anomalous) r->anomalies++;
+    const char *decision = !r->calibrated ? "-" : pred->anomalous ? "anomalous" : "ok";
+    if (r->json) {
+        printf("{\"path\": ");
+        cli_json_string(stdout, path);
+        printf(", \"score\": %.9g", (double)pred->score);
+        if (r->calibrated)
+            printf(", \"normalized\": %.6f, \"anomalous\": %s", pred->normalized, pred->anomalous ? "true" : "false");
+        if (r->maps_dir) {
+            printf(", \"map\": ");
+            cli_json_string(stdout, sl->mappath);
+        }
+        if (r->overlays_dir) {
+            printf(", \"overlay\": ");
+            cli_json_string(stdout, sl->ovpath);
+        }
+        if (r->want_regions) {
+            printf(", ");
+            cli_report_regions_json(stdout, sl->regions, PC_MIN_I(sl->n_regions, MAX_REGIONS), sl->n_regions);
+        }
+        printf(", \"ms\": %.2f}\n", sl->ms);
+    } else {
+        printf("%-60s %12.6g %10s %9.1f\n", path, (double)pred->score, decision, sl->ms);
+        if (r->want_regions && sl->n_regions) {
+            printf("    regions: ");
+            cli_report_regions_table(stdout, sl->regions, PC_MIN_I(sl->n_regions, MAX_REGIONS), sl->n_regions);
+            printf("\n");
+        }
+    }
+    fflush(stdout);
+}
+
 static bool same_dir(const char *a, const char *b) {
     struct stat sa, sb;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
@@ -82,7 +203,7 @@ int cmd_predict(int argc, char **argv) {
     const char *model_path = NULL, *maps_dir = NULL, *overlays_dir = NULL, *report_path = NULL, *v;
     bool json = false, fail_on_anomaly = false, fmt_given = false, opacity_given = false;
     double threshold = NAN, pixel_threshold = NAN, full_scale = NAN, overlay_scale = NAN, opacity = 0.6;
-    int32_t threads = 0;
+    int32_t threads = 0, jobs = 0;
     cli_map_format fmt = CLI_MAP_NPY;
     cli_paths inputs = {0};
     int rc = CLI_EXIT_USAGE;
@@ -128,6 +249,9 @@ int cmd_predict(int argc, char **argv) {
                 goto out;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 1024, &threads))
+                goto out;
+        } else if (cli_match(a, "--jobs")) {
+            if (!cli_take_value(argc, argv, &i, "--jobs", &v) || !cli_parse_int("--jobs", v, 0, 256, &jobs))
                 goto out;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
@@ -190,88 +314,56 @@ int cmd_predict(int argc, char **argv) {
         goto out;
     }
     const int32_t S = info.crop;
+    if (jobs == 0) jobs = pc_default_num_jobs(0);
+    if ((size_t)jobs > inputs.n) jobs = (int32_t)inputs.n;
+    const int32_t each = pc_job_threads(0, jobs);
     /* The map is needed for the files and, once a pixel threshold is known, for the regions. */
     const bool want_regions = !isnan(info.pixel_threshold);
-    float *map = (maps_dir || overlays_dir || want_regions || report_path) ? malloc(sizeof(float) * (size_t)S * (size_t)S) : NULL;
-    if ((maps_dir || overlays_dir || want_regions || report_path) && !map) {
+    const bool want_map = maps_dir || overlays_dir || want_regions || report_path;
+    /* Two slots per job: a job starts its next image while the previous one waits to be printed. */
+    const size_t window = jobs > 1 ? 2 * (size_t)jobs : 1;
+    pred_slot *slots = calloc(window, sizeof *slots);
+    char **stems = (maps_dir || overlays_dir) ? calloc(inputs.n, sizeof *stems) : NULL;
+    bool oom = !slots || ((maps_dir || overlays_dir) && !stems);
+    for (size_t k = 0; k < window && !oom && want_map; k++)
+        oom = !(slots[k].map = malloc(sizeof(float) * (size_t)S * (size_t)S));
+    cli_names names = {0};
+    for (size_t k = 0; stems && !oom && k < inputs.n; k++) { /* the names depend on the order: made up front */
+        char stem[1200] = "";
+        cli_unique_name(&names, inputs.paths[k], "", stem, sizeof stem);
+        oom = !(stems[k] = strdup(stem));
+    }
+    if (oom) {
         cli_error("predict: out of memory");
+        for (size_t k = 0; slots && k < window; k++) free(slots[k].map);
+        for (size_t k = 0; stems && k < inputs.n; k++) free(stems[k]);
+        free(slots), free(stems);
+        cli_names_free(&names);
         pc_model_free(model);
         goto out;
     }
-    enum { MAX_REGIONS = 16 };
-    pc_region regions[MAX_REGIONS];
-    cli_names names = {0};
-    int failed = 0, anomalies = 0;
-    cli_report *report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
+    pred_run run = {.model = model, .inputs = &inputs, .stems = stems, .slots = slots, .maps_dir = maps_dir,
+                    .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .S = S,
+                    .want_regions = want_regions, .json = json,
+                    .calibrated = !isnan(info.image_threshold)};
+    run.report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
+    cli_report *report = run.report;
     if (!json) printf("%-60s %12s %10s %9s\n", "image", "score", "decision", "ms");
-    for (size_t i = 0; i < inputs.n; i++) {
-        const char *path = inputs.paths[i];
-        pc_prediction pred;
-        pc_geometry geom;
-        pc_image img;
-        double t0 = cli_now();
-        /* Decoded once: the prediction and the overlay use the same pixels. */
-        st = pc_image_load(path, &img);
-        if (st) {
-            failed++;
-            cli_error_status(st, NULL); /* names the file */
-            continue;
-        }
-        st = pc_model_predict(model, &img, &pred, map, &geom);
-        double ms = (cli_now() - t0) * 1e3;
-        if (st) {
-            failed++;
-            cli_error_status(st, path);
-            pc_image_free(&img);
-            continue;
-        }
-        int32_t n_regions = 0;
-        if (want_regions && pc_model_regions(model, map, &geom, NAN, regions, MAX_REGIONS, &n_regions) != PC_OK)
-            n_regions = 0;
-        char stem[1200] = "", mappath[2400] = "", ovpath[2400] = "";
-        if (maps_dir || overlays_dir) cli_unique_name(&names, path, "", stem, sizeof stem);
-        int bad = write_outputs(maps_dir, fmt, full_scale, overlays_dir, &ov, stem, &img, map, &geom, S, mappath,
-                                ovpath, sizeof mappath);
-        if (!bad && report) cli_report_predict_add(report, path, &img, &pred, map, &geom, want_regions ? n_regions : -1);
-        pc_image_free(&img);
-        if (bad) {
-            failed++;
-            continue;
-        }
-        bool calibrated = !isnan(info.image_threshold);
-        if (calibrated && pred.anomalous) anomalies++;
-        const char *decision = !calibrated ? "-" : pred.anomalous ? "anomalous" : "ok";
-        if (json) {
-            printf("{\"path\": ");
-            cli_json_string(stdout, path);
-            printf(", \"score\": %.9g", (double)pred.score);
-            if (calibrated)
-                printf(", \"normalized\": %.6f, \"anomalous\": %s", pred.normalized, pred.anomalous ? "true" : "false");
-            if (maps_dir) {
-                printf(", \"map\": ");
-                cli_json_string(stdout, mappath);
-            }
-            if (overlays_dir) {
-                printf(", \"overlay\": ");
-                cli_json_string(stdout, ovpath);
-            }
-            if (want_regions) {
-                printf(", ");
-                cli_report_regions_json(stdout, regions, PC_MIN_I(n_regions, MAX_REGIONS), n_regions);
-            }
-            printf(", \"ms\": %.2f}\n", ms);
-        } else {
-            printf("%-60s %12.6g %10s %9.1f\n", path, (double)pred.score, decision, ms);
-            if (want_regions && n_regions) {
-                printf("    regions: ");
-                cli_report_regions_table(stdout, regions, PC_MIN_I(n_regions, MAX_REGIONS), n_regions);
-                printf("\n");
-            }
-        }
-        fflush(stdout);
+    const double t_start = cli_now();
+    if (cli_jobs_ordered(jobs, each, inputs.n, window, predict_work, predict_emit, &run) != 0) {
+        cli_error("predict: out of memory");
+        run.failed = (int)inputs.n;
     }
+    const double secs = cli_now() - t_start;
+    const int failed = run.failed, anomalies = run.anomalies;
+    /* The throughput: images per second of wall time over the whole loop (decoding, predicting and
+     * writing files included). */
+    fprintf(stderr, "predict: %zu images in %.2f s, %.2f images/s (%d job%s x %d thread%s)\n", inputs.n, secs,
+            secs > 0 ? (double)inputs.n / secs : 0.0, (int)jobs, jobs == 1 ? "" : "s", (int)each, each == 1 ? "" : "s");
+    for (size_t k = 0; k < window; k++) free(slots[k].map);
+    for (size_t k = 0; stems && k < inputs.n; k++) free(stems[k]);
+    free(slots), free(stems);
     int report_failed = report_path && (!report || cli_report_predict_finish(report, report_path, (size_t)failed) != 0);
-    free(map);
     cli_names_free(&names);
     pc_model_free(model);
     rc = report_failed ? CLI_EXIT_ERROR : failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;

@@ -173,7 +173,8 @@ void cli_fit_options_help(FILE *out) {
             "  --seed S            seed of the coreset's projection and start points (default 0)\n"
             "  --reweight B        the paper's Eq. 7 image score with B neighbours (default 0 = off)\n"
             "  --batch N           images per backbone call (default 8)\n"
-            "  --threads N         threads for the library and OpenBLAS (default: all cores)\n"
+            "  --threads N         threads for the library and OpenBLAS (default: the CPUs this\n"
+            "                      process may use, docs/threads.md)\n"
             "  --max-memory SIZE   keep the fit under SIZE (e.g. 2G, 1500M; K/M/G = 1024^1..3 bytes) by\n"
             "                      streaming the features to a temporary file in $TMPDIR (default /tmp);\n"
             "                      same model; fails at once if SIZE cannot be met (default 0 = unlimited)\n");

@@ -80,13 +80,44 @@ PC_API const char *pc_last_error(void);
 typedef int (*pc_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
 
 /* ---------------------------------------------------------------------------------------------
- * Threads. One pool (OpenMP) is shared by libpatchcore and OpenBLAS; this sets both.
- * n <= 0 means "all cores". The count holds for library calls made from any thread, including
- * threads started later (each call adopts it; until the first pc_set_num_threads, OpenMP's defaults
- * such as OMP_NUM_THREADS apply). Call it before starting work, not while other threads run calls.
+ * Threads (docs/threads.md). One pool (OpenMP) is shared by libpatchcore and OpenBLAS; these set
+ * both, so the library never runs more threads than the count it is given: a job that runs several
+ * images at once (pc_eval_run_jobs, `predict --jobs`) splits the count among its images.
  * ------------------------------------------------------------------------------------------- */
+
+/* The thread count the library uses when none is set: OMP_NUM_THREADS when the user set it (its
+ * first entry), else the CPUs this process may run on (the sched_getaffinity mask, e.g. under
+ * `taskset`), capped by the cgroup CPU quota when there is one (cgroup v2 cpu.max of the process's
+ * group and its ancestors, or v1 cpu.cfs_quota_us / cpu.cfs_period_us; ceil(quota / period)), at
+ * least 1. Reads the environment and a few small files on each call. Thread-safe. */
+PC_API int32_t pc_default_num_threads(void);
+
+/* Set the process-wide thread count; n <= 0 means pc_default_num_threads(). The count holds for
+ * library calls made from any thread, including threads started later (each call adopts it). Until
+ * the first call, the library uses pc_default_num_threads() (decided on the first library call that
+ * runs parallel work). Call it before starting work, not while other threads run calls. */
 PC_API void pc_set_num_threads(int32_t n);
+
+/* Set the thread count of library calls made from the calling thread only, overriding the
+ * process-wide one (n <= 0 clears it). For applications that run several images at once on their own
+ * threads: give each of J threads pc_job_threads(0, J) so that J x that <= the process-wide count
+ * (OpenMP and OpenBLAS then never run more threads than that in all). Thread-safe (thread-local). */
+PC_API void pc_set_num_threads_local(int32_t n);
+
+/* The thread count library calls from the calling thread use (its own, else the process-wide one). */
 PC_API int32_t pc_get_num_threads(void);
+
+/* Each image's threads when `jobs` images are in flight on `threads` threads (threads <= 0: the
+ * calling thread's count): threads / jobs, at least 1. */
+PC_API int32_t pc_job_threads(int32_t threads, int32_t jobs);
+
+/* Threads per image of the default jobs rule (pc_default_num_jobs). */
+#define PC_JOBS_THREADS 2
+
+/* The default number of images in flight for `threads` threads (<= 0: the calling thread's count):
+ * threads / PC_JOBS_THREADS, at least 1 (so 1 on up to 3 threads, 2 on 4, 8 on 16). Measurements
+ * behind the rule: docs/threads.md. */
+PC_API int32_t pc_default_num_jobs(int32_t threads);
 
 /* ---------------------------------------------------------------------------------------------
  * Images
@@ -665,6 +696,18 @@ PC_API pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const 
  * as pc_eval_run; detail may be NULL. */
 PC_API pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
                                 pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail);
+
+/* pc_eval_run_ex with `jobs` test images in flight at once (jobs <= 0: pc_default_num_jobs), each
+ * predicted on pc_job_threads(0, jobs) threads, so that jobs x threads stays within the calling
+ * thread's count (docs/threads.md). Every output is identical, bit for bit, to jobs = 1 run with
+ * that per-image thread count (the image score's last bit may depend on the per-image thread count,
+ * docs/robustness.md "Concurrency"); mean_predict_ms is then the mean latency of one image. progress
+ * is called from the job threads, one call at a time, with an increasing count; cancelling stops new
+ * images from starting. A failure is the one the serial loop would meet first (the lowest failing
+ * test image), with its message. Ownership and thread-safety as pc_eval_run. */
+PC_API pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                                  int32_t jobs, pc_progress_fn progress, void *progress_user,
+                                  const pc_eval_detail *detail);
 
 PC_API void pc_eval_result_free(pc_eval_result *r);
 

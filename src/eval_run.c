@@ -7,6 +7,7 @@
 #include "patchcore.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +30,59 @@ pc_status pc_eval_run_detail(pc_eval_result *out, pc_model *model, const pc_data
 
 pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
                          pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail) {
+    return pc_eval_run_jobs(out, model, ds, mask_rule, 1, progress, progress_user, detail);
+}
+
+/* What every job of the predicting loop shares; each item writes only its own slots. */
+typedef struct eval_job {
+    pc_model *model;
+    const pc_dataset *ds;
+    const pc_eval_detail *detail;
+    pc_mask_rule mask_rule;
+    int32_t resize, s;
+    float *maps, *scores;
+    uint8_t *masks;
+    int32_t *types;
+    double *ms;
+    pc_progress_fn progress;
+    void *progress_user;
+    pthread_mutex_t lock; /* progress calls, one at a time and with an increasing count */
+    int64_t done;
+} eval_job;
+
+static pc_status eval_one(void *user, size_t i) {
+    eval_job *j = user;
+    const pc_eval_item *it = &j->ds->test[i];
+    const size_t s2 = (size_t)j->s * (size_t)j->s;
+    pc_prediction pr;
+    pc_geometry geom;
+    double t0 = now_ms();
+    pc_status st = pc_model_predict_file(j->model, it->path, &pr, j->maps + i * s2, &geom);
+    j->ms[i] = now_ms() - t0;
+    if (st != PC_OK) return pc_fail_context(st, "%s", it->path);
+    j->scores[i] = pr.score;
+    j->types[i] = it->type;
+    if (j->detail && j->detail->predictions) j->detail->predictions[i] = pr;
+    if (j->detail && j->detail->geometries) j->detail->geometries[i] = geom;
+    if (it->mask_path) {
+        pc_image m;
+        if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) return st;
+        st = pc_preprocess_mask_ex(j->masks + i * s2, &m, j->resize, j->s, j->mask_rule);
+        pc_image_free(&m);
+        if (st != PC_OK) return pc_fail_context(st, "%s", it->mask_path);
+    }
+    if (j->progress) {
+        pthread_mutex_lock(&j->lock);
+        int stop = j->progress(j->progress_user, "eval", ++j->done, (int64_t)j->ds->n_test);
+        pthread_mutex_unlock(&j->lock);
+        if (stop) return pc_fail(PC_ERR_CANCELLED, "evaluation cancelled");
+    }
+    return PC_OK;
+}
+
+pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                           int32_t jobs, pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail) {
+    pc_threads_apply();
     pc_clear_error();
     if (!out || !model || !ds) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: NULL argument");
     memset(out, 0, sizeof *out);
@@ -51,48 +105,32 @@ pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_dataset 
     uint8_t *masks = given_masks ? detail->masks : own_masks;
     float *scores = pc_malloc(n * sizeof *scores);
     int32_t *types = pc_malloc(n * sizeof *types);
-    if (!scores || !types || !maps || !masks) {
+    double *ms = pc_malloc(n * sizeof *ms);
+    if (!scores || !types || !maps || !masks || !ms) {
         st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %dx%d", n, (int)s, (int)s);
         goto done;
     }
     memset(masks, 0, npix);
-    double total_ms = 0;
-    for (size_t i = 0; i < n; i++) {
-        const pc_eval_item *it = &ds->test[i];
-        pc_prediction pr;
-        double t0 = now_ms();
-        pc_geometry geom;
-        st = pc_model_predict_file(model, it->path, &pr, maps + i * (size_t)s * s, &geom);
-        total_ms += now_ms() - t0;
-        if (st != PC_OK) {
-            st = pc_fail_context(st, "%s", it->path);
-            goto done;
-        }
-        scores[i] = pr.score;
-        types[i] = it->type;
-        if (detail && detail->predictions) detail->predictions[i] = pr;
-        if (detail && detail->geometries) detail->geometries[i] = geom;
-        if (it->mask_path) {
-            pc_image m;
-            if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) goto done;
-            st = pc_preprocess_mask_ex(masks + i * (size_t)s * s, &m, info.resize, info.crop, mask_rule);
-            pc_image_free(&m);
-            if (st != PC_OK) {
-                st = pc_fail_context(st, "%s", it->mask_path);
-                goto done;
-            }
-        }
-        if (progress && progress(progress_user, "eval", (int64_t)i + 1, (int64_t)n)) {
-            st = pc_fail(PC_ERR_CANCELLED, "evaluation cancelled");
-            goto done;
-        }
-    }
+    if (jobs <= 0) jobs = pc_default_num_jobs(0);
+    if ((size_t)jobs > n) jobs = (int32_t)PC_MAX(n, (size_t)1); /* fewer images than jobs: more threads each */
+    eval_job j = {.model = model, .ds = ds, .detail = detail, .mask_rule = mask_rule, .resize = info.resize, .s = s,
+                  .maps = maps, .scores = scores, .masks = masks, .types = types, .ms = ms, .progress = progress,
+                  .progress_user = progress_user};
+    pthread_mutex_init(&j.lock, NULL);
+    st = pc_jobs_run(jobs, pc_job_threads(0, jobs), n, eval_one, &j);
+    pthread_mutex_destroy(&j.lock);
+    if (st != PC_OK) goto done;
     st = pc_eval_aggregate(out, scores, maps, masks, types, (const char *const *)ds->type_names, ds->n_types,
                            ds->good_type, (int32_t)n, s, s);
-    if (st == PC_OK) out->mean_predict_ms = total_ms / (double)n;
+    if (st == PC_OK) {
+        double total_ms = 0;
+        for (size_t i = 0; i < n; i++) total_ms += ms[i];
+        out->mean_predict_ms = total_ms / (double)n;
+    }
 done:
     pc_free(scores);
     pc_free(types);
+    pc_free(ms);
     pc_free(own_maps);
     pc_free(own_masks);
     return st;

@@ -56,11 +56,34 @@ int pc_fault_write(void);
  * (a failing write returns -1 with errno ENOSPC). Returns what the call returned. */
 long pc_write_some(int fd, const void *buf, size_t n, int64_t off);
 
-/* Make the calling thread's OpenMP thread count the one pc_set_num_threads chose (OpenMP keeps the
- * count per thread, so a setting made on one thread does not reach threads created by the caller).
- * Called at the top of every public function that runs parallel work; no effect when
- * pc_set_num_threads was never called. */
+/* Make the calling thread's OpenMP thread count the one the library uses for it: the thread's own
+ * (pc_set_num_threads_local), else the process-wide one (pc_set_num_threads; pc_default_num_threads
+ * until that is called). OpenMP keeps the count per thread, so a setting made on one thread does not
+ * reach threads created by the caller. Called at the top of every public function that runs parallel
+ * work; no effect inside a parallel region. */
 void pc_threads_apply(void);
+
+/* The calling thread's own count (pc_set_num_threads_local), 0 if none. */
+int32_t pc_threads_local(void);
+
+/* CPU limits from cgroup files (pure parsers, tested on strings; docs/threads.md). From a v1 pair
+ * (cpu.cfs_quota_us, cpu.cfs_period_us) or a v2 cpu.max line "QUOTA PERIOD": ceil(quota / period);
+ * 0 = no limit ("max", "-1", a non-positive period or anything that is not two whole numbers). */
+int32_t pc_cpu_limit_from_quota(const char *quota, const char *period);
+int32_t pc_cpu_limit_from_cpu_max(const char *text);
+
+/* The CPU limit of the cgroups listed in self_cgroup (the format of /proc/self/cgroup) under root
+ * (/sys/fs/cgroup): the smallest of cgroup v2 cpu.max and v1 cpu.cfs_quota_us / cpu.cfs_period_us
+ * (under ROOT/cpu, ROOT/cpu,cpuacct or ROOT/cpuacct,cpu) over the group and its ancestors; 0 = none. */
+int32_t pc_cgroup_cpu_limit(const char *self_cgroup, const char *root);
+
+/* Run fn(user, i) for i = 0..n-1 on `jobs` threads (the caller's plus jobs - 1 started here), each
+ * with pc_set_num_threads_local(threads_each), taking items in order. On the first failing item f
+ * (lowest index), items after f are no longer started and every item before f is still run, so the
+ * result is the serial loop's: the status of f with its message on the calling thread (or PC_OK).
+ * fn must be thread-safe. jobs <= 1 runs the loop on the caller's thread. */
+typedef pc_status (*pc_job_fn)(void *user, size_t i);
+pc_status pc_jobs_run(int32_t jobs, int32_t threads_each, size_t n, pc_job_fn fn, void *user);
 
 /* Read a whole file into memory (pc_malloc'd). Errors name the path. */
 pc_status pc_read_file(const char *path, uint8_t **data, size_t *size);

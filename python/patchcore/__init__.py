@@ -28,7 +28,8 @@ from ._lib import lib as _c
 
 __version__ = "%d.%d.%d" % _lib.HEADER_VERSION
 __all__ = ["Model", "Result", "ModelInfo", "CalibrationResult", "ImageError", "PatchcoreError",
-           "PatchcoreWarning", "set_num_threads", "get_num_threads", "library_path", "library_version",
+           "PatchcoreWarning", "set_num_threads", "get_num_threads", "set_num_threads_local",
+           "default_num_threads", "library_path", "library_version",
            "load_image"]
 
 _NAN = float("nan")
@@ -74,13 +75,27 @@ def _opt(x):
 
 
 def set_num_threads(n):
-    """Threads of the library's one pool (OpenMP, shared with OpenBLAS); n <= 0 means all cores.
-    Call it before starting work, from the thread that will call the library."""
+    """Threads of the library's one pool (OpenMP, shared with OpenBLAS); n <= 0 means
+    default_num_threads(). Call it before starting work."""
     _c.pc_set_num_threads(_i32("n", n))
 
 
 def get_num_threads():
+    """The thread count of library calls made from the calling thread."""
     return int(_c.pc_get_num_threads())
+
+
+def set_num_threads_local(n):
+    """The thread count of library calls made from the calling thread only (n <= 0 clears it). For
+    predicting from J Python threads at once (the library releases the GIL): give each
+    get_num_threads() // J so that the threads in all stay within the process-wide count."""
+    _c.pc_set_num_threads_local(_i32("n", n))
+
+
+def default_num_threads():
+    """The CPUs this process may use: OMP_NUM_THREADS when set, else the affinity mask capped by the
+    cgroup CPU quota (docs/threads.md)."""
+    return int(_c.pc_default_num_threads())
 
 
 def library_path():

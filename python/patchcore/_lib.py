@@ -148,6 +148,8 @@ _PROTOTYPES = {
     "pc_last_error": (ctypes.c_char_p, []),
     "pc_set_num_threads": (None, [ctypes.c_int32]),
     "pc_get_num_threads": (ctypes.c_int32, []),
+    "pc_set_num_threads_local": (None, [ctypes.c_int32]),
+    "pc_default_num_threads": (ctypes.c_int32, []),
     "pc_arch_name": (ctypes.c_char_p, [c_enum]),
     "pc_arch_from_name": (c_enum, [ctypes.c_char_p]),
     "pc_image_load": (c_enum, [ctypes.c_char_p, _P(Image)]),

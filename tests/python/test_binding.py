@@ -32,6 +32,7 @@ Oracles and tolerances:
 """
 import json
 import os
+import threading
 import re
 import shutil
 import subprocess
@@ -157,6 +158,21 @@ def check_basics():
     check(patchcore.get_num_threads() == 1, "set_num_threads(1) -> get_num_threads() == 1")
     patchcore.set_num_threads(2)
     check(patchcore.get_num_threads() == 2, "set_num_threads(2) -> 2")
+    env = os.environ.get("OMP_NUM_THREADS")
+    d = patchcore.default_num_threads()
+    if env:
+        check(d == int(env.split(",")[0]), "default_num_threads() %d = OMP_NUM_THREADS %s" % (d, env))
+    else:
+        check(1 <= d <= len(os.sched_getaffinity(0)), "default_num_threads() %d within the affinity mask" % d)
+    seen = {}
+    def local(n):
+        patchcore.set_num_threads_local(n)
+        seen[n] = patchcore.get_num_threads()
+    t = threading.Thread(target=local, args=(1,))
+    t.start()
+    t.join()
+    check(seen.get(1) == 1 and patchcore.get_num_threads() == 2,
+          "set_num_threads_local(1) on another thread -> 1 there, 2 here")
 
     missing = os.path.join(WORK, "no such dir", "model.pcm")
     e = raises(patchcore.PatchcoreError, patchcore.Model.load, missing)
