@@ -64,7 +64,11 @@ bool cli_parse_int(const char *opt, const char *s, long lo, long hi, int32_t *ou
 }
 
 bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out) {
-    if (pc_bn_stats_from_name(s, out) == PC_OK) return true;
+    const int b = pc_bn_stats_from_name(s);
+    if (b >= 0) {
+        *out = (pc_bn_stats)b;
+        return true;
+    }
     cli_error("%s: '%s' is not reference or trained", opt, s);
     return false;
 }

@@ -260,9 +260,10 @@ typedef enum pc_bn_stats {
     PC_BN_TRAINED = 1
 } pc_bn_stats;
 
-/* "reference" or "trained" ("unknown" otherwise), and back (PC_ERR_INVALID_ARGUMENT for other names). */
+/* "reference" or "trained" ("unknown" for any other value), and back (-1 for another name or NULL), as
+ * pc_mask_rule_from_name and pc_calib_method_from_name. Thread-safe; the string is static. */
 PC_API const char *pc_bn_stats_name(pc_bn_stats stats);
-PC_API pc_status pc_bn_stats_from_name(const char *name, pc_bn_stats *out);
+PC_API int pc_bn_stats_from_name(const char *name);
 
 /* How pc_backbone_load_with builds a backbone. */
 typedef struct pc_backbone_options {

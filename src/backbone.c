@@ -461,12 +461,10 @@ const char *pc_bn_stats_name(pc_bn_stats s) {
     return "unknown";
 }
 
-pc_status pc_bn_stats_from_name(const char *name, pc_bn_stats *out) {
-    if (name && out && strcmp(name, "reference") == 0) *out = PC_BN_REFERENCE;
-    else if (name && out && strcmp(name, "trained") == 0) *out = PC_BN_TRAINED;
-    else return pc_fail(PC_ERR_INVALID_ARGUMENT, "batch-norm statistics '%s' are not 'reference' or 'trained'",
-                        name ? name : "(null)");
-    return PC_OK;
+int pc_bn_stats_from_name(const char *name) {
+    if (name && strcmp(name, "reference") == 0) return PC_BN_REFERENCE;
+    if (name && strcmp(name, "trained") == 0) return PC_BN_TRAINED;
+    return -1;
 }
 
 void pc_backbone_options_init(pc_backbone_options *opt) {

@@ -1047,9 +1047,10 @@ pc_status pc_model_load(const char *path, pc_model **out) {
         snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
         /* optional: files written before it was recorded used the trained statistics */
         const char *bs = pc_modelfile_meta(mf, "bn_stats");
-        m->bn_stats = PC_BN_TRAINED;
+        const int bn = bs ? pc_bn_stats_from_name(bs) : PC_BN_TRAINED;
+        m->bn_stats = bn >= 0 ? (pc_bn_stats)bn : PC_BN_TRAINED;
         m->bn_stats_implicit = !bs;
-        if (bs && pc_bn_stats_from_name(bs, &m->bn_stats) != PC_OK) {
+        if (bn < 0) {
             st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'bn_stats' is '%s', not 'reference' or 'trained' (a newer "
                          "patchcore may know it)", path, bs);
             goto fail;
