@@ -12,7 +12,6 @@ Usage: /usr/bin/python3 bench/eval_bottle_torch.py BOTTLE_DIR WEIGHTS.pth [--bn 
        [--seed S] [--save-init DIR] [--mask-rule full|half]   (minutes on 2 cores)
 """
 import argparse
-import inspect
 import os
 import sys
 
@@ -69,8 +68,6 @@ def main():
     if a.save_init:
         np.save(os.path.join(a.save_init, "coreset_torch.npy"), np.asarray(idx, np.int64))
     bank = feats[idx].numpy()
-    # the mask rule: P.load_mask takes `rule` once it knows both; the reference's (== 255) otherwise
-    mask_kw = {"rule": a.mask_rule} if "rule" in inspect.signature(P.load_mask).parameters else {}
     scores, maps, masks, y = [], [], [], []
     for t in ls("test"):
         for f in ls("test", t):
@@ -80,7 +77,7 @@ def main():
             scores.append(ps.max())
             maps.append(P.anomaly_maps(ps, grid, 224)[0])
             masks.append(P.load_mask(None if t == "good" else os.path.join(bottle, "ground_truth", t, f[:-4] + "_mask.png"),
-                                     **mask_kw))
+                                     rule=a.mask_rule))
             y.append(int(t != "good"))
     s, m, k = np.array(scores, np.float64), np.stack(maps), np.stack(masks)
     print("image_auroc %.6f" % roc_auc_score(y, s))
