@@ -265,11 +265,36 @@ typedef enum pc_bn_stats {
 PC_API const char *pc_bn_stats_name(pc_bn_stats stats);
 PC_API int pc_bn_stats_from_name(const char *name);
 
+/* The arithmetic of the backbone (docs/precision.md). */
+typedef enum pc_precision {
+    /* float32 throughout (default): features within about 1e-5 relative of PyTorch's. */
+    PC_PRECISION_F32 = 0,
+    /* Convolutions in bfloat16 (8-bit significands, float32 accumulation) where the CPU multiplies
+     * bf16 natively (AVX512-BF16 or AMX-BF16); the layer outputs are widened to float32 and everything
+     * after them (patch features, coreset, kNN, maps) stays float32. Loading a backbone in this
+     * precision on a CPU without those instructions fails with PC_ERR_UNSUPPORTED, naming them. */
+    PC_PRECISION_BF16 = 1
+} pc_precision;
+
+/* "f32" or "bf16" ("unknown" otherwise), and back (-1 for another name or NULL). Static strings. */
+PC_API const char *pc_precision_name(pc_precision p);
+PC_API int pc_precision_from_name(const char *name);
+
+/* Whether this CPU runs `p` natively (1) or not (0); when not, and why_size > 0, why receives a
+ * sentence naming the missing instruction sets. Thread-safe. */
+PC_API int pc_precision_supported(pc_precision p, char *why, size_t why_size);
+
+/* The instruction set the compute library (oneDNN) dispatches to on this CPU, as it names it
+ * ("avx2", "avx512_core", "avx512_core_bf16", "avx512_core_amx", ...), after any ONEDNN_MAX_CPU_ISA
+ * cap. Static string; thread-safe. */
+PC_API const char *pc_compute_isa(void);
+
 /* How pc_backbone_load_with builds a backbone. */
 typedef struct pc_backbone_options {
     pc_bn_stats bn_stats;   /* default PC_BN_REFERENCE */
     int32_t warmup_size;    /* S of the warm-up input: the crop size features will be computed at
                              * (default 224); ignored for PC_BN_TRAINED */
+    pc_precision precision; /* default PC_PRECISION_F32 */
 } pc_backbone_options;
 
 /* The defaults above: the reference warm-up at S = 224. */
@@ -521,6 +546,9 @@ typedef struct pc_fit_options {
     /* Batch-norm statistics of the backbone (default PC_BN_REFERENCE: the reference's warm-up at
      * S = crop; METHOD.md §2). Stored in the model; predict, eval and load use the same. */
     pc_bn_stats bn_stats;
+    /* Arithmetic of the backbone (default PC_PRECISION_F32). Stored in the model; predict, eval and
+     * the binding use the same. */
+    pc_precision precision;
 } pc_fit_options;
 
 /* Defaults equal to the reference implementation's (listed above). */
@@ -574,6 +602,7 @@ typedef struct pc_model_info {
      * recorded used the trained statistics: they load as PC_BN_TRAINED with bn_stats_implicit = 1. */
     pc_bn_stats bn_stats;
     int32_t bn_stats_implicit;
+    pc_precision precision;        /* PC_PRECISION_F32 for files that predate the setting */
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);

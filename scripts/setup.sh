@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left as they are. Uses sudo when not root.
 set -eu
 
-PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev"
+PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev libdnnl-dev"
 # Optional: libFuzzer (`make fuzz`); `clang` and `libclang-rt-dev` are Debian's version-independent
 # names (clang 14 and libclang-rt-14-dev on bookworm).
 PKGS_FUZZ="clang libclang-rt-dev valgrind"
