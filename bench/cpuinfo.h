@@ -2,9 +2,10 @@
  * cpuinfo.h - the platform line every benchmark prints first (to stderr, so that the figures a script
  * parses from stdout are untouched): the CPU model, which of the instruction sets that change our or
  * PyTorch's kernels it has (avx2, fma, avx512f, avx512_bf16, amx_tile, amx_bf16), what our code was
- * compiled for, and the OpenBLAS core in use (openblas_get_corename(), and OPENBLAS_CORETYPE when it
- * forces one). Speed figures only mean something next to this: OpenBLAS and PyTorch pick kernels by
- * CPU at run time. bench/cpuinfo.sh and bench/cpuinfo.py print the same for scripts and the PyTorch
+ * compiled for, the OpenBLAS core in use (openblas_get_corename(), and OPENBLAS_CORETYPE when it
+ * forces one) and the instruction set oneDNN dispatches to (pc_compute_isa(), after any
+ * ONEDNN_MAX_CPU_ISA cap). Speed figures only mean something next to this: OpenBLAS, oneDNN and
+ * PyTorch pick kernels by CPU at run time. bench/cpuinfo.sh and bench/cpuinfo.py print the same for scripts and the PyTorch
  * side. Set PC_BENCH_PLATFORM_SHOWN=1 (cpuinfo.sh does) to print it only once per script.
  */
 #ifndef PC_BENCH_CPUINFO_H
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "patchcore.h"
 
 char *openblas_get_corename(void); /* OpenBLAS (cblas.h's declaration; its include path varies) */
 
@@ -62,7 +65,8 @@ static inline void bench_platform(FILE *out, int force) {
 #endif
             openblas_get_corename());
     const char *ct = getenv("OPENBLAS_CORETYPE"), *dn = getenv("ONEDNN_MAX_CPU_ISA");
-    fprintf(out, " (OPENBLAS_CORETYPE %s%s%s)\n", ct ? ct : "unset", dn ? ", ONEDNN_MAX_CPU_ISA " : "", dn ? dn : "");
+    fprintf(out, " (OPENBLAS_CORETYPE %s%s%s); onednn isa %s\n", ct ? ct : "unset", dn ? ", ONEDNN_MAX_CPU_ISA " : "",
+            dn ? dn : "", pc_compute_isa());
     fflush(out);
 }
 

@@ -7,12 +7,22 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The version line, then what the kernels run on here (speed depends on it: docs/threads.md). */
+static void print_version(void) {
+    printf("patchcore %s\n", pc_version());
+    printf("compute: oneDNN isa %s, bf16 %s, %d threads by default\n", pc_compute_isa(),
+           pc_precision_supported(PC_PRECISION_BF16, NULL, 0) ? "native" : "not supported",
+           (int)pc_default_num_threads());
+}
+
 static int cmd_version(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: patchcore version\n\nPrint the library version and exit.\n");
+        printf("usage: patchcore version\n\nPrint the library version, the instruction set the compute "
+               "library dispatches to on this CPU, whether bf16 runs natively, and the default thread "
+               "count, and exit.\n");
         return CLI_EXIT_OK;
     }
-    printf("patchcore %s\n", pc_version());
+    print_version();
     return CLI_EXIT_OK;
 }
 
@@ -62,7 +72,7 @@ int main(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-        printf("patchcore %s\n", pc_version());
+        print_version();
         return CLI_EXIT_OK;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

@@ -44,7 +44,7 @@ grep -q "^prefix=$prefix\$" "$pc" || fail "patchcore.pc: prefix is not $prefix: 
 for page in $(sed -n 's/^# \([a-z-]*\)(1) - .*/\1/p' "$src/docs/cli.md"); do
     [ -f "$root/share/man/man1/$page.1" ] || fail "man page $page.1 not installed"
 done
-"$root/bin/patchcore" --version | grep -qx "patchcore $version" || fail "installed CLI: wrong --version"
+"$root/bin/patchcore" --version | head -n 1 | grep -qx "patchcore $version" || fail "installed CLI: wrong --version"
 
 # --- pkg-config against the installed tree: a copy of the .pc with its prefix moved into DESTDIR
 # (what the file says once the tree is at its real place; other packages' .pc files are untouched) ---
