@@ -165,7 +165,7 @@ static pc_status check_options(const pc_fit_options *o) {
 static pc_status precision_check(pc_precision p, const char *what) {
     char why[256];
     if (pc_precision_supported(p, why, sizeof why)) return PC_OK;
-    return pc_fail(PC_ERR_UNSUPPORTED, "%s %s is not available on this CPU: %s (no float32 fallback: the results "
+    return pc_fail(PC_ERR_UNSUPPORTED, "%s %s is not available on this CPU: %s; there is no float32 fallback (the results "
                    "would differ from what the model records)", what, pc_precision_name(p), why);
 }
 
