@@ -61,13 +61,13 @@ static int on_progress(void *user, const char *stage, int64_t done, int64_t tota
 }
 
 static pc_model *fit(const char *const *paths, size_t n, int crop, int32_t jobs, int32_t batch, int64_t max_memory,
-                     seen *s) {
+                     seen *s, double ratio) {
     pc_fit_options o;
     pc_fit_options_init(&o);
     o.weights = weights;
     o.resize = crop + crop / 7, o.crop = crop;
     o.jobs = jobs, o.batch_size = batch, o.max_memory = max_memory;
-    o.coreset_ratio = 0.1;
+    o.coreset_ratio = ratio;
     if (s) {
         memset(s, 0, sizeof *s);
         s->monotone = 1;
@@ -154,7 +154,7 @@ static void test_model_file(void **state) {
     snprintf(a, sizeof a, "%s/f32.pcm", dir);
     snprintf(b, sizeof b, "%s/rewritten.pcm", dir);
     const char *paths[2] = {train[0], train[1]};
-    pc_model *m = fit(paths, 2, 64, 1, 8, 0, NULL), *l = NULL;
+    pc_model *m = fit(paths, 2, 64, 1, 8, 0, NULL, 0.1), *l = NULL;
     pc_model_info info;
     pc_model_get_info(m, &info);
     assert_int_equal(info.precision, PC_PRECISION_F32);
@@ -214,7 +214,13 @@ static void test_model_file(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
-/* The bank of jobs 1, 2 and 3, in memory and streamed, memcmp-equal; an unreadable file in the middle. */
+/* The bank of jobs 1, 2 and 3, in memory and streamed, memcmp-equal; an unreadable file in the middle.
+ * Not sensitive to everything: a last-bit difference in the coreset projection only shows when it flips
+ * a near-tie of the greedy loop, which these 10 images do not have (with the projection on 2 threads
+ * for jobs 1 and 1 thread for jobs 2 this still passed, at ratio 0.5 too); on the 209 bottle images at
+ * ratio 0.01 it swapped picks 1402 and 1403. So fit projects on one thread always (model.c
+ * project_one_thread), and docs/threads.md has the 209-image check. */
+#define RATIO 0.1
 static void test_fit_jobs_bank(void **state) {
     (void)state;
     if (!have_data()) TEST_SKIP_MSG("no ../shared data or weights (PC_SHARED_DIR)");
@@ -238,7 +244,7 @@ static void test_fit_jobs_bank(void **state) {
     int32_t dim = 0;
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         seen s;
-        pc_model *m = fit(paths, N_TRAIN + 1, 224, runs[r].jobs, 3, runs[r].max_memory, &s);
+        pc_model *m = fit(paths, N_TRAIN + 1, 224, runs[r].jobs, 3, runs[r].max_memory, &s, RATIO);
         assert_int_equal(s.n_skipped, 1);
         assert_string_equal(s.skipped[0], bad);
         assert_true(s.monotone);
@@ -267,7 +273,7 @@ static void test_fit_jobs_bank(void **state) {
     /* and equal to a fit on the 10 readable images alone */
     pc_model *clean = fit((const char *const[]){train[0], train[1], train[2], train[3], train[4], train[5], train[6],
                                                  train[7], train[8], train[9]},
-                          N_TRAIN, 224, 2, 3, 0, NULL);
+                          N_TRAIN, 224, 2, 3, 0, NULL, RATIO);
     int64_t n;
     int32_t d;
     const float *bank = pc_model_bank(clean, &n, &d);
