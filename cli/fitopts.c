@@ -183,7 +183,7 @@ void cli_fit_options_help(FILE *out) {
             "  --batch N           images per backbone call (default 8)\n"
             "  --jobs N            batches in flight during feature extraction, the threads split among\n"
             "                      them (default 0: one per 2 threads, at least 1; docs/threads.md);\n"
-            "                      the same model for every N\n"
+            "                      the same model for every N when --batch >= --threads\n"
             "  --threads N         threads for the library and OpenBLAS (default: the CPUs this\n"
             "                      process may use, docs/threads.md)\n"
             "  --max-memory SIZE   keep the fit under SIZE (e.g. 2G, 1500M; K/M/G = 1024^1..3 bytes) by\n"

@@ -553,8 +553,11 @@ typedef struct pc_fit_options {
     pc_precision precision;
     /* Batches of training images in flight at once during feature extraction (0: pc_default_num_jobs),
      * each on pc_job_threads(0, jobs) threads with its own backbone workspace (docs/threads.md). The
-     * memory bank is bit-identical for every value; on_image_error and progress still come in image
-     * order, from the calling thread. */
+     * memory bank is bit-identical for every value as long as batch_size >= the thread count (true by
+     * default up to 8 threads) and unreadable images do not leave a full batch with fewer usable
+     * images than threads: with fewer images than threads, jobs = 1 spreads each convolution over
+     * all threads, and OpenBLAS does not round a team's SGEMM as a smaller one's. on_image_error and
+     * progress still come in image order, from the calling thread. */
     int32_t jobs;
 } pc_fit_options;
 

@@ -708,10 +708,15 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     for (int32_t i = 0; i < jobs && !st; i++, x.n_workers++) st = fit_worker_init(&x.w[i], &x, i ? NULL : m->bb);
     if (st) goto done;
     const int32_t threads_each = pc_job_threads(0, jobs);
-    for (size_t r0 = 0; r0 < n_batches; r0 += (size_t)jobs) {
-        const size_t nr = PC_MIN((size_t)jobs, n_batches - r0);
+    /* A last, partial batch runs in a round of its own, on every thread, as jobs = 1 runs it: a batch
+     * with fewer images than threads spreads each convolution over the threads (nn.c), whose SGEMMs
+     * may then differ in the last bit from a smaller team's. Full batches of at least as many images
+     * as threads run each image on one thread in every case. */
+    const size_t n_full = n_in / B;
+    for (size_t r0 = 0, nr; r0 < n_batches; r0 += nr) {
+        nr = r0 < n_full ? PC_MIN((size_t)jobs, n_full - r0) : 1;
         x.round0 = r0;
-        st = pc_jobs_run(jobs, threads_each, nr, fit_extract_batch, &x);
+        st = pc_jobs_run(nr > 1 ? jobs : 1, threads_each, nr, fit_extract_batch, &x);
         pc_threads_apply(); /* this thread's own count again (it ran a job on its share) */
         if (st) goto done;
         /* in image order, from this thread: the images that could not be used, then progress */

@@ -270,16 +270,6 @@ static void test_fit_jobs_bank(void **state) {
                       runs[r].max_memory ? " (streamed)" : "");
         pc_model_free(m);
     }
-    /* and equal to a fit on the 10 readable images alone */
-    pc_model *clean = fit((const char *const[]){train[0], train[1], train[2], train[3], train[4], train[5], train[6],
-                                                 train[7], train[8], train[9]},
-                          N_TRAIN, 224, 2, 3, 0, NULL, RATIO);
-    int64_t n;
-    int32_t d;
-    const float *bank = pc_model_bank(clean, &n, &d);
-    assert_int_equal(n, ref_n);
-    assert_memory_equal(bank, ref_bank, (size_t)n * (size_t)d * sizeof(float));
-    pc_model_free(clean);
     pc_model_free(ref);
     unlink(bad);
 }

@@ -414,7 +414,7 @@ class Model:
         ("reference": the reference's batch-norm warm-up, the default; or "trained"), precision
         ("f32", the default, or "bf16": bfloat16 backbone convolutions on CPUs with AVX512-BF16 or
         AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
-        the library's default; the same model for any value),
+        the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
         reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
 
