@@ -44,6 +44,8 @@ bool cli_parse_int(const char *opt, const char *s, long lo, long hi, int32_t *ou
 bool cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out);
 /* "reference" or "trained" (--bn). */
 bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out);
+/* "f32" or "bf16" (--precision; also fp32/float32, bfloat16). */
+bool cli_parse_precision(const char *opt, const char *s, pc_precision *out);
 bool cli_wants_help(int argc, char **argv);
 /* --mask-rule full|half (pc_mask_rule_from_name); false after a usage error naming the choices. */
 bool cli_parse_mask_rule(const char *opt, const char *s, pc_mask_rule *out);

@@ -101,9 +101,9 @@ static void settings(char *buf, size_t size, const pc_model_info *in, int32_t th
     for (int i = 0; i < in->n_layers; i++)
         snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", i ? "+" : "", (int)in->layers[i]);
     snprintf(buf, size,
-             "backbone %s (batch-norm %s), layers %s, resize %d, crop %d, patch %d, pre-dim %d, dim %d, k %d, sampler %s, "
+             "backbone %s (batch-norm %s, precision %s), layers %s, resize %d, crop %d, patch %d, pre-dim %d, dim %d, k %d, sampler %s, "
              "coreset ratio %g (bank %lld of %lld patches), seed %llu, reweight %d, threads %d",
-             pc_arch_name(in->arch), pc_bn_stats_name(in->bn_stats), layers, (int)in->resize, (int)in->crop, (int)in->patch, (int)in->pre_dim,
+             pc_arch_name(in->arch), pc_bn_stats_name(in->bn_stats), pc_precision_name(in->precision), layers, (int)in->resize, (int)in->crop, (int)in->patch, (int)in->pre_dim,
              (int)in->dim, (int)in->k,
              in->sampler == PC_SAMPLER_APPROX_GREEDY ? "approx-greedy" : in->sampler == PC_SAMPLER_RANDOM ? "random" : "none", in->coreset_ratio, (long long)in->bank_size,
              (long long)in->n_patches_total, (unsigned long long)in->seed, (int)in->reweight_b, (int)threads);
@@ -201,16 +201,17 @@ int cmd_benchmark(int argc, char **argv) {
                 pc_model_get_info(model, &in);
                 settings(set, sizeof set, &in, pc_get_num_threads());
             }
-            fprintf(csv, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s,%s,%.1f\n", nm, r.image_auroc, r.pixel_auroc,
+            fprintf(csv, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s,%s,%s,%.1f\n", nm, r.image_auroc, r.pixel_auroc,
                     r.aupro, r.image_f1_max, r.pixel_f1_max, (long long)r.n_good, (long long)r.n_defective,
-                    r.mean_predict_ms, pc_mask_rule_name(rule), pc_bn_stats_name(opt.bn_stats), fit_s);
+                    r.mean_predict_ms, pc_mask_rule_name(rule), pc_bn_stats_name(opt.bn_stats),
+                    pc_precision_name(opt.precision), fit_s);
             snprintf(rows[c], sizeof rows[c], "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %lld | %lld | %.1f | %.1f |", nm,
                      r.image_auroc, r.pixel_auroc, r.aupro, r.image_f1_max, r.pixel_f1_max, (long long)r.n_good,
                      (long long)r.n_defective, fit_s, r.mean_predict_ms);
             double v[5] = {r.image_auroc, r.pixel_auroc, r.aupro, r.image_f1_max, r.pixel_f1_max};
             for (int j = 0; j < 5; j++) sum[j] += v[j];
             ok++;
-            cli_eval_write_table(stdout, nm, &r, rule, opt.bn_stats);
+            cli_eval_write_table(stdout, nm, &r, rule, opt.bn_stats, opt.precision);
             printf("  fit %.1f s\n", fit_s);
         } else {
             cli_error_status(st, nm);
@@ -228,8 +229,8 @@ int cmd_benchmark(int argc, char **argv) {
     if (ok) {
         fprintf(md, "| **mean** | %.4f | %.4f | %.4f | %.4f | %.4f | | | | |\n", sum[0] / ok, sum[1] / ok, sum[2] / ok,
                 sum[3] / ok, sum[4] / ok);
-        fprintf(csv, "mean,%.6f,%.6f,%.6f,%.6f,%.6f,,,,%s,%s,\n", sum[0] / ok, sum[1] / ok, sum[2] / ok, sum[3] / ok,
-                sum[4] / ok, pc_mask_rule_name(rule), pc_bn_stats_name(opt.bn_stats));
+        fprintf(csv, "mean,%.6f,%.6f,%.6f,%.6f,%.6f,,,,%s,%s,%s,\n", sum[0] / ok, sum[1] / ok, sum[2] / ok, sum[3] / ok,
+                sum[4] / ok, pc_mask_rule_name(rule), pc_bn_stats_name(opt.bn_stats), pc_precision_name(opt.precision));
         printf("mean over %d categories: image AUROC %.4f, pixel AUROC %.4f, AUPRO %.4f\n", ok, sum[0] / ok,
                sum[1] / ok, sum[2] / ok);
     }

@@ -22,7 +22,7 @@ static void help(FILE *f) {
                "\n"
                "options:\n"
                "  -m, --model FILE    the model (required)\n"
-               "  --json FILE         also write the results as JSON (keys mask_rule, bn_stats, image_auroc, pixel_auroc,\n"
+               "  --json FILE         also write the results as JSON (keys mask_rule, bn_stats, precision, image_auroc, pixel_auroc,\n"
                "                      aupro, image_f1_max, pixel_f1_max, per_type, n_good, n_defective, ...)\n"
                "  --csv FILE          also write one CSV header line and one row\n"
                "  --report FILE       also write a self-contained HTML report (metrics, ROC curves, score\n"
@@ -47,10 +47,12 @@ static void json_num(FILE *f, double v) {
     else fprintf(f, "%.9g", v);
 }
 
-void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn) {
+void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec) {
     fprintf(f, "{\"category\": ");
     cli_json_string(f, category);
-    fprintf(f, ", \"mask_rule\": \"%s\", \"bn_stats\": \"%s\"", pc_mask_rule_name(rule), pc_bn_stats_name(bn));
+    fprintf(f, ", \"mask_rule\": \"%s\", \"bn_stats\": \"%s\", \"precision\": \"%s\"", pc_mask_rule_name(rule),
+            pc_bn_stats_name(bn), pc_precision_name(prec));
     fprintf(f, ", \"image_auroc\": "), json_num(f, r->image_auroc);
     fprintf(f, ", \"pixel_auroc\": "), json_num(f, r->pixel_auroc);
     fprintf(f, ", \"aupro\": "), json_num(f, r->aupro);
@@ -74,7 +76,8 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r,
     fputs("}}\n", f);
 }
 
-void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn) {
+void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec) {
     fprintf(f, "%s: %lld good, %lld defective test images, %.1f ms per image", category, (long long)r->n_good,
             (long long)r->n_defective, r->mean_predict_ms);
     if (!isnan(g_images_per_s)) fprintf(f, ", %.2f images/s", g_images_per_s);
@@ -82,6 +85,7 @@ void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r
     fprintf(f, "  mask rule      %s\n", cli_mask_rule_desc(rule));
     fprintf(f, "  batch-norm     %s\n", bn == PC_BN_REFERENCE ? "reference (the reference code's warm-up)"
                                                             : "trained (the weights' running statistics)");
+    fprintf(f, "  precision      %s\n", prec == PC_PRECISION_BF16 ? "bf16 (bfloat16 backbone convolutions)" : "f32");
     fprintf(f, "  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n", "image AUROC",
             r->image_auroc, "pixel AUROC", r->pixel_auroc, "AUPRO@0.3", r->aupro, "image F1-max", r->image_f1_max,
             "pixel F1-max", r->pixel_f1_max);
@@ -94,13 +98,14 @@ void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r
 
 const char *cli_eval_csv_header(void) {
     return "category,image_auroc,pixel_auroc,aupro,image_f1_max,pixel_f1_max,n_good,n_defective,mean_predict_ms,"
-           "mask_rule,bn_stats";
+           "mask_rule,bn_stats,precision";
 }
 
-void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn) {
-    fprintf(f, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s,%s\n", category, r->image_auroc, r->pixel_auroc, r->aupro,
-            r->image_f1_max, r->pixel_f1_max, (long long)r->n_good, (long long)r->n_defective, r->mean_predict_ms,
-            pc_mask_rule_name(rule), pc_bn_stats_name(bn));
+void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec) {
+    fprintf(f, "%s,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%s,%s,%s\n", category, r->image_auroc, r->pixel_auroc,
+            r->aupro, r->image_f1_max, r->pixel_f1_max, (long long)r->n_good, (long long)r->n_defective,
+            r->mean_predict_ms, pc_mask_rule_name(rule), pc_bn_stats_name(bn), pc_precision_name(prec));
 }
 
 /* The progress callback, also noting when the last image was done (for images/s). */
@@ -206,10 +211,10 @@ int cmd_eval(int argc, char **argv) {
     }
     pc_model_info minfo;
     pc_model_get_info(model, &minfo);
-    cli_eval_write_table(stdout, dir, &r, rule, minfo.bn_stats);
+    cli_eval_write_table(stdout, dir, &r, rule, minfo.bn_stats, minfo.precision);
     rc = CLI_EXIT_OK;
-    if (json && cli_eval_write_file(json, dir, &r, rule, minfo.bn_stats, 0) != 0) rc = CLI_EXIT_ERROR;
-    if (csv && cli_eval_write_file(csv, dir, &r, rule, minfo.bn_stats, 1) != 0) rc = CLI_EXIT_ERROR;
+    if (json && cli_eval_write_file(json, dir, &r, rule, minfo.bn_stats, minfo.precision, 0) != 0) rc = CLI_EXIT_ERROR;
+    if (csv && cli_eval_write_file(csv, dir, &r, rule, minfo.bn_stats, minfo.precision, 1) != 0) rc = CLI_EXIT_ERROR;
     if (report && cli_report_eval(report, dir, model_path, model, ds, &r, &detail, rule) != 0) rc = CLI_EXIT_ERROR;
 out:
     free(detail.predictions);
@@ -223,7 +228,7 @@ out:
 }
 
 int cli_eval_write_file(const char *path, const char *category, const pc_eval_result *r, pc_mask_rule rule,
-                        pc_bn_stats bn, int csv) {
+                        pc_bn_stats bn, pc_precision prec, int csv) {
     FILE *f = fopen(path, "w");
     if (!f) {
         cli_error("%s: cannot write: %s", path, strerror(errno));
@@ -231,9 +236,9 @@ int cli_eval_write_file(const char *path, const char *category, const pc_eval_re
     }
     if (csv) {
         fprintf(f, "%s\n", cli_eval_csv_header());
-        cli_eval_write_csv_row(f, category, r, rule, bn);
+        cli_eval_write_csv_row(f, category, r, rule, bn, prec);
     } else {
-        cli_eval_write_json(f, category, r, rule, bn);
+        cli_eval_write_json(f, category, r, rule, bn, prec);
     }
     if (fclose(f) != 0) {
         cli_error("%s: write failed", path);

@@ -11,7 +11,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: patchcore features [--weights FILE] [--backbone NAME] --layer NAME [--layer NAME ...]\n"
-            "                          [--resize R] [--crop S] [--bn STATS] [--threads N] IMAGE -o PREFIX\n"
+            "                          [--resize R] [--crop S] [--bn STATS] [--precision P] [--threads N]\n"
+            "                          IMAGE -o PREFIX\n"
             "\n"
             "Decode IMAGE, preprocess it as torchvision does (Resize(R) -> CenterCrop(S) -> Normalize), run\n"
             "the backbone up to the deepest requested layer and write each requested layer's activation\n"
@@ -31,6 +32,8 @@ static void usage(FILE *f) {
             "  --bn STATS       batch-norm statistics: reference (default: the reference code's warm-up, one\n"
             "                   training-mode pass of a ones image of S x S up to the deepest --layer) or\n"
             "                   trained (the weights' own running statistics)\n"
+            "  --precision P    backbone arithmetic: f32 (default) or bf16 (bfloat16 convolutions; needs a\n"
+            "                   CPU with AVX512-BF16 or AMX, else an error; docs/precision.md)\n"
             "  --threads N      threads (default: the CPUs this process may use, docs/threads.md)\n"
             "  -o, --output P   output prefix (required)\n"
             "  -h, --help       this help\n");
@@ -44,6 +47,7 @@ int cmd_features(int argc, char **argv) {
     int32_t resize = 256, crop = 224, threads = 0;
     uint32_t mask = 0;
     pc_bn_stats bn = PC_BN_REFERENCE;
+    pc_precision prec = PC_PRECISION_F32;
     pc_arch arch = PC_ARCH_UNKNOWN;
     const char *weights = NULL, *input = NULL, *prefix = NULL, *v;
     for (int i = 1; i < argc; i++) {
@@ -71,6 +75,9 @@ int cmd_features(int argc, char **argv) {
                 return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--bn")) {
             if (!cli_take_value(argc, argv, &i, "--bn", &v) || !cli_parse_bn("--bn", v, &bn)) return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--precision")) {
+            if (!cli_take_value(argc, argv, &i, "--precision", &v) || !cli_parse_precision("--precision", v, &prec))
+                return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--threads")) {
             if (!cli_take_value(argc, argv, &i, "--threads", &v) || !cli_parse_int("--threads", v, 0, 4096, &threads))
                 return CLI_EXIT_USAGE;
@@ -95,8 +102,13 @@ int cmd_features(int argc, char **argv) {
     if (!mask) mask = PC_LAYER(2) | PC_LAYER(3);
     pc_set_num_threads(threads);
 
+    char why[256];
+    if (!pc_precision_supported(prec, why, sizeof why)) {
+        cli_error("features: precision %s is not available on this CPU: %s", pc_precision_name(prec), why);
+        return CLI_EXIT_ERROR;
+    }
     pc_backbone *bb = NULL;
-    pc_backbone_options bo = {.bn_stats = bn, .warmup_size = crop};
+    pc_backbone_options bo = {.bn_stats = bn, .warmup_size = crop, .precision = prec};
     pc_status st = pc_backbone_load_with(weights, arch, mask, &bo, &bb);
     if (st) {
         cli_error_status(st, "features");
@@ -128,8 +140,8 @@ int cmd_features(int argc, char **argv) {
         cli_error_status(st, input);
         rc = CLI_EXIT_ERROR;
     } else {
-        fprintf(stderr, "patchcore: %s (%s), batch-norm %s\n", pc_arch_name(pc_backbone_arch(bb)), pc_backbone_path(bb),
-                pc_bn_stats_name(bn));
+        fprintf(stderr, "patchcore: %s (%s), batch-norm %s, precision %s\n", pc_arch_name(pc_backbone_arch(bb)),
+                pc_backbone_path(bb), pc_bn_stats_name(bn), pc_precision_name(prec));
         for (int l = 1; l <= 4; l++) {
             if (!outs[l - 1]) continue;
             size_t n = strlen(prefix) + 16;

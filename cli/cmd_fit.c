@@ -192,17 +192,24 @@ int cmd_fit(int argc, char **argv) {
     }
     pc_model_info info;
     pc_model_get_info(model, &info);
+    /* the batches in flight, as the library resolves them (0: the default; never more than batches) */
+    int32_t jobs = opt.jobs > 0 ? opt.jobs : pc_default_num_jobs(0);
+    const size_t n_batches = (inputs.n + (size_t)opt.batch_size - 1) / (size_t)opt.batch_size;
+    if ((size_t)jobs > n_batches) jobs = (int32_t)n_batches;
+    /* images through the backbone per second of the features stage (decoding included) */
+    const double feat_rate = t_features > 0 ? (double)inputs.n / t_features : 0.0;
     if (!quiet) {
         if (json) {
             printf("{\"model\": ");
             cli_json_string(stdout, output);
-            printf(", \"arch\": \"%s\", \"bn_stats\": \"%s\", \"n_images\": %d, \"n_skipped\": %d, \"n_patches\": %lld, "
-                   "\"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, \"seconds\": %.3f, "
-                   "\"features_seconds\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f",
-                   pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), (int)info.n_train_images, sk.count,
-                   (long long)info.n_patches_total, (long long)info.bank_size, (int)info.grid_h, (int)info.grid_w,
-                   (int)info.dim, t_fit,
-                   t_features, t_coreset, t_save);
+            printf(", \"arch\": \"%s\", \"bn_stats\": \"%s\", \"precision\": \"%s\", \"n_images\": %d, "
+                   "\"n_skipped\": %d, \"n_patches\": %lld, \"bank_size\": %lld, \"grid\": [%d, %d], \"dim\": %d, "
+                   "\"jobs\": %d, \"threads_per_job\": %d, \"seconds\": %.3f, \"features_seconds\": %.3f, "
+                   "\"features_images_per_s\": %.3f, \"coreset_seconds\": %.3f, \"save_seconds\": %.3f",
+                   pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), pc_precision_name(info.precision),
+                   (int)info.n_train_images, sk.count, (long long)info.n_patches_total, (long long)info.bank_size,
+                   (int)info.grid_h, (int)info.grid_w, (int)info.dim, (int)jobs, (int)pc_job_threads(0, jobs), t_fit,
+                   t_features, feat_rate, t_coreset, t_save);
         }
         if (json && calibrated)
             printf(", \"n_calibration\": %zu, \"calibrate_seconds\": %.3f, \"image_threshold\": %.9g, "
@@ -211,12 +218,14 @@ int cmd_fit(int argc, char **argv) {
                    calib.pixel_scale);
         if (json) printf("}\n");
         else
-            printf("model      %s\nbackbone   %s (batch-norm %s)\nimages     %d used, %d skipped\npatches    %lld "
-                   "(grid %dx%d, dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, coreset %.2f s; save "
-                   "%.2f s)\n",
-                   output, pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), (int)info.n_train_images, sk.count,
-                   (long long)info.n_patches_total, (int)info.grid_h, (int)info.grid_w, (int)info.dim,
-                   (long long)info.bank_size, t_fit, t_features, t_coreset, t_save);
+            printf("model      %s\nbackbone   %s (batch-norm %s, precision %s)\nimages     %d used, %d skipped\n"
+                   "patches    %lld (grid %dx%d, dim %d)\nbank       %lld\ntime       %.2f s (features %.2f s, "
+                   "%.2f images/s, %d job%s x %d thread%s; coreset %.2f s; save %.2f s)\n",
+                   output, pc_arch_name(info.arch), pc_bn_stats_name(info.bn_stats), pc_precision_name(info.precision),
+                   (int)info.n_train_images, sk.count, (long long)info.n_patches_total, (int)info.grid_h,
+                   (int)info.grid_w, (int)info.dim, (long long)info.bank_size, t_fit, t_features, feat_rate, (int)jobs,
+                   jobs == 1 ? "" : "s", (int)pc_job_threads(0, jobs), pc_job_threads(0, jobs) == 1 ? "" : "s",
+                   t_coreset, t_save);
         if (!json && calibrated)
             printf("calibrated on %zu good images (%.2f s): image threshold %.6g, pixel threshold %.6g\n",
                    calib.n_good, t_cal, calib.image_threshold, calib.pixel_threshold);

@@ -73,6 +73,9 @@ static int describe_model(const char *path) {
     else
         printf("batch-norm:      trained (the weights' running statistics)%s\n",
                in.bn_stats_implicit ? "; the model file predates this setting" : "");
+    printf("precision:       %s\n", in.precision == PC_PRECISION_BF16
+                                        ? "bf16 (bfloat16 backbone convolutions, float32 accumulation)"
+                                        : "f32");
     printf("patch features:  p=%d, pre-dim %d, dim %d, grid %dx%d\n", (int)in.patch, (int)in.pre_dim, (int)in.dim,
            (int)in.grid_h, (int)in.grid_w);
     printf("sampler:         %s, ratio %g, seed %llu\n", sampler_str(in.sampler), in.coreset_ratio,

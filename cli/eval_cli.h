@@ -9,15 +9,19 @@
 
 #include <stdio.h>
 
-/* Each names the mask rule the pixel metrics were computed with and the model's batch-norm statistics
- * (JSON "mask_rule" and "bn_stats", CSV columns of the same names, table lines). */
-void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn);
-void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn);
+/* Each names the mask rule the pixel metrics were computed with, the model's batch-norm statistics and
+ * its backbone precision (JSON "mask_rule", "bn_stats" and "precision", CSV columns of the same names,
+ * table lines). */
+void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec);
+void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec);
 const char *cli_eval_csv_header(void);
-void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn);
+void cli_eval_write_csv_row(FILE *f, const char *category, const pc_eval_result *r, pc_mask_rule rule, pc_bn_stats bn,
+                         pc_precision prec);
 /* Write JSON (csv == 0) or header + row CSV to path; 0 or -1 after printing an error. */
 int cli_eval_write_file(const char *path, const char *category, const pc_eval_result *r, pc_mask_rule rule,
-                        pc_bn_stats bn, int csv);
+                        pc_bn_stats bn, pc_precision prec, int csv);
 
 /* Hook for `fit --holdout FRACTION` (cmd_fit.c): move round(FRACTION * n) of the collected training
  * paths, spread evenly over the sorted list, from all into holdout (the strings move: free both

@@ -145,6 +145,12 @@ bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int3
     } else if (cli_match(a, "--bn")) {
         TAKE("--bn");
         return cli_parse_bn("--bn", v, &o->bn_stats);
+    } else if (cli_match(a, "--precision")) {
+        TAKE("--precision");
+        return cli_parse_precision("--precision", v, &o->precision);
+    } else if (cli_match(a, "--jobs")) {
+        TAKE("--jobs");
+        return cli_parse_int("--jobs", v, 0, 256, &o->jobs);
     } else {
         *matched = false;
     }
@@ -161,6 +167,8 @@ void cli_fit_options_help(FILE *out) {
             "  --bn STATS          batch-norm statistics: reference (default: the reference code's warm-up,\n"
             "                      one training-mode pass of a ones image at the crop size) or trained\n"
             "                      (the weights' own running statistics); stored in the model\n"
+            "  --precision P       backbone arithmetic: f32 (default) or bf16 (bfloat16 convolutions; needs a\n"
+            "                      CPU with AVX512-BF16 or AMX, else an error); stored in the model\n"
             "  --resize R          shorter side after resizing (default 256)\n"
             "  --crop S            centre crop side, the map size (default 224)\n"
             "  --patch P           neighbourhood size, odd (default 3)\n"
@@ -173,6 +181,9 @@ void cli_fit_options_help(FILE *out) {
             "  --seed S            seed of the coreset's projection and start points (default 0)\n"
             "  --reweight B        the paper's Eq. 7 image score with B neighbours (default 0 = off)\n"
             "  --batch N           images per backbone call (default 8)\n"
+            "  --jobs N            batches in flight during feature extraction, the threads split among\n"
+            "                      them (default 0: one per 2 threads, at least 1; docs/threads.md);\n"
+            "                      the same model for every N when --batch >= --threads\n"
             "  --threads N         threads for the library and OpenBLAS (default: the CPUs this\n"
             "                      process may use, docs/threads.md)\n"
             "  --max-memory SIZE   keep the fit under SIZE (e.g. 2G, 1500M; K/M/G = 1024^1..3 bytes) by\n"

@@ -342,6 +342,10 @@ static void write_model(FILE *f, const cli_report *rep) {
             in->bn_stats == PC_BN_REFERENCE ? "reference (the reference code&#8217;s warm-up)"
             : in->bn_stats_implicit        ? "trained (the weights&#8217; running statistics; the model file predates the setting)"
                                            : "trained (the weights&#8217; running statistics)");
+    fprintf(f, "<tr><th>precision</th><td id=\"precision\" data-precision=\"%s\">%s</td></tr>\n",
+            pc_precision_name(in->precision),
+            in->precision == PC_PRECISION_BF16 ? "bf16 (bfloat16 backbone convolutions, float32 accumulation)"
+                                               : "f32 (float32 throughout)");
     fprintf(f, "<tr><th>preprocessing</th><td>resize %d, centre crop %d</td></tr>\n", (int)in->resize,
             (int)in->crop);
     fprintf(f, "<tr><th>patch features</th><td>p = %d, pre-dim %d, dim %d, grid %d&#215;%d</td></tr>\n",

@@ -73,6 +73,16 @@ bool cli_parse_bn(const char *opt, const char *s, pc_bn_stats *out) {
     return false;
 }
 
+bool cli_parse_precision(const char *opt, const char *s, pc_precision *out) {
+    const int p = pc_precision_from_name(s);
+    if (p >= 0) {
+        *out = (pc_precision)p;
+        return true;
+    }
+    cli_error("%s: '%s' is not f32 or bf16", opt, s);
+    return false;
+}
+
 bool cli_parse_mask_rule(const char *opt, const char *s, pc_mask_rule *out) {
     int r = pc_mask_rule_from_name(s);
     if (r < 0) {

@@ -547,8 +547,18 @@ typedef struct pc_fit_options {
      * S = crop; METHOD.md §2). Stored in the model; predict, eval and load use the same. */
     pc_bn_stats bn_stats;
     /* Arithmetic of the backbone (default PC_PRECISION_F32). Stored in the model; predict, eval and
-     * the binding use the same. */
+     * the binding use the same. PC_PRECISION_BF16 on a CPU that cannot multiply bf16 natively
+     * (pc_precision_supported) fails with PC_ERR_UNSUPPORTED before anything is loaded: there is no
+     * silent float32 fallback, since the model would then claim an arithmetic it was not fitted with. */
     pc_precision precision;
+    /* Batches of training images in flight at once during feature extraction (0: pc_default_num_jobs),
+     * each on pc_job_threads(0, jobs) threads with its own backbone workspace (docs/threads.md). The
+     * memory bank is bit-identical for every value as long as batch_size >= the thread count (true by
+     * default up to 8 threads) and unreadable images do not leave a full batch with fewer usable
+     * images than threads: with fewer images than threads, jobs = 1 spreads each convolution over
+     * all threads, and OpenBLAS does not round a team's SGEMM as a smaller one's. on_image_error and
+     * progress still come in image order, from the calling thread. */
+    int32_t jobs;
 } pc_fit_options;
 
 /* Defaults equal to the reference implementation's (listed above). */
@@ -570,7 +580,9 @@ PC_API pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *
  * concurrent predicts. */
 PC_API pc_status pc_model_save(const pc_model *model, const char *path);
 
-/* Load a model file. */
+/* Load a model file. The backbone runs in the precision the file records (pc_model_info.precision);
+ * a bf16 model on a CPU without native bf16 fails with PC_ERR_UNSUPPORTED naming the missing
+ * instruction sets. */
 PC_API pc_status pc_model_load(const char *path, pc_model **out);
 
 /* Free a model (NULL is fine). No predict may be running on it. */

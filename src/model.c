@@ -70,6 +70,7 @@ struct pc_model {
     char weights_source[1024];
     pc_bn_stats bn_stats;
     int bn_stats_implicit; /* loaded from a file written before bn_stats was recorded */
+    pc_precision precision; /* the backbone's arithmetic (f32 for files written before it was recorded) */
     /* derived */
     int32_t grid_h, grid_w;
     pc_layer_shape shapes[PC_MAX_LAYERS];
@@ -121,6 +122,10 @@ void pc_fit_options_init(pc_fit_options *opt) {
 static pc_status check_options(const pc_fit_options *o) {
     if (o->bn_stats != PC_BN_REFERENCE && o->bn_stats != PC_BN_TRAINED)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: unknown batch-norm statistics %d", (int)o->bn_stats);
+    if (o->precision != PC_PRECISION_F32 && o->precision != PC_PRECISION_BF16)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: unknown precision %d", (int)o->precision);
+    if (o->jobs < 0 || o->jobs > 256)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: jobs must be 0..256 (0 = the default), not %d", (int)o->jobs);
     if (o->n_layers < 1 || o->n_layers > PC_MAX_LAYERS)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: between 1 and %d layers, not %d", PC_MAX_LAYERS, (int)o->n_layers);
     uint32_t seen = 0;
@@ -153,6 +158,15 @@ static pc_status check_options(const pc_fit_options *o) {
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: the memory budget must be >= 0 bytes (0 = unlimited), not %lld",
                        (long long)o->max_memory);
     return PC_OK;
+}
+
+/* bf16 where the CPU cannot multiply it natively is an error, not a float32 fallback: a model runs in
+ * the arithmetic it records, or not at all (docs/precision.md). `what` starts the message. */
+static pc_status precision_check(pc_precision p, const char *what) {
+    char why[256];
+    if (pc_precision_supported(p, why, sizeof why)) return PC_OK;
+    return pc_fail(PC_ERR_UNSUPPORTED, "%s %s is not available on this CPU: %s; there is no float32 fallback (the results "
+                   "would differ from what the model records)", what, pc_precision_name(p), why);
 }
 
 /* ----------------------------------------------------------------------------------------------
@@ -364,7 +378,7 @@ typedef struct fit_memory {
 } fit_memory;
 
 static fit_memory plan_memory(const pc_model *m, const pc_fit_options *o, double n_img, double hw, bool stream,
-                              double fws_bytes) {
+                              double fws_bytes, double jobs) {
     fit_memory p;
     const double D = m->dim, P = o->projection_dim, f4 = 4, B = o->batch_size, S = m->crop;
     const double N = n_img * hw;
@@ -381,8 +395,10 @@ static fit_memory plan_memory(const pc_model *m, const pc_fit_options *o, double
     double acts = 0;
     for (int i = 0; i < m->n_layers; i++)
         acts += B * m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width * f4;
-    p.features = (double)pc_backbone_workspace_bytes(m->bb) + B * 3 * S * S * f4 + acts + fws_bytes +
-                 (stream ? hw * D * f4 : all_feats) + (approx ? N * P * f4 + D * P * f4 : 0);
+    /* each batch in flight (fit --jobs) has its own backbone workspace, input, activations and buffers */
+    p.features = jobs * ((double)pc_backbone_workspace_bytes(m->bb) + B * 3 * S * S * f4 + acts + fws_bytes +
+                         (stream ? hw * D * f4 : 0)) +
+                 (stream ? 0 : all_feats) + (approx ? N * P * f4 + D * P * f4 : 0);
     const double kept = stream ? 0 : all_feats; /* the features, while they are in memory */
     if (approx)
         p.coreset = kept + N * P * f4 + N * 8 /* distances, centres */ + n_sel * (P + 1) * f4 + idx;
@@ -410,16 +426,161 @@ static int cmp_row_slot(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static pc_status gather_from_spill(float *bank, const int64_t *sel, int64_t n_sel, size_t D, pc_spill *sp) {
+/* The file holds each input image's rows at the image's index (hw rows each); the selection counts
+ * only the usable images, img_of[u] being the input index of usable image u (NULL: all were usable). */
+static pc_status gather_from_spill(float *bank, const int64_t *sel, int64_t n_sel, size_t D, size_t hw,
+                                   const int64_t *img_of, pc_spill *sp) {
     row_slot *order = pc_malloc((size_t)n_sel * sizeof *order);
     if (!order) return pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for reading back %lld rows", (long long)n_sel);
-    for (int64_t i = 0; i < n_sel; i++) order[i] = (row_slot){sel[i], i};
+    for (int64_t i = 0; i < n_sel; i++) {
+        const int64_t r = sel[i];
+        order[i] = (row_slot){img_of ? img_of[r / (int64_t)hw] * (int64_t)hw + r % (int64_t)hw : r, i};
+    }
     qsort(order, (size_t)n_sel, sizeof *order, cmp_row_slot);
     pc_status st = PC_OK;
     const size_t row_bytes = D * sizeof(float);
     for (int64_t i = 0; i < n_sel && !st; i++)
         st = pc_spill_read(sp, (uint64_t)order[i].row * row_bytes, bank + (size_t)order[i].slot * D, row_bytes);
     pc_free(order);
+    return st;
+}
+
+/* Feature extraction, a batch (`batch_size` images) per item of pc_jobs_run, `jobs` batches in flight
+ * (fit --jobs), each on its share of the threads. Each image's rows go to the image's own slot (input
+ * index x hw) of the features, the projection and the temporary file, so that which job ran it, and
+ * when, cannot change a bit of the result; images that could not be used are squeezed out after the
+ * loop. The batches run in rounds of `jobs`: between rounds the calling thread reports skipped images
+ * and progress in image order. */
+typedef struct fit_worker {
+    pc_backbone *bb; /* the model's backbone (worker 0) or a view on it (own workspace) */
+    float *batch_in; /* B x 3 x S x S */
+    float *acts[4];  /* B x layer outputs */
+    float *fbuf;     /* hw x D, when streaming */
+    void *fws;
+    int busy;
+} fit_worker;
+
+typedef struct fit_extract {
+    pc_model *m;
+    const source *src;
+    size_t n_in, B, S, D, hw, P;
+    bool stream, approx;
+    float *feats, *pj;
+    const float *proj;
+    pc_spill *spill;
+    fit_worker *w;
+    int32_t n_workers;
+    pthread_mutex_t lock;
+    size_t round0;      /* first batch of the current round */
+    pc_status *errs;    /* (jobs x B) per image of the round */
+    char (*msgs)[256];  /* (jobs x B) */
+    uint8_t *usable;    /* n_in: 1 when the image's features were computed */
+} fit_extract;
+
+static void fit_worker_free(fit_worker *w, bool own_bb) {
+    if (own_bb) pc_backbone_free(w->bb);
+    pc_free(w->batch_in);
+    for (int l = 0; l < 4; l++) pc_free(w->acts[l]);
+    pc_free(w->fbuf);
+    pc_free(w->fws);
+    memset(w, 0, sizeof *w);
+}
+
+/* bb: the model's backbone for worker 0, NULL to make a view. */
+static pc_status fit_worker_init(fit_worker *w, const fit_extract *x, pc_backbone *bb) {
+    const pc_model *m = x->m;
+    pc_status st = PC_OK;
+    if (bb) w->bb = bb;
+    else st = pc_backbone_view(m->bb, &w->bb);
+    if (!st && !bb) st = pc_backbone_reserve(w->bb, (int32_t)x->B, m->crop, m->crop);
+    if (st) return st;
+    w->batch_in = pc_malloc(x->B * 3 * x->S * x->S * sizeof(float));
+    w->fws = pc_malloc(pc_features_workspace_size(m->plan));
+    bool ok = w->batch_in && w->fws;
+    if (x->stream) ok = ok && (w->fbuf = pc_malloc(x->hw * x->D * sizeof(float)));
+    for (int i = 0; i < m->n_layers; i++) {
+        size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
+        if (!(w->acts[m->layers[i] - 1] = pc_malloc(x->B * per * sizeof(float)))) ok = false;
+    }
+    if (!ok)
+        return pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for a batch of %zu images",
+                       (double)(x->B * 3 * x->S * x->S * sizeof(float)) / 1e6, x->B);
+    return PC_OK;
+}
+
+/* One image's rows of the coreset projection, on one thread. OpenBLAS's SGEMM gives rows that depend
+ * in their last bits on how many threads one call runs on (measured: 784 x 1024 x 128 differs between
+ * 1 and 2 threads), and near-ties in the greedy coreset then pick differently; one thread always makes
+ * the projection, hence the bank, the same for any jobs and threads count. Its cost is small beside the
+ * backbone's (a 0.2 GFLOP product per 224 x 224 image). */
+static void project_one_thread(float *pj, const float *f, int64_t rows, int32_t dim, const float *proj, int32_t p) {
+#ifdef _OPENMP
+    const int nt = omp_get_max_threads();
+    if (nt != 1) omp_set_num_threads(1);
+#endif
+    pc_coreset_project(pj, f, rows, dim, proj, p);
+#ifdef _OPENMP
+    if (nt != 1) omp_set_num_threads(nt);
+#endif
+}
+
+static pc_status fit_extract_batch(void *user, size_t item) {
+    fit_extract *x = user;
+    pc_threads_apply(); /* this job's share (pc_jobs_run set it) reaches OpenMP and OpenBLAS */
+    const pc_model *m = x->m;
+    const size_t b0 = (x->round0 + item) * x->B, nb = PC_MIN(x->B, x->n_in - b0);
+    const size_t S = x->S, D = x->D, hw = x->hw, P = x->P;
+    pc_status *errs = x->errs + item * x->B;
+    char (*msgs)[256] = x->msgs + item * x->B;
+    fit_worker *w = NULL;
+    pthread_mutex_lock(&x->lock);
+    for (int32_t i = 0; i < x->n_workers && !w; i++)
+        if (!x->w[i].busy) w = &x->w[i], w->busy = 1;
+    pthread_mutex_unlock(&x->lock);
+    if (!w) return pc_fail(PC_ERR_INTERNAL, "fit: more batches in flight than workers");
+
+    /* decoding and preprocessing run in parallel over the batch */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t j = 0; j < nb; j++) {
+        pc_image tmp = {0};
+        const pc_image *img;
+        pc_status s = PC_OK;
+        if (x->src->paths) {
+            s = pc_image_load(x->src->paths[b0 + j], &tmp);
+            img = &tmp;
+        } else {
+            img = &x->src->images[b0 + j];
+        }
+        if (!s) s = pc_preprocess(w->batch_in + j * 3 * S * S, img, m->resize, m->crop, NULL);
+        errs[j] = s;
+        if (s) snprintf(msgs[j], sizeof msgs[j], "%s", pc_last_error());
+        pc_image_free(&tmp);
+    }
+    /* the usable ones to the front of the batch */
+    size_t good = 0, orig[256];
+    for (size_t j = 0; j < nb; j++) {
+        if (errs[j]) continue;
+        if (good != j) memmove(w->batch_in + good * 3 * S * S, w->batch_in + j * 3 * S * S, 3 * S * S * sizeof(float));
+        orig[good++] = b0 + j;
+    }
+    pc_status st = PC_OK;
+    if (good) st = pc_backbone_forward(w->bb, w->batch_in, (int32_t)good, m->crop, m->crop, m->layer_mask, w->acts);
+    for (size_t j = 0; j < good && !st; j++) {
+        const float *per_img[PC_MAX_LAYERS];
+        for (int i = 0; i < m->n_layers; i++) {
+            size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
+            per_img[i] = w->acts[m->layers[i] - 1] + j * per;
+        }
+        const size_t r0 = orig[j] * hw; /* the image's slot */
+        float *f = x->stream ? w->fbuf : x->feats + r0 * D;
+        pc_features_compute(f, per_img, m->plan, w->fws);
+        if (x->approx) project_one_thread(x->pj + r0 * P, f, (int64_t)hw, (int32_t)D, x->proj, (int32_t)P);
+        if (x->stream) st = pc_spill_write(x->spill, (uint64_t)r0 * D * sizeof(float), f, hw * D * sizeof(float));
+        x->usable[orig[j]] = 1;
+    }
+    pthread_mutex_lock(&x->lock);
+    w->busy = 0;
+    pthread_mutex_unlock(&x->lock);
     return st;
 }
 
@@ -432,6 +593,8 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
     if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
     pc_status st = check_options(opt);
+    if (st) return st;
+    st = precision_check(opt->precision, "fit: precision");
     if (st) return st;
 
     pc_model *m = model_new();
@@ -446,15 +609,16 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
     m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
     m->bn_stats = opt->bn_stats;
+    m->precision = opt->precision;
 
-    float *feats = NULL, *batch_in = NULL, *acts[4] = {NULL}, *fbuf = NULL, *pj = NULL, *proj = NULL;
-    int64_t *starts = NULL;
-    void *fws = NULL;
-    uint8_t *ok = NULL;
+    float *feats = NULL, *pj = NULL, *proj = NULL;
+    int64_t *starts = NULL, *img_of = NULL;
     char namebuf[64];
     pc_spill spill = {.fd = -1};
+    fit_extract x = {.m = m, .src = src, .n_in = n_in};
+    pthread_mutex_init(&x.lock, NULL);
 
-    pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop};
+    pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
     st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
     if (st) goto done;
     m->arch = pc_backbone_arch(m->bb);
@@ -467,13 +631,17 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     st = model_plan(m);
     if (st) goto done;
 
-    const size_t B = (size_t)opt->batch_size, S = (size_t)m->crop, D = (size_t)m->dim;
+    const size_t B = (size_t)opt->batch_size, D = (size_t)m->dim;
     const size_t hw = (size_t)m->grid_h * m->grid_w;
     const bool approx = m->sampler == PC_SAMPLER_APPROX_GREEDY;
     const size_t P = (size_t)opt->projection_dim;
     /* With a budget, the features go to a temporary file (sampler none excepted: there the features are
      * the bank, so they have to be in memory anyway). */
     const bool stream = opt->max_memory > 0 && m->sampler != PC_SAMPLER_NONE;
+    /* batches in flight: never more than there are batches */
+    const size_t n_batches = (n_in + B - 1) / B;
+    int32_t jobs = opt->jobs > 0 ? opt->jobs : pc_default_num_jobs(0);
+    if ((size_t)jobs > n_batches) jobs = (int32_t)n_batches;
     size_t rows, bytes, pj_floats;
     if (!pc_mul_size(n_in, hw, &rows) || !pc_mul3_size(rows, D, sizeof(float), &bytes) ||
         !pc_mul_size(rows, P, &pj_floats)) {
@@ -483,23 +651,28 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     st = pc_backbone_reserve(m->bb, (int32_t)B, m->crop, m->crop);
     if (st) goto done;
     if (opt->max_memory > 0) {
-        fit_memory p = plan_memory(m, opt, (double)n_in, (double)hw, stream, (double)pc_features_workspace_size(m->plan));
+        fit_memory p = plan_memory(m, opt, (double)n_in, (double)hw, stream, (double)pc_features_workspace_size(m->plan),
+                                   (double)jobs);
         if (p.peak > (double)opt->max_memory) {
             st = pc_fail(PC_ERR_TOO_LARGE,
                          "fit: the memory budget of %.0f MiB is too small: %zu images need about %.0f MiB (weights and "
-                         "program %.0f, then the largest of: features %.0f with batch %zu, coreset %.0f, memory bank "
-                         "%.0f); a budget of at least %.0f MiB, fewer images or a smaller coreset would do",
+                         "program %.0f, then the largest of: features %.0f with batch %zu x %d jobs, coreset %.0f, "
+                         "memory bank %.0f); a budget of at least %.0f MiB, fewer images, fewer jobs or a smaller "
+                         "coreset would do",
                          MIB((double)opt->max_memory), n_in, ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
-                         MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
+                         (int)jobs, MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
             goto done;
         }
     }
     if (stream) {
         st = pc_spill_open(&spill, (uint64_t)bytes);
         if (st) goto done;
-        fbuf = pc_malloc(hw * D * sizeof(float));
     } else {
         feats = pc_malloc(bytes);
+        if (!feats) {
+            st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the training features", (double)bytes / 1e6);
+            goto done;
+        }
     }
     if (approx) {
         /* the projection, so that each image's rows are projected as they are made (the same chunks in
@@ -518,89 +691,71 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
             pc_coreset_projection(proj, m->seed, (int32_t)D, (int32_t)P);
         }
     }
-    batch_in = pc_malloc(B * 3 * S * S * sizeof(float));
-    ok = pc_calloc(B, 1);
-    fws = pc_malloc(pc_features_workspace_size(m->plan));
-    bool acts_ok = true;
-    for (int i = 0; i < m->n_layers; i++) {
-        size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
-        acts[m->layers[i] - 1] = pc_malloc(B * per * sizeof(float));
-        if (!acts[m->layers[i] - 1]) acts_ok = false;
-    }
-    if ((!feats && !fbuf) || !batch_in || !ok || !fws || !acts_ok) {
-        st = pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate %.1f MB for the training features",
-                     (double)(stream ? hw * D * sizeof(float) : bytes) / 1e6);
+
+    /* Features: rounds of `jobs` batches, each batch's images decoded and preprocessed in parallel, run
+     * through the backbone together and turned into patch features in their slots. */
+    x.B = B, x.S = (size_t)m->crop, x.D = D, x.hw = hw, x.P = P;
+    x.stream = stream, x.approx = approx;
+    x.feats = feats, x.pj = pj, x.proj = proj, x.spill = &spill;
+    x.w = pc_calloc((size_t)jobs, sizeof *x.w);
+    x.errs = pc_calloc((size_t)jobs * B, sizeof *x.errs);
+    x.msgs = pc_calloc((size_t)jobs * B, sizeof *x.msgs);
+    x.usable = pc_calloc(n_in, 1);
+    if (!x.w || !x.errs || !x.msgs || !x.usable) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
         goto done;
     }
-
-    /* Features, a batch at a time. Decoding and preprocessing run in parallel over the batch. */
-    size_t used = 0;
-    for (size_t b0 = 0; b0 < n_in; b0 += B) {
-        size_t nb = PC_MIN(B, n_in - b0);
-        pc_status errs[256];
-        char msgs[256][256];
-#pragma omp parallel for schedule(dynamic, 1)
-        for (size_t j = 0; j < nb; j++) {
-            pc_image tmp = {0};
-            const pc_image *img;
-            pc_status s = PC_OK;
-            if (src->paths) {
-                s = pc_image_load(src->paths[b0 + j], &tmp);
-                img = &tmp;
-            } else {
-                img = &src->images[b0 + j];
-            }
-            if (!s) s = pc_preprocess(batch_in + j * 3 * S * S, img, m->resize, m->crop, NULL);
-            errs[j] = s;
-            if (s) snprintf(msgs[j], sizeof msgs[j], "%s", pc_last_error());
-            pc_image_free(&tmp);
-        }
-        /* compact the good ones to the front of the batch */
-        size_t good = 0;
-        for (size_t j = 0; j < nb; j++) {
-            if (errs[j]) {
-                if (opt->on_image_error)
+    for (int32_t i = 0; i < jobs && !st; i++, x.n_workers++) st = fit_worker_init(&x.w[i], &x, i ? NULL : m->bb);
+    if (st) goto done;
+    const int32_t threads_each = pc_job_threads(0, jobs);
+    /* A last, partial batch runs in a round of its own, on every thread, as jobs = 1 runs it: a batch
+     * with fewer images than threads spreads each convolution over the threads (nn.c), whose SGEMMs
+     * may then differ in the last bit from a smaller team's. Full batches of at least as many images
+     * as threads run each image on one thread in every case. */
+    const size_t n_full = n_in / B;
+    for (size_t r0 = 0, nr; r0 < n_batches; r0 += nr) {
+        nr = r0 < n_full ? PC_MIN((size_t)jobs, n_full - r0) : 1;
+        x.round0 = r0;
+        st = pc_jobs_run(nr > 1 ? jobs : 1, threads_each, nr, fit_extract_batch, &x);
+        pc_threads_apply(); /* this thread's own count again (it ran a job on its share) */
+        if (st) goto done;
+        /* in image order, from this thread: the images that could not be used, then progress */
+        for (size_t c = 0; c < nr; c++) {
+            const size_t b0 = (r0 + c) * B, nb = PC_MIN(B, n_in - b0);
+            for (size_t j = 0; j < nb; j++)
+                if (x.errs[c * B + j] && opt->on_image_error)
                     opt->on_image_error(opt->on_image_error_user, source_name(src, b0 + j, namebuf, sizeof namebuf),
-                                        errs[j], msgs[j]);
-                continue;
-            }
-            if (good != j) memmove(batch_in + good * 3 * S * S, batch_in + j * 3 * S * S, 3 * S * S * sizeof(float));
-            good++;
+                                        x.errs[c * B + j], x.msgs[c * B + j]);
         }
-        if (good) {
-            st = pc_backbone_forward(m->bb, batch_in, (int32_t)good, m->crop, m->crop, m->layer_mask, acts);
-            if (st) goto done;
-            for (size_t j = 0; j < good; j++) {
-                const float *per_img[PC_MAX_LAYERS];
-                for (int i = 0; i < m->n_layers; i++) {
-                    size_t per = (size_t)m->shapes[i].channels * m->shapes[i].height * m->shapes[i].width;
-                    per_img[i] = acts[m->layers[i] - 1] + j * per;
-                }
-                const size_t r0 = (used + j) * hw; /* this image's first row */
-                float *f = stream ? fbuf : feats + r0 * D;
-                pc_features_compute(f, per_img, m->plan, fws);
-                if (approx) pc_coreset_project(pj + r0 * P, f, (int64_t)hw, (int32_t)D, proj, (int32_t)P);
-                if (stream) {
-                    st = pc_spill_write(&spill, (uint64_t)r0 * D * sizeof(float), f, hw * D * sizeof(float));
-                    if (st) goto done;
-                }
-            }
-            used += good;
-        }
-        if (report_progress(opt, "features", (int64_t)(b0 + nb), (int64_t)n_in)) {
+        if (report_progress(opt, "features", (int64_t)PC_MIN(n_in, (r0 + nr) * B), (int64_t)n_in)) {
             st = pc_fail(PC_ERR_CANCELLED, "fit: cancelled");
             goto done;
         }
     }
+    size_t used = 0;
+    for (size_t i = 0; i < n_in; i++) used += x.usable[i];
     if (used == 0) {
         st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: none of the %zu training images could be used", n_in);
         goto done;
     }
+    if (used < n_in) {
+        /* the usable images' rows to the front, in order (each moves down or stays) */
+        img_of = pc_malloc(used * sizeof *img_of);
+        if (!img_of) {
+            st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0, u = 0; i < n_in; i++) {
+            if (!x.usable[i]) continue;
+            img_of[u] = (int64_t)i;
+            if (u != i && feats) memmove(feats + u * hw * D, feats + i * hw * D, hw * D * sizeof(float));
+            if (u != i && pj) memmove(pj + u * hw * P, pj + i * hw * P, hw * P * sizeof(float));
+            u++;
+        }
+    }
     /* what only the features needed */
-    for (int l = 0; l < 4; l++) acts[l] = (pc_free(acts[l]), NULL);
-    pc_free(batch_in), batch_in = NULL;
-    pc_free(fbuf), fbuf = NULL;
-    pc_free(fws), fws = NULL;
+    for (int32_t i = 0; i < x.n_workers; i++) fit_worker_free(&x.w[i], i > 0);
+    x.n_workers = 0;
     pc_free(proj), proj = NULL;
     pc_backbone_release_workspace(m->bb);
 
@@ -663,7 +818,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         goto done;
     }
     if (stream) {
-        st = gather_from_spill(m->bank_owned, m->coreset_idx, n_sel, D, &spill);
+        st = gather_from_spill(m->bank_owned, m->coreset_idx, n_sel, D, hw, img_of, &spill);
         if (st) goto done;
     } else if (feats) {
 #pragma omp parallel for schedule(static)
@@ -676,16 +831,18 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     st = build_knn_index(m);
 
 done:
+    for (int32_t i = 0; i < x.n_workers; i++) fit_worker_free(&x.w[i], i > 0);
+    pc_free(x.w);
+    pc_free(x.errs);
+    pc_free(x.msgs);
+    pc_free(x.usable);
+    pthread_mutex_destroy(&x.lock);
     pc_spill_close(&spill);
     pc_free(feats);
-    pc_free(fbuf);
     pc_free(pj);
     pc_free(proj);
     pc_free(starts);
-    pc_free(batch_in);
-    pc_free(ok);
-    pc_free(fws);
-    for (int l = 0; l < 4; l++) pc_free(acts[l]);
+    pc_free(img_of);
     if (st) {
         pc_model_free(m);
         return st;
@@ -839,6 +996,7 @@ pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
     info->pixel_scale = m->pixel_scale;
     info->bn_stats = m->bn_stats;
     info->bn_stats_implicit = m->bn_stats_implicit;
+    info->precision = m->precision;
     return PC_OK;
 }
 
@@ -899,13 +1057,15 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
              "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
              "pixel_scale = %.17g\n"
              "bn_stats = %s\n"
+             "precision = %s\n"
              "weights_source = %s\n",
              MODEL_FORMAT_NAME, pc_version(), pc_arch_name(m->arch), layers, (int)m->resize, (int)m->crop,
              (int)m->patch, (int)m->pre_dim, (int)m->dim, (int)m->k, sampler_name(m->sampler), m->coreset_ratio,
              (long long)m->coreset_size_requested, (int)m->projection_dim, (int)m->n_starts,
              (unsigned long long)m->seed, (int)m->reweight_b, (int)m->grid_h, (int)m->grid_w,
              (int)m->n_train_images, (long long)m->n_patches_total, (long long)m->bank_n, m->image_threshold,
-             m->pixel_threshold, m->score_scale, m->pixel_scale, pc_bn_stats_name(m->bn_stats), m->weights_source);
+             m->pixel_threshold, m->score_scale, m->pixel_scale, pc_bn_stats_name(m->bn_stats), pc_precision_name(m->precision),
+             m->weights_source);
 
     const pc_tensor *bt = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
     size_t nbt = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
@@ -1055,6 +1215,18 @@ pc_status pc_model_load(const char *path, pc_model **out) {
                          "patchcore may know it)", path, bs);
             goto fail;
         }
+        /* optional: files written before it was recorded ran the backbone in float32 */
+        const char *ps = pc_modelfile_meta(mf, "precision");
+        const int pr = ps ? pc_precision_from_name(ps) : PC_PRECISION_F32;
+        if (pr < 0) {
+            st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'precision' is '%s', not 'f32' or 'bf16' (a newer patchcore may "
+                         "know it)", path, ps);
+            goto fail;
+        }
+        m->precision = (pc_precision)pr;
+        char what[1100];
+        snprintf(what, sizeof what, "%s: the model's precision", path);
+        if ((st = precision_check(m->precision, what))) goto fail;
     }
     /* the backbone, from the tensors stored under backbone/ (views into the mapping) */
     size_t nt = pc_modelfile_tensor_count(mf), nb = 0;
@@ -1085,7 +1257,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     {
         pc_tensor_dict view = {.tensors = m->bb_views, .count = nb};
         snprintf(view.format, sizeof view.format, "patchcore-model");
-        pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop};
+        pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
         st = pc_backbone_load_dict(&view, path, m->arch, m->layer_mask, &bo, &m->bb);
         if (st) goto fail;
     }

@@ -122,6 +122,7 @@ for rule in ("full", "half"):
     e = json.load(open(f"{tmp}/eval_{rule}.json"))
     assert e["mask_rule"] == rule
     assert r[0]["bn_stats"] == "reference" and r[1]["bn_stats"] == "reference" and e["bn_stats"] == "reference", (r, e)
+    assert r[0]["precision"] == "f32" and r[1]["precision"] == "f32" and e["precision"] == "f32", (r, e)
     for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_f1_max"):
         assert abs(float(r[0][k]) - e[k]) <= 5e-7, (rule, k, r[0][k], e[k])
     rows[rule] = r[0]
@@ -130,7 +131,8 @@ assert rows["full"]["image_auroc"] == rows["half"]["image_auroc"]
 for k in ("pixel_auroc", "aupro", "pixel_f1_max"):
     assert rows["full"][k] != rows["half"][k], k
 PYEOF
-grep -q "backbone resnet18 (batch-norm reference)" "$tmp/bench_full/results.md" || fail "results.md does not name the batch-norm"
+grep -q "backbone resnet18 (batch-norm reference, precision f32)" "$tmp/bench_full/results.md" ||
+    fail "results.md does not name the batch-norm and the precision"
 # --bn trained: named in fit --json, info and eval --json; the default fit said reference
 "$cli" fit $common --bn trained -o "$tmp/t.pcm" "$tmp/six" >"$tmp/t.json" || fail "fit --bn trained failed"
 "$cli" info "$tmp/t.pcm" | grep -q "^batch-norm: *trained" || fail "info does not say trained: $("$cli" info "$tmp/t.pcm")"
@@ -140,6 +142,7 @@ grep -q "backbone resnet18 (batch-norm reference)" "$tmp/bench_full/results.md" 
 import json, sys
 tmp = sys.argv[1]
 assert json.load(open(f"{tmp}/c.json"))["bn_stats"] == "reference"
+assert json.load(open(f"{tmp}/c.json"))["precision"] == "f32"
 assert json.load(open(f"{tmp}/t.json"))["bn_stats"] == "trained"
 t, f = json.load(open(f"{tmp}/eval_t.json")), json.load(open(f"{tmp}/eval_full.json"))
 assert t["bn_stats"] == "trained" and f["bn_stats"] == "reference"

@@ -92,6 +92,8 @@ check says "$tmp/eval.html" mask-rule "full (resized mask value == 255"
 check says "$tmp/eval_half.html" mask-rule "half (resized mask value >= 128)"
 check says "$tmp/eval.html" bn-stats "reference (the reference code"
 grep -q "^  batch-norm     reference (" "$tmp/eval.log" || fail "eval's table does not name the batch-norm statistics"
+check says "$tmp/eval.html" precision "f32 (float32 throughout)"
+grep -q "^  precision      f32" "$tmp/eval.log" || fail "eval's table does not name the precision"
 rc=0; "$cli" eval -m "$tmp/m.pcm" --mask-rule 0.5 "$cat" >/dev/null 2>"$tmp/badrule.err" || rc=$?
 [ $rc = 2 ] && grep -q "full, half" "$tmp/badrule.err" || fail "eval --mask-rule 0.5: exit $rc, $(cat "$tmp/badrule.err")"
 

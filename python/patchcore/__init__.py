@@ -216,6 +216,7 @@ class ModelInfo:
     score_scale: Optional[float]
     pixel_scale: Optional[float]  # the overlay colour scale's step (docs/visualisation.md)
     bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
+    precision: str = "f32"  # the backbone's arithmetic: "f32" or "bf16" (docs/precision.md)
 
 
 @dataclass(frozen=True)
@@ -277,9 +278,10 @@ class _Callbacks:
 # ---------------------------------------------------------------------------------------------
 
 _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_dim", "n_starts", "batch_size",
-                "reweight_b")
+                "reweight_b", "jobs")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
-                                "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats"}
+                                "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats",
+                                "precision"}
 
 
 def _layer_numbers(layers):
@@ -343,6 +345,11 @@ def _fit_options(options, keep):
         if options["bn_stats"] not in _lib.BN_STATS:
             raise ValueError("patchcore: bn_stats %r is not one of %s" % (options["bn_stats"], ", ".join(_lib.BN_STATS)))
         o.bn_stats = _lib.BN_STATS[options["bn_stats"]]
+    if options.get("precision") is not None:
+        if options["precision"] not in _lib.PRECISIONS:
+            raise ValueError("patchcore: precision %r is not one of %s"
+                             % (options["precision"], ", ".join(_lib.PRECISIONS)))
+        o.precision = _lib.PRECISIONS[options["precision"]]
     if options.get("max_memory") is not None:  # bytes; 0 = unlimited (docs/robustness.md, "Bounded memory")
         v = operator.index(options["max_memory"])
         if not 0 <= v < 2 ** 63:
@@ -404,7 +411,10 @@ class Model:
         or "layer2,layer3"), resize (256), crop (224), patch (3), pre_dim (1024), dim (1024), k (1),
         sampler ("approx", "random", "none"), coreset_ratio (0.1), coreset_size (0: use the ratio),
         projection_dim (128), n_starts (10), seed (0), batch_size (8), reweight_b (0), bn_stats
-        ("reference": the reference's batch-norm warm-up, the default; or "trained"),
+        ("reference": the reference's batch-norm warm-up, the default; or "trained"), precision
+        ("f32", the default, or "bf16": bfloat16 backbone convolutions on CPUs with AVX512-BF16 or
+        AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
+        the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
         reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
 
@@ -493,7 +503,8 @@ class Model:
             reweight_b=i.reweight_b, image_threshold=_opt(i.image_threshold),
             pixel_threshold=_opt(i.pixel_threshold), score_scale=_opt(i.score_scale),
             pixel_scale=_opt(i.pixel_scale),
-            bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)))
+            bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
+            precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)))
 
     def __repr__(self):
         if not self._h:

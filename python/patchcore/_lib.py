@@ -81,6 +81,8 @@ class FitOptions(ctypes.Structure):  # pc_fit_options
         ("on_image_error_user", ctypes.c_void_p),
         ("max_memory", ctypes.c_int64),
         ("bn_stats", c_enum),
+        ("precision", c_enum),
+        ("jobs", ctypes.c_int32),
     ]
 
 
@@ -110,10 +112,12 @@ class ModelInfo(ctypes.Structure):  # pc_model_info
         ("pixel_scale", ctypes.c_double),
         ("bn_stats", c_enum),
         ("bn_stats_implicit", ctypes.c_int32),
+        ("precision", c_enum),
     ]
 
 
 BN_STATS = {"reference": 0, "trained": 1}  # pc_bn_stats
+PRECISIONS = {"f32": 0, "bf16": 1}  # pc_precision
 
 
 class Prediction(ctypes.Structure):  # pc_prediction

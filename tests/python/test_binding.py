@@ -316,7 +316,7 @@ def check_with_data():
     info = model.info
     check(info.arch == "resnet18" and info.layers == (2, 3) and info.crop == 224 and info.grid == (28, 28)
           and info.n_train_images == 6 and info.n_patches_total == 6 * 28 * 28 and info.image_threshold is None
-          and info.bn_stats == "reference", "info: %s" % (info,))
+          and info.bn_stats == "reference" and info.precision == "f32", "info: %s" % (info,))
     check(model.image_errors == [] and stages == {"features", "coreset"}, "no image errors; progress stages %s"
           % sorted(stages))
     results = [model.predict(p) for p in test]
@@ -337,8 +337,22 @@ def check_with_data():
         p3 = os.path.join(WORK, "model_budget.pcm")
         m3.save(p3)
     check(open(p3, "rb").read() == open(model_path, "rb").read(), "fit with max_memory=1 GiB: byte-identical model")
+    with patchcore.Model.fit(train[:6], jobs=2, batch_size=2, **opts) as m3j:  # 3 batches, 2 in flight
+        p3j = os.path.join(WORK, "model_jobs.pcm")
+        m3j.save(p3j)
+    with patchcore.Model.fit(train[:6], jobs=1, batch_size=2, **opts) as m3s:
+        p3s = os.path.join(WORK, "model_jobs1.pcm")
+        m3s.save(p3s)
+    check(open(p3j, "rb").read() == open(p3s, "rb").read(), "fit with jobs=2 and jobs=1 (batch 2): byte-identical model")
     check(isinstance(raises(ValueError, patchcore.Model.fit, train[:1], bn_stats="eval", **opts), ValueError),
           "bn_stats='eval' -> ValueError")
+    check(isinstance(raises(ValueError, patchcore.Model.fit, train[:1], precision="fp8", **opts), ValueError),
+          "precision='fp8' -> ValueError")
+    try:
+        with patchcore.Model.fit(train[:6], precision="bf16", **opts) as mb:
+            check(mb.info.precision == "bf16", "precision='bf16': recorded (%s)" % mb.info.precision)
+    except patchcore.PatchcoreError as e:  # a CPU without native bf16: the library refuses, naming why
+        check("AVX512-BF16" in str(e), "precision='bf16' refused on this CPU, naming the instruction sets: %s" % e)
     with patchcore.Model.fit(train[:6], bn_stats="trained", **opts) as m4:
         check(m4.info.bn_stats == "trained" and m4.predict(test[2]).score != results[2].score,
               "bn_stats='trained': recorded, and a different score (%.6f vs %.6f)"
