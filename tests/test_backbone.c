@@ -471,9 +471,12 @@ static void test_alloc_faults(void **state) {
  * in float32 inside the convolution), so the two differ by about as much as either differs from
  * float32. The measure is max|ours - torch_bf16| / max|torch_f32| per layer, and the bound is
  * BF16_FACTOR times torch's own bf16 error max|torch_bf16 - torch_f32| / max|torch_f32| of that layer
- * (plus BF16_FLOOR, a few bf16 units, for layers where torch's error happens to be tiny). */
+ * (plus BF16_FLOOR, one bf16 unit at the layer's maximum, for a layer where torch's error happens to
+ * be tiny). Measured on AVX512-BF16 (Zen 5), ResNet-18 real weights layer2/3 and the random
+ * wide_resnet50_2 layer1..3: ours vs torch bf16 1.2e-2 .. 1.8e-2, torch bf16 vs f32 1.1e-2 .. 3.1e-2,
+ * ours vs f32 6.6e-3 .. 2.3e-2. */
 #define BF16_FACTOR 2.0
-#define BF16_FLOOR (4.0 / 256.0)
+#define BF16_FLOOR (1.0 / 256.0)
 
 static pc_status load_prec(const char *path, pc_precision prec, pc_backbone **bb) {
     pc_backbone_options o;
