@@ -1,7 +1,9 @@
 /*
  * bench_backbone.c - time our backbone forward (default: wide_resnet50_2 to layer3 at 224x224).
  * usage: bench_backbone WEIGHTS [--batch N] [--threads T] [--runs R] [--size S] [--layer L] [--precision f32|bf16]
- * Prints one line: "ours arch=A path=P precision=X batch=N threads=T size=S median_ms=... min_ms=... gflops=..."
+ * Prints one line: "ours arch=A path=P precision=X batch=N threads=T size=S median_ms=... min_ms=... cpu_ms=...
+ * gflops=..." (cpu_ms: the median process CPU time of a forward, all threads; with one thread a busy
+ * machine inflates it much less than wall time)
  * where GFLOP/s counts 2 x 9.19 GMAC per image for wide_resnet50_2 to layer3 at 224 (scaled by
  * (S/224)^2; for other architectures the figure is only comparable with itself). The convolution path is
  * $PATCHCORE_CONV's or the default (src/backbone.c); on the oneDNN path the kernel oneDNN chose for each
@@ -20,6 +22,14 @@
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* CPU time of the whole process (every thread), ms: with one thread, a figure that a busy machine
+ * inflates much less than wall time. */
+static double cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -70,24 +80,29 @@ int main(int argc, char **argv) {
     fprintf(stderr, "path: %s, precision %s, oneDNN isa %s\n", pc_conv_path_name(pc_backbone_conv_path(bb)),
             pc_precision_name(pc_backbone_precision(bb)), pc_compute_isa());
     if (kernels[0]) fprintf(stderr, "kernels:\n%s\n", kernels);
+
     if (pc_backbone_reserve(bb, batch, size, size) != PC_OK ||
         pc_backbone_forward(bb, in, batch, size, size, PC_LAYER(layer), outs) != PC_OK) { /* warm-up */
         fprintf(stderr, "bench_backbone: %s\n", pc_last_error());
         return 1;
     }
-    double *t = malloc(sizeof(double) * (size_t)runs);
+    fprintf(stderr, "memory: weights %.1f MB, workspace %.1f MB\n", pc_backbone_weight_bytes(bb) / 1e6,
+            pc_backbone_workspace_bytes(bb) / 1e6);
+    double *t = malloc(sizeof(double) * (size_t)runs), *c = malloc(sizeof(double) * (size_t)runs);
     for (int r = 0; r < runs; r++) {
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         pc_backbone_forward(bb, in, batch, size, size, PC_LAYER(layer), outs);
-        t[r] = now_ms() - t0;
+        t[r] = now_ms() - t0, c[r] = cpu_ms() - c0;
     }
     qsort(t, (size_t)runs, sizeof *t, cmp_d);
+    qsort(c, (size_t)runs, sizeof *c, cmp_d);
     double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    double cmed = runs % 2 ? c[runs / 2] : 0.5 * (c[runs / 2 - 1] + c[runs / 2]);
     double gflop = 2.0 * 9.19 * batch * (size / 224.0) * (size / 224.0);
-    printf("ours arch=%s path=%s precision=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f gflops=%.1f\n",
+    printf("ours arch=%s path=%s precision=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f cpu_ms=%.2f gflops=%.1f\n",
            pc_arch_name(pc_backbone_arch(bb)), pc_conv_path_name(pc_backbone_conv_path(bb)),
-           pc_precision_name(pc_backbone_precision(bb)), batch, threads, size, med, t[0], gflop / (med / 1e3));
-    free(t), free(in), free(out);
+           pc_precision_name(pc_backbone_precision(bb)), batch, threads, size, med, t[0], cmed, gflop / (med / 1e3));
+    free(t), free(c), free(in), free(out);
     pc_backbone_free(bb);
     return 0;
 }

@@ -46,10 +46,11 @@ if a.precision == "bf16":
     x = x.bfloat16().contiguous(memory_format=torch.channels_last)
 with torch.no_grad():
     trunk(x)  # warm-up
-    ts = []
+    ts, cs = [], []
     for _ in range(a.runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trunk(x)
         ts.append((time.perf_counter() - t0) * 1e3)
-print("torch arch=%s precision=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f"
-      % (a.arch, a.precision, a.batch, a.threads, a.size, statistics.median(ts), min(ts)))
+        cs.append((time.process_time() - c0) * 1e3)
+print("torch arch=%s precision=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f cpu_ms=%.2f"
+      % (a.arch, a.precision, a.batch, a.threads, a.size, statistics.median(ts), min(ts), statistics.median(cs)))

@@ -498,11 +498,15 @@ void pc_backbone_options_init(pc_backbone_options *opt) {
     opt->warmup_size = 224;
 }
 
-/* Our kernels or oneDNN's, by measurement (docs/backbone.md, "Which convolutions"); the switch
- * $PATCHCORE_CONV=builtin|onednn overrides it. bf16 has only the oneDNN path. */
+/* Our kernels or oneDNN's, by measurement (docs/backbone.md, "Which convolutions"; the switch
+ * $PATCHCORE_CONV=builtin|onednn overrides it; bf16 has only the oneDNN path). Where oneDNN runs
+ * AVX-512 its brgemm kernels beat ours on every architecture measured (ResNet-18, WRN-50-2: 0.6x
+ * our time); capped at AVX2 (the Zen 3 machines) its jit:avx2 kernels lose to our Winograd +
+ * OpenBLAS Haswell by 5-10%, so the builtin path stays the default there. */
 static pc_conv_path default_conv_path(const pc_backbone *bb) {
     (void)bb;
-    return pc_dnnl_engine() ? PC_CONV_ONEDNN : PC_CONV_BUILTIN;
+    const unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
+    return pc_dnnl_engine() && ((unsigned)pc_dnnl_isa() & avx512) == avx512 ? PC_CONV_ONEDNN : PC_CONV_BUILTIN;
 }
 
 static pc_status choose_conv_path(pc_backbone *bb, const char *fn) {

@@ -311,6 +311,20 @@ static const dnnl_memory_desc_t *pd_md(const_dnnl_primitive_desc_t pd, dnnl_quer
     return dnnl_primitive_desc_query_md(pd, q, i);
 }
 
+/* "nChw16c", "nhwc", "nchw" or "blocked": what a 4-D activation layout is, for the description. */
+static void layout_name(const dnnl_memory_desc_t *md, char *buf, size_t size) {
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 4) {
+        snprintf(buf, size, "other");
+    } else if (b->inner_nblks == 1 && b->inner_idxs[0] == 1) {
+        snprintf(buf, size, "nChw%dc", (int)b->inner_blks[0]);
+    } else if (b->inner_nblks == 0) {
+        snprintf(buf, size, "%s", b->strides[1] == 1 ? "nhwc" : b->strides[3] == 1 ? "nchw" : "strided");
+    } else {
+        snprintf(buf, size, "blocked");
+    }
+}
+
 static size_t scratch_of(const_dnnl_primitive_desc_t pd) {
     const dnnl_memory_desc_t *m = pd ? pd_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
     return m ? dnnl_memory_desc_get_size(m) : 0;
@@ -562,10 +576,11 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
     if ((s = dnnl_stream_create(&p->stream, pc_dnnl_engine(), dnnl_stream_default_flags)) != dnnl_success)
         goto dnnl_err;
 
-    /* The kernels chosen, one line per distinct convolution shape. */
+    /* The kernels chosen, one line per distinct convolution shape, and the activations' layout. */
     {
-        size_t at = 0;
-        p->desc[0] = '\0';
+        char lay[64];
+        layout_name(&vmd[nv - 1], lay, sizeof lay);
+        size_t at = (size_t)snprintf(p->desc, sizeof p->desc, "activations: %s %s\n", lay, net->bf16 ? "bf16" : "f32");
         for (int i = 0; i < nops && at < sizeof p->desc; i++) {
             if (net->ops[i].kind != PC_DNN_CONV) continue;
             const pc_dnn_conv *c = &net->convs[net->ops[i].conv];
