@@ -84,10 +84,18 @@ void pc_dnn_net_free(pc_dnn_net *net) {
 
 size_t pc_dnn_net_weight_bytes(pc_dnn_net *net) {
     if (!net) return 0;
+    /* before the first plan: what one layout of every convolution will take (oneDNN pads blocked
+     * layouts a little beyond it for channel counts that are not multiples of the block) */
+    size_t nominal = 0;
+    for (int i = 0; i < net->nconv; i++) {
+        const pc_dnn_conv *c = &net->convs[i];
+        nominal += (size_t)c->cout * (size_t)(c->cin / c->groups) * (size_t)c->k * (size_t)c->k *
+                   (net->bf16 ? 2 : sizeof(float));
+    }
     pthread_mutex_lock(&net->lock);
     size_t b = net->wbytes;
     pthread_mutex_unlock(&net->lock);
-    return b;
+    return PC_MAX(b, nominal);
 }
 
 /* Run one reorder from src (md, data) to dst (md, data) now, on a stream of its own. */

@@ -41,7 +41,8 @@ typedef struct pc_dnn_plan pc_dnn_plan;
 pc_status pc_dnn_net_create(const pc_dnn_conv *convs, int nconv, const pc_dnn_op *ops, int nops, int bf16,
                             pc_dnn_net **out);
 void pc_dnn_net_free(pc_dnn_net *net);
-/* Bytes of reordered weights the net holds (grows when a plan needs a layout not seen before). */
+/* Bytes of reordered weights the net holds (grows when a plan needs a layout not seen before); before
+ * the first plan, what one layout of every convolution will take. */
 size_t pc_dnn_net_weight_bytes(pc_dnn_net *net);
 
 /* A plan for batches of exactly n images of h x w, at the calling thread's OpenMP thread count.
