@@ -318,6 +318,8 @@ PC_API void pc_backbone_free(pc_backbone *bb);
 PC_API pc_arch pc_backbone_arch(const pc_backbone *bb);
 /* The batch-norm statistics the backbone was built with. */
 PC_API pc_bn_stats pc_backbone_bn_stats(const pc_backbone *bb);
+/* The precision the backbone computes in (pc_backbone_options.precision at load). */
+PC_API pc_precision pc_backbone_precision(const pc_backbone *bb);
 /* The deepest layer loaded (1..4) and the number of output channels of layerN (0 if not loaded). */
 PC_API int32_t pc_backbone_max_layer(const pc_backbone *bb);
 PC_API int32_t pc_backbone_channels(const pc_backbone *bb, int32_t layer);

@@ -9,6 +9,8 @@
 #include "nn.h"
 #include "weights.h"
 #include "backbone_internal.h"
+#include "backbone_onednn.h"
+#include "onednn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -118,6 +120,13 @@ struct pc_backbone {
     int is_view; /* a view (pc_backbone_view) shares another backbone's weights and owns only ws */
     pc_bn_stats bn_stats;
     int32_t warmup_size;
+    pc_precision precision;
+    pc_conv_path conv_path;
+    /* The oneDNN path: the net (description + reordered weights) is the parent's, shared by its
+     * views; each backbone or view keeps its own plans for the last two input shapes it ran, most
+     * recent first. */
+    pc_dnn_net *dnet;
+    pc_dnn_plan *plans[2];
 };
 
 static void conv_free(conv *c) {
@@ -128,7 +137,17 @@ static void conv_free(conv *c) {
 }
 
 /* Free the weights and workspace a backbone holds, not the struct itself. */
+static void release_plans(pc_backbone *bb) {
+    for (int i = 0; i < 2; i++) {
+        pc_dnn_plan_free(bb->plans[i]);
+        bb->plans[i] = NULL;
+    }
+}
+
 static void backbone_release(pc_backbone *bb) {
+    release_plans(bb);
+    pc_dnn_net_free(bb->dnet);
+    bb->dnet = NULL;
     conv_free(&bb->stem);
     for (int s = 0; s < 4; s++) {
         for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
@@ -144,8 +163,12 @@ static void backbone_release(pc_backbone *bb) {
 
 void pc_backbone_free(pc_backbone *bb) {
     if (!bb) return;
-    if (bb->is_view) pc_free(bb->ws);
-    else backbone_release(bb);
+    if (bb->is_view) {
+        pc_free(bb->ws);
+        release_plans(bb);
+    } else {
+        backbone_release(bb);
+    }
     pc_free(bb);
 }
 
@@ -156,6 +179,7 @@ pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out) {
     memcpy(v, src, sizeof *v);
     v->ws = NULL;
     v->act_cap = v->col_cap = 0;
+    v->plans[0] = v->plans[1] = NULL;
     v->is_view = 1;
     v->errmsg[0] = '\0';
     *out = v;
@@ -246,7 +270,7 @@ static pc_status make_conv(conv *c, loadctx *L, const char *wname, const char *b
 
 /* Fold batch-norm with running statistics (mean, var) into the convolution:
  * w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps); then the Winograd transform. */
-static pc_status fold(conv *c, const float *mean, const float *var) {
+static pc_status fold(conv *c, const float *mean, const float *var, int winograd) {
     const int32_t cout = c->cout;
     const size_t per = (size_t)(c->cin / c->groups) * (size_t)c->k * (size_t)c->k;
     c->weight = pc_malloc((size_t)cout * per * sizeof(float));
@@ -258,7 +282,7 @@ static pc_status fold(conv *c, const float *mean, const float *var) {
             c->weight[(size_t)o * per + i] = (float)(c->raw_w[(size_t)o * per + i] * scale);
         c->bias[o] = (float)((double)c->bn_b[o] - (double)mean[o] * scale);
     }
-    if (use_winograd(c)) {
+    if (winograd && use_winograd(c)) {
         c->wino = pc_malloc((size_t)16 * (size_t)cout * (size_t)c->cin * sizeof(float));
         if (!c->wino) return pc_fail(PC_ERR_NO_MEMORY, "out of memory for the backbone's weights");
         pc_winograd_weights(c->wino, c->weight, cout, c->cin);
@@ -474,6 +498,37 @@ void pc_backbone_options_init(pc_backbone_options *opt) {
     opt->warmup_size = 224;
 }
 
+/* Our kernels or oneDNN's, by measurement (docs/backbone.md, "Which convolutions"; the switch
+ * $PATCHCORE_CONV=builtin|onednn overrides it; bf16 has only the oneDNN path). Where oneDNN runs
+ * AVX-512 its brgemm kernels beat ours on every architecture measured (ResNet-18, WRN-50-2: 0.6x
+ * our time); capped at AVX2 (the Zen 3 machines) its jit:avx2 kernels lose to our Winograd +
+ * OpenBLAS Haswell by 5-10%, so the builtin path stays the default there. */
+static pc_conv_path default_conv_path(const pc_backbone *bb) {
+    (void)bb;
+    const unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
+    return pc_dnnl_engine() && ((unsigned)pc_dnnl_isa() & avx512) == avx512 ? PC_CONV_ONEDNN : PC_CONV_BUILTIN;
+}
+
+static pc_status choose_conv_path(pc_backbone *bb, const char *fn) {
+    const char *env = getenv("PATCHCORE_CONV");
+    if (env && *env && strcmp(env, "builtin") != 0 && strcmp(env, "onednn") != 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: $PATCHCORE_CONV is '%s'; it may be 'builtin' or 'onednn'", fn,
+                       env);
+    if (bb->precision == PC_PRECISION_BF16) {
+        if (env && !strcmp(env, "builtin"))
+            return pc_fail(PC_ERR_UNSUPPORTED, "%s: precision bf16 runs on oneDNN only, and $PATCHCORE_CONV=builtin",
+                           fn);
+        bb->conv_path = PC_CONV_ONEDNN;
+    } else if (env && *env) {
+        bb->conv_path = strcmp(env, "onednn") ? PC_CONV_BUILTIN : PC_CONV_ONEDNN;
+    } else {
+        bb->conv_path = -1; /* decided once the architecture is known (build_from_dict) */
+    }
+    if (bb->conv_path == PC_CONV_ONEDNN && !pc_dnnl_engine())
+        return pc_fail(PC_ERR_UNSUPPORTED, "%s: oneDNN could not create a CPU engine", fn);
+    return PC_OK;
+}
+
 /* Options checked and copied into bb (NULL: the defaults). */
 static pc_status apply_options(pc_backbone *bb, const pc_backbone_options *opt, const char *fn) {
     pc_backbone_options d;
@@ -483,9 +538,16 @@ static pc_status apply_options(pc_backbone *bb, const pc_backbone_options *opt, 
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: unknown batch-norm statistics %d", fn, (int)opt->bn_stats);
     if (opt->bn_stats == PC_BN_REFERENCE && (opt->warmup_size < 1 || opt->warmup_size > 65536))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: warm-up size %d is not in 1..65536", fn, (int)opt->warmup_size);
+    if (opt->precision != PC_PRECISION_F32 && opt->precision != PC_PRECISION_BF16)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: unknown precision %d", fn, (int)opt->precision);
+    char why[256];
+    if (!pc_precision_supported(opt->precision, why, sizeof why))
+        return pc_fail(PC_ERR_UNSUPPORTED, "%s: precision %s is not available on this CPU: %s", fn,
+                       pc_precision_name(opt->precision), why);
     bb->bn_stats = opt->bn_stats;
     bb->warmup_size = opt->warmup_size;
-    return PC_OK;
+    bb->precision = opt->precision;
+    return choose_conv_path(bb, fn);
 }
 
 pc_status pc_backbone_load(const char *path, pc_arch arch, uint32_t layer_mask, pc_backbone **out) {
@@ -540,6 +602,7 @@ static pc_status build_from_dict(pc_backbone *bb, const pc_tensor_dict *d, const
     pc_status st;
     if (!a && (st = infer_arch(d, E, bb->path, &a)) != PC_OK) return st;
     bb->spec = a;
+    if ((int)bb->conv_path < 0) bb->conv_path = default_conv_path(bb);
     problems P = {0};
     loadctx L = {.dict = d, .used = pc_calloc(d->count ? d->count : 1, 1), .prob = &P};
     if (!L.used) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -644,6 +707,17 @@ pc_status pc_weights_inspect(const char *path, pc_weights_info *out) {
 
 pc_arch pc_backbone_arch(const pc_backbone *bb) { return bb ? bb->spec->arch : PC_ARCH_UNKNOWN; }
 pc_bn_stats pc_backbone_bn_stats(const pc_backbone *bb) { return bb ? bb->bn_stats : PC_BN_TRAINED; }
+pc_precision pc_backbone_precision(const pc_backbone *bb) { return bb ? bb->precision : PC_PRECISION_F32; }
+pc_conv_path pc_backbone_conv_path(const pc_backbone *bb) { return bb ? bb->conv_path : PC_CONV_BUILTIN; }
+const char *pc_conv_path_name(pc_conv_path p) { return p == PC_CONV_ONEDNN ? "onednn" : "builtin"; }
+
+pc_status pc_backbone_describe_kernels(pc_backbone *bb, int32_t n, int32_t h, int32_t w, char *buf, size_t size) {
+    if (size) buf[0] = '\0';
+    if (!bb || bb->conv_path != PC_CONV_ONEDNN) return PC_OK;
+    pc_status st = pc_backbone_reserve(bb, n, h, w);
+    if (st == PC_OK) pc_dnn_plan_describe(bb->plans[0], buf, size);
+    return st;
+}
 int32_t pc_backbone_max_layer(const pc_backbone *bb) { return bb ? bb->max_layer : 0; }
 const char *pc_backbone_errmsg(const pc_backbone *bb) { return bb ? bb->errmsg : ""; }
 const char *pc_backbone_path(const pc_backbone *bb) { return bb ? bb->path : ""; }
@@ -858,6 +932,51 @@ static int all_convs(pc_backbone *bb, conv **list, int cap) {
     return n;
 }
 
+/* The network for oneDNN (backbone_onednn.h): the convolutions in list's order and the operations
+ * of the forward pass of run() below, as values: stem conv, max-pool, then per block the downsample,
+ * the convolutions and the last one's residual sum + ReLU; the last block of stage s is layer s+1. */
+static pc_status dnn_describe(pc_backbone *bb, conv **list, int n) {
+    pc_dnn_conv *convs = pc_calloc((size_t)n, sizeof *convs);
+    pc_dnn_op *ops = pc_calloc((size_t)n + 1, sizeof *ops);
+    if (!convs || !ops) {
+        pc_free(convs), pc_free(ops);
+        return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const conv *c = list[i];
+        convs[i] = (pc_dnn_conv){c->cin, c->cout, c->k, c->stride, c->pad, c->groups, c->weight, c->bias};
+    }
+    int nops = 0;
+#define OP(kind_, conv_, src_, res_, relu_) \
+    (ops[nops] = (pc_dnn_op){kind_, conv_, src_, res_, relu_, 0}, ++nops)
+    int ci = 0;
+    OP(PC_DNN_CONV, ci++, 0, 0, 1);
+    int x = OP(PC_DNN_MAXPOOL, 0, 1, 0, 0);
+    for (int s = 0; s < bb->max_layer; s++) {
+        for (int b = 0; b < bb->nblocks[s]; b++) {
+            const block *B = &bb->blocks[s][b];
+            /* list order (all_convs): c1, c2, c3 (Bottleneck), ds */
+            const int i1 = ci, i2 = ci + 1, i3 = bb->spec->bottleneck ? ci + 2 : -1;
+            const int ids = B->has_ds ? ci + (bb->spec->bottleneck ? 3 : 2) : -1;
+            ci += 2 + (bb->spec->bottleneck ? 1 : 0) + (B->has_ds ? 1 : 0);
+            const int identity = B->has_ds ? OP(PC_DNN_CONV, ids, x, 0, 0) : x;
+            const int t1 = OP(PC_DNN_CONV, i1, x, 0, 1);
+            if (i3 >= 0) {
+                const int t2 = OP(PC_DNN_CONV, i2, t1, 0, 1);
+                x = OP(PC_DNN_CONV, i3, t2, identity, 1);
+            } else {
+                x = OP(PC_DNN_CONV, i2, t1, identity, 1);
+            }
+        }
+        ops[x - 1].tap = s + 1;
+    }
+#undef OP
+    pc_status st = ci == n ? pc_dnn_net_create(convs, n, ops, nops, bb->precision == PC_PRECISION_BF16, &bb->dnet)
+                           : pc_fail(PC_ERR_INTERNAL, "backbone: %d convolutions described, %d built", ci, n);
+    pc_free(convs), pc_free(ops);
+    return st;
+}
+
 /* Settle the batch-norm statistics (the warm-up's, or the file's) and fold them into the convs; the
  * file's tensors are not referenced afterwards. */
 static pc_status finalise(pc_backbone *bb) {
@@ -866,13 +985,15 @@ static pc_status finalise(pc_backbone *bb) {
     pc_status st = bb->bn_stats == PC_BN_REFERENCE ? warmup(bb, list, n) : PC_OK;
     for (int i = 0; i < n && st == PC_OK; i++) {
         conv *c = list[i];
-        st = c->stats ? fold(c, c->stats, c->stats + c->cout) : fold(c, c->bn_mean, c->bn_var);
+        const int wino = bb->conv_path == PC_CONV_BUILTIN;
+        st = c->stats ? fold(c, c->stats, c->stats + c->cout, wino) : fold(c, c->bn_mean, c->bn_var, wino);
     }
     for (int i = 0; i < n; i++) {
         pc_free(list[i]->stats);
         list[i]->stats = NULL;
         list[i]->raw_w = list[i]->bn_g = list[i]->bn_b = list[i]->bn_mean = list[i]->bn_var = NULL;
     }
+    if (st == PC_OK && bb->conv_path == PC_CONV_ONEDNN) st = dnn_describe(bb, list, n);
     return st;
 }
 
@@ -891,7 +1012,26 @@ pc_status pc_backbone_out_size(const pc_backbone *bb, int32_t layer, int32_t in_
     return PC_OK;
 }
 
+/* The oneDNN plan for (n, h, w) at the calling thread's thread count: the cached one, or a new one
+ * (which replaces the older of the two cached). */
+static pc_status get_plan(pc_backbone *bb, int32_t n, int32_t h, int32_t w, pc_dnn_plan **out) {
+    if (!pc_dnn_plan_fits(bb->plans[0], n, h, w) && pc_dnn_plan_fits(bb->plans[1], n, h, w)) {
+        pc_dnn_plan *t = bb->plans[0];
+        bb->plans[0] = bb->plans[1], bb->plans[1] = t;
+    }
+    if (!pc_dnn_plan_fits(bb->plans[0], n, h, w)) {
+        pc_dnn_plan *p = NULL;
+        pc_status st = pc_dnn_plan_create(bb->dnet, n, h, w, &p);
+        if (st != PC_OK) return st;
+        pc_dnn_plan_free(bb->plans[1]);
+        bb->plans[1] = bb->plans[0], bb->plans[0] = p;
+    }
+    *out = bb->plans[0];
+    return PC_OK;
+}
+
 pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w) {
+    pc_threads_apply();
     pc_clear_error();
     if (!bb || n < 1 || h < 1 || w < 1 || n > 65536 || h > 65536 || w > 65536)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_reserve: bad size %d x %d x %d", (int)n, (int)h, (int)w);
@@ -899,6 +1039,10 @@ pc_status pc_backbone_reserve(pc_backbone *bb, int32_t n, int32_t h, int32_t w) 
     if (run(bb, &W, NULL, 0, NULL, 0))
         return pc_fail(PC_ERR_SHAPE, "input %dx%d is too small for %s up to layer%d", (int)h, (int)w, bb->spec->name,
                        (int)bb->max_layer);
+    if (bb->conv_path == PC_CONV_ONEDNN) {
+        pc_dnn_plan *p;
+        return get_plan(bb, n, h, w, &p);
+    }
     if (W.act_max <= bb->act_cap && W.col_max <= bb->col_cap) return PC_OK;
     size_t act = PC_MAX(W.act_max, bb->act_cap), col = PC_MAX(W.col_max, bb->col_cap), total;
     if (!pc_mul_size(act, 5, &total) || !pc_add_size(total, col, &total) || !pc_mul_size(total, sizeof(float), &total))
@@ -921,7 +1065,7 @@ static size_t conv_bytes(const conv *c) {
 
 size_t pc_backbone_weight_bytes(const pc_backbone *bb) {
     if (!bb || bb->is_view) return 0;
-    size_t n = conv_bytes(&bb->stem);
+    size_t n = conv_bytes(&bb->stem) + pc_dnn_net_weight_bytes(bb->dnet);
     for (int s = 0; s < 4; s++)
         for (int b = 0; b < bb->nblocks[s] && bb->blocks[s]; b++) {
             const block *B = &bb->blocks[s][b];
@@ -931,11 +1075,14 @@ size_t pc_backbone_weight_bytes(const pc_backbone *bb) {
 }
 
 size_t pc_backbone_workspace_bytes(const pc_backbone *bb) {
-    return bb && bb->ws ? (5 * bb->act_cap + bb->col_cap) * sizeof(float) : 0;
+    if (!bb) return 0;
+    return (bb->ws ? (5 * bb->act_cap + bb->col_cap) * sizeof(float) : 0) + pc_dnn_plan_bytes(bb->plans[0]) +
+           pc_dnn_plan_bytes(bb->plans[1]);
 }
 
 void pc_backbone_release_workspace(pc_backbone *bb) {
     if (!bb) return;
+    release_plans(bb);
     pc_free(bb->ws);
     bb->ws = NULL;
     bb->act_cap = bb->col_cap = 0;
@@ -958,9 +1105,19 @@ pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32
         for (int l = 1; l <= 4 && !st; l++)
             if ((layer_mask & PC_LAYER(l)) && !outs[l - 1])
                 st = pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: outs[%d] (layer%d) is NULL", l - 1, l);
-        if (!st) st = pc_backbone_reserve(bb, n, h, w);
+        if (!st && bb->conv_path == PC_CONV_BUILTIN) st = pc_backbone_reserve(bb, n, h, w);
+        else if (!st && (n < 1 || h < 1 || w < 1 || n > 65536 || h > 65536 || w > 65536))
+            st = pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_backbone_forward: bad size %d x %d x %d", (int)n, (int)h, (int)w);
+        else if (!st) {
+            int32_t oh, ow;
+            st = pc_backbone_out_size(bb, bb->max_layer, h, w, &oh, &ow);
+        }
     }
-    if (!st) {
+    if (!st && bb->conv_path == PC_CONV_ONEDNN) {
+        pc_dnn_plan *p = NULL;
+        st = get_plan(bb, n, h, w, &p);
+        if (!st) st = pc_dnn_plan_forward(p, in, layer_mask, outs);
+    } else if (!st) {
         walk W = {.n = n, .h = h, .w = w};
         run(bb, &W, in, layer_mask, outs, 1);
     }

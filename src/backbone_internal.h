@@ -26,4 +26,16 @@ size_t pc_backbone_workspace_bytes(const pc_backbone *bb);
  * are computed, so the coreset runs without it. */
 void pc_backbone_release_workspace(pc_backbone *bb);
 
+/* Which convolutions a backbone runs: our own (src/nn.c: im2col + OpenBLAS SGEMM, Winograd F(2,3);
+ * NCHW float32) or oneDNN's (src/backbone_onednn.c; blocked layouts, float32 or bfloat16). Chosen
+ * at load: $PATCHCORE_CONV=builtin|onednn, else the measured default (docs/backbone.md, "Which
+ * convolutions"); bf16 always runs on oneDNN. */
+typedef enum pc_conv_path { PC_CONV_BUILTIN = 0, PC_CONV_ONEDNN = 1 } pc_conv_path;
+pc_conv_path pc_backbone_conv_path(const pc_backbone *bb);
+const char *pc_conv_path_name(pc_conv_path p);
+
+/* The oneDNN kernels of the plan for (n, h, w) (made if needed), one line per distinct convolution
+ * shape; "" on the builtin path. For benchmarks and diagnostics. */
+pc_status pc_backbone_describe_kernels(pc_backbone *bb, int32_t n, int32_t h, int32_t w, char *buf, size_t size);
+
 #endif

@@ -13,9 +13,19 @@
  *    --bn.
  * The tests of the file formats and architectures use the trained statistics (PC_BN_TRAINED), as their
  * torchvision references are plain eval-mode models.
+ *
+ * Every comparison with torchvision runs twice: on the oneDNN convolutions and on our own
+ * ($PATCHCORE_CONV=onednn, then builtin; src/backbone_onednn.c, src/nn.c), with the same tolerances.
+ * bf16 (PC_PRECISION_BF16, tests/ref/gen_backbones_bf16.py) against torch run in bf16; two views
+ * forwarding at once give what one gives alone, bit for bit; and a child process with oneDNN capped at
+ * AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) checks that bf16 is refused there with PC_ERR_UNSUPPORTED and that the
+ * oneDNN float32 path still matches torchvision with AVX2 kernels.
  */
 #include "internal.h"
+#include "backbone_internal.h"
 #include "testutil.h"
+
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +38,31 @@
  * 1.4e-6 to 2.6e-6 on the real ResNet-18 (as the trained statistics give, 1.6e-6) and 3e-7 to 2.4e-6 on
  * the random networks; torch's own float32 forward is ~1.2e-6 from float64. */
 #define TOL_WARM 5e-6
+
+/* The convolution path the current test runs ($PATCHCORE_CONV, set by the group's setup). */
+static pc_conv_path want_path = PC_CONV_ONEDNN;
+static const char *self_exe = "test_backbone";
+
+static int setup_onednn(void **state) {
+    (void)state;
+    setenv("PATCHCORE_CONV", "onednn", 1);
+    want_path = PC_CONV_ONEDNN;
+    return 0;
+}
+
+/* The default choice (no $PATCHCORE_CONV): what the CLI tests run. */
+static int setup_default(void **state) {
+    (void)state;
+    unsetenv("PATCHCORE_CONV");
+    return 0;
+}
+
+static int setup_builtin(void **state) {
+    (void)state;
+    setenv("PATCHCORE_CONV", "builtin", 1);
+    want_path = PC_CONV_BUILTIN;
+    return 0;
+}
 
 /* pc_backbone_load with the weights' own (trained) batch-norm statistics. */
 static pc_status load_trained(const char *path, pc_arch arch, uint32_t mask, pc_backbone **bb) {
@@ -64,13 +99,14 @@ static void compare_layers_tol(pc_backbone *bb, const char *refname, const char 
         assert_int_equal(ref[l - 1].shape[3], ow);
         outs[l - 1] = calloc((size_t)ref[l - 1].count, sizeof(float));
     }
+    assert_int_equal(pc_backbone_conv_path(bb), want_path);
     pc_status st = pc_backbone_forward(bb, x.data, n, h, w, mask, outs);
     if (st != PC_OK) print_message("forward: %s\n", pc_backbone_errmsg(bb));
     assert_int_equal(st, PC_OK);
     for (int l = 1; l <= 4; l++) {
         if (!outs[l - 1]) continue;
         double err = max_rel_err(outs[l - 1], ref[l - 1].data, (size_t)ref[l - 1].count);
-        print_message("%-40s layer%d %s: rel err %.2e\n", what, l, refname, err);
+        print_message("%-7s %-40s layer%d %s: rel err %.2e\n", pc_conv_path_name(want_path), what, l, refname, err);
         assert_true(err <= tol);
         free(outs[l - 1]);
         npy_free(&ref[l - 1]);
@@ -428,17 +464,251 @@ static void test_alloc_faults(void **state) {
     assert_true(failed > 30); /* the scan did hit the loader */
 }
 
-int main(void) {
+/* ---- bf16 ---------------------------------------------------------------------------------------
+ * Ours in bf16 against torch in bf16 (model.bfloat16(), channels-last): both round every activation
+ * to 8 significant bits, at different places (we fold batch-norm into the weights before rounding
+ * them, torch rounds the convolution output and then the batch-norm's; our residual sum and ReLU run
+ * in float32 inside the convolution), so the two differ by about as much as either differs from
+ * float32. The measure is max|ours - torch_bf16| / max|torch_f32| per layer, and the bound is
+ * BF16_FACTOR times torch's own bf16 error max|torch_bf16 - torch_f32| / max|torch_f32| of that layer
+ * (plus BF16_FLOOR, one bf16 unit at the layer's maximum, for a layer where torch's error happens to
+ * be tiny). Measured on AVX512-BF16 (Zen 5), ResNet-18 real weights layer2/3 and the random
+ * wide_resnet50_2 layer1..3: ours vs torch bf16 1.2e-2 .. 1.8e-2, torch bf16 vs f32 1.1e-2 .. 3.1e-2,
+ * ours vs f32 6.6e-3 .. 2.3e-2. */
+#define BF16_FACTOR 2.0
+#define BF16_FLOOR (1.0 / 256.0)
+
+static pc_status load_prec(const char *path, pc_precision prec, pc_backbone **bb) {
+    pc_backbone_options o;
+    pc_backbone_options_init(&o);
+    o.bn_stats = PC_BN_TRAINED;
+    o.precision = prec;
+    return pc_backbone_load_with(path, PC_ARCH_UNKNOWN, PC_LAYER(1) | PC_LAYER(2) | PC_LAYER(3), &o, bb);
+}
+
+static void bf16_case(const char *weights, const char *prefix, uint32_t mask) {
+    char p[512];
+    pc_backbone *bb = NULL;
+    pc_status st = load_prec(weights, PC_PRECISION_BF16, &bb);
+    if (st) print_message("%s: %s\n", weights, pc_last_error());
+    assert_int_equal(st, PC_OK);
+    assert_int_equal(pc_backbone_precision(bb), PC_PRECISION_BF16);
+    assert_int_equal(pc_backbone_conv_path(bb), PC_CONV_ONEDNN);
+    npy_array x;
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones_bf16/%s_input.npy", prefix), &x), 0);
+    const int32_t n = (int32_t)x.shape[0], h = (int32_t)x.shape[2], w = (int32_t)x.shape[3];
+    float *outs[4] = {0};
+    npy_array f32[4], b16[4];
+    for (int l = 1; l <= 4; l++) {
+        if (!(mask & PC_LAYER(l))) continue;
+        assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones_bf16/%s_f32_layer%d.npy", prefix, l), &f32[l - 1]), 0);
+        assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones_bf16/%s_bf16_layer%d.npy", prefix, l), &b16[l - 1]), 0);
+        outs[l - 1] = calloc((size_t)f32[l - 1].count, sizeof(float));
+    }
+    st = pc_backbone_forward(bb, x.data, n, h, w, mask, outs);
+    if (st) print_message("forward: %s\n", pc_backbone_errmsg(bb));
+    assert_int_equal(st, PC_OK);
+    for (int l = 1; l <= 4; l++) {
+        if (!outs[l - 1]) continue;
+        const size_t cnt = (size_t)f32[l - 1].count;
+        const float *ref = f32[l - 1].data, *tb = b16[l - 1].data;
+        double amax = 0.0;
+        for (size_t i = 0; i < cnt; i++) amax = PC_MAX(amax, (double)(ref[i] < 0 ? -ref[i] : ref[i]));
+        const double ours_torch = max_abs_diff(outs[l - 1], tb, cnt) / amax;
+        const double ours_f32 = max_abs_diff(outs[l - 1], ref, cnt) / amax;
+        const double torch_f32 = max_abs_diff(tb, ref, cnt) / amax;
+        const double bound = BF16_FACTOR * torch_f32 + BF16_FLOOR;
+        print_message("bf16 %s layer%d: ours vs torch bf16 %.2e, ours vs f32 %.2e, torch bf16 vs f32 %.2e "
+                      "(bound %.2e)\n", prefix, l, ours_torch, ours_f32, torch_f32, bound);
+        assert_true(ours_torch <= bound);
+        assert_true(ours_f32 <= bound);
+        free(outs[l - 1]);
+        npy_free(&f32[l - 1]), npy_free(&b16[l - 1]);
+    }
+    npy_free(&x);
+    pc_backbone_free(bb);
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    char p[512], why[256];
+    if (!pc_precision_supported(PC_PRECISION_BF16, why, sizeof why)) TEST_SKIP_MSG("bf16: %s", why);
+    if (!ref_exists("backbones_bf16/r18_input.npy") || !shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth"))
+        TEST_SKIP_MSG("no bf16 references or ../shared ResNet-18 (run make refs)");
+    bf16_case(p, "r18", PC_LAYER(2) | PC_LAYER(3));
+    if (ref_exists("backbones_bf16/wrn_input.npy"))
+        bf16_case(ref_path(p, sizeof p, "backbones/wide_resnet50_2.safetensors"), "wrn",
+                  PC_LAYER(1) | PC_LAYER(2) | PC_LAYER(3));
+    /* bf16 has only the oneDNN path; an unknown switch value is refused */
+    pc_backbone *bb = (pc_backbone *)1;
+    shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth");
+    setenv("PATCHCORE_CONV", "builtin", 1);
+    assert_int_equal(load_prec(p, PC_PRECISION_BF16, &bb), PC_ERR_UNSUPPORTED);
+    assert_null(bb);
+    assert_non_null(strstr(pc_last_error(), "PATCHCORE_CONV"));
+    setenv("PATCHCORE_CONV", "mkl", 1);
+    assert_int_equal(load_prec(p, PC_PRECISION_F32, &bb), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "'builtin' or 'onednn'"));
+    setenv("PATCHCORE_CONV", "onednn", 1);
+    pc_backbone_options o;
+    pc_backbone_options_init(&o);
+    o.precision = (pc_precision)9;
+    assert_int_equal(pc_backbone_load_with(p, PC_ARCH_UNKNOWN, PC_LAYER(2), &o, &bb), PC_ERR_INVALID_ARGUMENT);
+}
+
+/* ---- views at once ---------------------------------------------------------------------------------
+ * Two views of one backbone (shared weights, each its own oneDNN plan) forwarding on two threads at
+ * once give bit for bit what one view gives alone. */
+typedef struct view_job {
+    pc_backbone *view;
+    const float *in;
+    int32_t n, h, w;
+    float *out;
+    const float *want;
+    size_t count;
+    int ok;
+} view_job;
+
+static void *view_run(void *arg) {
+    view_job *j = arg;
+    float *outs[4] = {0};
+    outs[2] = j->out;
+    j->ok = 1;
+    for (int r = 0; r < 3 && j->ok; r++) {
+        memset(j->out, 0, j->count * sizeof(float));
+        j->ok = pc_backbone_forward(j->view, j->in, j->n, j->h, j->w, PC_LAYER(3), outs) == PC_OK &&
+                memcmp(j->out, j->want, j->count * sizeof(float)) == 0;
+    }
+    return NULL;
+}
+
+static void views_case(const char *weights, pc_precision prec) {
+    char p[512];
+    pc_backbone *bb = NULL, *v[2] = {0};
+    assert_int_equal(load_prec(weights, prec, &bb), PC_OK);
+    npy_array x;
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones/r18real_input.npy"), &x), 0);
+    const int32_t h = (int32_t)x.shape[2], w = (int32_t)x.shape[3];
+    int32_t oh, ow;
+    assert_int_equal(pc_backbone_out_size(bb, 3, h, w, &oh, &ow), PC_OK);
+    const size_t count = (size_t)pc_backbone_channels(bb, 3) * (size_t)oh * (size_t)ow;
+    float *want[2], *got[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pc_backbone_view(bb, &v[i]), PC_OK);
+        want[i] = calloc(count, sizeof(float)), got[i] = calloc(count, sizeof(float));
+        float *outs[4] = {0};
+        outs[2] = want[i];
+        /* serial: image i alone, on the parent */
+        assert_int_equal(pc_backbone_forward(bb, (const float *)x.data + (size_t)i * 3 * h * w, 1, h, w, PC_LAYER(3),
+                                             outs), PC_OK);
+    }
+    assert_int_equal(pc_backbone_weight_bytes(v[0]), 0);
+    pthread_t t[2];
+    view_job j[2];
+    for (int i = 0; i < 2; i++) {
+        j[i] = (view_job){v[i], (const float *)x.data + (size_t)i * 3 * h * w, 1, h, w, got[i], want[i], count, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, view_run, &j[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    print_message("%s %s: two views at once = serial: %s, %s\n", pc_conv_path_name(pc_backbone_conv_path(bb)),
+                  pc_precision_name(prec), j[0].ok ? "yes" : "NO", j[1].ok ? "yes" : "NO");
+    assert_true(j[0].ok && j[1].ok);
+    for (int i = 0; i < 2; i++) {
+        pc_backbone_free(v[i]);
+        free(want[i]), free(got[i]);
+    }
+    npy_free(&x);
+    pc_backbone_free(bb);
+}
+
+static void test_views_concurrent(void **state) {
+    (void)state;
+    char p[512];
+    if (!ref_exists("backbones/r18real_input.npy") || !shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth"))
+        TEST_SKIP_MSG("no ../shared ResNet-18 or references");
+    views_case(p, PC_PRECISION_F32);
+    if (want_path == PC_CONV_ONEDNN && pc_precision_supported(PC_PRECISION_BF16, NULL, 0))
+        views_case(p, PC_PRECISION_BF16);
+}
+
+/* ---- oneDNN capped at AVX2, in a child process (oneDNN reads the cap once per process) ------------ */
+static int avx2_child(void) {
+    char p[512], why[256];
+    int bad = 0;
+    if (pc_precision_supported(PC_PRECISION_BF16, why, sizeof why)) {
+        fprintf(stderr, "avx2 child: bf16 reported as supported under ONEDNN_MAX_CPU_ISA=AVX2 (isa %s)\n",
+                pc_compute_isa());
+        return 1;
+    }
+    if (!shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth")) return 0;
+    pc_backbone *bb = (pc_backbone *)1;
+    pc_status st = load_prec(p, PC_PRECISION_BF16, &bb);
+    fprintf(stderr, "avx2 child: bf16 load: %s\n", pc_last_error());
+    if (st != PC_ERR_UNSUPPORTED || bb || !strstr(pc_last_error(), "AVX512-BF16") ||
+        !strstr(pc_last_error(), "ONEDNN_MAX_CPU_ISA"))
+        bad = 1;
+    /* float32 on oneDNN's AVX2 kernels still matches torchvision */
+    setenv("PATCHCORE_CONV", "onednn", 1);
+    npy_array x, ref[2];
+    if (!ref_exists("backbones/r18real_input.npy")) return bad;
+    if (load_prec(p, PC_PRECISION_F32, &bb) != PC_OK || npy_load(ref_path(p, sizeof p, "backbones/r18real_input.npy"), &x) ||
+        npy_load(ref_path(p, sizeof p, "backbones/r18real_layer2.npy"), &ref[0]) ||
+        npy_load(ref_path(p, sizeof p, "backbones/r18real_layer3.npy"), &ref[1])) {
+        fprintf(stderr, "avx2 child: %s\n", pc_last_error());
+        return 1;
+    }
+    float *outs[4] = {0};
+    outs[1] = calloc((size_t)ref[0].count, sizeof(float)), outs[2] = calloc((size_t)ref[1].count, sizeof(float));
+    char kernels[2048];
+    const int32_t n = (int32_t)x.shape[0], h = (int32_t)x.shape[2], w = (int32_t)x.shape[3];
+    if (pc_backbone_describe_kernels(bb, n, h, w, kernels, sizeof kernels) != PC_OK ||
+        pc_backbone_forward(bb, x.data, n, h, w, PC_LAYER(2) | PC_LAYER(3), outs) != PC_OK) {
+        fprintf(stderr, "avx2 child: %s\n", pc_last_error());
+        return 1;
+    }
+    fprintf(stderr, "avx2 child: isa %s, kernels:\n%s\n", pc_compute_isa(), kernels);
+    for (int l = 0; l < 2; l++) {
+        const double err = max_rel_err(outs[l + 1], ref[l].data, (size_t)ref[l].count);
+        fprintf(stderr, "avx2 child: onednn layer%d rel err %.2e\n", l + 2, err);
+        if (!(err <= TOL)) bad = 1;
+        free(outs[l + 1]);
+        npy_free(&ref[l]);
+    }
+    npy_free(&x);
+    pc_backbone_free(bb);
+    return bad;
+}
+
+static void test_onednn_avx2(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "ONEDNN_MAX_CPU_ISA=AVX2 '%s' --avx2-child", self_exe);
+    const int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(int argc, char **argv) {
+    self_exe = argv[0];
+    if (argc > 1 && !strcmp(argv[1], "--avx2-child")) return avx2_child();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_archs_all_formats),
-        cmocka_unit_test(test_infer_from_unloaded_layers),
+        cmocka_unit_test_setup(test_all_archs_all_formats, setup_onednn),
+        cmocka_unit_test_setup(test_all_archs_all_formats, setup_builtin),
+        cmocka_unit_test_setup(test_infer_from_unloaded_layers, setup_onednn),
+        cmocka_unit_test_setup(test_infer_from_unloaded_layers, setup_builtin),
         cmocka_unit_test(test_mismatches_named),
         cmocka_unit_test(test_default_lookup),
         cmocka_unit_test(test_inspect),
-        cmocka_unit_test(test_real_resnet18),
-        cmocka_unit_test(test_warmup_families),
-        cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_alloc_faults),
+        cmocka_unit_test_setup(test_real_resnet18, setup_onednn),
+        cmocka_unit_test_setup(test_real_resnet18, setup_builtin),
+        cmocka_unit_test_setup(test_warmup_families, setup_onednn),
+        cmocka_unit_test_setup(test_warmup_families, setup_builtin),
+        cmocka_unit_test_setup(test_views_concurrent, setup_onednn),
+        cmocka_unit_test_setup(test_views_concurrent, setup_builtin),
+        cmocka_unit_test_setup(test_bf16, setup_onednn),
+        cmocka_unit_test_setup(test_onednn_avx2, setup_default),
+        cmocka_unit_test_setup(test_cli, setup_default),
+        cmocka_unit_test_setup(test_alloc_faults, setup_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

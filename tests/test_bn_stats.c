@@ -18,9 +18,13 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Patch features; measured 1.2e-6 .. 1.6e-6 (both settings, both crops), the level of torch's own float32
- * rounding (its float32 layer outputs are ~1.2e-6 from float64 ones). */
-#define TOL 2e-6
+/* Patch features: two float32 computations of the same thing, each about 1.2e-6 .. 1.6e-6 from the exact
+ * value (torch's float32 layer outputs are ~1.2e-6 from float64 ones), so their difference may reach
+ * twice that whichever kernels either side runs. Measured 1.2e-6 .. 1.6e-6 with our builtin
+ * convolutions, 1.1e-6 .. 2.05e-6 with oneDNN's (AVX-512 brgemm; crop 320 with the warm-up is the
+ * largest), both settings, both crops. The bound is that sum, 2 x 1.6e-6, rounded up, as test_backbone's
+ * TOL_WARM. */
+#define TOL 5e-6
 
 static char img_path[1024], train_path[2][1024];
 
