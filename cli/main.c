@@ -35,6 +35,15 @@ int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_benchmark(int argc, char **argv);
+#ifdef PC_HAVE_SERVE
+int cmd_serve(int argc, char **argv); /* server/cmd_serve.c */
+#else
+static int cmd_serve(int argc, char **argv) {
+    (void)argc, (void)argv;
+    cli_error("serve: this patchcore was built without libmicrohttpd (install libmicrohttpd-dev: scripts/setup.sh)");
+    return CLI_EXIT_ERROR;
+}
+#endif
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
@@ -42,6 +51,7 @@ static const cli_verb verbs[] = {
     {"predict", "score images with a model; write anomaly maps", cmd_predict},
     {"eval", "evaluate a model on an MVTec AD category (AUROC, AUPRO, F1)", cmd_eval},
     {"calibrate", "set a model's image and pixel thresholds from good (or labelled) images", cmd_calibrate},
+    {"serve", "serve models over HTTP (predict, model info, health, metrics)", cmd_serve},
     {"benchmark", "fit and evaluate on MVTec AD categories; CSV + Markdown table", cmd_benchmark},
     {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
     {"features", "write a backbone's layer activations for one image (.npy)", cmd_features},
