@@ -173,6 +173,14 @@ static void sanitise(char *out, size_t size, const char *s) {
     out[o] = '\0';
 }
 
+/* Answer the error srv_precheck recorded. */
+static enum MHD_Result send_reject(struct MHD_Connection *c, srv_request *r) {
+    if (!r->reject_hdr) return (enum MHD_Result)srv_respond_error(c, r, r->reject, "%s", r->reject_msg);
+    size_t len = 0;
+    char *b = srv_json_error(r->reject, r->reject_msg, &len);
+    return (enum MHD_Result)srv_respond(c, r, r->reject, "application/json", b, len, true, r->reject_hdr, r->reject_val);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size, void **con_cls) {
     (void)cls, (void)version;
@@ -187,14 +195,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         sanitise(r->url, sizeof r->url, url);
         peer_of(c, r);
         srv_route_match(url, &r->route);
-        srv_precheck(c, r);
+        if (srv_precheck(c, r) == 413) return send_reject(c, r); /* declared too large: do not read it */
         return MHD_YES;
     }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
         r->received += n;
-        if (r->status || r->too_large) return MHD_YES; /* answered already, or over the limit: discard */
+        if (r->status || r->reject || r->too_large) return MHD_YES; /* answered, refused or too large: drop */
         if (r->len + n > srv_g.cfg.max_body) {
             r->too_large = true;
             free(r->body);
@@ -215,6 +223,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (r->status) return MHD_YES; /* the early answer is on its way */
+    if (r->reject) return send_reject(c, r);
     if (r->too_large)
         return srv_respond_error(c, r, 413, "request body of %zu bytes or more is over the limit of %zu bytes (--max-body)",
                                  r->received, srv_g.cfg.max_body);

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -90,40 +91,41 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
     return q->bad[0] ? MHD_NO : MHD_YES;
 }
 
+/* Record an error to answer once the body is in. */
+static int reject(srv_request *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int reject(srv_request *r, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->reject_msg, sizeof r->reject_msg, fmt, ap);
+    va_end(ap);
+    r->reject = status;
+    return status;
+}
+
 int srv_precheck(struct MHD_Connection *c, srv_request *r) {
     const srv_route *rt = &r->route;
     if (rt->kind == SRV_ROUTE_NOT_FOUND) {
-        srv_respond_error(c, r, 404, "no such endpoint: %s (see docs/serve.md)", r->url);
-        return 404;
+        return reject(r, 404, "no such endpoint: %s (see docs/serve.md)", r->url);
     }
     const bool get_like = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD");
     if (!(strcmp(rt->method, "GET") == 0 ? get_like : strcmp(r->method, rt->method) == 0)) {
-        char allow[16];
-        snprintf(allow, sizeof allow, "%s", strcmp(rt->method, "GET") == 0 ? "GET, HEAD" : rt->method);
-        size_t len = 0;
-        char msg[200];
-        snprintf(msg, sizeof msg, "%s takes %s, not %s", r->url, allow, r->method);
-        char *b = srv_json_error(405, msg, &len);
-        srv_respond(c, r, 405, "application/json", b, len, true, MHD_HTTP_HEADER_ALLOW, allow);
-        return 405;
+        const char *allow = strcmp(rt->method, "GET") == 0 ? "GET, HEAD" : rt->method;
+        r->reject_hdr = MHD_HTTP_HEADER_ALLOW, r->reject_val = allow;
+        return reject(r, 405, "%s takes %s, not %s", r->url, allow, r->method);
     }
     if (rt->kind != SRV_ROUTE_HEALTHZ && rt->kind != SRV_ROUTE_READYZ && !srv_authorized(c)) {
-        srv_respond_error(c, r, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
-        return 401;
+        return reject(r, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
     }
     if (rt->kind == SRV_ROUTE_RELOAD && !srv_g.token_len && !r->loopback) {
-        srv_respond_error(c, r, 403, "reload is allowed from loopback only, unless the server has --token-file");
-        return 403;
+        return reject(r, 403, "reload is allowed from loopback only, unless the server has --token-file");
     }
     if (rt->bad_name) {
-        srv_respond_error(c, r, 404, "not a model name (1-63 of A-Z a-z 0-9 . _ -)");
-        return 404;
+        return reject(r, 404, "not a model name (1-63 of A-Z a-z 0-9 . _ -)");
     }
     if ((rt->kind == SRV_ROUTE_PREDICT || rt->kind == SRV_ROUTE_MODEL)) {
         srv_model *m = srv_model_acquire(&srv_g.models, rt->model);
         if (!m) {
-            srv_respond_error(c, r, 404, "no model named '%s' (GET /v1/models lists them)", rt->model);
-            return 404;
+            return reject(r, 404, "no model named '%s' (GET /v1/models lists them)", rt->model);
         }
         srv_model_release(m);
     }
@@ -133,27 +135,23 @@ int srv_precheck(struct MHD_Connection *c, srv_request *r) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
             if (n > srv_g.cfg.max_body) {
-                srv_respond_error(c, r, 413, "Content-Length %llu is over the limit of %zu bytes (--max-body)", n,
+                return reject(r, 413, "Content-Length %llu is over the limit of %zu bytes (--max-body)", n,
                                   srv_g.cfg.max_body);
-                return 413;
             }
         }
         query q = {0};
         MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_arg, &q);
         if (q.bad[0]) {
-            srv_respond_error(c, r, 400, "%s", q.bad);
-            return 400;
+            return reject(r, 400, "%s", q.bad);
         }
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         char boundary[80];
         if (ct && !strncasecmp(ct, "multipart/", 10) && !srv_multipart_boundary(ct, boundary, sizeof boundary)) {
-            srv_respond_error(c, r, 400, "Content-Type multipart/form-data needs a boundary= of 1-70 characters");
-            return 400;
+            return reject(r, 400, "Content-Type multipart/form-data needs a boundary= of 1-70 characters");
         }
         if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33)) {
-            srv_respond_error(c, r, 415, "send the image as its raw bytes (Content-Type image/png, image/jpeg or "
+            return reject(r, 415, "send the image as its raw bytes (Content-Type image/png, image/jpeg or "
                                          "application/octet-stream) or as multipart/form-data (curl -F image=@FILE)");
-            return 415;
         }
     }
     return 0;

@@ -161,14 +161,20 @@ typedef struct srv_request {
     size_t len, cap;      /* body bytes kept; capacity */
     size_t received;      /* body bytes received (more than len when too large) */
     bool too_large;
+    int reject;           /* an error found on the headers, answered once the body is in (0: none) */
+    char reject_msg[300];
+    const char *reject_hdr, *reject_val;
     int status;           /* the status answered (0: none yet) */
     size_t bytes_out;
 } srv_request;
 
 /* The handler of a request whose body has been received (routes.c). */
 int srv_dispatch(struct MHD_Connection *c, srv_request *r);
-/* Early checks on the headers alone (routes.c): 0 to go on receiving the body, else the status of the
- * error already queued. */
+/* Checks on the headers alone (routes.c): 0, or the status of an error recorded in r->reject*. The
+ * error is answered after the body has been read and dropped (answering before it and closing would
+ * make the kernel reset the connection under a client still sending, losing the answer), except 413
+ * for a declared Content-Length over --max-body, answered at once (curl's Expect: 100-continue then
+ * never sends the body). */
 int srv_precheck(struct MHD_Connection *c, srv_request *r);
 
 /* Queue a response (http.c). body is taken over (freed by MHD) when owned, else copied. Adds
