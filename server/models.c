@@ -11,18 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool srv_name_ok(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n >= SRV_NAME_MAX || name[0] == '.') return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return false;
-    }
-    return true;
-}
-
 void srv_registry_init(srv_registry *reg) {
     memset(reg, 0, sizeof *reg);
     pthread_mutex_init(&reg->lock, NULL);

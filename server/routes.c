@@ -19,39 +19,6 @@
 #include <string.h>
 #include <strings.h>
 
-void srv_route_match(const char *url, srv_route *out) {
-    memset(out, 0, sizeof *out);
-    out->method = "GET";
-    if (!strcmp(url, "/healthz")) {
-        out->kind = SRV_ROUTE_HEALTHZ;
-    } else if (!strcmp(url, "/readyz")) {
-        out->kind = SRV_ROUTE_READYZ;
-    } else if (!strcmp(url, "/metrics")) {
-        out->kind = SRV_ROUTE_METRICS;
-    } else if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) {
-        out->kind = SRV_ROUTE_MODELS;
-    } else if (!strcmp(url, "/v1/admin/reload")) {
-        out->kind = SRV_ROUTE_RELOAD;
-        out->method = "POST";
-    } else if (!strncmp(url, "/v1/models/", 11)) {
-        const char *name = url + 11, *slash = strchr(name, '/');
-        size_t n = slash ? (size_t)(slash - name) : strlen(name);
-        if (slash && strcmp(slash, "/predict") != 0) return; /* not found */
-        out->kind = slash ? SRV_ROUTE_PREDICT : SRV_ROUTE_MODEL;
-        if (slash) out->method = "POST";
-        if (n >= sizeof out->model) {
-            out->bad_name = true;
-            return;
-        }
-        memcpy(out->model, name, n);
-        out->model[n] = '\0';
-        if (!srv_name_ok(out->model)) {
-            out->bad_name = true;
-            out->model[0] = '\0';
-        }
-    }
-}
-
 /* ---- checks on the headers ----------------------------------------------------------------------- */
 
 typedef struct query {

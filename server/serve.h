@@ -7,13 +7,13 @@
  *   models.c     the registry of named models: refcounted handles swapped atomically on reload
  *   workers.c    the bounded queue and the inference threads (decode, predict, encode, JSON)
  *   metrics.c    counters and histograms, rendered as Prometheus text
- *   multipart.c  the multipart/form-data parser (pure, fuzzed) and base64
+ *   parse.c      pure parsing of what clients send (routes, names, multipart bodies) and base64; fuzzed
  * The library never prints; the server logs on stderr.
  */
 #ifndef PC_SERVE_H
 #define PC_SERVE_H
 
-#include "cli.h"
+#include "../cli/cli.h" /* by path: fuzz/fuzz_serve.c and its replay test build parse.c alone */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -52,7 +52,7 @@ typedef struct srv_registry {
     int n;
 } srv_registry;
 
-/* A valid model name: 1..63 of [A-Za-z0-9._-], not starting with '.'. */
+/* A valid model name: 1..63 of [A-Za-z0-9._-], not starting with '.' (parse.c). */
 bool srv_name_ok(const char *name);
 void srv_registry_init(srv_registry *reg);
 /* Load path as name; 0, or -1 with the reason in err. */
@@ -110,7 +110,7 @@ void srv_pool_depth(int *queued, int *running, int *capacity, int *workers);
 /* Withdraw every queued job (their waiters get -1), finish the running ones, join the threads. */
 void srv_pool_stop(void);
 
-/* ---- multipart.c --------------------------------------------------------------------------------- */
+/* ---- parse.c: multipart bodies and base64 (pure; fuzz/fuzz_serve.c) -------------------------- */
 
 /* The boundary of a Content-Type "multipart/form-data; boundary=..." (quoted or not) into out;
  * false when the type is not multipart/form-data or the boundary is missing, empty or longer than 70
@@ -145,7 +145,7 @@ typedef struct srv_route {
     bool bad_name;           /* /v1/models/{name}... with a name that is not valid */
 } srv_route;
 
-/* Match a request path (no query string: MHD strips it) to a route. Pure. */
+/* Match a request path (no query string: MHD strips it) to a route (parse.c; pure). */
 void srv_route_match(const char *url, srv_route *out);
 
 /* One HTTP request, from its headers to its completion (http.c owns it; routes.c answers it). */

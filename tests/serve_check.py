@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -30,8 +31,16 @@ def fail(msg):
     os._exit(1)  # without waiting for client threads still running
 
 
+TLS = os.environ.get("SERVE_TLS") == "1"  # the token server also runs HTTPS when openssl made a cert
+
+
 def request(method, path, body=None, headers=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
+    if TLS:
+        ctx = ssl.create_default_context(cafile=os.path.join(TMP, "cert.pem"))
+        ctx.check_hostname = False
+        c = http.client.HTTPSConnection("127.0.0.1", PORT, timeout=timeout, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     data = r.read()
@@ -372,6 +381,7 @@ def check_shutdown():
 
 
 def check_token():
+    """--token-file (and, with SERVE_TLS=1, HTTPS with the test's self-signed cert.pem)."""
     tok = {"Authorization": "Bearer s3cret-token"}
     good = read(GOOD)
     expect(200, "/healthz")

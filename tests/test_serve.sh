@@ -16,8 +16,9 @@
 #    timeout while others are served), bad multipart boundaries, non-images, a truncated PNG, unknown
 #    models, paths and query parameters, wrong methods, oversized bodies (declared and chunked);
 #    the server keeps answering and exits 0 (no crash; under ASan, no leak);
-#  - a second server with --token-file and --log-format json: 401 without the token, 200 with it,
-#    /healthz open, every stderr line JSON;
+#  - a second server with --token-file, --log-format json and (when openssl is there to make a
+#    self-signed certificate) --tls-cert/--tls-key: 401 without the token, 200 with it, /healthz open,
+#    every stderr line JSON, all over HTTPS;
 #  - SIGTERM with requests in flight: they complete with 200, the server exits 0 and says "stopped".
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR, PC_SOURCE_DIR. Exit 77 (skip) without the data,
 # weights, python or a CLI built with libmicrohttpd.
@@ -92,10 +93,20 @@ grep -q "reload: model 'bottle' from .* failed, still serving generation 1" serv
     fail "the failed reload is not logged"
 grep -q "POST /v1/models/bottle/predict model=bottle status=200 ms=" serve.log || fail "no request log line"
 
-# Token and JSON logs.
+# Token and JSON logs, over HTTPS when openssl can make a self-signed certificate.
 printf 's3cret-token\n' >token
 chmod 600 token
-start_server serve2.log -m cal.pcm --threads 1 --workers 1 --token-file token --log-format json
+tls=""
+SERVE_TLS=0
+if command -v openssl >/dev/null 2>&1 && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem \
+        -days 1 -subj /CN=127.0.0.1 >openssl.log 2>&1; then
+    tls="--tls-cert cert.pem --tls-key key.pem"
+    SERVE_TLS=1
+fi
+export SERVE_TLS
+# shellcheck disable=SC2086
+start_server serve2.log -m cal.pcm --threads 1 --workers 1 --token-file token --log-format json $tls
+[ "$SERVE_TLS" = 0 ] || grep -q "listening on https://" serve2.log || fail "--tls-cert: not listening on https"
 "$py" "$src/tests/serve_check.py" token "$port" "$spid" "$tmp" "$good" "$bad" ||
     { tail -20 serve2.log >&2; fail "token checks failed"; }
 kill -TERM "$spid"

@@ -1,15 +1,62 @@
 /*
- * multipart.c - the one part of a multipart/form-data body (RFC 7578) the predict endpoint needs: the
- * uploaded file, as `curl -F image=@file.png` sends it. The body is already in memory and bounded by
- * --max-body, so this is a pure scan over a buffer (no streaming state): find the delimiters, read each
- * part's headers, return a pointer into the body. Every bound is checked against len; fuzz/fuzz_serve.c
- * drives it. Also base64 for the maps and overlays returned inside JSON.
+ * parse.c - the server's parsing of what clients send, as pure functions over buffers (no HTTP library,
+ * no global state), so that fuzz/fuzz_serve.c can drive them alone: the route of a request path,
+ * model names, and the one part of a multipart/form-data body (RFC 7578) the predict endpoint needs —
+ * the uploaded file, as `curl -F image=@file.png` sends it. The body is already in memory and bounded
+ * by --max-body, so multipart is a scan over a buffer (no streaming state): find the delimiters, read
+ * each part's headers, return a pointer into the body; every bound is checked against len. Also
+ * base64, for the maps and overlays returned inside JSON.
  */
 #include "serve.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+
+bool srv_name_ok(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n >= SRV_NAME_MAX || name[0] == '.') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void srv_route_match(const char *url, srv_route *out) {
+    memset(out, 0, sizeof *out);
+    out->method = "GET";
+    if (!strcmp(url, "/healthz")) {
+        out->kind = SRV_ROUTE_HEALTHZ;
+    } else if (!strcmp(url, "/readyz")) {
+        out->kind = SRV_ROUTE_READYZ;
+    } else if (!strcmp(url, "/metrics")) {
+        out->kind = SRV_ROUTE_METRICS;
+    } else if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) {
+        out->kind = SRV_ROUTE_MODELS;
+    } else if (!strcmp(url, "/v1/admin/reload")) {
+        out->kind = SRV_ROUTE_RELOAD;
+        out->method = "POST";
+    } else if (!strncmp(url, "/v1/models/", 11)) {
+        const char *name = url + 11, *slash = strchr(name, '/');
+        size_t n = slash ? (size_t)(slash - name) : strlen(name);
+        if (slash && strcmp(slash, "/predict") != 0) return; /* not found */
+        out->kind = slash ? SRV_ROUTE_PREDICT : SRV_ROUTE_MODEL;
+        if (slash) out->method = "POST";
+        if (n >= sizeof out->model) {
+            out->bad_name = true;
+            return;
+        }
+        memcpy(out->model, name, n);
+        out->model[n] = '\0';
+        if (!srv_name_ok(out->model)) {
+            out->bad_name = true;
+            out->model[0] = '\0';
+        }
+    }
+}
 
 static bool ci_prefix(const char *s, const char *prefix) {
     for (; *prefix; s++, prefix++)
