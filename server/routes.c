@@ -268,7 +268,8 @@ static int predict_handler(struct MHD_Connection *c, srv_request *r) {
     }
     if (srv_pool_wait(&job, srv_g.cfg.request_timeout_s) != 0) {
         srv_model_release(m);
-        return srv_respond_error(c, r, 503, "no worker free within %.0f s (--request-timeout), retry later",
+        if (atomic_load(&srv_g.draining)) return srv_respond_error(c, r, 503, "shutting down");
+        return srv_respond_error(c, r, 503, "no worker free within %g s (--request-timeout), retry later",
                                  srv_g.cfg.request_timeout_s);
     }
     srv_model_release(m);

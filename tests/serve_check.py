@@ -400,6 +400,22 @@ def check_token():
     if st != 200:
         fail(f"reload with the token: {st} {data!r}")
     expect(401, "/v1/admin/reload", "POST", b"")
+    # --request-timeout 0.05 on 1 worker: of 4 at once, one runs, queued ones give up after 50 ms
+    results = [None] * 4
+
+    def one(i):
+        results[i] = request("POST", "/v1/models/cal/predict", good, {"Content-Type": "image/png"} | tok)
+
+    ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    codes = sorted(st for st, _, _ in results)
+    if codes[0] != 200 or codes[-1] != 503 or any(c not in (200, 503) for c in codes):
+        fail(f"--request-timeout: {codes}")
+    if not any(b"--request-timeout" in d for st, _, d in results if st == 503):
+        fail(f"no 503 names --request-timeout: {[d for _, _, d in results]}")
 
 
 {"main": check_main, "shutdown": check_shutdown, "token": check_token}[sys.argv[1]]()

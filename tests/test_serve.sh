@@ -18,7 +18,8 @@
 #    the server keeps answering and exits 0 (no crash; under ASan, no leak);
 #  - a second server with --token-file, --log-format json and (when openssl is there to make a
 #    self-signed certificate) --tls-cert/--tls-key: 401 without the token, 200 with it, /healthz open,
-#    every stderr line JSON, all over HTTPS;
+#    every stderr line JSON, all over HTTPS; with --request-timeout 0.05 on one worker, requests
+#    queued behind a running one get 503 naming the option;
 #  - SIGTERM with requests in flight: they complete with 200, the server exits 0 and says "stopped".
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR, PC_SOURCE_DIR. Exit 77 (skip) without the data,
 # weights, python or a CLI built with libmicrohttpd.
@@ -105,7 +106,8 @@ if command -v openssl >/dev/null 2>&1 && openssl req -x509 -newkey rsa:2048 -nod
 fi
 export SERVE_TLS
 # shellcheck disable=SC2086
-start_server serve2.log -m cal.pcm --threads 1 --workers 1 --token-file token --log-format json $tls
+start_server serve2.log -m cal.pcm --threads 1 --workers 1 --token-file token --log-format json $tls \
+    --request-timeout 0.05 --queue 2
 [ "$SERVE_TLS" = 0 ] || grep -q "listening on https://" serve2.log || fail "--tls-cert: not listening on https"
 "$py" "$src/tests/serve_check.py" token "$port" "$spid" "$tmp" "$good" "$bad" ||
     { tail -20 serve2.log >&2; fail "token checks failed"; }
