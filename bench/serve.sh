@@ -39,12 +39,16 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # In-process reference: predict on the same images, same threads, default jobs; each image 3 times so
 # that the first image's warm-up (predict contexts, page cache) weighs as little as in the server's
-# DURATION seconds.
+# DURATION seconds. Measured before and after the server runs: on a shared machine the two differ by
+# the noise, against which the server's figures must be read.
 imgs3="$(cat "$tmp/images" "$tmp/images" "$tmp/images")"
-# shellcheck disable=SC2086
-"$build/patchcore" predict -m "$model" --threads "$threads" $imgs3 2>"$tmp/predict.err" >/dev/null
-ref=$(sed -n 's/.*images in .* s, \([0-9.]*\) images\/s.*/\1/p' "$tmp/predict.err")
-echo "predict (in process): $ref images/s  ($(grep 'images/s' "$tmp/predict.err" | sed 's/.*(//; s/)//'))"
+predict_rate() {
+  # shellcheck disable=SC2086
+  "$build/patchcore" predict -m "$model" --threads "$threads" $imgs3 2>"$tmp/predict.err" >/dev/null
+  sed -n 's/.*images in .* s, \([0-9.]*\) images\/s.*/\1/p' "$tmp/predict.err"
+}
+ref=$(predict_rate)
+echo "predict (in process, before): $ref images/s  ($(grep 'images/s' "$tmp/predict.err" | sed 's/.*(//; s/)//'))"
 
 "$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" --quiet 2>"$tmp/serve.log" &
 spid=$!
@@ -72,7 +76,7 @@ end
 EOF
 } >"$tmp/post.lua"
 
-printf '%-6s %10s %10s %10s %8s %12s\n' conns images/s p50_ms p99_ms non200 vs_predict
+printf '%-6s %10s %10s %10s %8s %12s\n' conns images/s p50_ms p99_ms non200 vs_before
 for c in $conns; do
   wrk -t 1 -c "$c" -d "${secs}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.$c" 2>&1
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.$c")
@@ -81,4 +85,7 @@ for c in $conns; do
   printf '%-6s %10s %10s %10s %8s %12s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "${non:-0}" \
     "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
 done
+kill "$spid" && wait "$spid" 2>/dev/null || true
+spid=""
+echo "predict (in process, after): $(predict_rate) images/s"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
