@@ -86,6 +86,9 @@ void srv_model_release(srv_model *m) {
 
 int srv_registry_reload(srv_registry *reg) {
     pthread_mutex_lock(&reg->reload_lock);
+    /* Loading runs beside busy workers: give it one worker's share of the threads, not all of them
+     * (thread-local, so only this thread's calls; cleared below). */
+    pc_set_num_threads_local(pc_job_threads(srv_g.cfg.threads, srv_g.cfg.workers));
     int failed = 0;
     for (int i = 0; i < reg->n; i++) {
         srv_slot *s = &reg->slots[i];
@@ -117,6 +120,7 @@ int srv_registry_reload(srv_registry *reg) {
         }
         srv_model_release(old); /* freed now, or by the last request still on it */
     }
+    pc_set_num_threads_local(0);
     pthread_mutex_unlock(&reg->reload_lock);
     return failed;
 }
