@@ -161,24 +161,10 @@ static void predict_emit(void *user, size_t i, size_t slot) {
     if (r->calibrated && pred->anomalous) r->anomalies++;
     const char *decision = !r->calibrated ? "-" : pred->anomalous ? "anomalous" : "ok";
     if (r->json) {
-        printf("{\"path\": ");
-        cli_json_string(stdout, path);
-        printf(", \"score\": %.9g", (double)pred->score);
-        if (r->calibrated)
-            printf(", \"normalized\": %.6f, \"anomalous\": %s", pred->normalized, pred->anomalous ? "true" : "false");
-        if (r->maps_dir) {
-            printf(", \"map\": ");
-            cli_json_string(stdout, sl->mappath);
-        }
-        if (r->overlays_dir) {
-            printf(", \"overlay\": ");
-            cli_json_string(stdout, sl->ovpath);
-        }
-        if (r->want_regions) {
-            printf(", ");
-            cli_report_regions_json(stdout, sl->regions, PC_MIN_I(sl->n_regions, MAX_REGIONS), sl->n_regions);
-        }
-        printf(", \"ms\": %.2f}\n", sl->ms);
+        cli_predict_json_fields(stdout, path, pred, r->calibrated, r->maps_dir ? sl->mappath : NULL,
+                                r->overlays_dir ? sl->ovpath : NULL, sl->regions, PC_MIN_I(sl->n_regions, MAX_REGIONS),
+                                r->want_regions ? sl->n_regions : -1, sl->ms);
+        printf("}\n");
     } else {
         printf("%-60s %12.6g %10s %9.1f\n", path, (double)pred->score, decision, sl->ms);
         if (r->want_regions && sl->n_regions) {

@@ -35,6 +35,9 @@ int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_benchmark(int argc, char **argv);
+#ifdef PC_HAVE_SERVE
+int cmd_serve(int argc, char **argv); /* server/cmd_serve.c; built when libmicrohttpd was found */
+#endif
 
 static const cli_verb verbs[] = {
     {"version", "print the version", cmd_version},
@@ -42,6 +45,9 @@ static const cli_verb verbs[] = {
     {"predict", "score images with a model; write anomaly maps", cmd_predict},
     {"eval", "evaluate a model on an MVTec AD category (AUROC, AUPRO, F1)", cmd_eval},
     {"calibrate", "set a model's image and pixel thresholds from good (or labelled) images", cmd_calibrate},
+#ifdef PC_HAVE_SERVE
+    {"serve", "serve models over HTTP (predict, model info, health, metrics)", cmd_serve},
+#endif
     {"benchmark", "fit and evaluate on MVTec AD categories; CSV + Markdown table", cmd_benchmark},
     {"preprocess", "write the normalised input tensor of one image (.npy)", cmd_preprocess},
     {"features", "write a backbone's layer activations for one image (.npy)", cmd_features},
@@ -81,6 +87,13 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         if (strcmp(argv[1], verbs[i].name) == 0) return verbs[i].run(argc - 1, argv + 1);
+#ifndef PC_HAVE_SERVE
+    if (strcmp(argv[1], "serve") == 0) {
+        cli_error("serve: this patchcore was built without libmicrohttpd (install libmicrohttpd-dev: "
+                  "scripts/setup.sh, then rebuild)");
+        return CLI_EXIT_ERROR;
+    }
+#endif
     cli_error("unknown verb '%s' (see patchcore --help)", argv[1]);
     return CLI_EXIT_USAGE;
 }

@@ -4,6 +4,7 @@
  * docs/visualisation.md ("The command line").
  */
 #include "outputs.h"
+#include "eval_cli.h"
 
 #include <errno.h>
 #include <math.h>
@@ -113,6 +114,29 @@ int cli_write_overlay(const char *path, const pc_image *rgb, const float *map, c
         return -1;
     }
     return 0;
+}
+
+void cli_predict_json_fields(FILE *f, const char *path, const pc_prediction *pred, bool calibrated,
+                             const char *mappath, const char *ovpath, const pc_region *regions, int32_t n_shown,
+                             int32_t n_regions, double ms) {
+    fprintf(f, "{\"path\": ");
+    cli_json_string(f, path);
+    fprintf(f, ", \"score\": %.9g", (double)pred->score);
+    if (calibrated)
+        fprintf(f, ", \"normalized\": %.6f, \"anomalous\": %s", pred->normalized, pred->anomalous ? "true" : "false");
+    if (mappath) {
+        fprintf(f, ", \"map\": ");
+        cli_json_string(f, mappath);
+    }
+    if (ovpath) {
+        fprintf(f, ", \"overlay\": ");
+        cli_json_string(f, ovpath);
+    }
+    if (n_regions >= 0) {
+        fprintf(f, ", ");
+        cli_report_regions_json(f, regions, n_shown, n_regions);
+    }
+    fprintf(f, ", \"ms\": %.2f", ms);
 }
 
 int cli_make_dir(const char *dir) {

@@ -51,6 +51,17 @@ int cli_render_overlay(pc_image *out, const pc_image *rgb, const float *map, con
 int cli_write_overlay(const char *path, const pc_image *rgb, const float *map, const pc_geometry *g,
                       const pc_overlay_options *opt);
 
+/* One `predict --json` line's fields, from its '{' through "ms", without the closing brace (the caller
+ * closes it, after fields of its own: `patchcore serve` adds the map and overlay it returns):
+ *   {"path": P, "score": %.9g[, "normalized": %.6f, "anomalous": B][, "map": M][, "overlay": O]
+ *    [, "n_regions": N, "regions": [...]], "ms": %.2f
+ * normalized and anomalous when calibrated; map and overlay when not NULL; the regions when
+ * n_regions >= 0 (n_shown of them listed: cli_report_regions_json). One writer for both verbs, so the
+ * server's numbers are the CLI's byte for byte. */
+void cli_predict_json_fields(FILE *f, const char *path, const pc_prediction *pred, bool calibrated,
+                             const char *mappath, const char *ovpath, const pc_region *regions, int32_t n_shown,
+                             int32_t n_regions, double ms);
+
 /* Create dir and its missing parents (like mkdir -p). 0, or -1 after printing an error naming it
  * (it cannot be created, or exists and is not a directory). */
 int cli_make_dir(const char *dir);

@@ -915,7 +915,8 @@ PC_API pc_status pc_image_write_png(const char *path, const pc_image *img);
  * (9: smallest, e.g. for images embedded in a report). Thread-safe. */
 PC_API pc_status pc_image_encode_png(uint8_t **png, size_t *size, const pc_image *img, int32_t level);
 
-/* Release a buffer the library allocated for the caller (pc_image_encode_png). NULL is fine. */
+/* Release a buffer the library allocated for the caller (pc_image_encode_png, pc_map_encode_png16).
+ * NULL is fine. */
 PC_API void pc_buffer_free(void *buf);
 
 /* Write a map (h x w floats) as a 16-bit grey PNG, atomically. Each sample is
@@ -926,6 +927,11 @@ PC_API void pc_buffer_free(void *buf);
 #define PC_PNG16_SCALE_KEY "patchcore:full_scale"
 PC_API pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int32_t w,
                                     double full_scale);
+
+/* The same 16-bit PNG (samples and tEXt) in memory: *png receives a new buffer of *size bytes, to be
+ * released with pc_buffer_free. Thread-safe. */
+PC_API pc_status pc_map_encode_png16(uint8_t **png, size_t *size, const float *map, int32_t h, int32_t w,
+                                     double full_scale);
 
 /* Write a map (h x w floats) as an uncompressed baseline TIFF of 32-bit IEEE floats (one strip,
  * little-endian, SampleFormat = 3, BlackIsZero), atomically: the values exactly. PIL opens it as

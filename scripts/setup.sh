@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left as they are. Uses sudo when not root.
 set -eu
 
-PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev libdnnl-dev"
+PKGS_BUILD="build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev libdnnl-dev libmicrohttpd-dev"
 # Optional: libFuzzer (`make fuzz`); `clang` and `libclang-rt-dev` are Debian's version-independent
 # names (clang 14 and libclang-rt-14-dev on bookworm).
 PKGS_FUZZ="clang libclang-rt-dev valgrind"
@@ -11,10 +11,12 @@ PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil pyt
 # A headless browser for tests/test_report.sh (the HTML reports are opened and checked in it), and
 # valgrind for tests/test_valgrind.c (memcheck over fit and predict).
 PKGS_BROWSER="chromium valgrind"
+# `patchcore serve`'s tests (tests/test_serve.sh: curl as the client) and benchmark (bench/serve.sh: wrk).
+PKGS_SERVE="curl wrk"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;
-  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE $PKGS_BROWSER" ;;
+  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE $PKGS_BROWSER $PKGS_SERVE" ;;
   fuzz)  PKGS="$PKGS_BUILD $PKGS_FUZZ" ;;
   *) echo "usage: scripts/setup.sh [build|all|fuzz]" >&2; exit 2 ;;
 esac

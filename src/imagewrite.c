@@ -210,18 +210,18 @@ pc_status pc_image_encode_png(uint8_t **png, size_t *size, const pc_image *img, 
 
 void pc_buffer_free(void *buf) { pc_free(buf); }
 
-pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int32_t w, double full_scale) {
-    pc_clear_error();
-    if (!path || !map) return pc_fail(PC_ERR_INVALID_ARGUMENT, "write png16: path and map are required");
+/* The 16-bit PNG of a map in memory (name: in messages), shared by the file and the buffer forms. */
+static pc_status png16_encode(uint8_t **out, size_t *out_size, const char *name, const float *map, int32_t h,
+                              int32_t w, double full_scale) {
     if (w < 1 || h < 1 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE)
-        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: cannot write a %dx%d map", path, (int)w, (int)h);
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: cannot write a %dx%d map", name, (int)w, (int)h);
     if (!(full_scale > 0.0) || !isfinite(full_scale))
-        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: full_scale must be finite and > 0, not %g", path, full_scale);
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: full_scale must be finite and > 0, not %g", name, full_scale);
     size_t n = (size_t)w * (size_t)h; /* both <= 1e6: fits */
     size_t nbytes;
-    if (!pc_mul_size(n, 2, &nbytes)) return pc_fail(PC_ERR_TOO_LARGE, "%s: map too large", path);
+    if (!pc_mul_size(n, 2, &nbytes)) return pc_fail(PC_ERR_TOO_LARGE, "%s: map too large", name);
     uint8_t *px = pc_malloc(nbytes);
-    if (!px) return pc_fail(PC_ERR_NO_MEMORY, "%s: out of memory for a %dx%d map", path, (int)w, (int)h);
+    if (!px) return pc_fail(PC_ERR_NO_MEMORY, "%s: out of memory for a %dx%d map", name, (int)w, (int)h);
     for (size_t i = 0; i < n; i++) {
         double g = floor((double)map[i] / full_scale * 65535.0 + 0.5);
         uint16_t v = isnan(g) || g <= 0.0 ? 0 : g >= 65535.0 ? 65535 : (uint16_t)g;
@@ -237,11 +237,33 @@ pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int3
     pc_free(px);
     if (rc != 0) {
         pc_free(c.buf.data);
-        return pc_fail(c.buf.failed ? PC_ERR_NO_MEMORY : PC_ERR_INTERNAL, "%s: PNG encoding failed: %s", path, c.msg);
+        return pc_fail(c.buf.failed ? PC_ERR_NO_MEMORY : PC_ERR_INTERNAL, "%s: PNG encoding failed: %s", name, c.msg);
     }
-    pc_status st = write_atomic(path, c.buf.data, c.buf.size);
-    pc_free(c.buf.data);
+    *out = c.buf.data;
+    *out_size = c.buf.size;
+    return PC_OK;
+}
+
+pc_status pc_map_write_png16(const char *path, const float *map, int32_t h, int32_t w, double full_scale) {
+    pc_clear_error();
+    if (!path || !map) return pc_fail(PC_ERR_INVALID_ARGUMENT, "write png16: path and map are required");
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    pc_status st = png16_encode(&buf, &size, path, map, h, w, full_scale);
+    if (st) return st;
+    st = write_atomic(path, buf, size);
+    pc_free(buf);
     return st;
+}
+
+pc_status pc_map_encode_png16(uint8_t **png, size_t *size, const float *map, int32_t h, int32_t w,
+                              double full_scale) {
+    pc_clear_error();
+    if (png) *png = NULL;
+    if (size) *size = 0;
+    if (!png || !size || !map)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "encode png16: output pointers and map are required");
+    return png16_encode(png, size, "encode png16", map, h, w, full_scale);
 }
 
 /* =============================================================================================

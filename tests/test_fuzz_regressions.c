@@ -19,6 +19,9 @@
 #define LLVMFuzzerTestOneInput fuzz_modelfile_one
 #include "../fuzz/fuzz_modelfile.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_serve_one
+#include "../fuzz/fuzz_serve.c"
+#undef LLVMFuzzerTestOneInput
 
 #include "testutil.h"
 
@@ -70,12 +73,14 @@ static void run(const char *target, harness_fn fn) {
 static void test_image(void **state) { (void)state; run("image", fuzz_image_one); }
 static void test_weights(void **state) { (void)state; run("weights", fuzz_weights_one); }
 static void test_modelfile(void **state) { (void)state; run("modelfile", fuzz_modelfile_one); }
+static void test_serve(void **state) { (void)state; run("serve", fuzz_serve_one); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_image),
         cmocka_unit_test(test_weights),
         cmocka_unit_test(test_modelfile),
+        cmocka_unit_test(test_serve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

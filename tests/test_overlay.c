@@ -4,6 +4,7 @@
  *    geometries (landscape, portrait, crop larger than the image, upscaling, 900x900 at 256/224);
  *  - pc_heat_colormap vs the script's LUT, pc_heat_index at documented points;
  *  - the files pc_image_write_png / pc_map_write_png16 / pc_map_write_tiff write, read back by PIL
+ *    (pc_map_encode_png16's buffer equals pc_map_write_png16's file byte for byte)
  *    (tests/ref/pil_read.py run with /usr/bin/python3; skipped when it is absent);
  *  - argument and I/O errors.
  */
@@ -330,6 +331,22 @@ static void test_png16_by_hand(void **state) {
     const uint16_t want[6] = {0, 0, 32768, 65535, 65535, 0};
     assert_int_equal(pc_map_write_png16(f16, m, 2, 3, 2.0), PC_OK);
     assert_int_equal(pc_map_write_png16(f16, m, 2, 3, 2.0), PC_OK); /* overwrite */
+    /* pc_map_encode_png16 (what `serve` returns for ?map=png16): the file's bytes, in memory */
+    uint8_t *enc = NULL;
+    size_t enc_size = 0;
+    assert_int_equal(pc_map_encode_png16(&enc, &enc_size, m, 2, 3, 2.0), PC_OK);
+    FILE *ff = fopen(f16, "rb");
+    assert_non_null(ff);
+    uint8_t filebuf[4096];
+    size_t fn = fread(filebuf, 1, sizeof filebuf, ff);
+    fclose(ff);
+    assert_int_equal(fn, enc_size);
+    assert_memory_equal(filebuf, enc, enc_size);
+    pc_buffer_free(enc);
+    assert_int_equal(pc_map_encode_png16(&enc, &enc_size, m, 2, 3, 0.0), PC_ERR_INVALID_ARGUMENT);
+    assert_null(enc);
+    assert_int_equal(enc_size, 0);
+    assert_int_equal(pc_map_encode_png16(&enc, &enc_size, NULL, 2, 3, 1.0), PC_ERR_INVALID_ARGUMENT);
     char *files[] = {f16};
     int rc = pil_read(files, 1);
     if (rc == 1) TEST_SKIP_MSG("/usr/bin/python3 is absent");

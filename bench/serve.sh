@@ -1,0 +1,91 @@
+#!/bin/sh
+# serve.sh - issue 14's benchmark: `patchcore serve` under wrk on loopback against in-process
+# `patchcore predict` on the same images, in the same run. The server gets THREADS threads (default 2)
+# with its default workers (one per 2 threads, as predict's default jobs); wrk POSTs the images raw,
+# cycling through them, with 1, 2, 4 and 8 connections (CONNS) for DURATION seconds each (default 8), and
+# reports images/s, p50 and p99 latency and non-200 answers. predict runs on the same images with
+# the same threads (default jobs), and its images/s line (decode + predict, wall time) is the
+# reference: the server's figure at 1 connection shows the HTTP cost per image, more connections show
+# whether queueing keeps the workers busy.
+# usage: sh bench/serve.sh [BUILD_DIR]   (after `make`); MODEL=FILE to use a fitted model (default: fit
+# one on the bottle training images, ~15 s); IMAGES=N test images (default 16); THREADS, DURATION, CONNS.
+set -eu
+build=${1:-build}
+threads=${THREADS:-2}
+secs=${DURATION:-8}
+conns=${CONNS:-1 2 4 8}
+n_images=${IMAGES:-16}
+here=$(dirname "$0")
+. "$here/cpuinfo.sh"
+bench_platform "$build"
+shared=${PATCHCORE_SHARED:-$here/../../shared}
+bottle=${BOTTLE:-$shared/data/mvtec_ad/bottle}
+weights=$shared/weights/resnet18_in1k_to_layer3.safetensors
+command -v wrk >/dev/null || { echo "serve.sh: wrk not found (apt-get install wrk)" >&2; exit 1; }
+for f in "$bottle/test" "$build/patchcore"; do
+  test -e "$f" || { echo "serve.sh: $f not found" >&2; exit 1; }
+done
+tmp=$(mktemp -d /tmp/pc_bench_serve_XXXXXX)
+spid=""
+trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"' EXIT
+model=${MODEL:-}
+if [ -z "$model" ]; then
+  model=$tmp/bottle.pcm
+  "$build/patchcore" fit --weights "$weights" --no-progress -o "$model" "$bottle/train/good" >/dev/null 2>&1
+fi
+find "$bottle/test" -name '*.png' | sort | awk -v n="$n_images" 'NR % 5 == 1 && c < n { print; c++ }' >"$tmp/images"
+echo "model $model; $(wc -l <"$tmp/images") test images; threads $threads; $secs s per connection count"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# In-process reference: predict on the same images, same threads, default jobs; each image 3 times so
+# that the first image's warm-up (predict contexts, page cache) weighs as little as in the server's
+# DURATION seconds. Measured before and after the server runs: on a shared machine the two differ by
+# the noise, against which the server's figures must be read.
+imgs3="$(cat "$tmp/images" "$tmp/images" "$tmp/images")"
+predict_rate() {
+  # shellcheck disable=SC2086
+  "$build/patchcore" predict -m "$model" --threads "$threads" $imgs3 2>"$tmp/predict.err" >/dev/null
+  sed -n 's/.*images in .* s, \([0-9.]*\) images\/s.*/\1/p' "$tmp/predict.err"
+}
+ref=$(predict_rate)
+echo "predict (in process, before): $ref images/s  ($(grep 'images/s' "$tmp/predict.err" | sed 's/.*(//; s/)//'))"
+
+"$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" --quiet 2>"$tmp/serve.log" &
+spid=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\) .*/\1/p' "$tmp/serve.log" | head -n 1)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$tmp/serve.log" >&2; exit 1; }
+grep "listening" "$tmp/serve.log" | sed 's/^[^ ]* info /server: /'
+
+# wrk: each request POSTs the next image (raw body).
+{
+  echo 'local bodies = {}'
+  while read -r f; do echo "do local h = io.open(\"$f\", \"rb\"); bodies[#bodies + 1] = h:read(\"*a\"); h:close() end"; done <"$tmp/images"
+  cat <<'EOF'
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/png"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/v1/models/bench/predict", nil, bodies[i])
+end
+EOF
+} >"$tmp/post.lua"
+
+printf '%-6s %10s %10s %10s %8s %12s\n' conns images/s p50_ms p99_ms non200 vs_before
+for c in $conns; do
+  wrk -t 1 -c "$c" -d "${secs}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.$c" 2>&1
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.$c")
+  ms() { awk -v q="$1" '$1 == q { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.1f", v }' "$tmp/wrk.$c"; }
+  non=$(awk '/Non-2xx/ { print $NF }' "$tmp/wrk.$c")
+  printf '%-6s %10s %10s %10s %8s %12s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "${non:-0}" \
+    "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
+done
+kill "$spid" && wait "$spid" 2>/dev/null || true
+spid=""
+echo "predict (in process, after): $(predict_rate) images/s"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
