@@ -9,6 +9,7 @@
  * is scanned in index order, so ties keep the lowest indices, in order.
  */
 #include "knn.h"
+#include "onednn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -102,18 +103,71 @@ static inline float filter_threshold(float dk, float qn, float bn_max, double gk
     return (float)(((double)dk + 2.01 * gk * ((double)qn + bn_max)) * (1.0 + 1e-6));
 }
 
-/* one tile row: d_g for nb candidates (bank indices from ids, or base + j when ids is NULL); candidates
- * passing the filter get their canonical distance and enter the list. Returns canonical evaluations. */
-static int64_t scan_row(float *dl, int64_t *il, int32_t k, const float *row, const float *bn, int64_t nb, float qn,
-                        float bn_max, double gk, const float *q, const float *rows, int32_t dim, const int64_t *ids,
-                        int64_t base) {
+/* The filter of one tile row. f32: the row holds q.b, the filter distance is the GEMM form with the
+ * canonical norms and the threshold is filter_threshold. bf16: the row holds q~.b~ of the centred,
+ * bf16-rounded vectors, the filter distance is the GEMM form with their norms (fqn, fbn) and the
+ * threshold is bf16_threshold, which also needs rq >= ||q - c|| and rb >= ||b - c|| for the row's
+ * candidates. */
+typedef struct row_filter {
+    int bf16;
+    double gk, rq, rb;
+    float fqn;        /* the filter's query norm (bf16: ||q~||^2) */
+    const float *fbn; /* the filter's bank norms (bf16: ||b~||^2), one per candidate */
+} row_filter;
+
+/* bf16 rounding (round to nearest even; finite inputs) and back */
+static inline uint16_t to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* eps: |bf16(fl(a - c)) - (a - c)| <= eps |a - c| per coordinate (2^-8 for the bf16 rounding, u for the
+ * fp32 subtraction, and their product), so ||x~ - x|| <= eps ||x|| for x = a - c */
+#define BF16_EPS (0x1p-8 + 0x1p-23)
+
+/* The bf16 filter threshold (the derivation is in docs/method-implementation.md §5): a candidate whose
+ * canonical distance d_c is <= dk has true distance t <= T = sqrt(dk (1 + 2.1u) + 1.01 (gamma_K + 4u)
+ * (qn + bn)), its rounded centred vectors are at distance t~ <= T + eps (rq + rb), and the filter's
+ * fp32 GEMM form of ||x~ - y~||^2 (exact bf16 products, fp32 sums) is at most
+ * t~^2 (1 + u) + (gamma_K + 2.01u)(1 + u)(1 + eps)^2 (rq^2 + rb^2); 1e-6 relative covers the rounding
+ * of the norms' double sums and of this bound to float, and the absolute 1e-30 (1 + T) the flushing of
+ * subnormals (DAZ/FTZ of the bf16 dot-product instructions). A filter value above it means d_c > dk. */
+static inline float bf16_threshold(float dk, float qn, float bn_max, double gk, double rq, double rb) {
+    if (isinf(dk)) return INFINITY;
+    const double u = 0x1p-24, e1 = 1 + BF16_EPS;
+    double T = sqrt((double)dk * (1 + 2.1 * u) + 1.01 * (gk + 4 * u) * ((double)qn + bn_max));
+    double a = T + BF16_EPS * (rq + rb);
+    double v = a * a * (1 + u) + (gk + 2.01 * u) * (1 + u) * e1 * e1 * (rq * rq + rb * rb);
+    return (float)(v * (1 + 1e-6) + 1e-30 * (1 + T));
+}
+
+static inline float row_threshold(const row_filter *f, float dk, float qn, float bn_max) {
+    return f->bf16 ? bf16_threshold(dk, qn, bn_max, f->gk, f->rq, f->rb) : filter_threshold(dk, qn, bn_max, f->gk);
+}
+
+/* one tile row: the filter distance for nb candidates (bank indices from ids, or base + j when ids is
+ * NULL); candidates passing the filter get their canonical distance (from q, qn, rows, bn) and enter the
+ * list. Returns canonical evaluations. */
+static int64_t scan_row(float *dl, int64_t *il, int32_t k, const float *row, const row_filter *f, const float *bn,
+                        int64_t nb, float qn, float bn_max, const float *q, const float *rows, int32_t dim,
+                        const int64_t *ids, int64_t base) {
     int64_t evals = 0;
-    float thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+    const float *fbn = f->fbn, fqn = f->fqn;
+    float thr = row_threshold(f, dl[k - 1], qn, bn_max);
     int64_t j = 0;
 #if defined(__AVX2__)
-    const __m256 vq = _mm256_set1_ps(qn), vm2 = _mm256_set1_ps(-2.0f), zero = _mm256_setzero_ps();
+    const __m256 vq = _mm256_set1_ps(fqn), vm2 = _mm256_set1_ps(-2.0f), zero = _mm256_setzero_ps();
     for (; j + 8 <= nb; j += 8) {
-        __m256 d = _mm256_add_ps(_mm256_add_ps(vq, _mm256_loadu_ps(bn + j)), _mm256_mul_ps(vm2, _mm256_loadu_ps(row + j)));
+        __m256 d = _mm256_add_ps(_mm256_add_ps(vq, _mm256_loadu_ps(fbn + j)), _mm256_mul_ps(vm2, _mm256_loadu_ps(row + j)));
         d = _mm256_max_ps(d, zero);
         int mask = _mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(thr), _CMP_LE_OQ));
         if (!mask) continue;
@@ -124,13 +178,13 @@ static int64_t scan_row(float *dl, int64_t *il, int32_t k, const float *row, con
             evals++;
             if (ranks_before(dc, id, dl[k - 1], il[k - 1])) {
                 topk_insert(dl, il, k, dc, id);
-                thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+                thr = row_threshold(f, dl[k - 1], qn, bn_max);
             }
         }
     }
 #endif
     for (; j < nb; j++) {
-        float d = (qn + bn[j]) - 2.0f * row[j];
+        float d = (fqn + fbn[j]) - 2.0f * row[j];
         if (d < 0.f) d = 0.f;
         if (!(d <= thr)) continue;
         int64_t id = ids ? ids[j] : base + j;
@@ -138,7 +192,7 @@ static int64_t scan_row(float *dl, int64_t *il, int32_t k, const float *row, con
         evals++;
         if (ranks_before(dc, id, dl[k - 1], il[k - 1])) {
             topk_insert(dl, il, k, dc, id);
-            thr = filter_threshold(dl[k - 1], qn, bn_max, gk);
+            thr = row_threshold(f, dl[k - 1], qn, bn_max);
         }
     }
     return evals;
@@ -177,10 +231,12 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
             float bn_max = 0.f;
             for (int64_t j = 0; j < nb; j++) bn_max = PC_MAX(bn_max, bn[j]);
 #pragma omp parallel for schedule(static)
-            for (int64_t q = 0; q < nq; q++)
+            for (int64_t q = 0; q < nq; q++) {
+                row_filter f = {0, gk, 0, 0, qnorm[q], bn};
                 scan_row(out_dist + (size_t)(q0 + q) * k, out_idx + (size_t)(q0 + q) * k, k,
-                         tile + (size_t)q * PC_KNN_BANK_BLOCK, bn, nb, qnorm[q], bn_max, gk,
+                         tile + (size_t)q * PC_KNN_BANK_BLOCK, &f, bn, nb, qnorm[q], bn_max,
                          queries + (size_t)(q0 + q) * dim, bank + (size_t)b0 * dim, dim, NULL, b0);
+            }
         }
     }
     return PC_OK;
@@ -229,6 +285,13 @@ struct pc_knn_index {
     int64_t *sh_start;  /* n_shells + 1: first row of each shell */
     double *sh_rmax, *sh_rmin; /* n_shells: bounds of the members' true distances to the centre */
     float *sh_bnmax;    /* n_shells: largest member norm */
+    /* the bf16 filter (filter BF16 or BF16_EMULATED) */
+    pc_knn_filter filter;
+    uint16_t *bbf;      /* n x dim: bf16(fl(b - c)), each row centred on its cluster's centre c */
+    float *bbn;         /* n: ||bf16(b - c)||^2 (double sum, rounded) */
+    dnnl_primitive_t mm;  /* BF16: (rows x dim) . (dim x nr) -> rows x nr fp32, rows and nr given per call */
+    size_t mm_scratch;    /* its scratchpad bytes (per thread, in the workspace) */
+    const char *mm_impl;
 };
 
 void pc_knn_index_free(pc_knn_index *ix) {
@@ -236,10 +299,77 @@ void pc_knn_index_free(pc_knn_index *ix) {
     pc_free(ix->bank), pc_free(ix->norms), pc_free(ix->perm), pc_free(ix->cent), pc_free(ix->cnorm);
     pc_free(ix->cl_bnmax), pc_free(ix->cl_shell), pc_free(ix->sh_start), pc_free(ix->sh_rmax);
     pc_free(ix->sh_rmin), pc_free(ix->sh_bnmax);
+    pc_free(ix->bbf), pc_free(ix->bbn);
+    if (ix->mm) dnnl_primitive_destroy(ix->mm);
     pc_free(ix);
 }
 
 int32_t pc_knn_index_clusters(const pc_knn_index *ix) { return ix ? ix->n_clusters : 0; }
+
+pc_knn_filter pc_knn_index_filter(const pc_knn_index *ix) { return ix ? ix->filter : PC_KNN_FILTER_AUTO; }
+
+const char *pc_knn_filter_name(pc_knn_filter f) {
+    switch (f) {
+    case PC_KNN_FILTER_AUTO: return "auto";
+    case PC_KNN_FILTER_F32: return "f32";
+    case PC_KNN_FILTER_BF16: return "bf16";
+    case PC_KNN_FILTER_BF16_EMULATED: return "bf16-emulated";
+    default: return "?";
+    }
+}
+
+const char *pc_knn_index_kernel(const pc_knn_index *ix) {
+    if (!ix) return "?";
+    return ix->filter == PC_KNN_FILTER_BF16 ? ix->mm_impl : "openblas sgemm";
+}
+
+/* AUTO resolved from PATCHCORE_KNN_FILTER and the CPU; -1 for an unknown value */
+static int resolve_filter(pc_knn_filter f) {
+    if (f == PC_KNN_FILTER_AUTO) {
+        const char *e = getenv("PATCHCORE_KNN_FILTER");
+        if (!e || !*e || !strcmp(e, "auto")) return pc_dnnl_bf16_native() ? PC_KNN_FILTER_BF16 : PC_KNN_FILTER_F32;
+        if (!strcmp(e, "f32")) return PC_KNN_FILTER_F32;
+        if (!strcmp(e, "bf16")) return PC_KNN_FILTER_BF16;
+        if (!strcmp(e, "bf16-emulated")) return PC_KNN_FILTER_BF16_EMULATED;
+        return -1;
+    }
+    return f >= PC_KNN_FILTER_F32 && f <= PC_KNN_FILTER_BF16_EMULATED ? (int)f : -1;
+}
+
+/* The bf16 matmul of the filter: A (rows x dim, bf16, row-major) times B^T (B: nr x dim bf16 rows) into a
+ * tile of ld PC_KNN_GEMM_N, fp32; rows and nr are runtime dims so that one primitive serves every tile.
+ * Returns 0 when oneDNN has no bf16 implementation (the index then emulates). */
+static int make_matmul(pc_knn_index *ix) {
+    if (!pc_dnnl_bf16_native() || !pc_dnnl_engine()) return 0;
+    const dnnl_dim_t K = ix->dim, RT = DNNL_RUNTIME_DIM_VAL;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t ad = {RT, K}, as = {K, 1}, bd = {K, RT}, bs = {1, K}, cd = {RT, RT}, cs = {PC_KNN_GEMM_N, 1};
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_bf16, as) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_bf16, bs) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) == dnnl_success &&
+             dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
+             dnnl_primitive_attr_create(&attr) == dnnl_success &&
+             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &md, attr, pc_dnnl_engine(), NULL) == dnnl_success;
+    if (ok) {
+        const char *impl = pc_dnnl_impl(pd);
+        /* the impl string lives in the descriptor: keep a copy of the known names only */
+        static const char *known[] = {"gemm:jit", "brg:avx512_core_bf16", "brg:avx512_core_amx", "gemm:ref",
+                                      "ref:any"};
+        ix->mm_impl = "onednn (other)";
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (!strcmp(impl, known[i])) ix->mm_impl = known[i];
+        ix->mm_scratch = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+        ok = dnnl_primitive_create(&ix->mm, pd) == dnnl_success;
+        if (!ok) ix->mm = NULL;
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
 
 typedef struct member {
     double r;
@@ -254,9 +384,18 @@ static int member_cmp(const void *a, const void *b) {
 
 pc_status pc_knn_index_build(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n, int32_t dim,
                              int32_t n_clusters) {
+    return pc_knn_index_build_filter(out, bank, bank_norms, n, dim, n_clusters, PC_KNN_FILTER_AUTO);
+}
+
+pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n,
+                                    int32_t dim, int32_t n_clusters, pc_knn_filter filter) {
     if (!out || !bank || !bank_norms || n < 1 || dim < 1)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "knn index: bad arguments (n %lld, dim %d)", (long long)n, dim);
     *out = NULL;
+    const int fsel = resolve_filter(filter);
+    if (fsel < 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "knn index: unknown filter (PATCHCORE_KNN_FILTER=%s; auto, f32, bf16 "
+                       "or bf16-emulated)", getenv("PATCHCORE_KNN_FILTER") ? getenv("PATCHCORE_KNN_FILTER") : "");
     int64_t C = n_clusters > 0 ? n_clusters : (int64_t)llround(2.0 * sqrt((double)n));
     C = PC_MAX((int64_t)1, PC_MIN(C, n));
     const int64_t chunk = 2048;
@@ -353,6 +492,28 @@ pc_status pc_knn_index_build(pc_knn_index **out, const float *bank, const float 
         }
     }
     ix->sh_start[n_shells] = n;
+    ix->filter = (pc_knn_filter)fsel;
+    if (fsel != PC_KNN_FILTER_F32) {
+        ix->bbf = pc_malloc(sizeof(uint16_t) * (size_t)n * dim);
+        ix->bbn = pc_malloc(sizeof(float) * (size_t)n);
+        if (!ix->bbf || !ix->bbn) goto nomem;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t c = 0; c < C; c++) {
+            const float *cc = ix->cent + (size_t)c * dim;
+            for (int64_t p = cstart[c]; p < cstart[c + 1]; p++) {
+                const float *b = ix->bank + (size_t)p * dim;
+                uint16_t *y = ix->bbf + (size_t)p * dim;
+                double s2 = 0;
+                for (int32_t j = 0; j < dim; j++) {
+                    y[j] = to_bf16(b[j] - cc[j]);
+                    double v = from_bf16(y[j]);
+                    s2 += v * v;
+                }
+                ix->bbn[p] = (float)s2;
+            }
+        }
+        if (fsel == PC_KNN_FILTER_BF16 && !make_matmul(ix)) ix->filter = PC_KNN_FILTER_BF16_EMULATED;
+    }
     goto done;
 nomem:
     st = pc_fail(PC_ERR_NO_MEMORY, "knn index: out of memory for a bank of %lld x %d", (long long)n, dim);
@@ -372,6 +533,12 @@ typedef struct ix_ws {
         float *g, *gqn, *tile, *ld;
         int64_t *li;
         int32_t *gid, *gkey, *gsorted, *cnt;
+        /* bf16 filter: gathered centred queries (native: bf16; emulated: widened into g), their norms
+         * ||q~||^2 and bounds of ||q - c||, the widened bank tile (emulation), oneDNN's scratchpad */
+        uint16_t *gb;
+        float *gfq, *bw;
+        double *grq;
+        void *scratch;
     } t[64];
 } ix_ws;
 
@@ -403,6 +570,16 @@ static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix
         IX_PIECE(w->t[t].gkey, int32_t, m);
         IX_PIECE(w->t[t].gsorted, int32_t, m);
         IX_PIECE(w->t[t].cnt, int32_t, (size_t)ix->max_cluster_shells + 2);
+        w->t[t].gb = NULL, w->t[t].gfq = w->t[t].bw = NULL, w->t[t].grq = NULL, w->t[t].scratch = NULL;
+        if (ix->filter != PC_KNN_FILTER_F32) {
+            IX_PIECE(w->t[t].gfq, float, m);
+            IX_PIECE(w->t[t].grq, double, m);
+            IX_PIECE(w->t[t].bw, float, (size_t)PC_KNN_GEMM_N * D);
+        }
+        if (ix->filter == PC_KNN_FILTER_BF16) {
+            IX_PIECE(w->t[t].gb, uint16_t, m * D);
+            IX_PIECE(w->t[t].scratch, uint8_t, ix->mm_scratch);
+        }
     }
 #undef IX_PIECE
     return off + 64;
@@ -447,6 +624,109 @@ static void needed_shells(const pc_knn_index *ix, int32_t c, float qn, float dqc
     *s0 = first, *s1 = first == b ? first : last + 1;
 }
 
+/* row i of the gathered queries for the bf16 filter: x~ = bf16(fl(q - c)) (native: into gb; emulated:
+ * widened into g), its norm ||x~||^2, and rq = sqrt(||x~||^2 (1 + 3u)) / (1 - eps) >= ||q - c||, since
+ * ||x~ - x|| <= eps ||x|| */
+static void gather_bf16(const pc_knn_index *ix, ix_ws *w, int t, int32_t i, const float *q, int32_t c) {
+    const int32_t dim = ix->dim;
+    const float *cc = ix->cent + (size_t)c * dim;
+    uint16_t *xb = w->t[t].gb ? w->t[t].gb + (size_t)i * dim : NULL;
+    float *xw = w->t[t].gb ? NULL : w->t[t].g + (size_t)i * dim;
+    double s2 = 0;
+    int32_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    /* the same rounding 16 at a time; the squares (exact in double) summed in 4 double lanes x 2 */
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), hi = _mm256_set1_epi32((int)0xffff0000u);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (; j + 16 <= dim; j += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(q + j + 8 * h), _mm256_loadu_ps(cc + j + 8 * h));
+            __m256i u = _mm256_castps_si256(d);
+            u = _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+            __m256 x = _mm256_castsi256_ps(_mm256_and_si256(u, hi));
+            s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_castps256_ps128(x)), s0);
+            s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), s1);
+            if (xw) _mm256_storeu_ps(xw + j + 8 * h, x);
+            r[h] = _mm256_srli_epi32(u, 16);
+        }
+        if (xb)
+            _mm256_storeu_si256((__m256i *)(xb + j), _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8));
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+    s2 = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+#endif
+    for (; j < dim; j++) {
+        uint16_t h = to_bf16(q[j] - cc[j]);
+        double v = from_bf16(h);
+        if (xb) xb[j] = h;
+        else xw[j] = (float)v;
+        s2 += v * v;
+    }
+    w->t[t].gfq[i] = (float)s2;
+    w->t[t].grq[i] = sqrt((double)w->t[t].gfq[i] * (1 + 3 * IX_U)) / (1 - BF16_EPS) * (1 + 1e-12);
+}
+
+/* oneDNN's bf16 product of gathered rows and bank rows r0 .. r0 + nr; 0 when oneDNN failed */
+static int matmul_bf16(const pc_knn_index *ix, float *tile, const uint16_t *A, int32_t rows, const uint16_t *B,
+                       int64_t nr, void *scratch) {
+    dnnl_stream_t st = pc_dnnl_stream();
+    dnnl_engine_t e = pc_dnnl_engine();
+    if (!st || !e) return 0;
+    const dnnl_dim_t K = ix->dim;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t ad = {rows, K}, as = {K, 1}, bd = {K, nr}, bs = {1, K}, cd = {rows, nr}, cs = {PC_KNN_GEMM_N, 1};
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
+    const_dnnl_primitive_desc_t pd = NULL;
+    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_bf16, as) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_bf16, bs) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) == dnnl_success &&
+             dnnl_memory_create(&ma, &a, e, (void *)A) == dnnl_success &&
+             dnnl_memory_create(&mb, &b, e, (void *)B) == dnnl_success &&
+             dnnl_memory_create(&mc, &c, e, tile) == dnnl_success &&
+             dnnl_primitive_get_primitive_desc(ix->mm, &pd) == dnnl_success &&
+             dnnl_memory_create(&ms, dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0), e,
+                                ix->mm_scratch ? scratch : NULL) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                   {DNNL_ARG_SCRATCHPAD, ms}};
+        ok = dnnl_primitive_execute(ix->mm, st, 4, args) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
+    return ok;
+}
+
+/* the filter's products of `rows` gathered queries and bank rows r0 .. r0 + nr (cluster order) into the
+ * thread's tile: f32: SGEMM of the vectors; bf16: oneDNN on the bf16 values, or (emulated, or when
+ * oneDNN fails) the same values widened to fp32 through SGEMM, exact products either way */
+static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows, int64_t r0, int64_t nr) {
+    const int32_t dim = ix->dim;
+    float *G = w->t[t].g, *tile = w->t[t].tile;
+    const float *B = ix->bank + (size_t)r0 * dim;
+    if (ix->filter == PC_KNN_FILTER_BF16) {
+        if (matmul_bf16(ix, tile, w->t[t].gb, rows, ix->bbf + (size_t)r0 * dim, nr, w->t[t].scratch)) return;
+        for (size_t i = 0; i < (size_t)rows * dim; i++) G[i] = from_bf16(w->t[t].gb[i]);
+    }
+    if (ix->filter != PC_KNN_FILTER_F32) {
+        const uint16_t *bb = ix->bbf + (size_t)r0 * dim;
+        for (size_t i = 0; i < (size_t)nr * dim; i++) w->t[t].bw[i] = from_bf16(bb[i]);
+        B = w->t[t].bw;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (blasint)nr, dim, 1.0f, G, dim, B, dim, 0.0f, tile,
+                PC_KNN_GEMM_N);
+}
+
+/* the filter of gathered row i against bank rows from r0 whose distances to the centre are <= rb */
+static inline row_filter make_filter(const pc_knn_index *ix, const ix_ws *w, int t, int32_t i, int64_t r0,
+                                     double gk, double rb, float qn) {
+    if (ix->filter == PC_KNN_FILTER_F32) return (row_filter){0, gk, 0, 0, qn, ix->norms + r0};
+    return (row_filter){1, gk, w->t[t].grq[i], rb, w->t[t].gfq[i], ix->bbn + r0};
+}
+
 static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *Q, int64_t nq, int32_t k,
                          ix_ws *w, int T, pc_knn_stats *stats) {
     const int32_t C = ix->n_clusters, dim = ix->dim;
@@ -485,6 +765,7 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
         team = omp_get_num_threads();
 #endif
         float *G = w->t[t].g, *gqn = w->t[t].gqn, *tile = w->t[t].tile;
+        const int bf = ix->filter != PC_KNN_FILTER_F32;
         /* pass 1: every query against its nearest cluster, whole (each query in one cluster: one writer) */
 #pragma omp for schedule(dynamic, 1)
         for (int32_t c = 0; c < C; c++) {
@@ -492,19 +773,22 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
             if (!nqc) continue;
             for (int32_t i = 0; i < nqc; i++) {
                 int32_t q = w->qorder[q0 + i];
-                memcpy(G + (size_t)i * dim, Q + (size_t)q * dim, sizeof(float) * (size_t)dim);
+                if (bf) gather_bf16(ix, w, t, i, Q + (size_t)q * dim, c);
+                else memcpy(G + (size_t)i * dim, Q + (size_t)q * dim, sizeof(float) * (size_t)dim);
                 gqn[i] = w->qn[q];
             }
             const int64_t p0 = ix->sh_start[ix->cl_shell[c]], p1 = ix->sh_start[ix->cl_shell[c + 1]];
             for (int64_t r0 = p0; r0 < p1; r0 += PC_KNN_GEMM_N) {
                 const int64_t nr = PC_MIN((int64_t)PC_KNN_GEMM_N, p1 - r0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nqc, (blasint)nr, dim, 1.0f, G, dim,
-                            ix->bank + (size_t)r0 * dim, dim, 0.0f, tile, PC_KNN_GEMM_N);
+                tile_products(ix, w, t, nqc, r0, nr);
                 pairs += (int64_t)nqc * nr;
+                /* shells are farthest first: the tile's first shell bounds every member's centre distance */
+                const double rb = ix->sh_rmax[ix->cl_shell[c] + (r0 - p0) / PC_KNN_SHELL];
                 for (int32_t i = 0; i < nqc; i++) {
                     int32_t q = w->qorder[q0 + i];
+                    row_filter f = make_filter(ix, w, t, i, r0, gk, rb, gqn[i]);
                     evals += scan_row(out_dist + (size_t)q * k, out_idx + (size_t)q * k, k, tile + (size_t)i * PC_KNN_GEMM_N,
-                                      ix->norms + r0, nr, gqn[i], ix->cl_bnmax[c], gk, G + (size_t)i * dim,
+                                      &f, ix->norms + r0, nr, gqn[i], ix->cl_bnmax[c], Q + (size_t)q * dim,
                                       ix->bank + (size_t)r0 * dim, dim, ix->perm + r0, 0);
                 }
             }
@@ -544,7 +828,8 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
             for (int32_t i = 0; i < ng; i++) gs[cnt[gkey[i]]++] = gid[i];
             /* after the scatter cnt[j] = number of queries with key >= j */
             for (int32_t i = 0; i < ng; i++) {
-                memcpy(G + (size_t)i * dim, Q + (size_t)gs[i] * dim, sizeof(float) * (size_t)dim);
+                if (bf) gather_bf16(ix, w, t, i, Q + (size_t)gs[i] * dim, c);
+                else memcpy(G + (size_t)i * dim, Q + (size_t)gs[i] * dim, sizeof(float) * (size_t)dim);
                 gqn[i] = w->qn[gs[i]];
             }
             int32_t j = 0;
@@ -558,13 +843,14 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
                 const int64_t r0 = ix->sh_start[a + j], nr = ix->sh_start[a + j2] - r0;
                 float bnm = 0.f;
                 for (int32_t s = a + j; s < a + j2; s++) bnm = PC_MAX(bnm, ix->sh_bnmax[s]);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (blasint)nr, dim, 1.0f, G, dim,
-                            ix->bank + (size_t)r0 * dim, dim, 0.0f, tile, PC_KNN_GEMM_N);
+                tile_products(ix, w, t, rows, r0, nr);
                 pairs += (int64_t)rows * nr;
+                const double rb = ix->sh_rmax[a + j];
                 for (int32_t i = 0; i < rows; i++) {
                     int32_t q = gs[i];
+                    row_filter f = make_filter(ix, w, t, i, r0, gk, rb, gqn[i]);
                     evals += scan_row(ld + (size_t)q * k, li + (size_t)q * k, k, tile + (size_t)i * PC_KNN_GEMM_N,
-                                      ix->norms + r0, nr, gqn[i], bnm, gk, G + (size_t)i * dim,
+                                      &f, ix->norms + r0, nr, gqn[i], bnm, Q + (size_t)q * dim,
                                       ix->bank + (size_t)r0 * dim, dim, ix->perm + r0, 0);
                 }
                 j = j2;

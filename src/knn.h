@@ -52,6 +52,22 @@ pc_status pc_knn_search_reference(float *out_dist, int64_t *out_idx, const float
 
 typedef struct pc_knn_index pc_knn_index;
 
+/* The candidate filter of the pruned search (docs/method-implementation.md §5): which products pick the
+ * candidates that get a canonical fp32 re-evaluation. Results are identical whichever is used.
+ * AUTO: the environment's PATCHCORE_KNN_FILTER (auto|f32|bf16|bf16-emulated), and for auto bf16 where
+ * the CPU runs bf16 products natively (AVX512-BF16, AMX), f32 elsewhere.
+ * F32: fp32 products of the vectors (OpenBLAS SGEMM).
+ * BF16: products of bf16-rounded centred vectors (bank side bf16(b - c) per cluster, stored in the
+ * index; queries gathered as bf16(q - c)) by a oneDNN bf16 matmul with fp32 accumulation where the CPU
+ * has native bf16, else emulated. BF16_EMULATED: the same values widened to fp32 through SGEMM (the same
+ * bound holds: bf16 x bf16 products are exact in fp32), forced, for tests. */
+typedef enum pc_knn_filter {
+    PC_KNN_FILTER_AUTO = 0,
+    PC_KNN_FILTER_F32 = 1,
+    PC_KNN_FILTER_BF16 = 2,
+    PC_KNN_FILTER_BF16_EMULATED = 3
+} pc_knn_filter;
+
 /* Counters of one search, for benchmarks: query-bank pairs whose distance the SGEMMs computed
  * (including the query-centre pairs) and canonical re-evaluations. */
 typedef struct pc_knn_stats {
@@ -62,8 +78,18 @@ typedef struct pc_knn_stats {
  * cluster-ordered copy). n_clusters <= 0 picks 2 sqrt(n). Costs one n x n_clusters x dim SGEMM. */
 pc_status pc_knn_index_build(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n, int32_t dim,
                              int32_t n_clusters);
+/* The same with the filter chosen by the caller (AUTO: as pc_knn_index_build). A BF16 filter the CPU or
+ * oneDNN cannot run natively becomes BF16_EMULATED. Fails on an unknown PATCHCORE_KNN_FILTER value. */
+pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const float *bank_norms, int64_t n,
+                                    int32_t dim, int32_t n_clusters, pc_knn_filter filter);
 void pc_knn_index_free(pc_knn_index *ix);
 int32_t pc_knn_index_clusters(const pc_knn_index *ix);
+/* The filter the index runs (F32, BF16 or BF16_EMULATED), and its name ("f32", "bf16", "bf16-emulated"). */
+pc_knn_filter pc_knn_index_filter(const pc_knn_index *ix);
+const char *pc_knn_filter_name(pc_knn_filter f);
+/* The product kernel of the filter: oneDNN's implementation name for BF16 ("gemm:jit", ...), else
+ * "openblas sgemm". */
+const char *pc_knn_index_kernel(const pc_knn_index *ix);
 
 /* Bytes of workspace for up to max_queries queries per call, k neighbours and up to `threads` OpenMP
  * threads (more threads than that are not used). */

@@ -17,6 +17,11 @@
 /* The CPU engine, created on first use (thread-safe); NULL when oneDNN could not create one. */
 dnnl_engine_t pc_dnnl_engine(void);
 
+/* The calling thread's stream on that engine, created on its first use and destroyed when the thread
+ * exits (one small object per thread for the process's life, never one per call); NULL on failure.
+ * Primitives run on the calling thread's OpenMP pool, so one stream per thread is all they need. */
+dnnl_stream_t pc_dnnl_stream(void);
+
 /* The ISA oneDNN dispatches to, and its name ("avx2", "avx512_core_bf16", ...). */
 dnnl_cpu_isa_t pc_dnnl_isa(void);
 const char *pc_dnnl_isa_name(dnnl_cpu_isa_t isa);
