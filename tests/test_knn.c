@@ -110,10 +110,16 @@ static void test_ties_by_hand(void **s) {
  * same tolerance rule as run_case: distances within relative 1e-4 of the largest, an index may differ
  * only between candidates within 1e-5 of the largest distance). Returns the pairs the pruned search
  * computed, as a fraction of m n. ref_d/ref_i: the reference for ref_k >= k neighbours (its first k are the
- * reference for k: the order is total), or NULL to compute it here. */
-static double check_pruned(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
-                           int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
-                           int32_t ref_k) {
+ * reference for k: the order is total), or NULL to compute it here. Every candidate filter runs (f32, bf16
+ * native where the CPU has it, else emulated, and bf16 emulated): each must equal the brute force bit for
+ * bit. evals_out: re-evaluations per query of each filter, or NULL. ref_tol: the distance gap, relative to
+ * the largest, within which an index may differ from the double reference. */
+enum { N_FILTERS = 3 };
+static const pc_knn_filter filters[N_FILTERS] = {PC_KNN_FILTER_F32, PC_KNN_FILTER_BF16, PC_KNN_FILTER_BF16_EMULATED};
+
+static double check_pruned_ev(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
+                              int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
+                              int32_t ref_k, double *evals_out, double ref_tol) {
     float *norms = pc_malloc(sizeof(float) * (size_t)n);
     float *d0 = pc_malloc(sizeof(float) * (size_t)(m * k)), *d1 = pc_malloc(sizeof(float) * (size_t)(m * k));
     float *dr = pc_malloc(sizeof(float) * (size_t)(m * k));
@@ -129,39 +135,54 @@ static double check_pruned(const char *name, const float *bank, int64_t n, const
     } else {
         assert_int_equal(pc_knn_search_reference(dr, ir, q, m, bank, n, D, k), PC_OK);
     }
-    pc_knn_index *ix;
-    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, clusters), PC_OK);
-    size_t wi = pc_knn_index_workspace_size(ix, ws_queries, k, 2);
-    void *wsi = pc_malloc(wi);
-    pc_knn_stats st;
-    assert_int_equal(pc_knn_index_search(ix, d1, i1, q, m, k, wsi, wi, &st), PC_OK);
-    int64_t diff = 0, ref_diff = 0;
-    double scale = 0, e_ref = 0;
-    for (int64_t i = 0; i < m * k; i++)
-        if (isfinite(dr[i])) scale = fmax(scale, dr[i]);
-    for (int64_t i = 0; i < m * k; i++) {
-        diff += i0[i] != i1[i] || memcmp(&d0[i], &d1[i], sizeof(float)) != 0;
-        if (isinf(dr[i])) { /* k > n: padding */
-            assert_true(isinf(d1[i]) && i1[i] == -1 && ir[i] == -1);
-            continue;
+    double frac = 0;
+    for (int f = 0; f < N_FILTERS; f++) {
+        pc_knn_index *ix;
+        assert_int_equal(pc_knn_index_build_filter(&ix, bank, norms, n, D, clusters, filters[f]), PC_OK);
+        assert_true(pc_knn_index_filter(ix) == filters[f] ||
+                    (filters[f] == PC_KNN_FILTER_BF16 && pc_knn_index_filter(ix) == PC_KNN_FILTER_BF16_EMULATED));
+        size_t wi = pc_knn_index_workspace_size(ix, ws_queries, k, 2);
+        void *wsi = pc_malloc(wi);
+        pc_knn_stats st;
+        memset(d1, 0xff, sizeof(float) * (size_t)(m * k));
+        assert_int_equal(pc_knn_index_search(ix, d1, i1, q, m, k, wsi, wi, &st), PC_OK);
+        int64_t diff = 0, ref_diff = 0;
+        double scale = 0, e_ref = 0;
+        for (int64_t i = 0; i < m * k; i++)
+            if (isfinite(dr[i])) scale = fmax(scale, dr[i]);
+        for (int64_t i = 0; i < m * k; i++) {
+            diff += i0[i] != i1[i] || memcmp(&d0[i], &d1[i], sizeof(float)) != 0;
+            if (isinf(dr[i])) { /* k > n: padding */
+                assert_true(isinf(d1[i]) && i1[i] == -1 && ir[i] == -1);
+                continue;
+            }
+            e_ref = fmax(e_ref, fabs((double)d1[i] - dr[i]) / fmax(scale, 1e-30));
+            if (i1[i] != ir[i]) {
+                ref_diff++;
+                assert_true(fabs((double)d1[i] - dr[i]) <= ref_tol * scale);
+            }
         }
-        e_ref = fmax(e_ref, fabs((double)d1[i] - dr[i]) / fmax(scale, 1e-30));
-        if (i1[i] != ir[i]) {
-            ref_diff++;
-            assert_true(fabs((double)d1[i] - dr[i]) <= 1e-5 * scale);
-        }
+        frac = (double)st.pairs / ((double)m * n);
+        print_message("pruned %-9s n %5lld m %4lld D %4d k %2d, %4d clusters, query chunk %4lld, filter %-13s: %lld "
+                      "differ from brute force; vs double reference %.1e, %lld near-tie index swaps; distance work "
+                      "%.1f%%, %.1f re-evaluations per query\n", name, (long long)n, (long long)m, D, k,
+                      pc_knn_index_clusters(ix), (long long)ws_queries, pc_knn_filter_name(pc_knn_index_filter(ix)),
+                      (long long)diff, e_ref, (long long)ref_diff, 100 * frac, (double)st.evals / (double)m);
+        assert_int_equal(diff, 0);
+        assert_true(e_ref <= PC_MAX(1e-4, ref_tol));
+        if (evals_out) evals_out[f] = (double)st.evals / (double)m;
+        pc_knn_index_free(ix);
+        pc_free(wsi);
     }
-    double frac = (double)st.pairs / ((double)m * n);
-    print_message("pruned %-9s n %5lld m %4lld D %4d k %2d, %3d clusters, query chunk %4lld: %lld differ from brute "
-                  "force; vs double reference %.1e, %lld near-tie index swaps; distance work %.1f%%\n", name,
-                  (long long)n, (long long)m, D, k, pc_knn_index_clusters(ix), (long long)ws_queries, (long long)diff,
-                  e_ref, (long long)ref_diff, 100 * frac);
-    assert_int_equal(diff, 0);
-    assert_true(e_ref <= 1e-4);
-    pc_knn_index_free(ix);
     pc_free(norms), pc_free(d0), pc_free(d1), pc_free(dr), pc_free(i0), pc_free(i1), pc_free(ir);
-    pc_free(wsb), pc_free(wsi);
+    pc_free(wsb);
     return frac;
+}
+
+static double check_pruned(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
+                           int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
+                           int32_t ref_k) {
+    return check_pruned_ev(name, bank, n, q, m, D, k, clusters, ws_queries, ref_d, ref_i, ref_k, NULL, 1e-5);
 }
 
 static float gauss(pc_rng *r) { /* sum of 4 uniforms, centred: close enough to a normal for blobs */
@@ -284,6 +305,86 @@ static void test_pruned_real(void **s) {
     npy_free(&f), npy_free(&cs);
 }
 
+/* Near-ties on purpose: 3 groups of 400 bank rows, each row p_g + delta with |delta_i| <= 2e-3 around
+ * a point p_g far from the origin (coordinates 8 + 3 N(0, 1), so that only centring keeps the bf16 rounding
+ * small), p_g itself the group's first row and thus a cluster centre; 1 in 8 rows duplicates an earlier
+ * row of its group. Queries at distance about 1 from their group's point see all its 400 rows within a
+ * few 1e-3 of each other, inside the bf16 filter's margin: most candidates are re-evaluated
+ * canonically, and the results must still equal the brute force's, ties included. Again with the points
+ * near the origin, where the f32 filter's margin is far smaller than the bf16 one's. */
+static void near_ties(float offset, float spread, int bf16_only) {
+    const int64_t G = 3, per = 400, n = G * per, m = 60;
+    const int32_t D = 64;
+    pc_rng r = {4242};
+    float *bank = pc_malloc(sizeof(float) * (size_t)(n * D)), *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    float *p = pc_malloc(sizeof(float) * (size_t)(G * D));
+    for (int64_t i = 0; i < G * D; i++) p[i] = offset + spread * gauss(&r);
+    /* rows 0 .. G-1 are the points (the first rows become the cluster centres), then the groups in turn */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = i < G ? i : (i - G) * G / (n - G);
+        float *b = bank + (size_t)i * D;
+        if (i >= G && i % 8 == 0) {
+            int64_t src = i - 1 - (int64_t)pc_rng_below(&r, 5);
+            if (src >= G && (src - G) * G / (n - G) == g) {
+                memcpy(b, bank + (size_t)src * D, sizeof(float) * D);
+                continue;
+            }
+        }
+        for (int32_t c = 0; c < D; c++) b[c] = p[g * D + c] + (i < G ? 0.f : 1e-3f * gauss(&r));
+    }
+    for (int64_t i = 0; i < m; i++) {
+        int64_t g = i % G;
+        float dir[64], nn = 0;
+        for (int32_t c = 0; c < D; c++) dir[c] = gauss(&r), nn += dir[c] * dir[c];
+        for (int32_t c = 0; c < D; c++) q[(size_t)i * D + c] = p[g * D + c] + dir[c] / sqrtf(nn);
+    }
+    double ev[N_FILTERS];
+    const int32_t ks[2] = {1, 9};
+    for (int t = 0; t < 2; t++) {
+        /* against the double reference only loosely: the near-ties (a few 1e-3) are within the fp32 GEMM
+         * form's own error (gamma_K (|q|^2 + |b|^2) ~ 0.03 here), so its index order is not fp32's */
+        check_pruned_ev("near-ties", bank, n, q, m, D, ks[t], (int32_t)G, 1024, NULL, NULL, 0, ev, 1e-1);
+        assert_true(ev[1] > 0.5 * per); /* the bf16 filter's margin holds most of the group: re-evaluated */
+        if (bf16_only) assert_true(ev[0] < 0.5 * ev[1]); /* ... where the f32 filter's would not */
+    }
+    pc_free(bank), pc_free(q), pc_free(p);
+}
+
+static void test_pruned_near_ties(void **s) {
+    (void)s;
+    near_ties(8.0f, 3.0f, 0); /* large norms: both filters re-evaluate nearly everything */
+    near_ties(0.0f, 0.1f, 1); /* small norms: the f32 filter is sharp, the bf16 one's margin holds the ties */
+}
+
+/* PATCHCORE_KNN_FILTER selects the filter of pc_knn_index_build; an unknown value is an error. */
+static void test_filter_env(void **s) {
+    (void)s;
+    const float bank[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float norms[8];
+    pc_knn_norms(norms, bank, 8, 1);
+    pc_knn_index *ix = NULL;
+    const char *old = getenv("PATCHCORE_KNN_FILTER");
+    char *saved = old ? strdup(old) : NULL;
+    static const struct {
+        const char *v;
+        pc_knn_filter f;
+    } cases[] = {{"f32", PC_KNN_FILTER_F32}, {"bf16-emulated", PC_KNN_FILTER_BF16_EMULATED}, {"bf16", PC_KNN_FILTER_BF16}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        setenv("PATCHCORE_KNN_FILTER", cases[i].v, 1);
+        assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_OK);
+        pc_knn_filter f = pc_knn_index_filter(ix);
+        assert_true(f == cases[i].f || (cases[i].f == PC_KNN_FILTER_BF16 && f == PC_KNN_FILTER_BF16_EMULATED));
+        print_message("PATCHCORE_KNN_FILTER=%s: filter %s, kernel %s\n", cases[i].v, pc_knn_filter_name(f),
+                      pc_knn_index_kernel(ix));
+        pc_knn_index_free(ix);
+    }
+    setenv("PATCHCORE_KNN_FILTER", "fp8", 1);
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_ERR_INVALID_ARGUMENT);
+    assert_null(ix);
+    if (saved) setenv("PATCHCORE_KNN_FILTER", saved, 1), free(saved);
+    else unsetenv("PATCHCORE_KNN_FILTER");
+}
+
 /* Several threads search one index at once, each with its own workspace (as predict contexts do). */
 typedef struct th_job {
     const pc_knn_index *ix;
@@ -319,8 +420,9 @@ static void test_pruned_threads(void **s) {
     size_t wb = pc_knn_workspace_size(m);
     void *wsb = pc_malloc(wb);
     assert_int_equal(pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, wsb, wb), PC_OK);
+    for (int f = 0; f < N_FILTERS; f++) {
     pc_knn_index *ix;
-    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+    assert_int_equal(pc_knn_index_build_filter(&ix, bank, norms, n, D, 0, filters[f]), PC_OK);
     enum { NT = 4 };
     th_job jobs[NT];
     pthread_t th[NT];
@@ -336,6 +438,7 @@ static void test_pruned_threads(void **s) {
         pc_free(jobs[t].d), pc_free(jobs[t].i);
     }
     pc_knn_index_free(ix);
+    }
     pc_free(bank), pc_free(q), pc_free(norms), pc_free(d0), pc_free(i0), pc_free(wsb);
 }
 
@@ -348,6 +451,8 @@ int main(void) {
         cmocka_unit_test(test_pruned_small),
         cmocka_unit_test(test_pruned_clustered),
         cmocka_unit_test(test_pruned_real),
+        cmocka_unit_test(test_pruned_near_ties),
+        cmocka_unit_test(test_filter_env),
         cmocka_unit_test(test_pruned_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
