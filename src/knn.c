@@ -272,6 +272,16 @@ pc_status pc_knn_search_reference(float *out_dist, int64_t *out_idx, const float
 #include <omp.h>
 #endif
 
+/* One oneDNN matmul C (rows x nr, row stride ldc, fp32) = A (rows x K, row-major) . B^T (B: nr x K rows),
+ * of type dt, rows given per call and nr too unless fixed: one primitive serves every call. */
+typedef struct pc_knn_mm {
+    dnnl_primitive_t p;
+    dnnl_data_type_t dt;
+    int64_t K, ldc;
+    size_t scratch;   /* scratchpad bytes (the caller's, in the workspace) */
+    const char *impl; /* oneDNN's implementation name, or "openblas sgemm" */
+} pc_knn_mm;
+
 struct pc_knn_index {
     int64_t n;
     int32_t dim, n_clusters, n_shells, max_cluster_shells;
@@ -289,9 +299,9 @@ struct pc_knn_index {
     pc_knn_filter filter;
     uint16_t *bbf;      /* n x dim: bf16(fl(b - c)), each row centred on its cluster's centre c */
     float *bbn;         /* n: ||bf16(b - c)||^2 (double sum, rounded) */
-    dnnl_primitive_t mm;  /* BF16: (rows x dim) . (dim x nr) -> rows x nr fp32, rows and nr given per call */
-    size_t mm_scratch;    /* its scratchpad bytes (per thread, in the workspace) */
-    const char *mm_impl;
+    /* oneDNN products (NULL primitives: OpenBLAS): the filter's tiles (bf16, or f32 where oneDNN runs
+     * AVX-512) and the search's query-centre product (f32, AVX-512) */
+    pc_knn_mm mm, cm;
 };
 
 void pc_knn_index_free(pc_knn_index *ix) {
@@ -300,7 +310,8 @@ void pc_knn_index_free(pc_knn_index *ix) {
     pc_free(ix->cl_bnmax), pc_free(ix->cl_shell), pc_free(ix->sh_start), pc_free(ix->sh_rmax);
     pc_free(ix->sh_rmin), pc_free(ix->sh_bnmax);
     pc_free(ix->bbf), pc_free(ix->bbn);
-    if (ix->mm) dnnl_primitive_destroy(ix->mm);
+    if (ix->mm.p) dnnl_primitive_destroy(ix->mm.p);
+    if (ix->cm.p) dnnl_primitive_destroy(ix->cm.p);
     pc_free(ix);
 }
 
@@ -320,8 +331,10 @@ const char *pc_knn_filter_name(pc_knn_filter f) {
 
 const char *pc_knn_index_kernel(const pc_knn_index *ix) {
     if (!ix) return "?";
-    return ix->filter == PC_KNN_FILTER_BF16 ? ix->mm_impl : "openblas sgemm";
+    return ix->filter == PC_KNN_FILTER_BF16_EMULATED ? "openblas sgemm" : ix->mm.impl;
 }
+
+const char *pc_knn_index_centre_kernel(const pc_knn_index *ix) { return ix ? ix->cm.impl : "?"; }
 
 /* AUTO resolved from PATCHCORE_KNN_FILTER and the CPU; -1 for an unknown value */
 static int resolve_filter(pc_knn_filter f) {
@@ -336,19 +349,19 @@ static int resolve_filter(pc_knn_filter f) {
     return f >= PC_KNN_FILTER_F32 && f <= PC_KNN_FILTER_BF16_EMULATED ? (int)f : -1;
 }
 
-/* The bf16 matmul of the filter: A (rows x dim, bf16, row-major) times B^T (B: nr x dim bf16 rows) into a
- * tile of ld PC_KNN_GEMM_N, fp32; rows and nr are runtime dims so that one primitive serves every tile.
- * Returns 0 when oneDNN has no bf16 implementation (the index then emulates). */
-static int make_matmul(pc_knn_index *ix) {
-    if (!pc_dnnl_bf16_native() || !pc_dnnl_engine()) return 0;
-    const dnnl_dim_t K = ix->dim, RT = DNNL_RUNTIME_DIM_VAL;
+/* Creates mm (see pc_knn_mm): nr fixed when n_fixed > 0, else given per call. Returns 0 (mm->p NULL,
+ * impl "openblas sgemm") when oneDNN has no implementation. */
+static int make_matmul(pc_knn_mm *mm, dnnl_data_type_t dt, int64_t K, int64_t n_fixed, int64_t ldc) {
+    mm->p = NULL, mm->dt = dt, mm->K = K, mm->ldc = ldc, mm->scratch = 0, mm->impl = "openblas sgemm";
+    if (!pc_dnnl_engine()) return 0;
+    const dnnl_dim_t RT = DNNL_RUNTIME_DIM_VAL, N = n_fixed > 0 ? n_fixed : RT;
     dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t ad = {RT, K}, as = {K, 1}, bd = {K, RT}, bs = {1, K}, cd = {RT, RT}, cs = {PC_KNN_GEMM_N, 1};
+    dnnl_dims_t ad = {RT, K}, as = {K, 1}, bd = {K, N}, bs = {1, K}, cd = {RT, N}, cs = {ldc, 1};
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_bf16, as) == dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_bf16, bs) == dnnl_success &&
+    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, dt, as) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&b, 2, bd, dt, bs) == dnnl_success &&
              dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) == dnnl_success &&
              dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
              dnnl_primitive_attr_create(&attr) == dnnl_success &&
@@ -356,18 +369,52 @@ static int make_matmul(pc_knn_index *ix) {
              dnnl_primitive_desc_create(&pd, &md, attr, pc_dnnl_engine(), NULL) == dnnl_success;
     if (ok) {
         const char *impl = pc_dnnl_impl(pd);
-        /* the impl string lives in the descriptor: keep a copy of the known names only */
-        static const char *known[] = {"gemm:jit", "brg:avx512_core_bf16", "brg:avx512_core_amx", "gemm:ref",
-                                      "ref:any"};
-        ix->mm_impl = "onednn (other)";
+        /* the name lives in the descriptor: keep one of the known names */
+        static const char *known[] = {"gemm:jit", "brg:avx512_core", "brg:avx512_core_bf16", "brg:avx512_core_amx",
+                                      "gemm:ref", "ref:any"};
+        mm->impl = "onednn (other)";
         for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-            if (!strcmp(impl, known[i])) ix->mm_impl = known[i];
-        ix->mm_scratch = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
-        ok = dnnl_primitive_create(&ix->mm, pd) == dnnl_success;
-        if (!ok) ix->mm = NULL;
+            if (!strcmp(impl, known[i])) mm->impl = known[i];
+        mm->scratch = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+        ok = dnnl_primitive_create(&mm->p, pd) == dnnl_success;
+        if (!ok) mm->p = NULL, mm->impl = "openblas sgemm", mm->scratch = 0;
     }
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
+
+/* Runs mm on A (rows x K) and B (nr x K rows) into C (ldc); 0 when oneDNN failed (the caller then uses
+ * OpenBLAS: the kNN results do not depend on which). The memory objects are oneDNN's handles of the
+ * caller's buffers (small objects, no data copied). */
+static int run_matmul(const pc_knn_mm *mm, float *C, const void *A, int64_t rows, const void *B, int64_t nr,
+                      void *scratch) {
+    dnnl_stream_t st = pc_dnnl_stream();
+    dnnl_engine_t e = pc_dnnl_engine();
+    if (!mm->p || !st || !e || (mm->scratch && !scratch)) return 0;
+    const dnnl_dim_t K = mm->K;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t ad = {rows, K}, as = {K, 1}, bd = {K, nr}, bs = {1, K}, cd = {rows, nr}, cs = {mm->ldc, 1};
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
+    const_dnnl_primitive_desc_t pd = NULL;
+    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, mm->dt, as) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&b, 2, bd, mm->dt, bs) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) == dnnl_success &&
+             dnnl_memory_create(&ma, &a, e, (void *)A) == dnnl_success &&
+             dnnl_memory_create(&mb, &b, e, (void *)B) == dnnl_success &&
+             dnnl_memory_create(&mc, &c, e, C) == dnnl_success &&
+             dnnl_primitive_get_primitive_desc(mm->p, &pd) == dnnl_success &&
+             dnnl_memory_create(&ms, dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0), e,
+                                mm->scratch ? scratch : NULL) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                   {DNNL_ARG_SCRATCHPAD, ms}};
+        ok = dnnl_primitive_execute(mm->p, st, 4, args) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
     return ok;
 }
 
@@ -418,11 +465,17 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
     memcpy(ix->cent, bank, sizeof(float) * (size_t)(C * dim));
     memcpy(ix->cnorm, bank_norms, sizeof(float) * (size_t)C);
 
+    /* oneDNN's f32 products where it runs AVX-512 (about 2x OpenBLAS's Haswell kernels at these shapes
+     * here); capped at AVX2 it is no faster than OpenBLAS, which then keeps them (bench_gemm) */
+    ix->mm.impl = ix->cm.impl = "openblas sgemm";
+    if (pc_dnnl_avx512()) make_matmul(&ix->cm, dnnl_f32, dim, C, C);
+
     /* nearest centre by the GEMM form (any assignment is correct: the shells record true distances) */
     for (int64_t i0 = 0; i0 < n; i0 += chunk) {
         const int64_t nr = PC_MIN(chunk, n - i0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)C, dim, 1.0f, bank + (size_t)i0 * dim,
-                    dim, ix->cent, dim, 0.0f, tile, (blasint)C);
+        if (!run_matmul(&ix->cm, tile, bank + (size_t)i0 * dim, nr, ix->cent, C, NULL))
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)C, dim, 1.0f,
+                        bank + (size_t)i0 * dim, dim, ix->cent, dim, 0.0f, tile, (blasint)C);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < nr; i++) {
             const float *row = tile + (size_t)i * C;
@@ -512,8 +565,11 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
                 ix->bbn[p] = (float)s2;
             }
         }
-        if (fsel == PC_KNN_FILTER_BF16 && !make_matmul(ix)) ix->filter = PC_KNN_FILTER_BF16_EMULATED;
+        if (fsel == PC_KNN_FILTER_BF16 &&
+            !(pc_dnnl_bf16_native() && make_matmul(&ix->mm, dnnl_bf16, dim, 0, PC_KNN_GEMM_N)))
+            ix->filter = PC_KNN_FILTER_BF16_EMULATED;
     }
+    if (ix->filter == PC_KNN_FILTER_F32 && pc_dnnl_avx512()) make_matmul(&ix->mm, dnnl_f32, dim, 0, PC_KNN_GEMM_N);
     goto done;
 nomem:
     st = pc_fail(PC_ERR_NO_MEMORY, "knn index: out of memory for a bank of %lld x %d", (long long)n, dim);
@@ -529,6 +585,7 @@ done:
 typedef struct ix_ws {
     float *qn, *ctile;
     int32_t *near, *qorder, *bstart;
+    void *cscratch; /* the query-centre product's oneDNN scratchpad */
     struct {
         float *g, *gqn, *tile, *ld;
         int64_t *li;
@@ -560,6 +617,8 @@ static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix
     IX_PIECE(w->near, int32_t, m);
     IX_PIECE(w->qorder, int32_t, m);
     IX_PIECE(w->bstart, int32_t, C + 1);
+    w->cscratch = NULL;
+    if (ix->cm.p) IX_PIECE(w->cscratch, uint8_t, ix->cm.scratch);
     for (int t = 0; t < T; t++) {
         IX_PIECE(w->t[t].g, float, m * D);
         IX_PIECE(w->t[t].gqn, float, m);
@@ -578,8 +637,8 @@ static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix
         }
         if (ix->filter == PC_KNN_FILTER_BF16) {
             IX_PIECE(w->t[t].gb, uint16_t, m * D);
-            IX_PIECE(w->t[t].scratch, uint8_t, ix->mm_scratch);
         }
+        if (ix->mm.p) IX_PIECE(w->t[t].scratch, uint8_t, ix->mm.scratch);
     }
 #undef IX_PIECE
     return off + 64;
@@ -668,48 +727,19 @@ static void gather_bf16(const pc_knn_index *ix, ix_ws *w, int t, int32_t i, cons
     w->t[t].grq[i] = sqrt((double)w->t[t].gfq[i] * (1 + 3 * IX_U)) / (1 - BF16_EPS) * (1 + 1e-12);
 }
 
-/* oneDNN's bf16 product of gathered rows and bank rows r0 .. r0 + nr; 0 when oneDNN failed */
-static int matmul_bf16(const pc_knn_index *ix, float *tile, const uint16_t *A, int32_t rows, const uint16_t *B,
-                       int64_t nr, void *scratch) {
-    dnnl_stream_t st = pc_dnnl_stream();
-    dnnl_engine_t e = pc_dnnl_engine();
-    if (!st || !e) return 0;
-    const dnnl_dim_t K = ix->dim;
-    dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t ad = {rows, K}, as = {K, 1}, bd = {K, nr}, bs = {1, K}, cd = {rows, nr}, cs = {PC_KNN_GEMM_N, 1};
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
-    const_dnnl_primitive_desc_t pd = NULL;
-    int ok = dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_bf16, as) == dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_bf16, bs) == dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) == dnnl_success &&
-             dnnl_memory_create(&ma, &a, e, (void *)A) == dnnl_success &&
-             dnnl_memory_create(&mb, &b, e, (void *)B) == dnnl_success &&
-             dnnl_memory_create(&mc, &c, e, tile) == dnnl_success &&
-             dnnl_primitive_get_primitive_desc(ix->mm, &pd) == dnnl_success &&
-             dnnl_memory_create(&ms, dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0), e,
-                                ix->mm_scratch ? scratch : NULL) == dnnl_success;
-    if (ok) {
-        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
-                                   {DNNL_ARG_SCRATCHPAD, ms}};
-        ok = dnnl_primitive_execute(ix->mm, st, 4, args) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
-    }
-    if (ma) dnnl_memory_destroy(ma);
-    if (mb) dnnl_memory_destroy(mb);
-    if (mc) dnnl_memory_destroy(mc);
-    if (ms) dnnl_memory_destroy(ms);
-    return ok;
-}
-
 /* the filter's products of `rows` gathered queries and bank rows r0 .. r0 + nr (cluster order) into the
- * thread's tile: f32: SGEMM of the vectors; bf16: oneDNN on the bf16 values, or (emulated, or when
- * oneDNN fails) the same values widened to fp32 through SGEMM, exact products either way */
+ * thread's tile: f32: the vectors through oneDNN (AVX-512) or SGEMM; bf16: oneDNN on the bf16 values, or
+ * (emulated, or when oneDNN fails) the same values widened to fp32 through SGEMM, exact products either
+ * way */
 static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows, int64_t r0, int64_t nr) {
     const int32_t dim = ix->dim;
     float *G = w->t[t].g, *tile = w->t[t].tile;
     const float *B = ix->bank + (size_t)r0 * dim;
     if (ix->filter == PC_KNN_FILTER_BF16) {
-        if (matmul_bf16(ix, tile, w->t[t].gb, rows, ix->bbf + (size_t)r0 * dim, nr, w->t[t].scratch)) return;
+        if (run_matmul(&ix->mm, tile, w->t[t].gb, rows, ix->bbf + (size_t)r0 * dim, nr, w->t[t].scratch)) return;
         for (size_t i = 0; i < (size_t)rows * dim; i++) G[i] = from_bf16(w->t[t].gb[i]);
+    } else if (ix->filter == PC_KNN_FILTER_F32 && run_matmul(&ix->mm, tile, G, rows, B, nr, w->t[t].scratch)) {
+        return;
     }
     if (ix->filter != PC_KNN_FILTER_F32) {
         const uint16_t *bb = ix->bbf + (size_t)r0 * dim;
@@ -734,8 +764,9 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
     int64_t pairs = nq * (int64_t)C, evals = 0;
     pc_knn_norms(w->qn, Q, nq, dim);
     for (int64_t i = 0; i < nq * k; i++) out_dist[i] = INFINITY, out_idx[i] = -1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, C, dim, 1.0f, Q, dim, ix->cent, dim, 0.0f, w->ctile,
-                C);
+    if (!run_matmul(&ix->cm, w->ctile, Q, nq, ix->cent, C, w->cscratch))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, C, dim, 1.0f, Q, dim, ix->cent, dim, 0.0f,
+                    w->ctile, C);
 #pragma omp parallel for schedule(static)
     for (int64_t q = 0; q < nq; q++) {
         float *row = w->ctile + (size_t)q * C, best = INFINITY;

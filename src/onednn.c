@@ -68,6 +68,7 @@ static int isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want) {
 }
 
 int pc_dnnl_bf16_native(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core_bf16); }
+int pc_dnnl_avx512(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core); }
 int pc_dnnl_amx(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core_amx); }
 
 pc_status pc_dnnl_fail(dnnl_status_t s, const char *what) {

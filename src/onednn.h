@@ -28,6 +28,8 @@ const char *pc_dnnl_isa_name(dnnl_cpu_isa_t isa);
 
 /* 1 when bf16 products run natively: AVX512-BF16 (avx512_core_bf16) or AMX (avx512_core_amx). */
 int pc_dnnl_bf16_native(void);
+/* 1 when oneDNN runs AVX-512 (avx512_core or above). */
+int pc_dnnl_avx512(void);
 /* 1 when oneDNN runs AMX tiles. */
 int pc_dnnl_amx(void);
 
