@@ -126,9 +126,10 @@ int main(int argc, char **argv) {
     printf("  brute (f32 filter, openblas sgemm): %.1f ms/image\n", mb);
     for (int f = 0; f < NF; f++) {
         double mp = median(tp[f], runs * n_img) * 1e3;
-        printf("  pruned, filter %-13s (%s, centres %s; index build %.1f ms): distance work %.1f%%, canonical re-evaluations "
+        printf("  pruned, filter %-13s (%s, centres %s; index build %.1f ms, %s): distance work %.1f%%, canonical re-evaluations "
                "%.1f per query, %.1f ms/image: %.2fx brute\n", pc_knn_filter_name(pc_knn_index_filter(ix[f])),
-               pc_knn_index_kernel(ix[f]), pc_knn_index_centre_kernel(ix[f]), t_build[f] * 1e3, 100.0 * pairs[f] / ((double)n_img * hw * n),
+               pc_knn_index_kernel(ix[f]), pc_knn_index_centre_kernel(ix[f]), t_build[f] * 1e3,
+               pc_knn_index_build_kernel(ix[f]), 100.0 * pairs[f] / ((double)n_img * hw * n),
                (double)evals[f] / ((double)n_img * hw), mp, mb / mp);
     }
     printf("  results identical (brute, pruned f32, pruned bf16): %s (%lld differ, median of %d)\n",

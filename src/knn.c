@@ -334,13 +334,16 @@ const char *pc_knn_index_kernel(const pc_knn_index *ix) {
     return ix->filter == PC_KNN_FILTER_BF16_EMULATED ? "openblas sgemm" : ix->mm.impl;
 }
 
-const char *pc_knn_index_centre_kernel(const pc_knn_index *ix) { return ix ? ix->cm.impl : "?"; }
+const char *pc_knn_index_centre_kernel(const pc_knn_index *ix) { return ix ? "openblas sgemm" : "?"; }
+const char *pc_knn_index_build_kernel(const pc_knn_index *ix) { return ix ? ix->cm.impl : "?"; }
 
 /* AUTO resolved from PATCHCORE_KNN_FILTER and the CPU; -1 for an unknown value */
 static int resolve_filter(pc_knn_filter f) {
     if (f == PC_KNN_FILTER_AUTO) {
         const char *e = getenv("PATCHCORE_KNN_FILTER");
-        if (!e || !*e || !strcmp(e, "auto")) return pc_dnnl_bf16_native() ? PC_KNN_FILTER_BF16 : PC_KNN_FILTER_F32;
+        /* auto is f32 for now: oneDNN's runtime-shape matmul allocates per call (its memory handles and
+         * gemm:jit's packing buffers), which a warm predict must not (docs/method-implementation.md §5) */
+        if (!e || !*e || !strcmp(e, "auto")) return PC_KNN_FILTER_F32;
         if (!strcmp(e, "f32")) return PC_KNN_FILTER_F32;
         if (!strcmp(e, "bf16")) return PC_KNN_FILTER_BF16;
         if (!strcmp(e, "bf16-emulated")) return PC_KNN_FILTER_BF16_EMULATED;
@@ -465,8 +468,9 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
     memcpy(ix->cent, bank, sizeof(float) * (size_t)(C * dim));
     memcpy(ix->cnorm, bank_norms, sizeof(float) * (size_t)C);
 
-    /* oneDNN's f32 products where it runs AVX-512 (about 2x OpenBLAS's Haswell kernels at these shapes
-     * here); capped at AVX2 it is no faster than OpenBLAS, which then keeps them (bench_gemm) */
+    /* oneDNN's f32 product for the build's assignment where it runs AVX-512 (about 2x OpenBLAS's Haswell
+     * kernels at this shape here; capped at AVX2 no faster, so OpenBLAS keeps it: bench_gemm). Not in the
+     * search: oneDNN's runtime-shape matmul allocates per call. */
     ix->mm.impl = ix->cm.impl = "openblas sgemm";
     if (pc_dnnl_avx512()) make_matmul(&ix->cm, dnnl_f32, dim, C, C);
 
@@ -569,7 +573,7 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
             !(pc_dnnl_bf16_native() && make_matmul(&ix->mm, dnnl_bf16, dim, 0, PC_KNN_GEMM_N)))
             ix->filter = PC_KNN_FILTER_BF16_EMULATED;
     }
-    if (ix->filter == PC_KNN_FILTER_F32 && pc_dnnl_avx512()) make_matmul(&ix->mm, dnnl_f32, dim, 0, PC_KNN_GEMM_N);
+    /* the search's own products stay with OpenBLAS in the f32 filter: oneDNN's would allocate per call */
     goto done;
 nomem:
     st = pc_fail(PC_ERR_NO_MEMORY, "knn index: out of memory for a bank of %lld x %d", (long long)n, dim);
@@ -585,7 +589,6 @@ done:
 typedef struct ix_ws {
     float *qn, *ctile;
     int32_t *near, *qorder, *bstart;
-    void *cscratch; /* the query-centre product's oneDNN scratchpad */
     struct {
         float *g, *gqn, *tile, *ld;
         int64_t *li;
@@ -617,8 +620,7 @@ static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix
     IX_PIECE(w->near, int32_t, m);
     IX_PIECE(w->qorder, int32_t, m);
     IX_PIECE(w->bstart, int32_t, C + 1);
-    w->cscratch = NULL;
-    if (ix->cm.p) IX_PIECE(w->cscratch, uint8_t, ix->cm.scratch);
+
     for (int t = 0; t < T; t++) {
         IX_PIECE(w->t[t].g, float, m * D);
         IX_PIECE(w->t[t].gqn, float, m);
@@ -728,7 +730,7 @@ static void gather_bf16(const pc_knn_index *ix, ix_ws *w, int t, int32_t i, cons
 }
 
 /* the filter's products of `rows` gathered queries and bank rows r0 .. r0 + nr (cluster order) into the
- * thread's tile: f32: the vectors through oneDNN (AVX-512) or SGEMM; bf16: oneDNN on the bf16 values, or
+ * thread's tile: f32: the vectors through SGEMM; bf16: oneDNN on the bf16 values, or
  * (emulated, or when oneDNN fails) the same values widened to fp32 through SGEMM, exact products either
  * way */
 static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows, int64_t r0, int64_t nr) {
@@ -764,8 +766,7 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
     int64_t pairs = nq * (int64_t)C, evals = 0;
     pc_knn_norms(w->qn, Q, nq, dim);
     for (int64_t i = 0; i < nq * k; i++) out_dist[i] = INFINITY, out_idx[i] = -1;
-    if (!run_matmul(&ix->cm, w->ctile, Q, nq, ix->cent, C, w->cscratch))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, C, dim, 1.0f, Q, dim, ix->cent, dim, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, C, dim, 1.0f, Q, dim, ix->cent, dim, 0.0f,
                     w->ctile, C);
 #pragma omp parallel for schedule(static)
     for (int64_t q = 0; q < nq; q++) {

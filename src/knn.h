@@ -54,9 +54,9 @@ typedef struct pc_knn_index pc_knn_index;
 
 /* The candidate filter of the pruned search (docs/method-implementation.md §5): which products pick the
  * candidates that get a canonical fp32 re-evaluation. Results are identical whichever is used.
- * AUTO: the environment's PATCHCORE_KNN_FILTER (auto|f32|bf16|bf16-emulated), and for auto bf16 where
- * the CPU runs bf16 products natively (AVX512-BF16, AMX), f32 elsewhere.
- * F32: fp32 products of the vectors (oneDNN where it runs AVX-512, else OpenBLAS SGEMM).
+ * AUTO: the environment's PATCHCORE_KNN_FILTER (auto|f32|bf16|bf16-emulated); auto is F32 for now
+ * (BF16's oneDNN calls allocate per call: see docs/method-implementation.md §5).
+ * F32: fp32 products of the vectors (OpenBLAS SGEMM).
  * BF16: products of bf16-rounded centred vectors (bank side bf16(b - c) per cluster, stored in the
  * index; queries gathered as bf16(q - c)) by a oneDNN bf16 matmul with fp32 accumulation where the CPU
  * has native bf16, else emulated. BF16_EMULATED: the same values widened to fp32 through SGEMM (the same
@@ -90,9 +90,10 @@ const char *pc_knn_filter_name(pc_knn_filter f);
 /* The product kernel of the filter: oneDNN's implementation name for BF16 ("gemm:jit", ...), else
  * "openblas sgemm". */
 const char *pc_knn_index_kernel(const pc_knn_index *ix);
-/* The kernel of the search's query-centre product (fp32): oneDNN's where it runs AVX-512, else "openblas
- * sgemm". */
+/* The kernels of the search's query-centre product (OpenBLAS) and of the build's assignment product
+ * (oneDNN f32 where it runs AVX-512, else "openblas sgemm"). */
 const char *pc_knn_index_centre_kernel(const pc_knn_index *ix);
+const char *pc_knn_index_build_kernel(const pc_knn_index *ix);
 
 /* Bytes of workspace for up to max_queries queries per call, k neighbours and up to `threads` OpenMP
  * threads (more threads than that are not used). */
