@@ -15,7 +15,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
@@ -110,6 +110,7 @@ static inline float filter_threshold(float dk, float qn, float bn_max, double gk
  * candidates. */
 typedef struct row_filter {
     int bf16;
+    int32_t dim;
     double gk, rq, rb;
     float fqn;        /* the filter's query norm (bf16: ||q~||^2) */
     const float *fbn; /* the filter's bank norms (bf16: ||b~||^2), one per candidate */
@@ -130,6 +131,100 @@ static inline float from_bf16(uint16_t h) {
     return x;
 }
 
+/* ----------------------------------------------------------------------------------------------
+ * The bf16 filter's product kernel (AVX512-BF16 vdpbf16ps; docs/method-implementation.md §5). Bank
+ * side packed per shell: k-pair j (j < KP = ceil(dim / 2)) of the shell's 32 entries is 32 consecutive
+ * 32-bit words (b_e[2j], b_e[2j + 1]) (the low half is the even coordinate), two zmm; entries past the
+ * shell's end and the coordinate past an odd dim are zero. Query rows: bf16, stride ldx >= 2 KP, the
+ * coordinate past an odd dim zero. vdpbf16ps adds, per output lane, the two exact products of a pair
+ * one after the other to its fp32 accumulator (round to nearest even, MXCSR ignored, denormal inputs
+ * read as zero and denormal results flushed): a sequential fp32 sum of the exact products, plus the
+ * flushing's absolute error bounded in bf16_threshold.
+ * -------------------------------------------------------------------------------------------- */
+
+int32_t pc_knn_bf16_kpairs(int32_t dim) { return (dim + 1) / 2; }
+
+void pc_knn_bf16_pack_shell(uint16_t *dst, const uint16_t *rows, int32_t len, int32_t dim) {
+    const int32_t KP = pc_knn_bf16_kpairs(dim);
+    memset(dst, 0, sizeof(uint16_t) * (size_t)KP * 2 * PC_KNN_SHELL);
+    for (int32_t e = 0; e < len; e++)
+        for (int32_t j = 0; j < dim; j++) dst[((size_t)(j >> 1) * PC_KNN_SHELL + e) * 2 + (j & 1)] = rows[(size_t)e * dim + j];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PC_HAVE_DPBF16 1
+#define DPBF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+typedef int32_t pc_i32u __attribute__((may_alias, aligned(2)));
+
+/* R query rows x one shell: 2 R accumulators of 16 lanes */
+#define DPBF16_BLOCK(R)                                                                                           \
+    do {                                                                                                          \
+        __m512 acc[2 * (R)];                                                                                      \
+        const pc_i32u *xr[R];                                                                                     \
+        for (int r = 0; r < (R); r++) {                                                                           \
+            acc[2 * r] = acc[2 * r + 1] = _mm512_setzero_ps();                                                    \
+            xr[r] = (const pc_i32u *)(x + (size_t)(i + r) * ldx);                                                 \
+        }                                                                                                         \
+        for (int32_t j = 0; j < KP; j++) {                                                                        \
+            const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B + (size_t)j * 64);                                 \
+            const __m512bh b1 = (__m512bh)_mm512_loadu_si512(B + (size_t)j * 64 + 32);                            \
+            for (int r = 0; r < (R); r++) {                                                                       \
+                const __m512bh a = (__m512bh)_mm512_set1_epi32(xr[r][j]);                                         \
+                acc[2 * r] = _mm512_dpbf16_ps(acc[2 * r], a, b0);                                                 \
+                acc[2 * r + 1] = _mm512_dpbf16_ps(acc[2 * r + 1], a, b1);                                         \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int r = 0; r < (R); r++) {                                                                           \
+            float *o = out + (size_t)(i + r) * ldo + (size_t)s * PC_KNN_SHELL;                                    \
+            _mm512_mask_storeu_ps(o, m0, acc[2 * r]);                                                             \
+            _mm512_mask_storeu_ps(o + 16, m1, acc[2 * r + 1]);                                                    \
+        }                                                                                                         \
+    } while (0)
+
+DPBF16_TARGET static void tile_dpbf16(float *out, int64_t ldo, const uint16_t *x, int32_t rows, int64_t ldx,
+                                      const uint16_t *pk, int32_t ns, int32_t last, int32_t dim) {
+    const int32_t KP = pc_knn_bf16_kpairs(dim);
+    for (int32_t s = 0; s < ns; s++) {
+        const uint16_t *B = pk + (size_t)s * KP * 2 * PC_KNN_SHELL;
+        const int32_t len = s == ns - 1 ? last : PC_KNN_SHELL;
+        const __mmask16 m0 = (__mmask16)(len >= 16 ? 0xffffu : (1u << len) - 1);
+        const __mmask16 m1 = (__mmask16)(len >= 32 ? 0xffffu : len <= 16 ? 0u : (1u << (len - 16)) - 1);
+        int32_t i = 0;
+        for (; i + 8 <= rows; i += 8) DPBF16_BLOCK(8);
+        for (; i + 4 <= rows; i += 4) DPBF16_BLOCK(4);
+        for (; i < rows; i++) DPBF16_BLOCK(1);
+    }
+}
+#undef DPBF16_BLOCK
+#endif
+
+int pc_knn_bf16_native(void) {
+#ifdef PC_HAVE_DPBF16
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        /* the CPU's flag, and oneDNN's view of it (ONEDNN_MAX_CPU_ISA below avx512_core_bf16 turns it off) */
+        cached = __builtin_cpu_supports("avx512bf16") && pc_dnnl_bf16_native();
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+int pc_knn_bf16_tile(float *out, int64_t ldo, const uint16_t *x, int32_t rows, int64_t ldx, const uint16_t *packed,
+                     int32_t n_shells, int32_t last_len, int32_t dim) {
+#ifdef PC_HAVE_DPBF16
+    if (!pc_knn_bf16_native()) return 0;
+    tile_dpbf16(out, ldo, x, rows, ldx, packed, n_shells, last_len, dim);
+    return 1;
+#else
+    (void)out, (void)ldo, (void)x, (void)rows, (void)ldx, (void)packed, (void)n_shells, (void)last_len, (void)dim;
+    return 0;
+#endif
+}
+
 /* eps: |bf16(fl(a - c)) - (a - c)| <= eps |a - c| per coordinate (2^-8 for the bf16 rounding, u for the
  * fp32 subtraction, and their product), so ||x~ - x|| <= eps ||x|| for x = a - c */
 #define BF16_EPS (0x1p-8 + 0x1p-23)
@@ -138,20 +233,28 @@ static inline float from_bf16(uint16_t h) {
  * canonical distance d_c is <= dk has true distance t <= T = sqrt(dk (1 + 2.1u) + 1.01 (gamma_K + 4u)
  * (qn + bn)), its rounded centred vectors are at distance t~ <= T + eps (rq + rb), and the filter's
  * fp32 GEMM form of ||x~ - y~||^2 (exact bf16 products, fp32 sums) is at most
- * t~^2 (1 + u) + (gamma_K + 2.01u)(1 + u)(1 + eps)^2 (rq^2 + rb^2); 1e-6 relative covers the rounding
- * of the norms' double sums and of this bound to float, and the absolute 1e-30 (1 + T) the flushing of
- * subnormals (DAZ/FTZ of the bf16 dot-product instructions). A filter value above it means d_c > dk. */
-static inline float bf16_threshold(float dk, float qn, float bn_max, double gk, double rq, double rb) {
+ * t~^2 (1 + u) + (gamma_K + 2.01u)(1 + u)(1 + eps)^2 (rq^2 + rb^2) + F; 1e-6 relative covers the rounding
+ * of the norms' double sums and of this bound to float, and the absolute 1e-30 (1 + T) subnormal fp32
+ * arithmetic in the GEMM form. F bounds what vdpbf16ps's denormal handling adds to the dot product,
+ * doubled for the GEMM form's 2 x.y and again as a safety factor (propagation through the later
+ * roundings, (1 + u)^K - 1 < 1e-4, and the GEMM form's evaluation of it): per product a denormal input
+ * read as zero moves it by < 2^-126 |other factor| (sum <= 2^-126 sqrt(K)(1 + eps)(rq + rb)), a product
+ * below 2^-126 is not exact or is lost (< 2^-126), and a denormal sum flushed to zero moves it by
+ * < 2^-126: F = 4 (K' 2^-125 + 2^-126 sqrt(K') (1 + eps)(rq + rb)), K' = K + 1 covering an odd dim's
+ * zero pad (its step adds 0 exactly). The emulation (exact products, IEEE sums with gradual
+ * underflow) is inside the same bound. A filter value above it means d_c > dk. */
+static inline float bf16_threshold(float dk, float qn, float bn_max, double gk, double rq, double rb, int32_t dim) {
     if (isinf(dk)) return INFINITY;
-    const double u = 0x1p-24, e1 = 1 + BF16_EPS;
+    const double u = 0x1p-24, e1 = 1 + BF16_EPS, K1 = (double)dim + 1;
     double T = sqrt((double)dk * (1 + 2.1 * u) + 1.01 * (gk + 4 * u) * ((double)qn + bn_max));
     double a = T + BF16_EPS * (rq + rb);
     double v = a * a * (1 + u) + (gk + 2.01 * u) * (1 + u) * e1 * e1 * (rq * rq + rb * rb);
-    return (float)(v * (1 + 1e-6) + 1e-30 * (1 + T));
+    double F = 4 * (K1 * 0x1p-125 + 0x1p-126 * sqrt(K1) * e1 * (rq + rb));
+    return (float)(v * (1 + 1e-6) + 1e-30 * (1 + T) + F);
 }
 
 static inline float row_threshold(const row_filter *f, float dk, float qn, float bn_max) {
-    return f->bf16 ? bf16_threshold(dk, qn, bn_max, f->gk, f->rq, f->rb) : filter_threshold(dk, qn, bn_max, f->gk);
+    return f->bf16 ? bf16_threshold(dk, qn, bn_max, f->gk, f->rq, f->rb, f->dim) : filter_threshold(dk, qn, bn_max, f->gk);
 }
 
 /* one tile row: the filter distance for nb candidates (bank indices from ids, or base + j when ids is
@@ -232,7 +335,7 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
             for (int64_t j = 0; j < nb; j++) bn_max = PC_MAX(bn_max, bn[j]);
 #pragma omp parallel for schedule(static)
             for (int64_t q = 0; q < nq; q++) {
-                row_filter f = {0, gk, 0, 0, qnorm[q], bn};
+                row_filter f = {0, 0, gk, 0, 0, qnorm[q], bn};
                 scan_row(out_dist + (size_t)(q0 + q) * k, out_idx + (size_t)(q0 + q) * k, k,
                          tile + (size_t)q * PC_KNN_BANK_BLOCK, &f, bn, nb, qnorm[q], bn_max,
                          queries + (size_t)(q0 + q) * dim, bank + (size_t)b0 * dim, dim, NULL, b0);
@@ -297,11 +400,12 @@ struct pc_knn_index {
     float *sh_bnmax;    /* n_shells: largest member norm */
     /* the bf16 filter (filter BF16 or BF16_EMULATED) */
     pc_knn_filter filter;
-    uint16_t *bbf;      /* n x dim: bf16(fl(b - c)), each row centred on its cluster's centre c */
+    uint16_t *bbf;      /* emulated: n x dim: bf16(fl(b - c)), each row centred on its cluster's centre c */
+    uint16_t *bpk;      /* native: the same values packed for vdpbf16ps, n_shells x KP x 32 pairs */
     float *bbn;         /* n: ||bf16(b - c)||^2 (double sum, rounded) */
-    /* oneDNN products (NULL primitives: OpenBLAS): the filter's tiles (bf16, or f32 where oneDNN runs
-     * AVX-512) and the search's query-centre product (f32, AVX-512) */
-    pc_knn_mm mm, cm;
+    /* the build's assignment product: oneDNN f32 where it runs AVX-512 (NULL primitive: OpenBLAS); the
+     * search runs no oneDNN primitive (they allocate per call) */
+    pc_knn_mm cm;
 };
 
 void pc_knn_index_free(pc_knn_index *ix) {
@@ -309,8 +413,7 @@ void pc_knn_index_free(pc_knn_index *ix) {
     pc_free(ix->bank), pc_free(ix->norms), pc_free(ix->perm), pc_free(ix->cent), pc_free(ix->cnorm);
     pc_free(ix->cl_bnmax), pc_free(ix->cl_shell), pc_free(ix->sh_start), pc_free(ix->sh_rmax);
     pc_free(ix->sh_rmin), pc_free(ix->sh_bnmax);
-    pc_free(ix->bbf), pc_free(ix->bbn);
-    if (ix->mm.p) dnnl_primitive_destroy(ix->mm.p);
+    pc_free(ix->bbf), pc_free(ix->bpk), pc_free(ix->bbn);
     if (ix->cm.p) dnnl_primitive_destroy(ix->cm.p);
     pc_free(ix);
 }
@@ -331,7 +434,7 @@ const char *pc_knn_filter_name(pc_knn_filter f) {
 
 const char *pc_knn_index_kernel(const pc_knn_index *ix) {
     if (!ix) return "?";
-    return ix->filter == PC_KNN_FILTER_BF16_EMULATED ? "openblas sgemm" : ix->mm.impl;
+    return ix->filter == PC_KNN_FILTER_BF16 ? "avx512bf16 vdpbf16ps" : "openblas sgemm";
 }
 
 const char *pc_knn_index_centre_kernel(const pc_knn_index *ix) { return ix ? "openblas sgemm" : "?"; }
@@ -341,9 +444,9 @@ const char *pc_knn_index_build_kernel(const pc_knn_index *ix) { return ix ? ix->
 static int resolve_filter(pc_knn_filter f) {
     if (f == PC_KNN_FILTER_AUTO) {
         const char *e = getenv("PATCHCORE_KNN_FILTER");
-        /* auto is f32 for now: oneDNN's runtime-shape matmul allocates per call (its memory handles and
-         * gemm:jit's packing buffers), which a warm predict must not (docs/method-implementation.md §5) */
-        if (!e || !*e || !strcmp(e, "auto")) return PC_KNN_FILTER_F32;
+        /* auto: the bf16 filter where its own kernel runs (AVX512-BF16), else f32 (the emulation is slower
+         * than the f32 filter: docs/method-implementation.md §5) */
+        if (!e || !*e || !strcmp(e, "auto")) return pc_knn_bf16_native() ? PC_KNN_FILTER_BF16 : PC_KNN_FILTER_F32;
         if (!strcmp(e, "f32")) return PC_KNN_FILTER_F32;
         if (!strcmp(e, "bf16")) return PC_KNN_FILTER_BF16;
         if (!strcmp(e, "bf16-emulated")) return PC_KNN_FILTER_BF16_EMULATED;
@@ -471,7 +574,7 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
     /* oneDNN's f32 product for the build's assignment where it runs AVX-512 (about 2x OpenBLAS's Haswell
      * kernels at this shape here; capped at AVX2 no faster, so OpenBLAS keeps it: bench_gemm). Not in the
      * search: oneDNN's runtime-shape matmul allocates per call. */
-    ix->mm.impl = ix->cm.impl = "openblas sgemm";
+    ix->cm.impl = "openblas sgemm";
     if (pc_dnnl_avx512()) make_matmul(&ix->cm, dnnl_f32, dim, C, C);
 
     /* nearest centre by the GEMM form (any assignment is correct: the shells record true distances) */
@@ -550,6 +653,7 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
     }
     ix->sh_start[n_shells] = n;
     ix->filter = (pc_knn_filter)fsel;
+    if (fsel == PC_KNN_FILTER_BF16 && !pc_knn_bf16_native()) ix->filter = PC_KNN_FILTER_BF16_EMULATED;
     if (fsel != PC_KNN_FILTER_F32) {
         ix->bbf = pc_malloc(sizeof(uint16_t) * (size_t)n * dim);
         ix->bbn = pc_malloc(sizeof(float) * (size_t)n);
@@ -569,11 +673,19 @@ pc_status pc_knn_index_build_filter(pc_knn_index **out, const float *bank, const
                 ix->bbn[p] = (float)s2;
             }
         }
-        if (fsel == PC_KNN_FILTER_BF16 &&
-            !(pc_dnnl_bf16_native() && make_matmul(&ix->mm, dnnl_bf16, dim, 0, PC_KNN_GEMM_N)))
-            ix->filter = PC_KNN_FILTER_BF16_EMULATED;
+        if (ix->filter == PC_KNN_FILTER_BF16) {
+            /* native: pack each shell for vdpbf16ps; the row-major copy is the emulation's only */
+            const size_t sh = (size_t)pc_knn_bf16_kpairs(dim) * 2 * PC_KNN_SHELL;
+            ix->bpk = pc_malloc(sizeof(uint16_t) * sh * (size_t)n_shells);
+            if (!ix->bpk) goto nomem;
+#pragma omp parallel for schedule(static)
+            for (int64_t s = 0; s < n_shells; s++)
+                pc_knn_bf16_pack_shell(ix->bpk + sh * (size_t)s, ix->bbf + (size_t)ix->sh_start[s] * dim,
+                                       (int32_t)(ix->sh_start[s + 1] - ix->sh_start[s]), dim);
+            pc_free(ix->bbf);
+            ix->bbf = NULL;
+        }
     }
-    /* the search's own products stay with OpenBLAS in the f32 filter: oneDNN's would allocate per call */
     goto done;
 nomem:
     st = pc_fail(PC_ERR_NO_MEMORY, "knn index: out of memory for a bank of %lld x %d", (long long)n, dim);
@@ -594,11 +706,11 @@ typedef struct ix_ws {
         int64_t *li;
         int32_t *gid, *gkey, *gsorted, *cnt;
         /* bf16 filter: gathered centred queries (native: bf16; emulated: widened into g), their norms
-         * ||q~||^2 and bounds of ||q - c||, the widened bank tile (emulation), oneDNN's scratchpad */
+         * ||q~||^2 and bounds of ||q - c||, the widened bank tile (emulation); native rows: stride 2 KP,
+         * an odd dim's last pair padded with zero */
         uint16_t *gb;
         float *gfq, *bw;
         double *grq;
-        void *scratch;
     } t[64];
 } ix_ws;
 
@@ -631,16 +743,13 @@ static size_t ix_layout(const pc_knn_index *ix, int64_t mq, int32_t k, int T, ix
         IX_PIECE(w->t[t].gkey, int32_t, m);
         IX_PIECE(w->t[t].gsorted, int32_t, m);
         IX_PIECE(w->t[t].cnt, int32_t, (size_t)ix->max_cluster_shells + 2);
-        w->t[t].gb = NULL, w->t[t].gfq = w->t[t].bw = NULL, w->t[t].grq = NULL, w->t[t].scratch = NULL;
+        w->t[t].gb = NULL, w->t[t].gfq = w->t[t].bw = NULL, w->t[t].grq = NULL;
         if (ix->filter != PC_KNN_FILTER_F32) {
             IX_PIECE(w->t[t].gfq, float, m);
             IX_PIECE(w->t[t].grq, double, m);
-            IX_PIECE(w->t[t].bw, float, (size_t)PC_KNN_GEMM_N * D);
         }
-        if (ix->filter == PC_KNN_FILTER_BF16) {
-            IX_PIECE(w->t[t].gb, uint16_t, m * D);
-        }
-        if (ix->mm.p) IX_PIECE(w->t[t].scratch, uint8_t, ix->mm.scratch);
+        if (ix->filter == PC_KNN_FILTER_BF16_EMULATED) IX_PIECE(w->t[t].bw, float, (size_t)PC_KNN_GEMM_N * D);
+        if (ix->filter == PC_KNN_FILTER_BF16) IX_PIECE(w->t[t].gb, uint16_t, m * (size_t)(2 * pc_knn_bf16_kpairs(ix->dim)));
     }
 #undef IX_PIECE
     return off + 64;
@@ -691,7 +800,9 @@ static void needed_shells(const pc_knn_index *ix, int32_t c, float qn, float dqc
 static void gather_bf16(const pc_knn_index *ix, ix_ws *w, int t, int32_t i, const float *q, int32_t c) {
     const int32_t dim = ix->dim;
     const float *cc = ix->cent + (size_t)c * dim;
-    uint16_t *xb = w->t[t].gb ? w->t[t].gb + (size_t)i * dim : NULL;
+    const size_t ldx = (size_t)(2 * pc_knn_bf16_kpairs(dim));
+    uint16_t *xb = w->t[t].gb ? w->t[t].gb + (size_t)i * ldx : NULL;
+    if (xb && (dim & 1)) xb[dim] = 0;
     float *xw = w->t[t].gb ? NULL : w->t[t].g + (size_t)i * dim;
     double s2 = 0;
     int32_t j = 0;
@@ -729,18 +840,18 @@ static void gather_bf16(const pc_knn_index *ix, ix_ws *w, int t, int32_t i, cons
     w->t[t].grq[i] = sqrt((double)w->t[t].gfq[i] * (1 + 3 * IX_U)) / (1 - BF16_EPS) * (1 + 1e-12);
 }
 
-/* the filter's products of `rows` gathered queries and bank rows r0 .. r0 + nr (cluster order) into the
- * thread's tile: f32: the vectors through SGEMM; bf16: oneDNN on the bf16 values, or
- * (emulated, or when oneDNN fails) the same values widened to fp32 through SGEMM, exact products either
- * way */
-static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows, int64_t r0, int64_t nr) {
+/* the filter's products of `rows` gathered queries and bank rows r0 .. r0 + nr (cluster order; whole
+ * shells from shell s0) into the thread's tile: f32: the vectors through SGEMM; bf16: our vdpbf16ps
+ * kernel on the packed shells; emulated: the same bf16 values widened to fp32 through SGEMM (exact
+ * products either way) */
+static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows, int64_t r0, int64_t nr, int32_t s0) {
     const int32_t dim = ix->dim;
     float *G = w->t[t].g, *tile = w->t[t].tile;
     const float *B = ix->bank + (size_t)r0 * dim;
     if (ix->filter == PC_KNN_FILTER_BF16) {
-        if (run_matmul(&ix->mm, tile, w->t[t].gb, rows, ix->bbf + (size_t)r0 * dim, nr, w->t[t].scratch)) return;
-        for (size_t i = 0; i < (size_t)rows * dim; i++) G[i] = from_bf16(w->t[t].gb[i]);
-    } else if (ix->filter == PC_KNN_FILTER_F32 && run_matmul(&ix->mm, tile, G, rows, B, nr, w->t[t].scratch)) {
+        const int32_t KP = pc_knn_bf16_kpairs(dim), ns = (int32_t)((nr + PC_KNN_SHELL - 1) / PC_KNN_SHELL);
+        pc_knn_bf16_tile(tile, PC_KNN_GEMM_N, w->t[t].gb, rows, 2 * KP, ix->bpk + (size_t)s0 * KP * 2 * PC_KNN_SHELL,
+                         ns, (int32_t)(nr - (int64_t)(ns - 1) * PC_KNN_SHELL), dim);
         return;
     }
     if (ix->filter != PC_KNN_FILTER_F32) {
@@ -755,8 +866,8 @@ static void tile_products(const pc_knn_index *ix, ix_ws *w, int t, int32_t rows,
 /* the filter of gathered row i against bank rows from r0 whose distances to the centre are <= rb */
 static inline row_filter make_filter(const pc_knn_index *ix, const ix_ws *w, int t, int32_t i, int64_t r0,
                                      double gk, double rb, float qn) {
-    if (ix->filter == PC_KNN_FILTER_F32) return (row_filter){0, gk, 0, 0, qn, ix->norms + r0};
-    return (row_filter){1, gk, w->t[t].grq[i], rb, w->t[t].gfq[i], ix->bbn + r0};
+    if (ix->filter == PC_KNN_FILTER_F32) return (row_filter){0, ix->dim, gk, 0, 0, qn, ix->norms + r0};
+    return (row_filter){1, ix->dim, gk, w->t[t].grq[i], rb, w->t[t].gfq[i], ix->bbn + r0};
 }
 
 static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *Q, int64_t nq, int32_t k,
@@ -812,7 +923,7 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
             const int64_t p0 = ix->sh_start[ix->cl_shell[c]], p1 = ix->sh_start[ix->cl_shell[c + 1]];
             for (int64_t r0 = p0; r0 < p1; r0 += PC_KNN_GEMM_N) {
                 const int64_t nr = PC_MIN((int64_t)PC_KNN_GEMM_N, p1 - r0);
-                tile_products(ix, w, t, nqc, r0, nr);
+                tile_products(ix, w, t, nqc, r0, nr, ix->cl_shell[c] + (int32_t)((r0 - p0) / PC_KNN_SHELL));
                 pairs += (int64_t)nqc * nr;
                 /* shells are farthest first: the tile's first shell bounds every member's centre distance */
                 const double rb = ix->sh_rmax[ix->cl_shell[c] + (r0 - p0) / PC_KNN_SHELL];
@@ -875,7 +986,7 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
                 const int64_t r0 = ix->sh_start[a + j], nr = ix->sh_start[a + j2] - r0;
                 float bnm = 0.f;
                 for (int32_t s = a + j; s < a + j2; s++) bnm = PC_MAX(bnm, ix->sh_bnmax[s]);
-                tile_products(ix, w, t, rows, r0, nr);
+                tile_products(ix, w, t, rows, r0, nr, a + j);
                 pairs += (int64_t)rows * nr;
                 const double rb = ix->sh_rmax[a + j];
                 for (int32_t i = 0; i < rows; i++) {
