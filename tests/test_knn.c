@@ -378,6 +378,13 @@ static void test_filter_env(void **s) {
                       pc_knn_index_kernel(ix));
         pc_knn_index_free(ix);
     }
+    /* auto: the bf16 filter exactly where its native kernel runs, else f32 */
+    setenv("PATCHCORE_KNN_FILTER", "auto", 1);
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_OK);
+    assert_true(pc_knn_index_filter(ix) == (pc_knn_bf16_native() ? PC_KNN_FILTER_BF16 : PC_KNN_FILTER_F32));
+    print_message("PATCHCORE_KNN_FILTER=auto: filter %s, kernel %s\n", pc_knn_filter_name(pc_knn_index_filter(ix)),
+                  pc_knn_index_kernel(ix));
+    pc_knn_index_free(ix);
     setenv("PATCHCORE_KNN_FILTER", "fp8", 1);
     assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_ERR_INVALID_ARGUMENT);
     assert_null(ix);
@@ -442,6 +449,109 @@ static void test_pruned_threads(void **s) {
     pc_free(bank), pc_free(q), pc_free(norms), pc_free(d0), pc_free(i0), pc_free(wsb);
 }
 
+/* The bf16 product kernel against a double-precision dot of the same bf16 values, within what the
+ * filter's bound assumes (docs/method-implementation.md §5): |out - x.y| <= gamma_K sum |x_j y_j| +
+ * K' 2^-125 + 2^-126 (sum |x_j| + sum |y_j|) (sequential fp32 sums of exact products, denormal inputs
+ * read as zero, products and sums below 2^-126 lost). Odd dims, short last shells, 1 .. 13 rows (the
+ * 8/4/1-row blocks), values of mixed scales including bf16 denormals and products that underflow,
+ * pairs whose two products cancel; the columns past the last shell's end are not written. */
+static uint16_t t_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static double t_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static float t_value(uint64_t *st, int kind) {
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    const double r = (double)(*st >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
+    switch (kind) {
+    case 0: return (float)r;                  /* ordinary */
+    case 1: return (float)(r * 0x1p-60);      /* products near 2^-120 (some underflow) */
+    case 2: return (float)(r * 0x1p-127);     /* bf16 denormals */
+    case 3: return (float)(r * 0x1p+40);      /* large */
+    default: return (*st >> 40) & 1 ? 0.0f : -0.0f;
+    }
+}
+
+static void test_bf16_kernel(void **s) {
+    (void)s;
+    if (!pc_knn_bf16_native()) {
+        print_message("bf16 kernel: no AVX512-BF16 here (or oneDNN capped below it): kernel test skipped\n");
+        assert_int_equal(pc_knn_bf16_tile(NULL, 0, NULL, 0, 0, NULL, 0, 0, 1), 0);
+        return;
+    }
+    static const int32_t dims[] = {1, 2, 3, 7, 16, 31, 32, 33, 384, 385};
+    static const int32_t rows_[] = {1, 3, 4, 5, 8, 9, 13};
+    static const int32_t lasts[] = {1, 15, 16, 17, 31, 32};
+    uint64_t st = 12345;
+    double worst = 0;
+    int64_t checked = 0;
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        const int32_t D = dims[di], KP = pc_knn_bf16_kpairs(D), ldx = 2 * KP + 2;
+        for (int mix = 0; mix < 6; mix++) {
+            for (size_t li = 0; li < sizeof lasts / sizeof *lasts; li++) {
+                const int32_t ns = 1 + (int32_t)((li + mix) % 3), last = lasts[li], nb = 32 * (ns - 1) + last;
+                const int32_t R = rows_[(li + di + mix) % (sizeof rows_ / sizeof *rows_)];
+                uint16_t *b = calloc((size_t)nb * D, 2), *pk = malloc((size_t)ns * KP * 64 * 2);
+                uint16_t *x = calloc((size_t)R * ldx, 2);
+                float *out = malloc(sizeof(float) * (size_t)R * 32 * ns);
+                for (int64_t i = 0; i < (int64_t)nb * D; i++) {
+                    /* mix 0: ordinary; 1: + tiny; 2: + denormals; 3: large, cancelling pairs; 4-5: all kinds */
+                    int kind = mix == 0 ? 0 : mix == 1 ? (i % 3 ? 0 : 1) : mix == 2 ? (i % 2 ? 0 : 2)
+                             : mix == 3 ? 3 : (int)(i % 5);
+                    b[i] = t_bf16(t_value(&st, kind));
+                }
+                for (int32_t r = 0; r < R; r++)
+                    for (int32_t j = 0; j < D; j++) {
+                        int kind = mix == 0 ? 0 : mix == 1 ? (j % 2 ? 0 : 1) : mix == 2 ? (j % 3 ? 2 : 0)
+                                 : mix == 3 ? 3 : (int)((j + r) % 5);
+                        x[(size_t)r * ldx + j] = t_bf16(t_value(&st, kind));
+                    }
+                if (mix == 3 && D >= 2) /* pair 0 of row 0 against entry 0: the two products cancel exactly */
+                    x[0] = b[1], x[1] = b[0] ^ 0x8000u;
+                for (int32_t sh = 0; sh < ns; sh++)
+                    pc_knn_bf16_pack_shell(pk + (size_t)sh * KP * 64, b + (size_t)sh * 32 * D, sh == ns - 1 ? last : 32, D);
+                for (size_t i = 0; i < (size_t)R * 32 * ns; i++) out[i] = 12345.0f;
+                assert_int_equal(pc_knn_bf16_tile(out, 32 * ns, x, R, ldx, pk, ns, last, D), 1);
+                const double u = 0x1p-24, gk = D * u / (1 - D * u);
+                for (int32_t r = 0; r < R; r++)
+                    for (int32_t e = 0; e < 32 * ns; e++) {
+                        const float o = out[(size_t)r * 32 * ns + e];
+                        if (e >= nb) {
+                            assert_true(o == 12345.0f);
+                            continue;
+                        }
+                        double dot = 0, sabs = 0, l1 = 0;
+                        for (int32_t j = 0; j < D; j++) {
+                            double xv = t_from_bf16(x[(size_t)r * ldx + j]), yv = t_from_bf16(b[(size_t)e * D + j]);
+                            dot += xv * yv; /* exact: bf16 x bf16 fits a double, and these sums stay exact enough */
+                            sabs += fabs(xv * yv);
+                            l1 += fabs(xv) + fabs(yv);
+                        }
+                        const double bound = gk * sabs + (D + 1) * 0x1p-125 + 0x1p-126 * l1 + 1e-300;
+                        const double err = fabs((double)o - dot);
+                        if (!(err <= bound))
+                            print_message("D %d mix %d row %d col %d: out %.9g dot %.9g err %.3g bound %.3g\n", D, mix,
+                                          r, e, o, dot, err, bound);
+                        assert_true(err <= bound);
+                        worst = fmax(worst, err / bound);
+                        checked++;
+                    }
+                free(b), free(pk), free(x), free(out);
+            }
+        }
+    }
+    print_message("bf16 kernel: %lld outputs within the bound, worst error %.3f of it\n", (long long)checked, worst);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ties_by_hand),
@@ -454,6 +564,7 @@ int main(void) {
         cmocka_unit_test(test_pruned_near_ties),
         cmocka_unit_test(test_filter_env),
         cmocka_unit_test(test_pruned_threads),
+        cmocka_unit_test(test_bf16_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
