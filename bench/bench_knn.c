@@ -3,8 +3,8 @@
  * (pc_knn_search) on a real model's memory bank and real query features: checks that both return
  * identical distances and indices, and reports the fraction of the query-bank distance work the pruned
  * search does and ms per image of each, as medians of several runs.
- * The pruned search runs with each candidate filter (f32: OpenBLAS SGEMM; bf16: oneDNN bf16 matmul of
- * centred bf16 vectors, or its fp32 emulation) and the bench prints which kernels ran.
+ * The pruned search runs with each candidate filter (f32: OpenBLAS SGEMM; bf16: our AVX512-BF16
+ * vdpbf16ps kernel on centred bf16 vectors, or its fp32 emulation) and the bench prints which kernels ran.
  * Usage: bench_knn MODEL.pcm [--runs R] [--k K] [--clusters C] [--pruned-only 1] [--filter f32|bf16] IMAGE...
  * (--pruned-only skips the brute force after the first run, --filter the other filter after the first
  * run, for profiling.)
@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     }
     float *norms = malloc(sizeof(float) * (size_t)n);
     pc_knn_norms(norms, bank, n, D);
-    /* the pruned search with each filter: f32 (SGEMM) and bf16 (oneDNN where native, else emulated) */
+    /* the pruned search with each filter: f32 (SGEMM) and bf16 (vdpbf16ps where native, else emulated) */
     enum { NF = 2 };
     const pc_knn_filter want[NF] = {PC_KNN_FILTER_F32, PC_KNN_FILTER_BF16};
     pc_knn_index *ix[NF];
