@@ -201,13 +201,15 @@ DPBF16_TARGET static void tile_dpbf16(float *out, int64_t ldo, const uint16_t *x
 
 int pc_knn_bf16_native(void) {
 #ifdef PC_HAVE_DPBF16
-    static int cached = -1;
-    if (cached < 0) {
+    static int cached = -1; /* racing first calls compute the same value */
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
         __builtin_cpu_init();
         /* the CPU's flag, and oneDNN's view of it (ONEDNN_MAX_CPU_ISA below avx512_core_bf16 turns it off) */
-        cached = __builtin_cpu_supports("avx512bf16") && pc_dnnl_bf16_native();
+        v = __builtin_cpu_supports("avx512bf16") && pc_dnnl_bf16_native();
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
-    return cached;
+    return v;
 #else
     return 0;
 #endif
