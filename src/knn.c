@@ -142,6 +142,9 @@ static inline float from_bf16(uint16_t h) {
  * flushing's absolute error bounded in bf16_threshold.
  * -------------------------------------------------------------------------------------------- */
 
+/* pass 1's tiles start every PC_KNN_GEMM_N rows of a cluster: on shell boundaries */
+_Static_assert(PC_KNN_GEMM_N % PC_KNN_SHELL == 0 && PC_KNN_SHELL == 32, "tiles are whole shells of 2 zmm");
+
 int32_t pc_knn_bf16_kpairs(int32_t dim) { return (dim + 1) / 2; }
 
 void pc_knn_bf16_pack_shell(uint16_t *dst, const uint16_t *rows, int32_t len, int32_t dim) {
