@@ -23,6 +23,27 @@ dnnl_engine_t pc_dnnl_engine(void) {
     return engine;
 }
 
+static pthread_once_t stream_once = PTHREAD_ONCE_INIT;
+static pthread_key_t stream_key;
+static int stream_key_ok;
+
+static void stream_free(void *s) { dnnl_stream_destroy((dnnl_stream_t)s); }
+static void stream_key_create(void) { stream_key_ok = pthread_key_create(&stream_key, stream_free) == 0; }
+
+dnnl_stream_t pc_dnnl_stream(void) {
+    dnnl_engine_t e = pc_dnnl_engine();
+    pthread_once(&stream_once, stream_key_create);
+    if (!e || !stream_key_ok) return NULL;
+    dnnl_stream_t s = pthread_getspecific(stream_key);
+    if (s) return s;
+    if (dnnl_stream_create(&s, e, dnnl_stream_default_flags) != dnnl_success) return NULL;
+    if (pthread_setspecific(stream_key, s)) {
+        dnnl_stream_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
 dnnl_cpu_isa_t pc_dnnl_isa(void) { return dnnl_get_effective_cpu_isa(); }
 
 const char *pc_dnnl_isa_name(dnnl_cpu_isa_t isa) {
@@ -47,6 +68,7 @@ static int isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want) {
 }
 
 int pc_dnnl_bf16_native(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core_bf16); }
+int pc_dnnl_avx512(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core); }
 int pc_dnnl_amx(void) { return isa_has(pc_dnnl_isa(), dnnl_cpu_isa_avx512_core_amx); }
 
 pc_status pc_dnnl_fail(dnnl_status_t s, const char *what) {

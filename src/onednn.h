@@ -17,12 +17,19 @@
 /* The CPU engine, created on first use (thread-safe); NULL when oneDNN could not create one. */
 dnnl_engine_t pc_dnnl_engine(void);
 
+/* The calling thread's stream on that engine, created on its first use and destroyed when the thread
+ * exits (one small object per thread for the process's life, never one per call); NULL on failure.
+ * Primitives run on the calling thread's OpenMP pool, so one stream per thread is all they need. */
+dnnl_stream_t pc_dnnl_stream(void);
+
 /* The ISA oneDNN dispatches to, and its name ("avx2", "avx512_core_bf16", ...). */
 dnnl_cpu_isa_t pc_dnnl_isa(void);
 const char *pc_dnnl_isa_name(dnnl_cpu_isa_t isa);
 
 /* 1 when bf16 products run natively: AVX512-BF16 (avx512_core_bf16) or AMX (avx512_core_amx). */
 int pc_dnnl_bf16_native(void);
+/* 1 when oneDNN runs AVX-512 (avx512_core or above). */
+int pc_dnnl_avx512(void);
 /* 1 when oneDNN runs AMX tiles. */
 int pc_dnnl_amx(void);
 

@@ -110,10 +110,16 @@ static void test_ties_by_hand(void **s) {
  * same tolerance rule as run_case: distances within relative 1e-4 of the largest, an index may differ
  * only between candidates within 1e-5 of the largest distance). Returns the pairs the pruned search
  * computed, as a fraction of m n. ref_d/ref_i: the reference for ref_k >= k neighbours (its first k are the
- * reference for k: the order is total), or NULL to compute it here. */
-static double check_pruned(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
-                           int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
-                           int32_t ref_k) {
+ * reference for k: the order is total), or NULL to compute it here. Every candidate filter runs (f32, bf16
+ * native where the CPU has it, else emulated, and bf16 emulated): each must equal the brute force bit for
+ * bit. evals_out: re-evaluations per query of each filter, or NULL. ref_tol: the distance gap, relative to
+ * the largest, within which an index may differ from the double reference. */
+enum { N_FILTERS = 3 };
+static const pc_knn_filter filters[N_FILTERS] = {PC_KNN_FILTER_F32, PC_KNN_FILTER_BF16, PC_KNN_FILTER_BF16_EMULATED};
+
+static double check_pruned_ev(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
+                              int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
+                              int32_t ref_k, double *evals_out, double ref_tol) {
     float *norms = pc_malloc(sizeof(float) * (size_t)n);
     float *d0 = pc_malloc(sizeof(float) * (size_t)(m * k)), *d1 = pc_malloc(sizeof(float) * (size_t)(m * k));
     float *dr = pc_malloc(sizeof(float) * (size_t)(m * k));
@@ -129,39 +135,54 @@ static double check_pruned(const char *name, const float *bank, int64_t n, const
     } else {
         assert_int_equal(pc_knn_search_reference(dr, ir, q, m, bank, n, D, k), PC_OK);
     }
-    pc_knn_index *ix;
-    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, clusters), PC_OK);
-    size_t wi = pc_knn_index_workspace_size(ix, ws_queries, k, 2);
-    void *wsi = pc_malloc(wi);
-    pc_knn_stats st;
-    assert_int_equal(pc_knn_index_search(ix, d1, i1, q, m, k, wsi, wi, &st), PC_OK);
-    int64_t diff = 0, ref_diff = 0;
-    double scale = 0, e_ref = 0;
-    for (int64_t i = 0; i < m * k; i++)
-        if (isfinite(dr[i])) scale = fmax(scale, dr[i]);
-    for (int64_t i = 0; i < m * k; i++) {
-        diff += i0[i] != i1[i] || memcmp(&d0[i], &d1[i], sizeof(float)) != 0;
-        if (isinf(dr[i])) { /* k > n: padding */
-            assert_true(isinf(d1[i]) && i1[i] == -1 && ir[i] == -1);
-            continue;
+    double frac = 0;
+    for (int f = 0; f < N_FILTERS; f++) {
+        pc_knn_index *ix;
+        assert_int_equal(pc_knn_index_build_filter(&ix, bank, norms, n, D, clusters, filters[f]), PC_OK);
+        assert_true(pc_knn_index_filter(ix) == filters[f] ||
+                    (filters[f] == PC_KNN_FILTER_BF16 && pc_knn_index_filter(ix) == PC_KNN_FILTER_BF16_EMULATED));
+        size_t wi = pc_knn_index_workspace_size(ix, ws_queries, k, 2);
+        void *wsi = pc_malloc(wi);
+        pc_knn_stats st;
+        memset(d1, 0xff, sizeof(float) * (size_t)(m * k));
+        assert_int_equal(pc_knn_index_search(ix, d1, i1, q, m, k, wsi, wi, &st), PC_OK);
+        int64_t diff = 0, ref_diff = 0;
+        double scale = 0, e_ref = 0;
+        for (int64_t i = 0; i < m * k; i++)
+            if (isfinite(dr[i])) scale = fmax(scale, dr[i]);
+        for (int64_t i = 0; i < m * k; i++) {
+            diff += i0[i] != i1[i] || memcmp(&d0[i], &d1[i], sizeof(float)) != 0;
+            if (isinf(dr[i])) { /* k > n: padding */
+                assert_true(isinf(d1[i]) && i1[i] == -1 && ir[i] == -1);
+                continue;
+            }
+            e_ref = fmax(e_ref, fabs((double)d1[i] - dr[i]) / fmax(scale, 1e-30));
+            if (i1[i] != ir[i]) {
+                ref_diff++;
+                assert_true(fabs((double)d1[i] - dr[i]) <= ref_tol * scale);
+            }
         }
-        e_ref = fmax(e_ref, fabs((double)d1[i] - dr[i]) / fmax(scale, 1e-30));
-        if (i1[i] != ir[i]) {
-            ref_diff++;
-            assert_true(fabs((double)d1[i] - dr[i]) <= 1e-5 * scale);
-        }
+        frac = (double)st.pairs / ((double)m * n);
+        print_message("pruned %-9s n %5lld m %4lld D %4d k %2d, %4d clusters, query chunk %4lld, filter %-13s: %lld "
+                      "differ from brute force; vs double reference %.1e, %lld near-tie index swaps; distance work "
+                      "%.1f%%, %.1f re-evaluations per query\n", name, (long long)n, (long long)m, D, k,
+                      pc_knn_index_clusters(ix), (long long)ws_queries, pc_knn_filter_name(pc_knn_index_filter(ix)),
+                      (long long)diff, e_ref, (long long)ref_diff, 100 * frac, (double)st.evals / (double)m);
+        assert_int_equal(diff, 0);
+        assert_true(e_ref <= PC_MAX(1e-4, ref_tol));
+        if (evals_out) evals_out[f] = (double)st.evals / (double)m;
+        pc_knn_index_free(ix);
+        pc_free(wsi);
     }
-    double frac = (double)st.pairs / ((double)m * n);
-    print_message("pruned %-9s n %5lld m %4lld D %4d k %2d, %3d clusters, query chunk %4lld: %lld differ from brute "
-                  "force; vs double reference %.1e, %lld near-tie index swaps; distance work %.1f%%\n", name,
-                  (long long)n, (long long)m, D, k, pc_knn_index_clusters(ix), (long long)ws_queries, (long long)diff,
-                  e_ref, (long long)ref_diff, 100 * frac);
-    assert_int_equal(diff, 0);
-    assert_true(e_ref <= 1e-4);
-    pc_knn_index_free(ix);
     pc_free(norms), pc_free(d0), pc_free(d1), pc_free(dr), pc_free(i0), pc_free(i1), pc_free(ir);
-    pc_free(wsb), pc_free(wsi);
+    pc_free(wsb);
     return frac;
+}
+
+static double check_pruned(const char *name, const float *bank, int64_t n, const float *q, int64_t m, int32_t D,
+                           int32_t k, int32_t clusters, int64_t ws_queries, const float *ref_d, const int64_t *ref_i,
+                           int32_t ref_k) {
+    return check_pruned_ev(name, bank, n, q, m, D, k, clusters, ws_queries, ref_d, ref_i, ref_k, NULL, 1e-5);
 }
 
 static float gauss(pc_rng *r) { /* sum of 4 uniforms, centred: close enough to a normal for blobs */
@@ -284,6 +305,93 @@ static void test_pruned_real(void **s) {
     npy_free(&f), npy_free(&cs);
 }
 
+/* Near-ties on purpose: 3 groups of 400 bank rows, each row p_g + delta with |delta_i| <= 2e-3 around
+ * a point p_g far from the origin (coordinates 8 + 3 N(0, 1), so that only centring keeps the bf16 rounding
+ * small), p_g itself the group's first row and thus a cluster centre; 1 in 8 rows duplicates an earlier
+ * row of its group. Queries at distance about 1 from their group's point see all its 400 rows within a
+ * few 1e-3 of each other, inside the bf16 filter's margin: most candidates are re-evaluated
+ * canonically, and the results must still equal the brute force's, ties included. Again with the points
+ * near the origin, where the f32 filter's margin is far smaller than the bf16 one's. */
+static void near_ties(float offset, float spread, int bf16_only) {
+    const int64_t G = 3, per = 400, n = G * per, m = 60;
+    const int32_t D = 64;
+    pc_rng r = {4242};
+    float *bank = pc_malloc(sizeof(float) * (size_t)(n * D)), *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    float *p = pc_malloc(sizeof(float) * (size_t)(G * D));
+    for (int64_t i = 0; i < G * D; i++) p[i] = offset + spread * gauss(&r);
+    /* rows 0 .. G-1 are the points (the first rows become the cluster centres), then the groups in turn */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = i < G ? i : (i - G) * G / (n - G);
+        float *b = bank + (size_t)i * D;
+        if (i >= G && i % 8 == 0) {
+            int64_t src = i - 1 - (int64_t)pc_rng_below(&r, 5);
+            if (src >= G && (src - G) * G / (n - G) == g) {
+                memcpy(b, bank + (size_t)src * D, sizeof(float) * D);
+                continue;
+            }
+        }
+        for (int32_t c = 0; c < D; c++) b[c] = p[g * D + c] + (i < G ? 0.f : 1e-3f * gauss(&r));
+    }
+    for (int64_t i = 0; i < m; i++) {
+        int64_t g = i % G;
+        float dir[64], nn = 0;
+        for (int32_t c = 0; c < D; c++) dir[c] = gauss(&r), nn += dir[c] * dir[c];
+        for (int32_t c = 0; c < D; c++) q[(size_t)i * D + c] = p[g * D + c] + dir[c] / sqrtf(nn);
+    }
+    double ev[N_FILTERS];
+    const int32_t ks[2] = {1, 9};
+    for (int t = 0; t < 2; t++) {
+        /* against the double reference only loosely: the near-ties (a few 1e-3) are within the fp32 GEMM
+         * form's own error (gamma_K (|q|^2 + |b|^2) ~ 0.03 here), so its index order is not fp32's */
+        check_pruned_ev("near-ties", bank, n, q, m, D, ks[t], (int32_t)G, 1024, NULL, NULL, 0, ev, 1e-1);
+        assert_true(ev[1] > 0.5 * per); /* the bf16 filter's margin holds most of the group: re-evaluated */
+        if (bf16_only) assert_true(ev[0] < 0.5 * ev[1]); /* ... where the f32 filter's would not */
+    }
+    pc_free(bank), pc_free(q), pc_free(p);
+}
+
+static void test_pruned_near_ties(void **s) {
+    (void)s;
+    near_ties(8.0f, 3.0f, 0); /* large norms: both filters re-evaluate nearly everything */
+    near_ties(0.0f, 0.1f, 1); /* small norms: the f32 filter is sharp, the bf16 one's margin holds the ties */
+}
+
+/* PATCHCORE_KNN_FILTER selects the filter of pc_knn_index_build; an unknown value is an error. */
+static void test_filter_env(void **s) {
+    (void)s;
+    const float bank[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float norms[8];
+    pc_knn_norms(norms, bank, 8, 1);
+    pc_knn_index *ix = NULL;
+    const char *old = getenv("PATCHCORE_KNN_FILTER");
+    char *saved = old ? strdup(old) : NULL;
+    static const struct {
+        const char *v;
+        pc_knn_filter f;
+    } cases[] = {{"f32", PC_KNN_FILTER_F32}, {"bf16-emulated", PC_KNN_FILTER_BF16_EMULATED}, {"bf16", PC_KNN_FILTER_BF16}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        setenv("PATCHCORE_KNN_FILTER", cases[i].v, 1);
+        assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_OK);
+        pc_knn_filter f = pc_knn_index_filter(ix);
+        assert_true(f == cases[i].f || (cases[i].f == PC_KNN_FILTER_BF16 && f == PC_KNN_FILTER_BF16_EMULATED));
+        print_message("PATCHCORE_KNN_FILTER=%s: filter %s, kernel %s\n", cases[i].v, pc_knn_filter_name(f),
+                      pc_knn_index_kernel(ix));
+        pc_knn_index_free(ix);
+    }
+    /* auto: the bf16 filter exactly where its native kernel runs, else f32 */
+    setenv("PATCHCORE_KNN_FILTER", "auto", 1);
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_OK);
+    assert_true(pc_knn_index_filter(ix) == (pc_knn_bf16_native() ? PC_KNN_FILTER_BF16 : PC_KNN_FILTER_F32));
+    print_message("PATCHCORE_KNN_FILTER=auto: filter %s, kernel %s\n", pc_knn_filter_name(pc_knn_index_filter(ix)),
+                  pc_knn_index_kernel(ix));
+    pc_knn_index_free(ix);
+    setenv("PATCHCORE_KNN_FILTER", "fp8", 1);
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, 8, 1, 2), PC_ERR_INVALID_ARGUMENT);
+    assert_null(ix);
+    if (saved) setenv("PATCHCORE_KNN_FILTER", saved, 1), free(saved);
+    else unsetenv("PATCHCORE_KNN_FILTER");
+}
+
 /* Several threads search one index at once, each with its own workspace (as predict contexts do). */
 typedef struct th_job {
     const pc_knn_index *ix;
@@ -319,8 +427,9 @@ static void test_pruned_threads(void **s) {
     size_t wb = pc_knn_workspace_size(m);
     void *wsb = pc_malloc(wb);
     assert_int_equal(pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, wsb, wb), PC_OK);
+    for (int f = 0; f < N_FILTERS; f++) {
     pc_knn_index *ix;
-    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+    assert_int_equal(pc_knn_index_build_filter(&ix, bank, norms, n, D, 0, filters[f]), PC_OK);
     enum { NT = 4 };
     th_job jobs[NT];
     pthread_t th[NT];
@@ -336,7 +445,111 @@ static void test_pruned_threads(void **s) {
         pc_free(jobs[t].d), pc_free(jobs[t].i);
     }
     pc_knn_index_free(ix);
+    }
     pc_free(bank), pc_free(q), pc_free(norms), pc_free(d0), pc_free(i0), pc_free(wsb);
+}
+
+/* The bf16 product kernel against a double-precision dot of the same bf16 values, within what the
+ * filter's bound assumes (docs/method-implementation.md §5): |out - x.y| <= gamma_K sum |x_j y_j| +
+ * K' 2^-125 + 2^-126 (sum |x_j| + sum |y_j|) (sequential fp32 sums of exact products, denormal inputs
+ * read as zero, products and sums below 2^-126 lost). Odd dims, short last shells, 1 .. 13 rows (the
+ * 8/4/1-row blocks), values of mixed scales including bf16 denormals and products that underflow,
+ * pairs whose two products cancel; the columns past the last shell's end are not written. */
+static uint16_t t_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static double t_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static float t_value(uint64_t *st, int kind) {
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    const double r = (double)(*st >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
+    switch (kind) {
+    case 0: return (float)r;                  /* ordinary */
+    case 1: return (float)(r * 0x1p-60);      /* products near 2^-120 (some underflow) */
+    case 2: return (float)(r * 0x1p-127);     /* bf16 denormals */
+    case 3: return (float)(r * 0x1p+40);      /* large */
+    default: return (*st >> 40) & 1 ? 0.0f : -0.0f;
+    }
+}
+
+static void test_bf16_kernel(void **s) {
+    (void)s;
+    if (!pc_knn_bf16_native()) {
+        print_message("bf16 kernel: no AVX512-BF16 here (or oneDNN capped below it): kernel test skipped\n");
+        assert_int_equal(pc_knn_bf16_tile(NULL, 0, NULL, 0, 0, NULL, 0, 0, 1), 0);
+        return;
+    }
+    static const int32_t dims[] = {1, 2, 3, 7, 16, 31, 32, 33, 384, 385};
+    static const int32_t rows_[] = {1, 3, 4, 5, 8, 9, 13};
+    static const int32_t lasts[] = {1, 15, 16, 17, 31, 32};
+    uint64_t st = 12345;
+    double worst = 0;
+    int64_t checked = 0;
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        const int32_t D = dims[di], KP = pc_knn_bf16_kpairs(D), ldx = 2 * KP + 2;
+        for (int mix = 0; mix < 6; mix++) {
+            for (size_t li = 0; li < sizeof lasts / sizeof *lasts; li++) {
+                const int32_t ns = 1 + (int32_t)((li + mix) % 3), last = lasts[li], nb = 32 * (ns - 1) + last;
+                const int32_t R = rows_[(li + di + mix) % (sizeof rows_ / sizeof *rows_)];
+                uint16_t *b = calloc((size_t)nb * D, 2), *pk = malloc((size_t)ns * KP * 64 * 2);
+                uint16_t *x = calloc((size_t)R * ldx, 2);
+                float *out = malloc(sizeof(float) * (size_t)R * 32 * ns);
+                for (int64_t i = 0; i < (int64_t)nb * D; i++) {
+                    /* mix 0: ordinary; 1: + tiny; 2: + denormals; 3: large, cancelling pairs; 4-5: all kinds */
+                    int kind = mix == 0 ? 0 : mix == 1 ? (i % 3 ? 0 : 1) : mix == 2 ? (i % 2 ? 0 : 2)
+                             : mix == 3 ? 3 : (int)(i % 5);
+                    b[i] = t_bf16(t_value(&st, kind));
+                }
+                for (int32_t r = 0; r < R; r++)
+                    for (int32_t j = 0; j < D; j++) {
+                        int kind = mix == 0 ? 0 : mix == 1 ? (j % 2 ? 0 : 1) : mix == 2 ? (j % 3 ? 2 : 0)
+                                 : mix == 3 ? 3 : (int)((j + r) % 5);
+                        x[(size_t)r * ldx + j] = t_bf16(t_value(&st, kind));
+                    }
+                if (mix == 3 && D >= 2) /* pair 0 of row 0 against entry 0: the two products cancel exactly */
+                    x[0] = b[1], x[1] = b[0] ^ 0x8000u;
+                for (int32_t sh = 0; sh < ns; sh++)
+                    pc_knn_bf16_pack_shell(pk + (size_t)sh * KP * 64, b + (size_t)sh * 32 * D, sh == ns - 1 ? last : 32, D);
+                for (size_t i = 0; i < (size_t)R * 32 * ns; i++) out[i] = 12345.0f;
+                assert_int_equal(pc_knn_bf16_tile(out, 32 * ns, x, R, ldx, pk, ns, last, D), 1);
+                const double u = 0x1p-24, gk = D * u / (1 - D * u);
+                for (int32_t r = 0; r < R; r++)
+                    for (int32_t e = 0; e < 32 * ns; e++) {
+                        const float o = out[(size_t)r * 32 * ns + e];
+                        if (e >= nb) {
+                            assert_true(o == 12345.0f);
+                            continue;
+                        }
+                        double dot = 0, sabs = 0, l1 = 0;
+                        for (int32_t j = 0; j < D; j++) {
+                            double xv = t_from_bf16(x[(size_t)r * ldx + j]), yv = t_from_bf16(b[(size_t)e * D + j]);
+                            dot += xv * yv; /* exact: bf16 x bf16 fits a double, and these sums stay exact enough */
+                            sabs += fabs(xv * yv);
+                            l1 += fabs(xv) + fabs(yv);
+                        }
+                        const double bound = gk * sabs + (D + 1) * 0x1p-125 + 0x1p-126 * l1 + 1e-300;
+                        const double err = fabs((double)o - dot);
+                        if (!(err <= bound))
+                            print_message("D %d mix %d row %d col %d: out %.9g dot %.9g err %.3g bound %.3g\n", D, mix,
+                                          r, e, o, dot, err, bound);
+                        assert_true(err <= bound);
+                        worst = fmax(worst, err / bound);
+                        checked++;
+                    }
+                free(b), free(pk), free(x), free(out);
+            }
+        }
+    }
+    print_message("bf16 kernel: %lld outputs within the bound, worst error %.3f of it\n", (long long)checked, worst);
 }
 
 int main(void) {
@@ -348,7 +561,10 @@ int main(void) {
         cmocka_unit_test(test_pruned_small),
         cmocka_unit_test(test_pruned_clustered),
         cmocka_unit_test(test_pruned_real),
+        cmocka_unit_test(test_pruned_near_ties),
+        cmocka_unit_test(test_filter_env),
         cmocka_unit_test(test_pruned_threads),
+        cmocka_unit_test(test_bf16_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

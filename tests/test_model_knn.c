@@ -5,7 +5,8 @@
  * images with the shared ResNet-18 and a 4,200-entry greedy-coreset bank (so the pruned path is
  * taken), then for real test images the patch scores of predict equal, bit for bit (memcmp), the mean
  * of the k brute-force distances of the same features against the same bank, for k = 1 and k = 3;
- * and a saved + loaded model (index rebuilt at load) predicts the same scores and maps bit for bit.
+ * and a saved + loaded model (index rebuilt at load) predicts the same scores and maps bit for bit, with
+ * each candidate filter of the index (PATCHCORE_KNN_FILTER=f32, bf16, bf16-emulated, and unset).
  * Skipped when ../shared is absent.
  */
 #include "knn.h"
@@ -78,21 +79,33 @@ static void check_k(int32_t k, const char *wpath, const char *dir) {
     assert_true(fd >= 0);
     close(fd);
     assert_int_equal(pc_model_save(m, mpath), PC_OK);
-    pc_model *m2 = NULL;
-    assert_int_equal(pc_model_load(mpath, &m2), PC_OK);
-    unlink(mpath);
     float *map2 = malloc((size_t)info.crop * info.crop * sizeof *map2);
     assert_non_null(map2);
-    for (int t = 0; t < NTEST; t++) {
-        pc_prediction pr;
-        assert_int_equal(pc_model_predict(m2, &img[t], &pr, map2, NULL), PC_OK);
-        assert_memory_equal(&pr.score, &scores[t], sizeof(float));
-        assert_memory_equal(map2, maps + (size_t)t * info.crop * info.crop, (size_t)info.crop * info.crop * sizeof(float));
-        pc_image_free(&img[t]);
+    /* each candidate filter of the index (PATCHCORE_KNN_FILTER at load): the same scores and maps */
+    static const char *filters[] = {"f32", "bf16", "bf16-emulated", NULL /* unset: auto */};
+    const char *old = getenv("PATCHCORE_KNN_FILTER");
+    char *saved = old ? strdup(old) : NULL;
+    for (size_t f = 0; f < sizeof filters / sizeof *filters; f++) {
+        if (filters[f]) setenv("PATCHCORE_KNN_FILTER", filters[f], 1);
+        else if (saved) setenv("PATCHCORE_KNN_FILTER", saved, 1);
+        else unsetenv("PATCHCORE_KNN_FILTER");
+        pc_model *m2 = NULL;
+        assert_int_equal(pc_model_load(mpath, &m2), PC_OK);
+        for (int t = 0; t < NTEST; t++) {
+            pc_prediction pr;
+            assert_int_equal(pc_model_predict(m2, &img[t], &pr, map2, NULL), PC_OK);
+            assert_memory_equal(&pr.score, &scores[t], sizeof(float));
+            assert_memory_equal(map2, maps + (size_t)t * info.crop * info.crop, (size_t)info.crop * info.crop * sizeof(float));
+        }
+        print_message("k=%d loaded with PATCHCORE_KNN_FILTER=%s: scores and maps identical\n", (int)k,
+                      filters[f] ? filters[f] : (saved ? saved : "(unset)"));
+        pc_model_free(m2);
     }
+    free(saved);
+    unlink(mpath);
+    for (int t = 0; t < NTEST; t++) pc_image_free(&img[t]);
     free(map2), free(maps), free(norms), free(feats), free(ps), free(dist), free(bs), free(idx), free(ws);
     for (int i = 0; i < NTRAIN; i++) free(train[i]);
-    pc_model_free(m2);
     pc_model_free(m);
 }
 
