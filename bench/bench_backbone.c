@@ -4,12 +4,13 @@
  * Prints one line: "ours arch=A path=P precision=X batch=N threads=T size=S median_ms=... min_ms=... cpu_ms=...
  * gflops=..." (cpu_ms: the median process CPU time of a forward, all threads; with one thread a busy
  * machine inflates it much less than wall time)
- * where GFLOP/s counts 2 x 9.19 GMAC per image for wide_resnet50_2 to layer3 at 224 (scaled by
- * (S/224)^2; for other architectures the figure is only comparable with itself). The convolution path is
+ * where GFLOP/s counts 2 flops per multiply-add of the architecture up to the layer at S (backbone_macs.h;
+ * wide_resnet50_2 to layer3 at 224: 9.19 GMAC). The convolution path is
  * $PATCHCORE_CONV's or the default (src/backbone.c); on the oneDNN path the kernel oneDNN chose for each
  * distinct convolution shape goes to stderr ("kernels: ..."). bench/backbone.sh runs this beside
  * bench_backbone.py (torch) and prints the ratios.
  */
+#include "backbone_macs.h"
 #include "cpuinfo.h"
 #include "patchcore.h"
 #include "backbone_internal.h"
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
     qsort(c, (size_t)runs, sizeof *c, cmp_d);
     double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     double cmed = runs % 2 ? c[runs / 2] : 0.5 * (c[runs / 2 - 1] + c[runs / 2]);
-    double gflop = 2.0 * 9.19 * batch * (size / 224.0) * (size / 224.0);
+    double gflop = 2.0 * batch * backbone_macs(pc_backbone_arch(bb), layer, size) / 1e9;
     printf("ours arch=%s path=%s precision=%s batch=%d threads=%d size=%d median_ms=%.2f min_ms=%.2f cpu_ms=%.2f gflops=%.1f\n",
            pc_arch_name(pc_backbone_arch(bb)), pc_conv_path_name(pc_backbone_conv_path(bb)),
            pc_precision_name(pc_backbone_precision(bb)), batch, threads, size, med, t[0], cmed, gflop / (med / 1e3));

@@ -8,7 +8,8 @@
  *   - backbone: its multiply-adds at the f32 (or bf16) GEMM peak oneDNN reaches here, measured first
  *     on a 784 x dim x 16384 matmul (the kNN's shape);
  *   - kNN: the distance work it really does (query-bank pairs x dim x 2 flops, from the search's own
- *     counters) at the same peak, and the brute force's (784 x bank x dim x 2);
+ *     counters) at the peak of the precision its filter runs in (bf16 where the CPU has AVX512-BF16),
+ *     and the brute force's (784 x bank x dim x 2) at the f32 peak;
  *   - the others: memory-bound or tiny; their share of the total says whether they matter.
  * The fit's feature stage is backbone + features per training image; its coreset stage is timed by
  * `patchcore fit --json` (bench/fit_predict.sh), see docs/performance.md.
@@ -17,6 +18,7 @@
  * (WEIGHTS: the file the model was fitted with; the backbone is rebuilt from it with the model's
  * batch-norm statistics and precision.)
  */
+#include "backbone_macs.h"
 #include "cpuinfo.h"
 #include "knn.h"
 #include "model_internal.h"
@@ -45,41 +47,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* Multiply-adds of a torchvision ResNet family forward up to layer `deepest` on an s x s input. */
-static double backbone_macs(pc_arch a, int deepest, int s) {
-    static const int blocks[][4] = {{0}, {2, 2, 2, 2}, {3, 4, 6, 3}, {3, 4, 6, 3}, {3, 4, 23, 3}, {3, 8, 36, 3},
-                                    {3, 4, 6, 3}, {3, 4, 23, 3}, {3, 4, 6, 3}, {3, 4, 23, 3}};
-    if (a <= PC_ARCH_UNKNOWN || a > PC_ARCH_RESNEXT101_32X8D) return 0;
-    const int bottleneck = a != PC_ARCH_RESNET18 && a != PC_ARCH_RESNET34;
-    int groups = 1;
-    double wmul = 1; /* width of the 3x3 conv in a bottleneck, over `planes` */
-    if (a == PC_ARCH_WIDE_RESNET50_2 || a == PC_ARCH_WIDE_RESNET101_2) wmul = 2;
-    if (a == PC_ARCH_RESNEXT50_32X4D) wmul = 2, groups = 32;
-    if (a == PC_ARCH_RESNEXT101_32X8D) wmul = 4, groups = 32;
-    int h = (s + 6 - 7) / 2 + 1;
-    double macs = (double)h * h * 64 * 3 * 49;
-    h = (h + 2 - 3) / 2 + 1;
-    int cin = 64;
-    for (int st = 0; st < deepest; st++) {
-        const int planes = 64 << st, cout = bottleneck ? planes * 4 : planes;
-        for (int b = 0; b < blocks[a][st]; b++) {
-            const int stride = (st > 0 && b == 0) ? 2 : 1;
-            const int ho = (h + 2 - 3) / stride + 1;
-            if (bottleneck) {
-                const int w = (int)(planes * wmul);
-                macs += (double)h * h * w * cin;                       /* 1x1 */
-                macs += (double)ho * ho * w * (w / groups) * 9;        /* 3x3 (strided) */
-                macs += (double)ho * ho * cout * w;                    /* 1x1 */
-            } else {
-                macs += (double)ho * ho * planes * cin * 9 + (double)ho * ho * planes * planes * 9;
-            }
-            if (stride != 1 || cin != cout) macs += (double)ho * ho * cout * cin; /* downsample 1x1 */
-            cin = cout, h = ho;
-        }
-    }
-    return macs;
 }
 
 /* GFLOP/s of a oneDNN matmul (m x k) . (k x n) in dt (f32 accumulation and output): the best of 5. */
@@ -242,6 +209,9 @@ int main(int argc, char **argv) {
     for (int s = 0; s < NSTAGE; s++) sum += (med[s] = median(t[s], total));
     const double macs = backbone_macs(info.arch, deepest, info.crop);
     const double knn_flops = 2.0 * median(pairs, total) * dim, brute_flops = 2.0 * (double)hw * bank_n * dim;
+    /* The search's products run in bf16 when its filter does (docs/method-implementation.md §5). */
+    const int knn_bf16 = kix && pc_knn_index_filter(kix) == PC_KNN_FILTER_BF16 && peak16 > 0;
+    const double knn_peak = knn_bf16 ? peak16 : peak32;
 
     printf("model %s: %s, layers", model_path, pc_arch_name(info.arch));
     for (int i = 0; i < info.n_layers; i++) printf(" %d", info.layers[i]);
@@ -251,16 +221,18 @@ int main(int argc, char **argv) {
     if (peak16 > 0) printf(", bf16 %.0f GFLOP/s (%s)", peak16, impl16);
     printf("\n%-11s %9s %7s %11s %9s %s\n", "stage", "median_ms", "share", "GFLOP", "floor_ms", "of floor");
     for (int s = 0; s < NSTAGE; s++) {
-        double fl = s == S_BACKBONE ? 2 * macs : s == S_KNN ? knn_flops : 0;
+        double fl = s == S_BACKBONE ? 2 * macs : s == S_KNN ? knn_flops : 0, pk = s == S_KNN ? knn_peak : peak;
         printf("%-11s %9.2f %6.1f%%", stage_name[s], med[s] * 1e3, 100 * med[s] / sum);
         if (fl > 0)
-            printf(" %11.2f %9.2f %7.2fx\n", fl / 1e9, fl / (peak * 1e9) * 1e3, med[s] / (fl / (peak * 1e9)));
+            printf(" %11.2f %9.2f %7.2fx\n", fl / 1e9, fl / (pk * 1e9) * 1e3, med[s] / (fl / (pk * 1e9)));
         else
             printf(" %11s %9s %8s\n", "-", "-", "-");
     }
     printf("%-11s %9.2f\n", "total", sum * 1e3);
-    printf("knn: %s search did %.1f%% of the brute force's distance work (brute floor %.2f ms)\n",
-           kix ? "pruned" : "brute-force", 100 * knn_flops / brute_flops, brute_flops / (peak * 1e9) * 1e3);
+    printf("knn: %s search, %s filter (%s), did %.1f%% of the brute force's distance work (brute force at the "
+           "f32 peak: %.2f ms)\n", kix ? "pruned" : "brute-force", kix ? pc_knn_filter_name(pc_knn_index_filter(kix)) : "no",
+           kix ? pc_knn_index_kernel(kix) : "openblas sgemm", 100 * knn_flops / brute_flops,
+           brute_flops / (peak32 * 1e9) * 1e3);
     printf("fit features: %.2f ms/image (backbone + features), floor %.2f ms\n",
            (med[S_BACKBONE] + med[S_FEAT]) * 1e3, 2 * macs / (peak * 1e9) * 1e3);
 
