@@ -6,6 +6,7 @@
  * With FEATURES.npy (float32 N x D, e.g. real patch features of a training set), also runs the whole
  * 10% greedy coreset on it, pruned and dense, and checks that both choose the same indices.
  */
+#include "benchutil.h"
 #include "cpuinfo.h"
 #include "coreset.h"
 #include "knn.h"
@@ -20,12 +21,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static double cpu(void) {
     struct timespec t;

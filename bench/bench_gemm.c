@@ -8,6 +8,7 @@
  * index can use). Median of R timed calls after a warm-up; ms per call and GFLOP/s.
  * Usage: bench_gemm [--runs R]   (ONEDNN_MAX_CPU_ISA=AVX2 for the AVX2-only view)
  */
+#include "benchutil.h"
 #include "cpuinfo.h"
 #include "onednn.h"
 
@@ -19,17 +20,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static int runs = 15;
 

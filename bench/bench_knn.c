@@ -9,6 +9,7 @@
  * (--pruned-only skips the brute force after the first run, --filter the other filter after the first
  * run, for profiling.)
  */
+#include "benchutil.h"
 #include "cpuinfo.h"
 #include "knn.h"
 #include "model_internal.h"
@@ -21,22 +22,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv) {
     bench_platform(stderr, 0);

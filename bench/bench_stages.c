@@ -18,6 +18,7 @@
  * (WEIGHTS: the file the model was fitted with; the backbone is rebuilt from it with the model's
  * batch-norm statistics and precision.)
  */
+#include "benchutil.h"
 #include "backbone_macs.h"
 #include "cpuinfo.h"
 #include "knn.h"
@@ -32,22 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* GFLOP/s of a oneDNN matmul (m x k) . (k x n) in dt (f32 accumulation and output): the best of 5. */
 static double gemm_peak(dnnl_data_type_t dt, int64_t m, int64_t k, int64_t n, const char **impl) {

@@ -4,23 +4,13 @@
  *   build/bench_weights FILE [RUNS]   prints the format, tensor count, float bytes and the median,
  *                                     min and max wall time of RUNS loads (default 7).
  */
+#include "benchutil.h"
 #include "cpuinfo.h"
 #include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     bench_platform(stderr, 0);

@@ -1,0 +1,27 @@
+/*
+ * benchutil.h - what every benchmark program times with: a monotonic clock in seconds, and the median
+ * of a set of run times (sorted in place).
+ */
+#ifndef PC_BENCH_BENCHUTIL_H
+#define PC_BENCH_BENCHUTIL_H
+
+#include <stdlib.h>
+#include <time.h>
+
+static inline double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static inline int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static inline double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+#endif
