@@ -90,33 +90,6 @@ static void test_features_both_settings(void **state) {
         }
 }
 
-/* Copy model file src to dst with the metadata line "bn_stats = ..." removed (value NULL) or replaced. */
-static void rewrite_bn_key(const char *src, const char *dst, const char *value) {
-    pc_modelfile *mf = NULL;
-    assert_int_equal(pc_modelfile_open(src, &mf), PC_OK);
-    const char *meta = pc_modelfile_meta_text(mf);
-    char *out = malloc(strlen(meta) + 64);
-    size_t at = 0;
-    for (const char *line = meta; *line;) {
-        const char *end = strchr(line, '\n');
-        size_t n = end ? (size_t)(end - line) + 1 : strlen(line);
-        if (strncmp(line, "bn_stats", 8) == 0) {
-            if (value) at += (size_t)sprintf(out + at, "bn_stats = %s\n", value);
-        } else {
-            memcpy(out + at, line, n);
-            at += n;
-        }
-        line += n;
-    }
-    out[at] = 0;
-    size_t nt = pc_modelfile_tensor_count(mf);
-    pc_mf_tensor *t = malloc(nt * sizeof *t);
-    for (size_t i = 0; i < nt; i++) t[i] = *pc_modelfile_tensor_at(mf, i);
-    assert_int_equal(pc_modelfile_write(dst, out, t, nt), PC_OK);
-    free(t), free(out);
-    pc_modelfile_close(mf);
-}
-
 static void predict2(pc_model *m, float *score, float *map) {
     pc_prediction p;
     assert_int_equal(pc_model_predict_file(m, img_path, &p, map, NULL), PC_OK);
@@ -152,7 +125,7 @@ static void test_model_file(void **state) {
         pc_model_free(m), pc_model_free(l);
     }
     /* a file without the key: the trained statistics, said so */
-    rewrite_bn_key(b, c, NULL);
+    tu_rewrite_meta_key(b, c, "bn_stats", NULL);
     pc_model *t = NULL, *o = NULL;
     assert_int_equal(pc_model_load(b, &t), PC_OK);
     assert_int_equal(pc_model_load(c, &o), PC_OK);
@@ -173,7 +146,7 @@ static void test_model_file(void **state) {
         assert_int_equal(system(cmd), 0);
     }
     /* an unknown value */
-    rewrite_bn_key(b, c, "running");
+    tu_rewrite_meta_key(b, c, "bn_stats", "running");
     assert_int_equal(pc_model_load(c, &o), PC_ERR_FORMAT);
     print_message("%s\n", pc_last_error());
     assert_non_null(strstr(pc_last_error(), c));

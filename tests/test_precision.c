@@ -81,36 +81,6 @@ static pc_model *fit(const char *const *paths, size_t n, int crop, int32_t jobs,
     return m;
 }
 
-/* Copy model file src to dst with the metadata line "precision = ..." removed (value NULL) or replaced. */
-static void rewrite_precision_key(const char *src, const char *dst, const char *value) {
-    pc_modelfile *mf = NULL;
-    assert_int_equal(pc_modelfile_open(src, &mf), PC_OK);
-    const char *meta = pc_modelfile_meta_text(mf);
-    char *out = malloc(strlen(meta) + 64);
-    size_t at = 0;
-    int found = 0;
-    for (const char *line = meta; *line;) {
-        const char *end = strchr(line, '\n');
-        size_t n = end ? (size_t)(end - line) + 1 : strlen(line);
-        if (strncmp(line, "precision = ", 12) == 0) {
-            found = 1;
-            if (value) at += (size_t)sprintf(out + at, "precision = %s\n", value);
-        } else {
-            memcpy(out + at, line, n);
-            at += n;
-        }
-        line += n;
-    }
-    out[at] = 0;
-    assert_true(found);
-    size_t nt = pc_modelfile_tensor_count(mf);
-    pc_mf_tensor *t = malloc(nt * sizeof *t);
-    for (size_t i = 0; i < nt; i++) t[i] = *pc_modelfile_tensor_at(mf, i);
-    assert_int_equal(pc_modelfile_write(dst, out, t, nt), PC_OK);
-    free(t), free(out);
-    pc_modelfile_close(mf);
-}
-
 static void test_names_and_options(void **state) {
     (void)state;
     assert_string_equal(pc_precision_name(PC_PRECISION_F32), "f32");
@@ -176,7 +146,7 @@ static void test_model_file(void **state) {
     pc_model_free(l), l = NULL;
 
     /* a file written before the key existed: float32, the same predictions */
-    rewrite_precision_key(a, b, NULL);
+    tu_rewrite_meta_key(a, b, "precision", NULL);
     assert_int_equal(pc_model_load(b, &l), PC_OK);
     pc_model_get_info(l, &info);
     assert_int_equal(info.precision, PC_PRECISION_F32);
@@ -186,7 +156,7 @@ static void test_model_file(void **state) {
     pc_model_free(l), l = NULL;
 
     /* an unknown value: refused, naming the file and the key */
-    rewrite_precision_key(a, b, "fp8");
+    tu_rewrite_meta_key(a, b, "precision", "fp8");
     assert_int_equal(pc_model_load(b, &l), PC_ERR_FORMAT);
     print_message("%s\n", pc_last_error());
     assert_non_null(strstr(pc_last_error(), b));
@@ -194,7 +164,7 @@ static void test_model_file(void **state) {
     assert_null(l);
 
     /* bf16: loads and says so where the CPU multiplies bf16; refused with the instruction sets elsewhere */
-    rewrite_precision_key(a, b, "bf16");
+    tu_rewrite_meta_key(a, b, "precision", "bf16");
     char why[256];
     if (pc_precision_supported(PC_PRECISION_BF16, why, sizeof why)) {
         assert_int_equal(pc_model_load(b, &l), PC_OK);

@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include "modelfile.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,4 +246,36 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
     }
     free(D), free(taken);
     return fail;
+}
+
+void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, const char *value) {
+    pc_modelfile *mf = NULL;
+    assert_int_equal(pc_modelfile_open(src, &mf), PC_OK);
+    const char *meta = pc_modelfile_meta_text(mf);
+    const size_t klen = strlen(key);
+    char *out = malloc(strlen(meta) + klen + (value ? strlen(value) : 0) + 8);
+    assert_non_null(out);
+    size_t at = 0;
+    int found = 0;
+    for (const char *line = meta; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) + 1 : strlen(line);
+        if (strncmp(line, key, klen) == 0 && strncmp(line + klen, " = ", 3) == 0) {
+            found = 1;
+            if (value) at += (size_t)sprintf(out + at, "%s = %s\n", key, value);
+        } else {
+            memcpy(out + at, line, n);
+            at += n;
+        }
+        line += n;
+    }
+    out[at] = 0;
+    assert_true(found);
+    size_t nt = pc_modelfile_tensor_count(mf);
+    pc_mf_tensor *t = malloc(nt * sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i < nt; i++) t[i] = *pc_modelfile_tensor_at(mf, i);
+    assert_int_equal(pc_modelfile_write(dst, out, t, nt), PC_OK);
+    free(t), free(out);
+    pc_modelfile_close(mf);
 }

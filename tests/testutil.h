@@ -78,4 +78,8 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
  * summation order, FMA or not, sqrt) and of the mean over n_starts of them. */
 double greedy_fp32_rho(int32_t P, int32_t n_starts);
 
+/* Copy model file src to dst with its metadata line "key = ..." removed (value NULL) or replaced by
+ * "key = value"; the tensors are copied as they are. Fails the test when the key is absent from src. */
+void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, const char *value);
+
 #endif
