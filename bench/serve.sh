@@ -9,6 +9,8 @@
 # whether queueing keeps the workers busy.
 # usage: sh bench/serve.sh [BUILD_DIR]   (after `make`); MODEL=FILE to use a fitted model (default: fit
 # one on the bottle training images, ~15 s); IMAGES=N test images (default 16); THREADS, DURATION, CONNS.
+# SOAK=S: afterwards, load the server with 2 connections for S seconds (e.g. 600) and print its resident
+# memory (VmRSS) every S/20 seconds, then the first, last and largest sample: memory must stay flat.
 set -eu
 build=${1:-build}
 threads=${THREADS:-2}
@@ -85,6 +87,23 @@ for c in $conns; do
   printf '%-6s %10s %10s %10s %8s %12s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "${non:-0}" \
     "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
 done
+if [ -n "${SOAK:-}" ]; then
+  step=$((SOAK / 20)); [ "$step" -ge 1 ] || step=1
+  wrk -t 1 -c 2 -d "${SOAK}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.soak" 2>&1 &
+  wpid=$!
+  : >"$tmp/rss"
+  t=0
+  while kill -0 "$wpid" 2>/dev/null; do
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$spid/status")
+    echo "$t $r" >>"$tmp/rss"
+    sleep "$step"; t=$((t + step))
+  done
+  wait "$wpid" || true
+  echo "soak: ${SOAK} s at 2 connections: $(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.soak") images/s," \
+    "non-200: $(awk '/Non-2xx/ { print $NF }' "$tmp/wrk.soak" | grep . || echo 0)"
+  echo "soak: server VmRSS by time: $(awk '{ printf "%s%d s %d kB", (NR > 1 ? ", " : ""), $1, $2 }' "$tmp/rss")"
+  awk 'NR == 1 { f = $2 } { l = $2; if ($2 > m) m = $2 } END { printf "soak: VmRSS first %d kB, last %d kB, largest %d kB (last/first %.3f)\n", f, l, m, l / f }' "$tmp/rss"
+fi
 kill "$spid" && wait "$spid" 2>/dev/null || true
 spid=""
 echo "predict (in process, after): $(predict_rate) images/s"
