@@ -234,7 +234,11 @@ typedef enum pc_arch {
     PC_ARCH_WIDE_RESNET50_2 = 6,
     PC_ARCH_WIDE_RESNET101_2 = 7,
     PC_ARCH_RESNEXT50_32X4D = 8,
-    PC_ARCH_RESNEXT101_32X8D = 9
+    PC_ARCH_RESNEXT101_32X8D = 9,
+    PC_ARCH_DENSENET121 = 10,
+    PC_ARCH_DENSENET161 = 11,
+    PC_ARCH_DENSENET169 = 12,
+    PC_ARCH_DENSENET201 = 13
 } pc_arch;
 
 /* torchvision's name of an architecture ("wide_resnet50_2"), or "unknown". */
@@ -242,8 +246,20 @@ PC_API const char *pc_arch_name(pc_arch arch);
 /* The architecture with that torchvision name, or PC_ARCH_UNKNOWN. */
 PC_API pc_arch pc_arch_from_name(const char *name);
 
-/* Layers are named layer1 .. layer4; a layer mask has bit (n-1) set for layerN. */
+/* Layers are numbered 1..4: ResNets' layer1..layer4, DenseNets' dense blocks features.denseblock1..4
+ * (the block's output, before the transition that follows it). A layer mask has bit (n-1) set for
+ * layer n. */
 #define PC_LAYER(n) (1u << ((n)-1))
+
+/* 1 for the DenseNet family (densenet121/161/169/201), 0 otherwise. */
+PC_API int pc_arch_is_densenet(pc_arch arch);
+/* The number of a layer name: "layerN", "denseblockN" or "features.denseblockN" (N in 1..4), or a
+ * bare "N". arch, when not PC_ARCH_UNKNOWN, must be of the family the name belongs to (layerN names
+ * ResNet stages, denseblockN DenseNet blocks; a bare number fits both). 0 when the name is not one. */
+PC_API int32_t pc_layer_from_name(pc_arch arch, const char *name);
+/* The name of layer n (1..4) in arch's family: "layer2", or "denseblock2" for a DenseNet. A static
+ * string; "" when n is out of range. */
+PC_API const char *pc_layer_name(pc_arch arch, int32_t n);
 
 typedef struct pc_backbone pc_backbone;
 
