@@ -270,6 +270,7 @@ int cmd_fit(int argc, char **argv) {
     pc_model_free(model);
     rc = sk.count ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 out:
+    cli_members_free(&mem);
     cli_paths_free(&inputs);
     cli_paths_free(&cal);
     cli_paths_free(&held);

@@ -214,7 +214,14 @@ bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options 
     return true;
 }
 
-bool cli_members_expand(const cli_members *mem, const pc_fit_options *base, pc_fit_options *out, int32_t max,
+void cli_members_free(cli_members *mem) {
+    for (size_t i = 0; i < sizeof mem->owned / sizeof mem->owned[0]; i++) {
+        free(mem->owned[i]);
+        mem->owned[i] = NULL;
+    }
+}
+
+bool cli_members_expand(cli_members *mem, const pc_fit_options *base, pc_fit_options *out, int32_t max,
                         int32_t *n_out) {
     const struct {
         const char *opt, *list;
@@ -232,7 +239,7 @@ bool cli_members_expand(const cli_members *mem, const pc_fit_options *base, pc_f
         }
         n = c;
     }
-    if (n > max) {
+    if (n > max || n > (int)(sizeof mem->owned / sizeof mem->owned[0])) {
         cli_error("an ensemble has at most %d members, not %d", (int)max, n);
         return false;
     }
@@ -249,7 +256,7 @@ bool cli_members_expand(const cli_members *mem, const pc_fit_options *base, pc_f
                 cli_error("--weights: member %d's file name is empty", i + 1);
                 return false;
             }
-            o->weights = strdup(item); /* lives as long as the command */
+            o->weights = mem->owned[i] = strdup(item);
             if (!o->weights) {
                 cli_error("out of memory");
                 return false;
