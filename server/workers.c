@@ -48,6 +48,7 @@ static int status_of(pc_status st) {
     case PC_ERR_INVALID_ARGUMENT:
     case PC_ERR_SHAPE: return 422;
     case PC_ERR_NO_MEMORY: return 503;
+    case PC_ERR_CANCELLED: return 504; /* the request's deadline passed during the prediction */
     default: return 500;
     }
 }
@@ -106,6 +107,13 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         *map = m, *map_cap = need;
     }
     double t0 = cli_now();
+    if (job->deadline > 0 && t0 >= job->deadline) { /* picked up just as its time ran out */
+        char msg[200];
+        snprintf(msg, sizeof msg, "the request timeout of %g s passed before a worker started (--request-timeout, "
+                 "?timeout=)", job->timeout_s);
+        job_error(job, 504, msg);
+        return;
+    }
     pc_image img = {0};
     pc_status st = pc_image_load_memory(job->image, job->image_len, job->name, &img);
     if (st) {
@@ -114,8 +122,22 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
     }
     pc_prediction pred;
     pc_geometry geom;
+    /* the time left bounds the prediction: past it, it stops at its next stage check (PC_ERR_CANCELLED) */
+    if (job->deadline > 0) {
+        const double left = job->deadline - cli_now();
+        pc_set_deadline_local(left > 1e-9 ? left : 1e-9);
+    }
     st = pc_model_predict(job->model->model, &img, &pred, *map, &geom);
+    pc_set_deadline_local(0);
     const double ms = (cli_now() - t0) * 1e3;
+    if (st == PC_ERR_CANCELLED) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "the prediction did not finish within the request timeout of %g s "
+                 "(--request-timeout, ?timeout=): %s", job->timeout_s, pc_model_errmsg(job->model->model));
+        job_error(job, 504, msg);
+        pc_image_free(&img);
+        return;
+    }
     if (st) {
         job_error(job, status_of(st), *pc_last_error() ? pc_last_error() : pc_status_str(st));
         pc_image_free(&img);

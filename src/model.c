@@ -871,8 +871,12 @@ pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images,
  * c->pscores (HW). */
 static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geometry *geometry) {
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
-    pc_status st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
+    /* deadline checks (pc_set_deadline_local) between the stages: the forward pass is the longest */
+    pc_status st = pc_deadline_check("before preprocessing");
+    if (!st) st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
+    if (!st) st = pc_deadline_check("before the backbone");
     if (!st) st = pc_backbone_forward(c->bb, c->input, 1, m->crop, m->crop, m->layer_mask, c->acts);
+    if (!st) st = pc_deadline_check("after the backbone");
     if (st) return st;
     const float *per_img[PC_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) per_img[i] = c->acts[m->layers[i] - 1];
@@ -882,6 +886,7 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geom
     else
         st = pc_knn_search(c->dist, c->idx, c->feats, hw, m->bank, m->bank_norms, m->bank_n, m->dim, m->k, c->kws,
                            c->kws_size);
+    if (!st) st = pc_deadline_check("after the kNN search");
     if (!st) pc_patch_scores(c->pscores, c->dist, hw, m->k);
     return st;
 }
