@@ -52,7 +52,10 @@ predict_rate() {
 ref=$(predict_rate)
 echo "predict (in process, before): $ref images/s  ($(grep 'images/s' "$tmp/predict.err" | sed 's/.*(//; s/)//'))"
 
-"$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" --quiet 2>"$tmp/serve.log" &
+# Not --quiet: the request log's ms (headers in -> answer sent), queue_ms and work_ms (decode, predict,
+# JSON on the worker) give the server's own overhead per request, read in the same run as wrk's
+# latencies so that the predict time, and the machine's load, cancel out.
+"$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" 2>"$tmp/serve.log" &
 spid=$!
 port=""
 for _ in $(seq 1 200); do
@@ -78,14 +81,25 @@ end
 EOF
 } >"$tmp/post.lua"
 
-printf '%-6s %10s %10s %10s %8s %12s\n' conns images/s p50_ms p99_ms non200 vs_before
+# Per connection count, from the request log lines of its run: work_p50 (median work_ms), srv_over
+# (median of ms - queue_ms - work_ms: receiving the body, hand-off to the worker and back, sending the
+# answer) and e2e_over (wrk's p50 - work_p50: what a client waits beyond the work, at 1 connection;
+# at more connections the queue wait is in it too).
+printf '%-6s %10s %10s %10s %8s %12s %10s %10s %10s\n' conns images/s p50_ms p99_ms non200 vs_before work_p50 srv_over e2e_over
 for c in $conns; do
+  before=$(wc -l <"$tmp/serve.log")
   wrk -t 1 -c "$c" -d "${secs}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.$c" 2>&1
+  tail -n +"$((before + 1))" "$tmp/serve.log" | grep ' status=200 ' | sed 's/.* ms=\([0-9.]*\) queue_ms=\([0-9.]*\) work_ms=\([0-9.]*\) .*/\1 \2 \3/' >"$tmp/log.$c"
+  med() { sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  work=$(awk '{ print $3 }' "$tmp/log.$c" | med)
+  srv=$(awk '{ print $1 - $2 - $3 }' "$tmp/log.$c" | med)
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.$c")
   ms() { awk -v q="$1" '$1 == q { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.1f", v }' "$tmp/wrk.$c"; }
   non=$(awk '/Non-2xx/ { print $NF }' "$tmp/wrk.$c")
-  printf '%-6s %10s %10s %10s %8s %12s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "${non:-0}" \
-    "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
+  p50=$(ms 50%)
+  printf '%-6s %10s %10s %10s %8s %12s %10s %10s %10s\n' "$c" "$rps" "$p50" "$(ms 99%)" "${non:-0}" \
+    "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')" "$work" "$srv" \
+    "$(awk -v a="$p50" -v b="$work" 'BEGIN { printf "%.2f", a - b }')"
 done
 if [ -n "${SOAK:-}" ]; then
   step=$((SOAK / 20)); [ "$step" -ge 1 ] || step=1

@@ -273,6 +273,7 @@ static int predict_handler(struct MHD_Connection *c, srv_request *r) {
     srv_job job = {.model = m, .image = img, .image_len = img_len, .model_name = r->route.model, .map = q.map,
                    .overlay = q.overlay, .deadline = cli_now() + timeout, .timeout_s = timeout};
     job.name = q.name[0] ? q.name : filename[0] ? filename : "-";
+    const double t_submit = cli_now();
     if (srv_pool_submit(&job) != 0) {
         srv_model_release(m);
         return srv_respond_error(c, r, 503, atomic_load(&srv_g.draining) ? "shutting down"
@@ -285,6 +286,8 @@ static int predict_handler(struct MHD_Connection *c, srv_request *r) {
                                  "?timeout=), retry later", timeout);
     }
     srv_model_release(m);
+    r->queue_ms = (job.t_start - t_submit) * 1e3;
+    r->work_ms = (job.t_end - job.t_start) * 1e3;
     if (!job.body) return srv_respond_error(c, r, 500, "out of memory");
     return srv_respond(c, r, job.status, "application/json", job.body, job.body_len, true, NULL, NULL);
 }

@@ -93,6 +93,8 @@ typedef struct srv_job {
      * queued at its deadline is withdrawn (503); a running one stops at the prediction's next stage
      * check (pc_set_deadline_local) and answers 504. */
     double deadline, timeout_s;
+    /* cli_now() when a worker took the job and when it finished it (for the request log) */
+    double t_start, t_end;
     /* out: a JSON body and its status (200, or an error JSON with 4xx/5xx) */
     int status;
     char *body;
@@ -172,6 +174,8 @@ typedef struct srv_request {
     const char *reject_hdr, *reject_val;
     int status;           /* the status answered (0: none yet) */
     size_t bytes_out;
+    double queue_ms, work_ms; /* a predict that reached a worker: its wait for one, and its time on it
+                                 (decode, predict, JSON); -1 otherwise. For the request log. */
 } srv_request;
 
 /* The handler of a request whose body has been received (routes.c). */

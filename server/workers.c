@@ -232,7 +232,9 @@ static void *worker(void *arg) {
         job->state = SRV_JOB_RUNNING;
         pool.running++;
         pthread_mutex_unlock(&pool.lock);
+        job->t_start = cli_now();
         run_job(job, &map, &map_cap);
+        job->t_end = cli_now();
         pthread_mutex_lock(&pool.lock);
         pool.running--;
         job->state = SRV_JOB_DONE;

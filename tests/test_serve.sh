@@ -98,7 +98,8 @@ wait "$spid" || rc=$?
 grep -q "stopped" serve.log || fail "no 'stopped' line in the log"
 grep -q "reload: model 'bottle' from .* failed, still serving generation 1" serve.log ||
     fail "the failed reload is not logged"
-grep -q "POST /v1/models/bottle/predict model=bottle status=200 ms=" serve.log || fail "no request log line"
+grep -q "POST /v1/models/bottle/predict model=bottle status=200 ms=[0-9.]* queue_ms=[0-9.]* work_ms=[0-9.]* in=" serve.log ||
+    fail "no request log line with queue_ms and work_ms"
 
 # Token and JSON logs, over HTTPS when openssl can make a self-signed certificate.
 printf 's3cret-token\n' >token
@@ -123,10 +124,11 @@ wait "$spid" || rc=$?
 [ "$rc" = 0 ] || { tail -20 serve2.log >&2; fail "serve (token) exited $rc"; }
 "$py" -c "
 import json, sys
-n = 0
+n = work = 0
 for line in open('serve2.log'):
-    json.loads(line); n += 1
-assert n >= 4, n
+    j = json.loads(line); n += 1
+    work += j.get('status') == 200 and j.get('work_ms', -1) >= 0 and j.get('queue_ms', -1) >= 0
+assert n >= 4 and work >= 1, (n, work)
 " || { cat serve2.log >&2; fail "a --log-format json line is not JSON"; }
 
 # --request-timeout bounding predictions (504) and --max-connections (a fourth connection refused while
