@@ -9,6 +9,8 @@
 # whether queueing keeps the workers busy.
 # usage: sh bench/serve.sh [BUILD_DIR]   (after `make`); MODEL=FILE to use a fitted model (default: fit
 # one on the bottle training images, ~15 s); IMAGES=N test images (default 16); THREADS, DURATION, CONNS.
+# Then bench/serve_overhead.py: OVERHEAD_N (60) requests on one connection, each one's latency minus its
+# own work time from the request log: the HTTP overhead, robust to the machine's load.
 # SOAK=S: afterwards, load the server with 2 connections for S seconds (e.g. 600) and print its resident
 # memory (VmRSS) every S/20 seconds, then the first, last and largest sample: memory must stay flat.
 set -eu
@@ -66,17 +68,21 @@ done
 [ -n "$port" ] || { cat "$tmp/serve.log" >&2; exit 1; }
 grep "listening" "$tmp/serve.log" | sed 's/^[^ ]* info /server: /'
 
-# wrk: each request POSTs the next image (raw body).
+# wrk: each request POSTs the next image (raw body). The requests are formatted once, in init: building a
+# 500 KB request string per call in wrk's Lua costs about a millisecond, which would count as latency.
 {
-  echo 'local bodies = {}'
+  echo 'local bodies, reqs = {}, {}'
   while read -r f; do echo "do local h = io.open(\"$f\", \"rb\"); bodies[#bodies + 1] = h:read(\"*a\"); h:close() end"; done <"$tmp/images"
   cat <<'EOF'
 local i = 0
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "image/png"
+init = function(args)
+  for k, b in ipairs(bodies) do
+    reqs[k] = wrk.format("POST", "/v1/models/bench/predict", {["Content-Type"] = "image/png"}, b)
+  end
+end
 request = function()
-  i = i % #bodies + 1
-  return wrk.format(nil, "/v1/models/bench/predict", nil, bodies[i])
+  i = i % #reqs + 1
+  return reqs[i]
 end
 EOF
 } >"$tmp/post.lua"
@@ -101,6 +107,9 @@ for c in $conns; do
     "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')" "$work" "$srv" \
     "$(awk -v a="$p50" -v b="$work" 'BEGIN { printf "%.2f", a - b }')"
 done
+# The overhead per request, each latency matched with its own work_ms (bench/serve_overhead.py).
+/usr/bin/python3 "$here/serve_overhead.py" "$port" "$tmp/serve.log" "${OVERHEAD_N:-60}" $(cat "$tmp/images") ||
+  echo "serve_overhead.py failed"
 if [ -n "${SOAK:-}" ]; then
   step=$((SOAK / 20)); [ "$step" -ge 1 ] || step=1
   wrk -t 1 -c 2 -d "${SOAK}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.soak" 2>&1 &

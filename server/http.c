@@ -212,7 +212,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_YES;
         }
         if (r->len + n > r->cap) {
+            /* first chunk: one buffer of the declared Content-Length (within --max-body), so that a
+             * 500 KB upload is not copied through 64, 128 and 256 KB buffers on its way in */
             size_t cap = r->cap ? r->cap : 65536;
+            const char *cl = r->cap ? NULL : MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl) {
+                char *end;
+                unsigned long long d = strtoull(cl, &end, 10);
+                if (end != cl && !*end && d <= srv_g.cfg.max_body && d > cap) cap = (size_t)d;
+            }
             while (cap < r->len + n) cap *= 2;
             if (cap > srv_g.cfg.max_body) cap = srv_g.cfg.max_body;
             uint8_t *b = realloc(r->body, cap);
