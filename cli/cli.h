@@ -69,6 +69,19 @@ int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64
  * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads).
  * *matched says whether argv[*i] was a fit option; false return = a bad value (already reported). */
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *opt, int32_t *threads, bool *matched);
+
+/* An ensemble's per-member lists, as given (NULL: not a list): --backbone, --weights, --resize and
+ * --crop separated by commas, --layers groups by semicolons ("2,3;1,2"). */
+typedef struct cli_members {
+    const char *backbone, *weights, *layers, *resize, *crop;
+} cli_members;
+/* cli_parse_fit_option that keeps lists in *mem (NULL: lists are not accepted). */
+bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options *opt, cli_members *mem,
+                                  int32_t *threads, bool *matched);
+/* The member options: base with each list's i-th item (or its only item). *n = 1 when no list was
+ * given. false after an error message. */
+bool cli_members_expand(const cli_members *mem, const pc_fit_options *base, pc_fit_options *out, int32_t max,
+                        int32_t *n);
 /* The help lines of those options with their defaults. */
 void cli_fit_options_help(FILE *out);
 

@@ -28,6 +28,11 @@ static void help(FILE *f) {
                "  --report FILE       also write a self-contained HTML report (metrics, ROC curves, score\n"
                "                      histogram, sortable table of images with overlays; docs/report.md)\n"
                CLI_MASK_RULE_HELP
+               "  --ensemble-norm N   how an ensemble's members combine (docs/ensemble.md): train-zscore\n"
+               "                      (default: the model's own predictions, members normalised by\n"
+               "                      statistics of good training images) or test-minmax (the reference\n"
+               "                      code's rule: min-max over the whole test set, to compare with\n"
+               "                      published figures; also prints each member's metrics)\n"
                "  --threads N         threads in all (default: the CPUs this process may use, within its\n"
                "                      cgroup CPU quota; OMP_NUM_THREADS when set)\n"
                "  --jobs N            test images in flight at once, the threads split among them (default\n"
@@ -41,6 +46,10 @@ static void help(FILE *f) {
 /* Images per second of the predicting loop of this run's eval, for the writers below (NaN: not
  * measured, e.g. by `benchmark`, and not written). */
 static double g_images_per_s = NAN;
+/* An ensemble's rule and its members' own metrics (test-minmax), for the writers (NULL / 0: none). */
+static const char *g_ensemble_norm = NULL;
+static const pc_eval_result *g_members = NULL;
+static int32_t g_n_members = 0;
 
 static void json_num(FILE *f, double v) {
     if (isnan(v)) fputs("null", f);
@@ -63,6 +72,20 @@ void cli_eval_write_json(FILE *f, const char *category, const pc_eval_result *r,
     fprintf(f, ", \"n_good\": %lld, \"n_defective\": %lld", (long long)r->n_good, (long long)r->n_defective);
     fprintf(f, ", \"mean_predict_ms\": %.3f", r->mean_predict_ms);
     if (!isnan(g_images_per_s)) fprintf(f, ", \"images_per_s\": %.3f", g_images_per_s);
+    if (g_ensemble_norm) fprintf(f, ", \"ensemble_norm\": \"%s\"", g_ensemble_norm);
+    if (g_n_members > 0) {
+        fprintf(f, ", \"members\": [");
+        for (int32_t i = 0; i < g_n_members; i++) {
+            const pc_eval_result *m = &g_members[i];
+            fprintf(f, "%s{\"image_auroc\": ", i ? ", " : ""), json_num(f, m->image_auroc);
+            fprintf(f, ", \"pixel_auroc\": "), json_num(f, m->pixel_auroc);
+            fprintf(f, ", \"aupro\": "), json_num(f, m->aupro);
+            fprintf(f, ", \"image_f1_max\": "), json_num(f, m->image_f1_max);
+            fprintf(f, ", \"pixel_f1_max\": "), json_num(f, m->pixel_f1_max);
+            fprintf(f, ", \"mean_predict_ms\": %.3f}", m->mean_predict_ms);
+        }
+        fputc(']', f);
+    }
     fprintf(f, ", \"per_type\": {");
     int first = 1;
     for (int32_t t = 0; t < r->n_types; t++) {
@@ -86,6 +109,10 @@ void cli_eval_write_table(FILE *f, const char *category, const pc_eval_result *r
     fprintf(f, "  batch-norm     %s\n", bn == PC_BN_REFERENCE ? "reference (the reference code's warm-up)"
                                                             : "trained (the weights' running statistics)");
     fprintf(f, "  precision      %s\n", prec == PC_PRECISION_BF16 ? "bf16 (bfloat16 backbone convolutions)" : "f32");
+    if (g_ensemble_norm)
+        fprintf(f, "  ensemble       %s\n", !strcmp(g_ensemble_norm, "test-minmax")
+                                              ? "test-minmax (the reference's min-max over the test set)"
+                                              : "train-zscore (z-scores against good training images)");
     fprintf(f, "  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n  %-14s %8.4f\n", "image AUROC",
             r->image_auroc, "pixel AUROC", r->pixel_auroc, "AUPRO@0.3", r->aupro, "image F1-max", r->image_f1_max,
             "pixel F1-max", r->pixel_f1_max);
@@ -128,6 +155,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *dir = NULL, *json = NULL, *csv = NULL, *report = NULL, *v;
     int32_t threads = 0, jobs = 0;
     bool progress = true;
+    pc_ensemble_norm norm = PC_ENSEMBLE_TRAIN_ZSCORE;
     pc_mask_rule rule = PC_MASK_RULE_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -137,6 +165,14 @@ int cmd_eval(int argc, char **argv) {
         } else if (cli_match(a, "--mask-rule")) {
             if (!cli_take_value(argc, argv, &i, "--mask-rule", &v) || !cli_parse_mask_rule("--mask-rule", v, &rule))
                 return CLI_EXIT_USAGE;
+        } else if (cli_match(a, "--ensemble-norm")) {
+            if (!cli_take_value(argc, argv, &i, "--ensemble-norm", &v)) return CLI_EXIT_USAGE;
+            const int n = pc_ensemble_norm_from_name(v);
+            if (n < 0) {
+                cli_error("--ensemble-norm: '%s' is not train-zscore or test-minmax", v);
+                return CLI_EXIT_USAGE;
+            }
+            norm = (pc_ensemble_norm)n;
         } else if (cli_match(a, "--json")) {
             if (!cli_take_value(argc, argv, &i, "--json", &json)) return CLI_EXIT_USAGE;
         } else if (cli_match(a, "--csv")) {
@@ -170,6 +206,7 @@ int cmd_eval(int argc, char **argv) {
     pc_dataset *ds = NULL;
     pc_eval_result r = {0};
     pc_eval_detail detail = {0}; /* per-image results, only for --report */
+    pc_eval_result *members = NULL;
     int rc = CLI_EXIT_ERROR;
     pc_status st;
     if ((st = pc_model_load(model_path, &model)) != PC_OK) {
@@ -198,7 +235,15 @@ int cmd_eval(int argc, char **argv) {
     if (jobs == 0) jobs = pc_default_num_jobs(0);
     eval_timing tm = {.pr = &pr, .t0 = cli_now()};
     tm.t_end = tm.t0;
-    st = pc_eval_run_jobs(&r, model, ds, rule, jobs, timed_progress, &tm, report ? &detail : NULL);
+    const int32_t n_members = pc_model_member_count(model);
+    members = calloc((size_t)n_members, sizeof *members);
+    if (!members) {
+        cli_error("eval: out of memory");
+        goto out;
+    }
+    if (n_members > 1 || norm != PC_ENSEMBLE_TRAIN_ZSCORE) g_ensemble_norm = pc_ensemble_norm_name(norm);
+    st = pc_eval_run_norm(&r, model, ds, rule, jobs, norm, timed_progress, &tm, report ? &detail : NULL, members);
+    if (st == PC_OK && norm == PC_ENSEMBLE_TEST_MINMAX) g_members = members, g_n_members = n_members;
     cli_progress_done(&pr);
     /* images/s over the predicting loop: from the start to the last image's progress report */
     if (st == PC_OK && tm.t_end > tm.t0) g_images_per_s = (double)ds->n_test / (tm.t_end - tm.t0);
@@ -212,6 +257,13 @@ int cmd_eval(int argc, char **argv) {
     pc_model_info minfo;
     pc_model_get_info(model, &minfo);
     cli_eval_write_table(stdout, dir, &r, rule, minfo.bn_stats, minfo.precision);
+    for (int32_t i = 0; i < g_n_members; i++) {
+        pc_model_info mi;
+        pc_model_get_info(pc_model_member(model, i), &mi);
+        printf("  member %d (%s, %d px, raw scores): image AUROC %.4f, pixel AUROC %.4f, AUPRO %.4f, %.1f ms\n",
+               (int)i + 1, pc_arch_name(mi.arch), (int)mi.crop, members[i].image_auroc, members[i].pixel_auroc,
+               members[i].aupro, members[i].mean_predict_ms);
+    }
     rc = CLI_EXIT_OK;
     if (json && cli_eval_write_file(json, dir, &r, rule, minfo.bn_stats, minfo.precision, 0) != 0) rc = CLI_EXIT_ERROR;
     if (csv && cli_eval_write_file(csv, dir, &r, rule, minfo.bn_stats, minfo.precision, 1) != 0) rc = CLI_EXIT_ERROR;
@@ -222,6 +274,9 @@ out:
     free(detail.maps);
     free(detail.masks);
     pc_eval_result_free(&r);
+    for (int32_t i = 0; members && i < g_n_members; i++) pc_eval_result_free(&members[i]);
+    free(members);
+    g_members = NULL, g_n_members = 0, g_ensemble_norm = NULL;
     pc_dataset_free(ds);
     pc_model_free(model);
     return rc;

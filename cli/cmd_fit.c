@@ -19,6 +19,12 @@ static void usage(FILE *f) {
             "Directories are walked recursively for .png/.jpg/.jpeg files in sorted order. Images that\n"
             "cannot be read are reported and skipped (exit code 3 if any were).\n"
             "\n"
+            "An ensemble (docs/ensemble.md) is several models in one file: give --backbone and --weights\n"
+            "as comma-separated lists, one item per member (--resize, --crop likewise; --layers as\n"
+            "semicolon-separated groups, e.g. \"2,3;1,2\"); a single value applies to every member.\n"
+            "Members' scores and maps are normalised by leave-one-out predictions of the training\n"
+            "images (stored in the model) and averaged.\n"
+            "\n"
             "options:\n");
     cli_fit_options_help(f);
     fprintf(f,
@@ -43,7 +49,8 @@ typedef struct stage_clock {
 
 static int stage_clock_cb(void *user, const char *stage, int64_t done, int64_t total) {
     stage_clock *c = user;
-    if (strcmp(stage, "features") == 0) c->t_features_end = cli_now();
+    const size_t n = strlen(stage);
+    if (n >= 8 && strcmp(stage + n - 8, "features") == 0) c->t_features_end = cli_now();
     return cli_progress_cb(c->prog, stage, done, total);
 }
 
@@ -62,9 +69,10 @@ int cmd_fit(int argc, char **argv) {
         usage(stdout);
         return CLI_EXIT_OK;
     }
-    pc_fit_options opt;
+    pc_fit_options opt, members[16];
     pc_fit_options_init(&opt);
-    int32_t threads = 0;
+    cli_members mem = {0};
+    int32_t threads = 0, n_members = 1;
     const char *output = NULL;
     bool json = false, quiet = false, progress = true;
     cli_paths inputs = {0}, cal = {0}, held = {0};
@@ -74,7 +82,7 @@ int cmd_fit(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool matched;
-        if (!cli_parse_fit_option(argc, argv, &i, &opt, &threads, &matched)) goto out;
+        if (!cli_parse_fit_option_members(argc, argv, &i, &opt, &mem, &threads, &matched)) goto out;
         if (matched) continue;
         if (cli_match(a, "--output") || strcmp(a, "-o") == 0) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-o") ? "--output" : "-o", &output)) goto out;
@@ -114,6 +122,7 @@ int cmd_fit(int argc, char **argv) {
         cli_error("fit: no training images given or found");
         goto out;
     }
+    if (!cli_members_expand(&mem, &opt, members, (int32_t)(sizeof members / sizeof members[0]), &n_members)) goto out;
     if (holdout > 0) {
         cli_split_holdout(&inputs, holdout, &held);
         if (held.n == 0) {
@@ -145,13 +154,15 @@ int cmd_fit(int argc, char **argv) {
     cli_progress_init(&prog, progress);
     skipped sk = {0};
     stage_clock clock = {&prog, 0.0};
-    opt.progress = stage_clock_cb;
-    opt.progress_user = &clock;
-    opt.on_image_error = on_image_error;
-    opt.on_image_error_user = &sk;
+    for (int32_t m = 0; m < n_members; m++) {
+        members[m].progress = stage_clock_cb;
+        members[m].progress_user = &clock;
+        members[m].on_image_error = on_image_error;
+        members[m].on_image_error_user = &sk;
+    }
     double t0 = cli_now();
     pc_model *model = NULL;
-    pc_status st = pc_model_fit(&opt, (const char *const *)inputs.paths, inputs.n, &model);
+    pc_status st = pc_model_fit_ensemble(members, n_members, (const char *const *)inputs.paths, inputs.n, &model);
     cli_progress_done(&prog);
     double t_end = cli_now(), t_fit = t_end - t0;
     /* features: decoding, preprocessing, backbone and patch features; coreset: from there to the end
@@ -211,6 +222,20 @@ int cmd_fit(int argc, char **argv) {
                    (int)info.grid_h, (int)info.grid_w, (int)info.dim, (int)jobs, (int)pc_job_threads(0, jobs), t_fit,
                    t_features, feat_rate, t_coreset, t_save);
         }
+        if (json && n_members > 1) {
+            printf(", \"members\": [");
+            for (int32_t m = 0; m < n_members; m++) {
+                pc_model_info mi;
+                double z[4];
+                pc_model_get_info(pc_model_member(model, m), &mi);
+                pc_model_member_norm(model, m, z);
+                printf("%s{\"arch\": \"%s\", \"layers\": [", m ? ", " : "", pc_arch_name(mi.arch));
+                for (int32_t l = 0; l < mi.n_layers; l++) printf("%s%d", l ? ", " : "", (int)mi.layers[l]);
+                printf("], \"resize\": %d, \"crop\": %d, \"bank_size\": %lld, \"norm\": [%.17g, %.17g, %.17g, %.17g]}",
+                       (int)mi.resize, (int)mi.crop, (long long)mi.bank_size, z[0], z[1], z[2], z[3]);
+            }
+            printf("]");
+        }
         if (json && calibrated)
             printf(", \"n_calibration\": %zu, \"calibrate_seconds\": %.3f, \"image_threshold\": %.9g, "
                    "\"pixel_threshold\": %.9g, \"score_scale\": %.9g, \"pixel_scale\": %.9g",
@@ -226,6 +251,18 @@ int cmd_fit(int argc, char **argv) {
                    (int)info.grid_w, (int)info.dim, (long long)info.bank_size, t_fit, t_features, feat_rate, (int)jobs,
                    jobs == 1 ? "" : "s", (int)pc_job_threads(0, jobs), pc_job_threads(0, jobs) == 1 ? "" : "s",
                    t_coreset, t_save);
+        for (int32_t m = 0; n_members > 1 && !json && m < n_members; m++) {
+            pc_model_info mi;
+            double z[4];
+            pc_model_get_info(pc_model_member(model, m), &mi);
+            pc_model_member_norm(model, m, z);
+            printf("member %d   %s, layers", (int)m + 1, pc_arch_name(mi.arch));
+            for (int32_t l = 0; l < mi.n_layers; l++)
+                printf("%s%s", l ? "," : " ", pc_layer_name(mi.arch, mi.layers[l]));
+            printf(", %d/%d px, grid %dx%d, bank %lld; good-image score %.4g +- %.3g, pixel %.4g +- %.3g\n",
+                   (int)mi.resize, (int)mi.crop, (int)mi.grid_h, (int)mi.grid_w, (long long)mi.bank_size, z[0], z[1],
+                   z[2], z[3]);
+        }
         if (!json && calibrated)
             printf("calibrated on %zu good images (%.2f s): image threshold %.6g, pixel threshold %.6g\n",
                    calib.n_good, t_cal, calib.image_threshold, calib.pixel_threshold);

@@ -53,6 +53,31 @@ static const char *sampler_str(pc_sampler s) {
     return s == PC_SAMPLER_APPROX_GREEDY ? "approx (greedy coreset)" : s == PC_SAMPLER_RANDOM ? "random" : "none";
 }
 
+/* One single model's settings (an ensemble's member: indented under its heading). */
+static void describe_single(const pc_model_info *in, const char *ind) {
+    printf("%sbackbone:        %s\n", ind, pc_arch_name(in->arch));
+    printf("%slayers:         ", ind);
+    for (int i = 0; i < in->n_layers; i++) printf(" %s", pc_layer_name(in->arch, in->layers[i]));
+    printf("\n%spreprocessing:   resize %d, crop %d\n", ind, (int)in->resize, (int)in->crop);
+    if (in->bn_stats == PC_BN_REFERENCE)
+        printf("%sbatch-norm:      reference (the reference code's warm-up on a ones image of %dx%d)\n", ind,
+               (int)in->crop, (int)in->crop);
+    else
+        printf("%sbatch-norm:      trained (the weights' running statistics)%s\n", ind,
+               in->bn_stats_implicit ? "; the model file predates this setting" : "");
+    printf("%sprecision:       %s\n", ind, in->precision == PC_PRECISION_BF16
+                                              ? "bf16 (bfloat16 backbone convolutions, float32 accumulation)"
+                                              : "f32");
+    printf("%spatch features:  p=%d, pre-dim %d, dim %d, grid %dx%d\n", ind, (int)in->patch, (int)in->pre_dim,
+           (int)in->dim, (int)in->grid_h, (int)in->grid_w);
+    printf("%ssampler:         %s, ratio %g, seed %llu\n", ind, sampler_str(in->sampler), in->coreset_ratio,
+           (unsigned long long)in->seed);
+    printf("%smemory bank:     %lld of %lld patches from %d images\n", ind, (long long)in->bank_size,
+           (long long)in->n_patches_total, (int)in->n_train_images);
+    printf("%sscoring:         k=%d%s", ind, (int)in->k, in->reweight_b ? "" : ", image score = max patch score\n");
+    if (in->reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in->reweight_b);
+}
+
 static int describe_model(const char *path) {
     pc_model *m;
     pc_status st = pc_model_load(path, &m);
@@ -63,27 +88,23 @@ static int describe_model(const char *path) {
     pc_model_info in;
     pc_model_get_info(m, &in);
     printf("model:           %s\n", path);
-    printf("backbone:        %s\n", pc_arch_name(in.arch));
-    printf("layers:         ");
-    for (int i = 0; i < in.n_layers; i++) printf(" layer%d", (int)in.layers[i]);
-    printf("\npreprocessing:   resize %d, crop %d\n", (int)in.resize, (int)in.crop);
-    if (in.bn_stats == PC_BN_REFERENCE)
-        printf("batch-norm:      reference (the reference code's warm-up on a ones image of %dx%d)\n", (int)in.crop,
+    if (in.n_members <= 1) {
+        describe_single(&in, "");
+    } else {
+        printf("ensemble:        %d members, scores and maps averaged after train-zscore normalisation (the\n"
+               "                 map and geometry are member 1's, %dx%d)\n", (int)in.n_members, (int)in.crop,
                (int)in.crop);
-    else
-        printf("batch-norm:      trained (the weights' running statistics)%s\n",
-               in.bn_stats_implicit ? "; the model file predates this setting" : "");
-    printf("precision:       %s\n", in.precision == PC_PRECISION_BF16
-                                        ? "bf16 (bfloat16 backbone convolutions, float32 accumulation)"
-                                        : "f32");
-    printf("patch features:  p=%d, pre-dim %d, dim %d, grid %dx%d\n", (int)in.patch, (int)in.pre_dim, (int)in.dim,
-           (int)in.grid_h, (int)in.grid_w);
-    printf("sampler:         %s, ratio %g, seed %llu\n", sampler_str(in.sampler), in.coreset_ratio,
-           (unsigned long long)in.seed);
-    printf("memory bank:     %lld of %lld patches from %d images\n", (long long)in.bank_size,
-           (long long)in.n_patches_total, (int)in.n_train_images);
-    printf("scoring:         k=%d%s", (int)in.k, in.reweight_b ? "" : ", image score = max patch score\n");
-    if (in.reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in.reweight_b);
+        for (int32_t i = 0; i < in.n_members; i++) {
+            pc_model_info mi;
+            double z[4];
+            pc_model_get_info(pc_model_member(m, i), &mi);
+            pc_model_member_norm(m, i, z);
+            printf("member %d:\n", (int)i + 1);
+            describe_single(&mi, "  ");
+            printf("  normalisation:   image score mean %.6g, sd %.6g; map pixel mean %.6g, sd %.6g\n", z[0], z[1], z[2],
+                   z[3]);
+        }
+    }
     if (in.image_threshold == in.image_threshold)
         printf("thresholds:      image %.6g, pixel %.6g, scale %.6g, pixel scale %.6g\n", in.image_threshold,
                in.pixel_threshold, in.score_scale, in.pixel_scale);

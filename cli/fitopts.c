@@ -42,44 +42,99 @@ static bool parse_size(const char *opt, const char *s, int64_t *out) {
     return true;
 }
 
+/* The i-th item (0-based) of a list separated by sep into buf; false when there are fewer. */
+static bool list_item(const char *list, char sep, int i, char *buf, size_t size) {
+    const char *p = list;
+    for (int k = 0; k < i; k++) {
+        p = strchr(p, sep);
+        if (!p) return false;
+        p++;
+    }
+    const char *e = strchr(p, sep);
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n >= size) n = size - 1;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return true;
+}
+
+static int list_count(const char *list, char sep) {
+    int n = 1;
+    for (const char *p = list; *p; p++) n += *p == sep;
+    return n;
+}
+
+static const char *const ARCH_LIST = "resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2, "
+                                     "wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, densenet121, densenet161, "
+                                     "densenet169, densenet201";
+
+static bool parse_arch(const char *opt, const char *v, pc_arch *out) {
+    *out = pc_arch_from_name(v);
+    if (*out != PC_ARCH_UNKNOWN) return true;
+    cli_error("%s: unknown architecture '%s' (%s)", opt, v, ARCH_LIST);
+    return false;
+}
+
+/* A comma-separated list of layer names (layer2, denseblock2, features.denseblock2 or 2) for arch
+ * (PC_ARCH_UNKNOWN: any family's names). */
+static bool parse_layers(const char *opt, const char *v, pc_arch arch, int32_t *layers, int32_t *n) {
+    char item[64];
+    *n = 0;
+    for (int k = 0; list_item(v, ',', k, item, sizeof item); k++) {
+        const int32_t l = pc_layer_from_name(arch, item);
+        if (!l || *n == PC_MAX_LAYERS) {
+            cli_error("%s: '%s' is not a comma-separated list of up to %d layers (layer1..layer4 for ResNets, "
+                      "denseblock1..denseblock4 for DenseNets)%s%s", opt, v, PC_MAX_LAYERS,
+                      arch != PC_ARCH_UNKNOWN ? "; the backbone is " : "",
+                      arch != PC_ARCH_UNKNOWN ? pc_arch_name(arch) : "");
+            return false;
+        }
+        layers[(*n)++] = l;
+    }
+    if (*n == 0) {
+        cli_error("%s: empty", opt);
+        return false;
+    }
+    return true;
+}
+
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int32_t *threads, bool *matched) {
+    return cli_parse_fit_option_members(argc, argv, i, o, NULL, threads, matched);
+}
+
+bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options *o, cli_members *mem,
+                                  int32_t *threads, bool *matched) {
     const char *a = argv[*i], *v;
     double d;
     *matched = true;
 #define TAKE(name) if (!cli_take_value(argc, argv, i, name, &v)) return false
+    /* an ensemble's per-member lists (one value for every member, or one per member): kept raw for
+     * cli_members_expand, checked item by item there */
+#define MEMBER_LIST(field, sep)                                                                                \
+    if (mem && strchr(v, sep)) {                                                                               \
+        mem->field = v;                                                                                        \
+        return true;                                                                                           \
+    }                                                                                                          \
+    if (mem) mem->field = NULL;
     if (cli_match(a, "--weights")) {
         TAKE("--weights");
+        MEMBER_LIST(weights, ',');
         o->weights = v;
     } else if (cli_match(a, "--backbone")) {
         TAKE("--backbone");
-        o->arch = pc_arch_from_name(v);
-        if (o->arch == PC_ARCH_UNKNOWN) {
-            cli_error("--backbone: unknown architecture '%s' (resnet18, resnet34, resnet50, resnet101, resnet152, "
-                      "wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, resnext101_32x8d)", v);
-            return false;
-        }
+        MEMBER_LIST(backbone, ',');
+        return parse_arch("--backbone", v, &o->arch);
     } else if (cli_match(a, "--layers") || cli_match(a, "--layer")) {
         TAKE(cli_match(a, "--layers") ? "--layers" : "--layer");
-        o->n_layers = 0;
-        const char *p = v;
-        while (*p) {
-            if (strncmp(p, "layer", 5) == 0) p += 5;
-            if (*p < '1' || *p > '4' || (p[1] && p[1] != ',') || o->n_layers == PC_MAX_LAYERS) {
-                cli_error("--layers: '%s' is not a comma-separated list of layer1..layer4", v);
-                return false;
-            }
-            o->layers[o->n_layers++] = *p - '0';
-            p += p[1] ? 2 : 1;
-        }
-        if (o->n_layers == 0) {
-            cli_error("--layers: empty");
-            return false;
-        }
+        MEMBER_LIST(layers, ';');
+        return parse_layers("--layers", v, PC_ARCH_UNKNOWN, o->layers, &o->n_layers);
     } else if (cli_match(a, "--resize")) {
         TAKE("--resize");
+        MEMBER_LIST(resize, ',');
         return cli_parse_int("--resize", v, 1, 4096, &o->resize);
     } else if (cli_match(a, "--crop")) {
         TAKE("--crop");
+        MEMBER_LIST(crop, ',');
         return cli_parse_int("--crop", v, 16, 4096, &o->crop);
     } else if (cli_match(a, "--patch")) {
         TAKE("--patch");
@@ -154,7 +209,61 @@ bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int3
     } else {
         *matched = false;
     }
+#undef MEMBER_LIST
 #undef TAKE
+    return true;
+}
+
+bool cli_members_expand(const cli_members *mem, const pc_fit_options *base, pc_fit_options *out, int32_t max,
+                        int32_t *n_out) {
+    const struct {
+        const char *opt, *list;
+        char sep;
+    } L[] = {{"--backbone", mem->backbone, ','}, {"--weights", mem->weights, ','}, {"--layers", mem->layers, ';'},
+             {"--resize", mem->resize, ','}, {"--crop", mem->crop, ','}};
+    int n = 1;
+    for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
+        if (!L[k].list) continue;
+        const int c = list_count(L[k].list, L[k].sep);
+        if (n > 1 && c != n) {
+            cli_error("%s: %d members, but another list names %d (give one value for all members, or one per member)",
+                      L[k].opt, c, n);
+            return false;
+        }
+        n = c;
+    }
+    if (n > max) {
+        cli_error("an ensemble has at most %d members, not %d", (int)max, n);
+        return false;
+    }
+    char item[4096], opt[64];
+    for (int i = 0; i < n; i++) {
+        pc_fit_options *o = &out[i];
+        *o = *base;
+        /* one value for all members, or member i's */
+#define ITEM(k) (list_item(L[k].list, L[k].sep, list_count(L[k].list, L[k].sep) == 1 ? 0 : i, item, sizeof item))
+        snprintf(opt, sizeof opt, "--backbone (member %d)", i + 1);
+        if (L[0].list && ITEM(0) && !parse_arch(opt, item, &o->arch)) return false;
+        if (L[1].list && ITEM(1)) {
+            if (!item[0]) {
+                cli_error("--weights: member %d's file name is empty", i + 1);
+                return false;
+            }
+            o->weights = strdup(item); /* lives as long as the command */
+            if (!o->weights) {
+                cli_error("out of memory");
+                return false;
+            }
+        }
+        snprintf(opt, sizeof opt, "--layers (member %d)", i + 1);
+        if (L[2].list && ITEM(2) && !parse_layers(opt, item, o->arch, o->layers, &o->n_layers)) return false;
+        snprintf(opt, sizeof opt, "--resize (member %d)", i + 1);
+        if (L[3].list && ITEM(3) && !cli_parse_int(opt, item, 1, 4096, &o->resize)) return false;
+        snprintf(opt, sizeof opt, "--crop (member %d)", i + 1);
+        if (L[4].list && ITEM(4) && !cli_parse_int(opt, item, 16, 4096, &o->crop)) return false;
+#undef ITEM
+    }
+    *n_out = n;
     return true;
 }
 
@@ -162,8 +271,11 @@ void cli_fit_options_help(FILE *out) {
     fprintf(out,
             "  --weights FILE      backbone weights: torchvision .pth (zip or legacy) or .safetensors\n"
             "                      (default: $PATCHCORE_WEIGHTS, then torchvision's download cache)\n"
-            "  --backbone NAME     architecture; inferred from the weights when not given\n"
-            "  --layers L,L        backbone layers whose features are used, in order (default layer2,layer3)\n"
+            "  --backbone NAME     architecture (resnet18/34/50/101/152, wide_resnet50_2/101_2,\n"
+            "                      resnext50_32x4d/101_32x8d, densenet121/161/169/201); inferred from the\n"
+            "                      weights when not given\n"
+            "  --layers L,L        backbone layers whose features are used, in order (default layer2,layer3;\n"
+            "                      denseblock2,denseblock3 for a DenseNet; a bare 2,3 fits both)\n"
             "  --bn STATS          batch-norm statistics: reference (default: the reference code's warm-up,\n"
             "                      one training-mode pass of a ones image at the crop size) or trained\n"
             "                      (the weights' own running statistics); stored in the model\n"

@@ -643,9 +643,60 @@ typedef struct pc_model_info {
     pc_bn_stats bn_stats;
     int32_t bn_stats_implicit;
     pc_precision precision;        /* PC_PRECISION_F32 for files that predate the setting */
+    /* Members of an ensemble (docs/ensemble.md); 1 for a single model. For an ensemble, every field
+     * above except the thresholds and scales describes the first member, whose crop sets the map
+     * size and whose geometry the predictions report; pc_model_member gives the others. */
+    int32_t n_members;
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
+
+/* ---------------------------------------------------------------------------------------------
+ * Ensembles (docs/ensemble.md): several single models (members: backbone, layers, settings, bank)
+ * in one model, run one after the other on each image (decoded once, preprocessed once per
+ * resolution), their image scores and maps normalised per member and averaged. Every model call
+ * (predict, calibrate, eval, regions, save, load) works on an ensemble as on a single model.
+ * ------------------------------------------------------------------------------------------- */
+
+/* How members' outputs are normalised before they are averaged. Values are stable. */
+typedef enum pc_ensemble_norm {
+    /* The default, usable one image at a time: member i's image score s becomes
+     * (s - mean_i) / sd_i and each map pixel v becomes (v - pmean_i) / psd_i, with the statistics of
+     * leave-one-out predictions of up to PC_ENSEMBLE_NORM_IMAGES training images (each scored
+     * against the member's bank without the entries taken from that image), computed at fit time
+     * and stored in the model. */
+    PC_ENSEMBLE_TRAIN_ZSCORE = 0,
+    /* The reference implementation's rule, for evaluation only (it needs the whole test set): each
+     * member's image scores, and separately its maps, min-max normalised over all test images, then
+     * averaged. pc_eval_run_norm applies it. */
+    PC_ENSEMBLE_TEST_MINMAX = 1
+} pc_ensemble_norm;
+
+/* Training images whose leave-one-out predictions give PC_ENSEMBLE_TRAIN_ZSCORE's statistics
+ * (evenly spaced over the usable ones when there are more). */
+#define PC_ENSEMBLE_NORM_IMAGES 64
+
+/* "train-zscore" / "test-minmax"; the value of a name, or -1. */
+PC_API const char *pc_ensemble_norm_name(pc_ensemble_norm norm);
+PC_API int pc_ensemble_norm_from_name(const char *name);
+
+/* Fit an ensemble: member i is fitted with members[i] (as pc_model_fit would; progress stages are
+ * prefixed "member i/n: "), on the same images, then its normalisation statistics are computed
+ * (progress stage "normalise"). n_members = 1 is pc_model_fit. Members may differ in every setting
+ * (backbone, weights, layers, resize, crop, ...); members[i].reweight_b must be 0. The progress
+ * and error callbacks of members[0] are used for all. */
+PC_API pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members, const char *const *paths,
+                                       size_t n_paths, pc_model **out);
+
+/* Members of a model: 1 for a single model (pc_model_member(m, 0) is m itself). A member is a
+ * single model owned by the ensemble: use it with pc_model_get_info or pc_model_predict (its raw,
+ * unnormalised outputs), never free or save it. NULL when i is out of range. */
+PC_API int32_t pc_model_member_count(const pc_model *model);
+PC_API pc_model *pc_model_member(pc_model *model, int32_t i);
+
+/* Member i's PC_ENSEMBLE_TRAIN_ZSCORE statistics: image score mean and standard deviation, map
+ * pixel mean and standard deviation (stats[4]). PC_ERR_INVALID_ARGUMENT for a single model. */
+PC_API pc_status pc_model_member_norm(const pc_model *model, int32_t i, double stats[4]);
 
 /* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats. */
 typedef struct pc_prediction {
@@ -778,6 +829,18 @@ PC_API pc_status pc_eval_run_ex(pc_eval_result *out, pc_model *model, const pc_d
 PC_API pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
                                   int32_t jobs, pc_progress_fn progress, void *progress_user,
                                   const pc_eval_detail *detail);
+
+/* pc_eval_run_jobs with an ensemble's members combined under norm. PC_ENSEMBLE_TRAIN_ZSCORE is
+ * pc_eval_run_jobs (the model's own predictions). PC_ENSEMBLE_TEST_MINMAX runs each member over the
+ * whole test set, min-max normalises its scores and its maps over all test images, averages them
+ * (maps of members with another crop are resized bilinearly to the first member's) and aggregates
+ * that: the reference implementation's rule (for a single model it changes the scores' scale, not
+ * the metrics). member_results, when not NULL, receives each member's own metrics on its raw
+ * outputs (pc_model_member_count entries, each to be freed with pc_eval_result_free; test-minmax
+ * only, zeroed otherwise). detail's predictions then hold the combined scores. */
+PC_API pc_status pc_eval_run_norm(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                                  int32_t jobs, pc_ensemble_norm norm, pc_progress_fn progress, void *progress_user,
+                                  const pc_eval_detail *detail, pc_eval_result *member_results);
 
 PC_API void pc_eval_result_free(pc_eval_result *r);
 

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "patchcore.h"
+#include "ensemble.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -148,4 +149,99 @@ pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geo
         return pc_fail(PC_ERR_INVALID_ARGUMENT,
                        "the model has no pixel threshold: run `patchcore calibrate` or give one");
     return pc_regions_from_map(regions, max, n_total, map, info.crop, t, g);
+}
+
+/* The reference's test-set rule (ensemble.h): each member over the whole test set on its own, its
+ * scores and maps min-max normalised and summed in member order, then the mean aggregated. */
+static pc_status eval_minmax(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                             int32_t jobs, pc_progress_fn progress, void *progress_user, const pc_eval_detail *detail,
+                             pc_eval_result *member_results) {
+    const int32_t nm = pc_model_member_count(model);
+    pc_model_info info0;
+    pc_status st = pc_model_get_info(model, &info0);
+    if (st) return st;
+    const int32_t s0 = info0.crop;
+    const size_t n = ds->n_test;
+    size_t np0;
+    if (!pc_mul3_size(n, (size_t)s0, (size_t)s0, &np0) || np0 > ((size_t)1 << 31))
+        return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s0,
+                       (int)s0);
+    const bool given_maps = detail && detail->maps, given_masks = detail && detail->masks;
+    float *acc_maps = given_maps ? detail->maps : pc_malloc(np0 * sizeof(float));
+    uint8_t *masks = given_masks ? detail->masks : pc_malloc(np0);
+    float *acc_scores = pc_calloc(n, sizeof(float));
+    int32_t *types = pc_malloc(n * sizeof(int32_t));
+    pc_prediction *preds = pc_malloc(n * sizeof *preds);
+    if (!acc_maps || !masks || !acc_scores || !types || !preds) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %dx%d", n, (int)s0, (int)s0);
+        goto done;
+    }
+    memset(acc_maps, 0, np0 * sizeof(float));
+    double ms = 0;
+    for (int32_t i = 0; i < nm && !st; i++) {
+        pc_model *mm = pc_model_member(model, i);
+        pc_model_info info;
+        if ((st = pc_model_get_info(mm, &info))) break;
+        const int32_t s = info.crop;
+        size_t np;
+        if (!pc_mul3_size(n, (size_t)s, (size_t)s, &np) || np > ((size_t)1 << 31)) {
+            st = pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s,
+                         (int)s);
+            break;
+        }
+        float *maps = pc_malloc(np * sizeof(float));
+        float *scores = pc_malloc(n * sizeof(float));
+        void *ws = pc_malloc(pc_minmax_workspace_size(s0, s));
+        /* member 0's masks are at the ensemble's crop: they are the ones aggregated */
+        pc_eval_detail d = {.predictions = preds, .maps = maps, .masks = i == 0 ? masks : NULL,
+                            .geometries = i == 0 && detail ? detail->geometries : NULL};
+        pc_eval_result r;
+        memset(&r, 0, sizeof r);
+        if (!maps || !scores || !ws) st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for member %d's maps",
+                                                  (int)i + 1);
+        if (!st) st = pc_eval_run_jobs(&r, mm, ds, mask_rule, jobs, progress, progress_user, &d);
+        if (!st) {
+            for (size_t k = 0; k < n; k++) scores[k] = preds[k].score;
+            pc_minmax_accumulate(acc_scores, acc_maps, (int64_t)n, s0, scores, maps, s, ws);
+            ms += r.mean_predict_ms;
+            if (member_results) member_results[i] = r;
+            else pc_eval_result_free(&r);
+        } else {
+            pc_fail_context(st, "ensemble member %d", (int)i + 1);
+        }
+        pc_free(maps), pc_free(scores), pc_free(ws);
+    }
+    if (st) goto done;
+    pc_minmax_finish(acc_scores, acc_maps, (int64_t)n, s0, nm);
+    for (size_t k = 0; k < n; k++) types[k] = ds->test[k].type;
+    st = pc_eval_aggregate(out, acc_scores, acc_maps, masks, types, (const char *const *)ds->type_names, ds->n_types,
+                           ds->good_type, (int32_t)n, s0, s0);
+    if (!st) out->mean_predict_ms = ms;
+    if (!st && detail && detail->predictions)
+        for (size_t k = 0; k < n; k++)
+            detail->predictions[k] = (pc_prediction){.score = acc_scores[k], .normalized = NAN, .anomalous = 0};
+done:
+    if (st && member_results)
+        for (int32_t i = 0; i < nm; i++) pc_eval_result_free(&member_results[i]);
+    if (!given_maps) pc_free(acc_maps);
+    if (!given_masks) pc_free(masks);
+    pc_free(acc_scores), pc_free(types), pc_free(preds);
+    return st;
+}
+
+pc_status pc_eval_run_norm(pc_eval_result *out, pc_model *model, const pc_dataset *ds, pc_mask_rule mask_rule,
+                           int32_t jobs, pc_ensemble_norm norm, pc_progress_fn progress, void *progress_user,
+                           const pc_eval_detail *detail, pc_eval_result *member_results) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!out || !model || !ds) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: NULL argument");
+    memset(out, 0, sizeof *out);
+    const int32_t nm = pc_model_member_count(model);
+    if (member_results) memset(member_results, 0, (size_t)nm * sizeof *member_results);
+    if (norm == PC_ENSEMBLE_TRAIN_ZSCORE)
+        return pc_eval_run_jobs(out, model, ds, mask_rule, jobs, progress, progress_user, detail);
+    if (norm != PC_ENSEMBLE_TEST_MINMAX)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_run: unknown ensemble normalisation %d", (int)norm);
+    if (ds->good_type < 0) return pc_fail(PC_ERR_NOT_FOUND, "%s: no test/good directory", ds->root);
+    return eval_minmax(out, model, ds, mask_rule, jobs, progress, progress_user, detail, member_results);
 }

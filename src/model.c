@@ -21,6 +21,7 @@
 #include "backbone_internal.h"
 #include "model_internal.h"
 #include "spill.h"
+#include "ensemble.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -88,6 +89,13 @@ struct pc_model {
     float *bank_norms;
     pc_knn_index *kix;    /* the pruned kNN index (NULL: brute force; see build_knn_index) */
     pc_modelfile *mf;
+    int64_t *usable_src;  /* fit only: the input index of each training image whose patches are in the bank */
+    /* An ensemble (docs/ensemble.md): n_members >= 2 whole single models, run one after the other on
+     * each image; this model holds the calibration, the members' normalisation and the combination
+     * (ensemble.c). A member's mf is NULL: the ensemble owns the mapping. 0 for a single model. */
+    int32_t n_members;
+    pc_model **members;
+    pc_ensemble *ens;
     /* predict contexts */
     pthread_mutex_t lock;
     pctx *free_ctx;
@@ -189,6 +197,10 @@ void pc_model_free(pc_model *m) {
         c = n;
     }
     pthread_mutex_destroy(&m->lock);
+    for (int32_t i = 0; i < m->n_members; i++) pc_model_free(m->members[i]);
+    pc_free(m->members);
+    pc_ensemble_free(m->ens);
+    pc_free(m->usable_src);
     pc_backbone_free(m->bb);
     pc_features_plan_free(m->plan);
     pc_tensor_dict_free(m->bb_tensors);
@@ -234,11 +246,18 @@ static uint32_t mask_of(const int32_t *layers, int n) {
     return mask;
 }
 
-/* Backbone tensors that the requested layers need (stem, layer1..deepest); fc and deeper stages are
- * left out of the model file. */
+/* Backbone tensors that the requested layers need: a ResNet's stem and layer1..deepest, a DenseNet's
+ * stem (features.conv0, norm0), denseblock1..deepest and the transitions between them; classifiers,
+ * deeper stages and norm5 are left out of the model file. */
 static int want_backbone_tensor(const char *name, void *user) {
     int deepest = *(const int *)user;
     if (strncmp(name, "layer", 5) == 0 && name[5] >= '1' && name[5] <= '4') return name[5] - '0' <= deepest;
+    if (strncmp(name, "features.", 9) == 0) {
+        const char *f = name + 9;
+        if (strncmp(f, "denseblock", 10) == 0 && f[10] >= '1' && f[10] <= '4') return f[10] - '0' <= deepest;
+        if (strncmp(f, "transition", 10) == 0 && f[10] >= '1' && f[10] <= '4') return f[10] - '0' < deepest;
+        return strncmp(f, "conv0.", 6) == 0 || strncmp(f, "norm0.", 6) == 0;
+    }
     return strncmp(name, "conv1.", 6) == 0 || strncmp(name, "bn1.", 4) == 0;
 }
 
@@ -767,6 +786,12 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     else n_sel = pc_coreset_size(N, opt->coreset_ratio);
     m->n_train_images = (int32_t)used;
     m->n_patches_total = N;
+    m->usable_src = pc_malloc(used * sizeof *m->usable_src);
+    if (!m->usable_src) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (size_t u = 0; u < used; u++) m->usable_src[u] = img_of ? img_of[u] : (int64_t)u;
     m->coreset_idx = pc_malloc((size_t)n_sel * sizeof(int64_t));
     if (!m->coreset_idx) {
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -863,19 +888,84 @@ pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images,
     return fit_common(opt, &s, n_images, out);
 }
 
+/* Member i's progress, its stages prefixed "member i/n: ". */
+typedef struct member_progress {
+    pc_progress_fn fn;
+    void *user;
+    int32_t i, n;
+} member_progress;
+
+static int member_progress_fn(void *user, const char *stage, int64_t done, int64_t total) {
+    const member_progress *p = user;
+    char buf[96];
+    snprintf(buf, sizeof buf, "member %d/%d: %s", (int)p->i + 1, (int)p->n, stage);
+    return p->fn(p->user, buf, done, total);
+}
+
+pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members, const char *const *paths,
+                                size_t n_paths, pc_model **out) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!out || !members || (!paths && n_paths))
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: NULL members, paths or out");
+    *out = NULL;
+    if (n_members == 1) return pc_model_fit(&members[0], paths, n_paths, out);
+    if (n_members < 2 || n_members > PC_ENSEMBLE_MAX_MEMBERS)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: an ensemble has 2..%d members, not %d", PC_ENSEMBLE_MAX_MEMBERS,
+                       (int)n_members);
+    for (int32_t i = 0; i < n_members; i++) {
+        if (members[i].reweight_b > 0)
+            return pc_fail(PC_ERR_UNSUPPORTED, "fit: member %d: Eq. 7 reweighting (reweight_b) is not available in an "
+                           "ensemble", (int)i + 1);
+        pc_status st = check_options(&members[i]);
+        if (st) return pc_fail_context(st, "member %d", (int)i + 1);
+    }
+    pc_model *m = model_new();
+    if (!m || !(m->members = pc_calloc((size_t)n_members, sizeof *m->members))) {
+        pc_model_free(m);
+        return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    }
+    pc_status st = PC_OK;
+    for (int32_t i = 0; i < n_members && !st; i++) {
+        pc_fit_options o = members[i];
+        member_progress mp = {members[0].progress, members[0].progress_user, i, n_members};
+        o.progress = mp.fn ? member_progress_fn : NULL;
+        o.progress_user = &mp;
+        o.on_image_error = members[0].on_image_error;
+        o.on_image_error_user = members[0].on_image_error_user;
+        /* an image that cannot be used is reported once, by the first member */
+        if (i > 0) o.on_image_error = NULL;
+        st = pc_model_fit(&o, paths, n_paths, &m->members[i]);
+        if (st) pc_fail_context(st, "member %d (%s)", (int)i + 1, pc_arch_name(members[i].arch));
+        else m->n_members = i + 1;
+    }
+    if (!st) st = pc_ensemble_fit_stats(&m->ens, m->members, n_members, paths, members[0].progress,
+                                        members[0].progress_user);
+    if (st) {
+        pc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return PC_OK;
+}
+
 /* ----------------------------------------------------------------------------------------------
  * Predict
  * -------------------------------------------------------------------------------------------- */
 
 /* The prediction pipeline up to patch scores, in context c: c->feats (HW x D), c->dist/idx (HW x k),
  * c->pscores (HW). */
-static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geometry *geometry) {
+static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry) {
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
-    /* deadline checks (pc_set_deadline_local) between the stages: the forward pass is the longest */
+    /* deadline checks (pc_set_deadline_local) between the stages: the forward pass and the kNN search
+     * are the long ones */
     pc_status st = pc_deadline_check("before preprocessing");
-    if (!st) st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
+    if (!st && !input) {
+        st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
+        input = c->input;
+    }
     if (!st) st = pc_deadline_check("before the backbone");
-    if (!st) st = pc_backbone_forward(c->bb, c->input, 1, m->crop, m->crop, m->layer_mask, c->acts);
+    if (!st) st = pc_backbone_forward(c->bb, input, 1, m->crop, m->crop, m->layer_mask, c->acts);
     if (!st) st = pc_deadline_check("after the backbone");
     if (st) return st;
     const float *per_img[PC_MAX_LAYERS];
@@ -891,19 +981,15 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, pc_geom
     return st;
 }
 
-pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
-    pc_threads_apply();
-    pc_clear_error();
-    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
+                               float *map, pc_geometry *geometry) {
     pctx *c;
     pc_status st = ctx_get(m, &c);
-    if (st) {
-        pc_copy_error(m->errmsg);
-        return st;
-    }
+    if (st) return st;
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
     const int32_t D = m->dim;
-    st = predict_core(m, c, rgb, geometry);
+    st = predict_core(m, c, rgb, input, geometry);
+    if (!st && keep && !input) memcpy(keep, c->input, 3 * (size_t)m->crop * (size_t)m->crop * sizeof(float));
     if (!st) {
         int64_t arg;
         float s = pc_image_score(c->pscores, hw, &arg);
@@ -920,28 +1006,42 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
                 s = pc_score_reweight(s, m_test, m_star, c->neigh, b, D);
             }
         }
-        out->score = s;
-        if (!isnan(m->image_threshold)) {
-            out->anomalous = (double)s > m->image_threshold;
-            out->normalized = pc_threshold_normalize(s, m->image_threshold,
-                                                     m->score_scale > 0 ? m->score_scale : 1.0);
-        } else {
-            out->anomalous = 0;
-            out->normalized = NAN;
-        }
+        *score = s;
         if (map && !st) pc_anomaly_map(map, c->pscores, m->grid_h, m->grid_w, m->crop, GAUSSIAN_SIGMA, c->mws);
     }
     ctx_put(m, c);
-    if (st) pc_copy_error(m->errmsg);
     return st;
+}
+
+pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    float s = 0;
+    pc_status st = m->n_members ? pc_ensemble_predict(m->ens, rgb, &s, map, geometry)
+                                : pc_model_predict_raw(m, rgb, NULL, NULL, &s, map, geometry);
+    if (st) {
+        pc_copy_error(m->errmsg);
+        return st;
+    }
+    out->score = s;
+    if (!isnan(m->image_threshold)) {
+        out->anomalous = (double)s > m->image_threshold;
+        out->normalized = pc_threshold_normalize(s, m->image_threshold, m->score_scale > 0 ? m->score_scale : 1.0);
+    } else {
+        out->anomalous = 0;
+        out->normalized = NAN;
+    }
+    return PC_OK;
 }
 
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
     pc_threads_apply();
+    if (m->n_members) return pc_fail(PC_ERR_INVALID_ARGUMENT, "patch outputs: an ensemble has them per member");
     pctx *c;
     pc_status st = ctx_get(m, &c);
     if (st) return st;
-    st = predict_core(m, c, rgb, NULL);
+    st = predict_core(m, c, rgb, NULL, NULL);
     const size_t hw = (size_t)m->grid_h * m->grid_w;
     if (!st && features) memcpy(features, c->feats, hw * (size_t)m->dim * sizeof(float));
     if (!st && patch_scores) memcpy(patch_scores, c->pscores, hw * sizeof(float));
@@ -979,9 +1079,10 @@ pc_status pc_model_predict_file(pc_model *m, const char *path, pc_prediction *ou
  * Info and thresholds
  * -------------------------------------------------------------------------------------------- */
 
-pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
-    if (!m || !info) return pc_fail(PC_ERR_INVALID_ARGUMENT, "info: NULL argument");
+pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
+    if (!model || !info) return pc_fail(PC_ERR_INVALID_ARGUMENT, "info: NULL argument");
     memset(info, 0, sizeof *info);
+    const pc_model *m = model->n_members ? model->members[0] : model; /* an ensemble: its first member's */
     info->arch = m->arch;
     memcpy(info->layers, m->layers, sizeof info->layers);
     info->n_layers = m->n_layers;
@@ -995,14 +1096,35 @@ pc_status pc_model_get_info(const pc_model *m, pc_model_info *info) {
     info->n_train_images = m->n_train_images;
     info->seed = m->seed;
     info->reweight_b = m->reweight_b;
-    info->image_threshold = m->image_threshold;
-    info->pixel_threshold = m->pixel_threshold;
-    info->score_scale = m->score_scale;
-    info->pixel_scale = m->pixel_scale;
+    info->image_threshold = model->image_threshold;
+    info->pixel_threshold = model->pixel_threshold;
+    info->score_scale = model->score_scale;
+    info->pixel_scale = model->pixel_scale;
+    info->n_members = PC_MAX(model->n_members, 1);
     info->bn_stats = m->bn_stats;
     info->bn_stats_implicit = m->bn_stats_implicit;
     info->precision = m->precision;
     return PC_OK;
+}
+
+int32_t pc_model_member_count(const pc_model *m) { return m ? PC_MAX(m->n_members, 1) : 0; }
+
+pc_model *pc_model_member(pc_model *m, int32_t i) {
+    if (!m) return NULL;
+    if (!m->n_members) return i == 0 ? m : NULL;
+    return i >= 0 && i < m->n_members ? m->members[i] : NULL;
+}
+
+pc_status pc_model_member_norm(const pc_model *m, int32_t i, double stats[4]) {
+    if (!m || !stats || !m->n_members || i < 0 || i >= m->n_members)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "member_norm: not an ensemble, or member %d out of range", (int)i);
+    pc_ensemble_member_stats(m->ens, i, stats);
+    return PC_OK;
+}
+
+const int64_t *pc_model_usable_sources(const pc_model *m, int32_t *n) {
+    *n = m->usable_src ? m->n_train_images : 0;
+    return m->usable_src;
 }
 
 pc_status pc_model_set_thresholds(pc_model *m, double image_threshold, double pixel_threshold, double score_scale) {
@@ -1044,70 +1166,128 @@ static int sampler_parse(const char *s, pc_sampler *out) {
     return 1;
 }
 
-pc_status pc_model_save(const pc_model *m, const char *path) {
-    pc_clear_error();
-    if (!m || !path) return pc_fail(PC_ERR_INVALID_ARGUMENT, "save: NULL argument");
-    char meta[4096], layers[32] = "";
+/* One single model's metadata lines, each key prefixed with kp ("" for a single model, "m0." for an
+ * ensemble's first member), appended at buf + *at. */
+static void single_meta(const pc_model *m, const char *kp, char *buf, size_t size, size_t *at) {
+    char layers[32] = "";
     for (int i = 0; i < m->n_layers; i++)
         snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", i ? "," : "", (int)m->layers[i]);
-    snprintf(meta, sizeof meta,
-             "format = %s\n"
-             "written_by = patchcore %s\n"
-             "arch = %s\n"
-             "layers = %s\n"
-             "resize = %d\ncrop = %d\npatch = %d\npre_dim = %d\ndim = %d\nk = %d\n"
-             "sampler = %s\ncoreset_ratio = %.17g\ncoreset_size_requested = %lld\n"
-             "projection_dim = %d\nn_starts = %d\nseed = %llu\nreweight_b = %d\n"
-             "grid = %dx%d\nn_train_images = %d\nn_patches_total = %lld\nbank_size = %lld\n"
-             "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
-             "pixel_scale = %.17g\n"
-             "bn_stats = %s\n"
-             "precision = %s\n"
-             "weights_source = %s\n",
-             MODEL_FORMAT_NAME, pc_version(), pc_arch_name(m->arch), layers, (int)m->resize, (int)m->crop,
-             (int)m->patch, (int)m->pre_dim, (int)m->dim, (int)m->k, sampler_name(m->sampler), m->coreset_ratio,
-             (long long)m->coreset_size_requested, (int)m->projection_dim, (int)m->n_starts,
-             (unsigned long long)m->seed, (int)m->reweight_b, (int)m->grid_h, (int)m->grid_w,
-             (int)m->n_train_images, (long long)m->n_patches_total, (long long)m->bank_n, m->image_threshold,
-             m->pixel_threshold, m->score_scale, m->pixel_scale, pc_bn_stats_name(m->bn_stats), pc_precision_name(m->precision),
-             m->weights_source);
+#define KV(fmt, ...)                                                                                           \
+    do {                                                                                                       \
+        if (*at < size) *at += (size_t)snprintf(buf + *at, size - *at, "%s" fmt "\n", kp, __VA_ARGS__);        \
+    } while (0)
+    KV("arch = %s", pc_arch_name(m->arch));
+    KV("layers = %s", layers);
+    KV("resize = %d", (int)m->resize);
+    KV("crop = %d", (int)m->crop);
+    KV("patch = %d", (int)m->patch);
+    KV("pre_dim = %d", (int)m->pre_dim);
+    KV("dim = %d", (int)m->dim);
+    KV("k = %d", (int)m->k);
+    KV("sampler = %s", sampler_name(m->sampler));
+    KV("coreset_ratio = %.17g", m->coreset_ratio);
+    KV("coreset_size_requested = %lld", (long long)m->coreset_size_requested);
+    KV("projection_dim = %d", (int)m->projection_dim);
+    KV("n_starts = %d", (int)m->n_starts);
+    KV("seed = %llu", (unsigned long long)m->seed);
+    KV("reweight_b = %d", (int)m->reweight_b);
+    KV("grid = %dx%d", (int)m->grid_h, (int)m->grid_w);
+    KV("n_train_images = %d", (int)m->n_train_images);
+    KV("n_patches_total = %lld", (long long)m->n_patches_total);
+    KV("bank_size = %lld", (long long)m->bank_n);
+    KV("bn_stats = %s", pc_bn_stats_name(m->bn_stats));
+    KV("precision = %s", pc_precision_name(m->precision));
+    KV("weights_source = %s", m->weights_source);
+#undef KV
+}
 
+/* One single model's tensors into t[*n..] (names in names[*n..]): the bank and coreset indices named
+ * tp + "bank", tp + "coreset_indices", the backbone's tensors bp + their torchvision names. */
+static pc_status single_tensors(const pc_model *m, const char *tp, const char *bp, pc_mf_tensor *t,
+                                char (*names)[PC_MF_NAME_MAX], size_t *n) {
+    snprintf(names[*n], PC_MF_NAME_MAX, "%sbank", tp);
+    t[(*n)] = (pc_mf_tensor){.name = names[*n], .dtype = PC_MF_F32, .ndim = 2,
+                             .shape = {(uint64_t)m->bank_n, (uint64_t)m->dim}, .data = m->bank,
+                             .nbytes = (uint64_t)m->bank_n * m->dim * sizeof(float)};
+    (*n)++;
+    if (m->coreset_idx) {
+        snprintf(names[*n], PC_MF_NAME_MAX, "%scoreset_indices", tp);
+        t[*n] = (pc_mf_tensor){.name = names[*n], .dtype = PC_MF_I64, .ndim = 1, .shape = {(uint64_t)m->bank_n},
+                               .data = m->coreset_idx, .nbytes = (uint64_t)m->bank_n * sizeof(int64_t)};
+        (*n)++;
+    }
     const pc_tensor *bt = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
     size_t nbt = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
-    size_t cap = nbt + 2, n = 0;
-    pc_mf_tensor *t = pc_calloc(cap, sizeof *t);
-    char (*names)[PC_MF_NAME_MAX] = pc_calloc(cap, PC_MF_NAME_MAX);
-    if (!t || !names) {
-        pc_free(t), pc_free(names);
-        return pc_fail(PC_ERR_NO_MEMORY, "save: out of memory");
-    }
-    t[n++] = (pc_mf_tensor){.name = "bank", .dtype = PC_MF_F32, .ndim = 2,
-                            .shape = {(uint64_t)m->bank_n, (uint64_t)m->dim}, .data = m->bank,
-                            .nbytes = (uint64_t)m->bank_n * m->dim * sizeof(float)};
-    if (m->coreset_idx)
-        t[n++] = (pc_mf_tensor){.name = "coreset_indices", .dtype = PC_MF_I64, .ndim = 1,
-                                .shape = {(uint64_t)m->bank_n}, .data = m->coreset_idx,
-                                .nbytes = (uint64_t)m->bank_n * sizeof(int64_t)};
-    pc_status st = PC_OK;
-    for (size_t i = 0; i < nbt && !st; i++) {
+    for (size_t i = 0; i < nbt; i++) {
         if (!bt[i].data) continue; /* integer bookkeeping tensors (num_batches_tracked) */
-        int len = snprintf(names[n], PC_MF_NAME_MAX, "backbone/%s", bt[i].name);
-        if (len >= (int)PC_MF_NAME_MAX || bt[i].ndim > PC_MF_MAX_DIMS) {
-            st = pc_fail(PC_ERR_UNSUPPORTED, "save: backbone tensor %s cannot be stored", bt[i].name);
-            break;
-        }
-        pc_mf_tensor *x = &t[n];
-        x->name = names[n];
+        int len = snprintf(names[*n], PC_MF_NAME_MAX, "%s%s", bp, bt[i].name);
+        if (len >= (int)PC_MF_NAME_MAX || bt[i].ndim > PC_MF_MAX_DIMS)
+            return pc_fail(PC_ERR_UNSUPPORTED, "save: backbone tensor %s cannot be stored (name longer than %d bytes "
+                           "with its prefix %s, or more than %d dimensions)", bt[i].name, PC_MF_NAME_MAX - 1, bp,
+                           PC_MF_MAX_DIMS);
+        pc_mf_tensor *x = &t[*n];
+        x->name = names[*n];
         x->dtype = PC_MF_F32;
         x->ndim = (uint32_t)bt[i].ndim;
         for (int d = 0; d < bt[i].ndim; d++) x->shape[d] = (uint64_t)bt[i].shape[d];
         x->data = bt[i].data;
         x->nbytes = (uint64_t)bt[i].numel * sizeof(float);
-        n++;
+        (*n)++;
     }
-    if (!st) st = pc_modelfile_write(path, meta, t, n);
+    return PC_OK;
+}
+
+static size_t single_tensor_count(const pc_model *m) {
+    return 2 + (m->bb_tensors ? m->bb_tensors->count : m->n_bb_views);
+}
+
+pc_status pc_model_save(const pc_model *m, const char *path) {
+    pc_clear_error();
+    if (!m || !path) return pc_fail(PC_ERR_INVALID_ARGUMENT, "save: NULL argument");
+    const size_t meta_cap = 4096 + 2048 * (size_t)PC_MAX(m->n_members, 1);
+    char *meta = pc_malloc(meta_cap);
+    size_t at = 0, cap = 0, n = 0;
+    const int32_t nm = m->n_members;
+    for (int32_t i = 0; i < PC_MAX(nm, 1); i++) cap += single_tensor_count(nm ? m->members[i] : m);
+    pc_mf_tensor *t = pc_calloc(cap, sizeof *t);
+    char (*names)[PC_MF_NAME_MAX] = pc_calloc(cap, PC_MF_NAME_MAX);
+    if (!t || !names || !meta) {
+        pc_free(t), pc_free(names), pc_free(meta);
+        return pc_fail(PC_ERR_NO_MEMORY, "save: out of memory");
+    }
+    at += (size_t)snprintf(meta + at, meta_cap - at, "format = %s\nwritten_by = patchcore %s\n", MODEL_FORMAT_NAME,
+                           pc_version());
+    pc_status st = PC_OK;
+    if (nm) {
+        at += (size_t)snprintf(meta + at, meta_cap - at, "members = %d\nensemble_norm = %s\n", (int)nm,
+                               pc_ensemble_norm_name(PC_ENSEMBLE_TRAIN_ZSCORE));
+        for (int32_t i = 0; i < nm && !st; i++) {
+            char kp[16], tp[16], bp[16];
+            snprintf(kp, sizeof kp, "m%d.", (int)i);
+            snprintf(tp, sizeof tp, "m%d/", (int)i);
+            snprintf(bp, sizeof bp, "m%d/bb/", (int)i);
+            single_meta(m->members[i], kp, meta, meta_cap, &at);
+            double z[4];
+            pc_ensemble_member_stats(m->ens, i, z);
+            if (at < meta_cap)
+                at += (size_t)snprintf(meta + at, meta_cap - at, "%snorm = %.17g %.17g %.17g %.17g\n", kp, z[0], z[1],
+                                       z[2], z[3]);
+            st = single_tensors(m->members[i], tp, bp, t, names, &n);
+        }
+    } else {
+        single_meta(m, "", meta, meta_cap, &at);
+        st = single_tensors(m, "", "backbone/", t, names, &n);
+    }
+    if (at < meta_cap)
+        at += (size_t)snprintf(meta + at, meta_cap - at,
+                               "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
+                               "pixel_scale = %.17g\n",
+                               m->image_threshold, m->pixel_threshold, m->score_scale, m->pixel_scale);
+    if (!st && at >= meta_cap) st = pc_fail(PC_ERR_INTERNAL, "save: metadata does not fit %zu bytes", meta_cap);
+    if (!st) st = pc_modelfile_write_version(path, meta, t, n, nm ? 2 : 1);
     pc_free(t);
     pc_free(names);
+    pc_free(meta);
     return st;
 }
 
@@ -1133,25 +1313,17 @@ static pc_status meta_double(const pc_modelfile *mf, const char *path, const cha
     return PC_OK;
 }
 
-pc_status pc_model_load(const char *path, pc_model **out) {
-    pc_threads_apply();
-    pc_clear_error();
-    if (!path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "load: NULL argument");
-    *out = NULL;
-    pc_model *m = model_new();
-    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
-    pc_status st = pc_modelfile_open(path, &m->mf);
-    if (st) goto fail;
-    const pc_modelfile *mf = m->mf;
-    const char *fmt = pc_modelfile_meta(mf, "format");
-    if (!fmt || strcmp(fmt, MODEL_FORMAT_NAME) != 0) {
-        st = pc_fail(PC_ERR_FORMAT, "%s: not a patchcore model (format key missing)", path);
-        goto fail;
-    }
+/* Load a single model (or an ensemble's member) from mf: metadata keys prefixed kp, the bank tp +
+ * "bank", the backbone's tensors bp + their names. The calibration keys are the caller's. */
+static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *path, const char *kp, const char *tp,
+                             const char *bp) {
+    pc_status st = PC_OK;
+    char kbuf[96];
+#define K(key) (snprintf(kbuf, sizeof kbuf, "%s%s", kp, key), kbuf)
     long long v = 0;
 #define GET_INT(key, lo, hi, dst)                                  \
     do {                                                           \
-        if ((st = meta_int(mf, path, key, lo, hi, &v))) goto fail; \
+        if ((st = meta_int(mf, path, K(key), lo, hi, &v))) goto fail; \
         dst = v;                                                   \
     } while (0)
     GET_INT("resize", 1, 4096, m->resize);
@@ -1168,20 +1340,20 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     GET_INT("coreset_size_requested", 0, INT64_MAX, m->coreset_size_requested);
 #undef GET_INT
     {
-        const char *sv = pc_modelfile_meta(mf, "seed");
+        const char *sv = pc_modelfile_meta(mf, K("seed"));
         m->seed = sv ? strtoull(sv, NULL, 10) : 0;
-        const char *a = pc_modelfile_meta(mf, "arch");
+        const char *a = pc_modelfile_meta(mf, K("arch"));
         m->arch = a ? pc_arch_from_name(a) : PC_ARCH_UNKNOWN;
         if (m->arch == PC_ARCH_UNKNOWN) {
             st = pc_fail(PC_ERR_FORMAT, "%s: unknown backbone architecture '%s'", path, a ? a : "");
             goto fail;
         }
-        const char *s = pc_modelfile_meta(mf, "sampler");
+        const char *s = pc_modelfile_meta(mf, K("sampler"));
         if (!s || !sampler_parse(s, &m->sampler)) {
             st = pc_fail(PC_ERR_FORMAT, "%s: unknown sampler '%s'", path, s ? s : "");
             goto fail;
         }
-        const char *ls = pc_modelfile_meta(mf, "layers");
+        const char *ls = pc_modelfile_meta(mf, K("layers"));
         m->n_layers = 0;
         for (const char *p = ls; p && *p && m->n_layers < PC_MAX_LAYERS;) {
             if (*p < '1' || *p > '4') break;
@@ -1195,23 +1367,11 @@ pc_status pc_model_load(const char *path, pc_model **out) {
             goto fail;
         }
         m->layer_mask = mask_of(m->layers, m->n_layers);
-        if ((st = meta_double(mf, path, "coreset_ratio", &m->coreset_ratio)) ||
-            (st = meta_double(mf, path, "image_threshold", &m->image_threshold)) ||
-            (st = meta_double(mf, path, "pixel_threshold", &m->pixel_threshold)) ||
-            (st = meta_double(mf, path, "score_scale", &m->score_scale)))
-            goto fail;
-        /* optional: files written before the overlay scale existed lack it */
-        if (pc_modelfile_meta(mf, "pixel_scale") &&
-            (st = meta_double(mf, path, "pixel_scale", &m->pixel_scale)))
-            goto fail;
-        if (!(isnan(m->pixel_scale) || (m->pixel_scale > 0 && isfinite(m->pixel_scale)))) {
-            st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'pixel_scale' must be > 0 or nan", path);
-            goto fail;
-        }
-        const char *ws = pc_modelfile_meta(mf, "weights_source");
+        if ((st = meta_double(mf, path, K("coreset_ratio"), &m->coreset_ratio))) goto fail;
+        const char *ws = pc_modelfile_meta(mf, K("weights_source"));
         snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
         /* optional: files written before it was recorded used the trained statistics */
-        const char *bs = pc_modelfile_meta(mf, "bn_stats");
+        const char *bs = pc_modelfile_meta(mf, K("bn_stats"));
         const int bn = bs ? pc_bn_stats_from_name(bs) : PC_BN_TRAINED;
         m->bn_stats = bn >= 0 ? (pc_bn_stats)bn : PC_BN_TRAINED;
         m->bn_stats_implicit = !bs;
@@ -1221,7 +1381,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
             goto fail;
         }
         /* optional: files written before it was recorded ran the backbone in float32 */
-        const char *ps = pc_modelfile_meta(mf, "precision");
+        const char *ps = pc_modelfile_meta(mf, K("precision"));
         const int pr = ps ? pc_precision_from_name(ps) : PC_PRECISION_F32;
         if (pr < 0) {
             st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'precision' is '%s', not 'f32' or 'bf16' (a newer patchcore may "
@@ -1242,13 +1402,13 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     }
     for (size_t i = 0; i < nt; i++) {
         const pc_mf_tensor *t = pc_modelfile_tensor_at(mf, i);
-        if (strncmp(t->name, "backbone/", 9) != 0) continue;
+        if (strncmp(t->name, bp, strlen(bp)) != 0) continue;
         if (t->dtype != PC_MF_F32) {
             st = pc_fail(PC_ERR_FORMAT, "%s: tensor %s is not float32", path, t->name);
             goto fail;
         }
         pc_tensor *x = &m->bb_views[nb++];
-        x->name = (char *)t->name + 9;
+        x->name = (char *)t->name + strlen(bp);
         x->dtype = PC_DTYPE_F32;
         x->ndim = (int32_t)t->ndim;
         x->numel = 1;
@@ -1270,14 +1430,15 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     {
         char grid[32];
         snprintf(grid, sizeof grid, "%dx%d", (int)m->grid_h, (int)m->grid_w);
-        const char *g = pc_modelfile_meta(mf, "grid");
+        const char *g = pc_modelfile_meta(mf, K("grid"));
         if (!g || strcmp(g, grid) != 0) {
             st = pc_fail(PC_ERR_FORMAT, "%s: stored patch grid %s does not match the backbone's %s", path,
                          g ? g : "(none)", grid);
             goto fail;
         }
     }
-    const pc_mf_tensor *bank = pc_modelfile_tensor(mf, "bank");
+    snprintf(kbuf, sizeof kbuf, "%sbank", tp);
+    const pc_mf_tensor *bank = pc_modelfile_tensor(mf, kbuf);
     if (!bank || bank->dtype != PC_MF_F32 || bank->ndim != 2 || bank->shape[1] != (uint64_t)m->dim ||
         bank->shape[0] < 1) {
         st = pc_fail(PC_ERR_FORMAT, "%s: memory bank missing or not (n x %d) float32", path, (int)m->dim);
@@ -1292,6 +1453,88 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     }
     pc_knn_norms(m->bank_norms, m->bank, m->bank_n, m->dim);
     if ((st = build_knn_index(m))) goto fail;
+fail:
+#undef K
+    return st;
+}
+
+pc_status pc_model_load(const char *path, pc_model **out) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "load: NULL argument");
+    *out = NULL;
+    pc_model *m = model_new();
+    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    pc_status st = pc_modelfile_open(path, &m->mf);
+    if (st) goto fail;
+    const pc_modelfile *mf = m->mf;
+    const char *fmt = pc_modelfile_meta(mf, "format");
+    if (!fmt || strcmp(fmt, MODEL_FORMAT_NAME) != 0) {
+        st = pc_fail(PC_ERR_FORMAT, "%s: not a patchcore model (format key missing)", path);
+        goto fail;
+    }
+    if ((st = meta_double(mf, path, "image_threshold", &m->image_threshold)) ||
+        (st = meta_double(mf, path, "pixel_threshold", &m->pixel_threshold)) ||
+        (st = meta_double(mf, path, "score_scale", &m->score_scale)))
+        goto fail;
+    /* optional: files written before the overlay scale existed lack it */
+    if (pc_modelfile_meta(mf, "pixel_scale") && (st = meta_double(mf, path, "pixel_scale", &m->pixel_scale)))
+        goto fail;
+    if (!(isnan(m->pixel_scale) || (m->pixel_scale > 0 && isfinite(m->pixel_scale)))) {
+        st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'pixel_scale' must be > 0 or nan", path);
+        goto fail;
+    }
+    if (!pc_modelfile_meta(mf, "members")) {
+        st = load_single(m, mf, path, "", "", "backbone/");
+        if (st) goto fail;
+        *out = m;
+        return PC_OK;
+    }
+    /* an ensemble */
+    long long nm = 0;
+    if ((st = meta_int(mf, path, "members", 2, PC_ENSEMBLE_MAX_MEMBERS, &nm))) goto fail;
+    const char *en = pc_modelfile_meta(mf, "ensemble_norm");
+    if (!en || pc_ensemble_norm_from_name(en) != PC_ENSEMBLE_TRAIN_ZSCORE) {
+        st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'ensemble_norm' is '%s', not 'train-zscore' (a newer patchcore may "
+                     "know it)", path, en ? en : "(none)");
+        goto fail;
+    }
+    m->members = pc_calloc((size_t)nm, sizeof *m->members);
+    double (*z)[4] = pc_calloc((size_t)nm, sizeof *z);
+    if (!m->members || !z) {
+        pc_free(z);
+        st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        goto fail;
+    }
+    for (int32_t i = 0; i < (int32_t)nm && !st; i++) {
+        char kp[16], tp[16], bp[16], key[32];
+        snprintf(kp, sizeof kp, "m%d.", (int)i);
+        snprintf(tp, sizeof tp, "m%d/", (int)i);
+        snprintf(bp, sizeof bp, "m%d/bb/", (int)i);
+        if (!(m->members[i] = model_new())) {
+            st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+            break;
+        }
+        m->n_members = i + 1;
+        if ((st = load_single(m->members[i], mf, path, kp, tp, bp))) {
+            pc_fail_context(st, "%s: member %d", path, (int)i);
+            break;
+        }
+        snprintf(key, sizeof key, "m%d.norm", (int)i);
+        const char *zv = pc_modelfile_meta(mf, key);
+        char *end = NULL;
+        if (zv) {
+            z[i][0] = strtod(zv, &end);
+            for (int j = 1; j < 4 && end; j++) z[i][j] = strtod(end, &end);
+        }
+        if (!zv || !end || *end || !(isfinite(z[i][0]) && z[i][1] > 0 && isfinite(z[i][1]) && isfinite(z[i][2]) &&
+                                     z[i][3] > 0 && isfinite(z[i][3])))
+            st = pc_fail(PC_ERR_FORMAT, "%s: metadata '%s' must be four numbers: image mean, sd > 0, pixel mean, sd > 0",
+                         path, key);
+    }
+    if (!st) st = pc_ensemble_create(&m->ens, m->members, m->n_members, (const double(*)[4])z);
+    pc_free(z);
+    if (st) goto fail;
     *out = m;
     return PC_OK;
 fail:

@@ -17,4 +17,17 @@ const int64_t *pc_model_coreset_indices(const pc_model *m, int64_t *n);
 /* The memory bank (*n x *dim floats). */
 const float *pc_model_bank(const pc_model *m, int64_t *n, int32_t *dim);
 
+/* One single model's raw prediction (no thresholds): the image score (Eq. 7 included) and, when map
+ * is not NULL, its crop x crop map. input: the image already preprocessed at this model's resize and
+ * crop (NULL: preprocess rgb, filling geometry); keep, when not NULL and input is NULL, receives the
+ * preprocessed tensor (3 x crop x crop) for another model with the same preprocessing. Thread-safe
+ * like pc_model_predict. */
+pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
+                               float *map, pc_geometry *geometry);
+
+/* For each training image in the bank (in bank order), its index among the inputs of the fit
+ * (*n = n_train_images), or NULL for a loaded model: row r of the training features, and so bank
+ * entry i with coreset index r, came from input usable[r / (grid_h * grid_w)]. */
+const int64_t *pc_model_usable_sources(const pc_model *m, int32_t *n);
+
 #endif

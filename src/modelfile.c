@@ -82,7 +82,15 @@ static pc_status out_pad(mf_out *o, uint64_t to) {
 }
 
 pc_status pc_modelfile_write(const char *path, const char *meta, const pc_mf_tensor *tensors, size_t count) {
+    return pc_modelfile_write_version(path, meta, tensors, count, 1);
+}
+
+pc_status pc_modelfile_write_version(const char *path, const char *meta, const pc_mf_tensor *tensors, size_t count,
+                                     uint32_t version) {
     if (!path || (count && !tensors)) return pc_fail(PC_ERR_INVALID_ARGUMENT, "model file: no path or tensors given");
+    if (version < 1 || version > PC_MF_VERSION)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: container version %u is not in 1..%u", path, (unsigned)version,
+                       (unsigned)PC_MF_VERSION);
     if (count > PC_MF_MAX_TENSORS) return pc_fail(PC_ERR_TOO_LARGE, "%s: too many tensors (%zu)", path, count);
     if (!meta) meta = "";
     size_t meta_size = strlen(meta);
@@ -123,7 +131,7 @@ pc_status pc_modelfile_write(const char *path, const char *meta, const pc_mf_ten
 
     uint8_t hdr[PC_MF_HEADER_SIZE] = {0};
     memcpy(hdr, PC_MF_MAGIC, 8);
-    put_u32(hdr + 8, PC_MF_VERSION);
+    put_u32(hdr + 8, version);
     put_u32(hdr + 12, PC_MF_HEADER_SIZE);
     put_u64(hdr + 16, file_size);
     put_u64(hdr + 24, meta_off);

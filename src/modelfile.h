@@ -10,7 +10,10 @@
 #include "internal.h"
 
 #define PC_MF_MAGIC "PCMODEL\x1a"
-#define PC_MF_VERSION 1u
+/* The newest container version this code reads. Version 1 holds one model; version 2 (an ensemble,
+ * model-format.md) is written only for ensembles, so that single models stay readable by older
+ * readers and older readers refuse an ensemble as "newer". */
+#define PC_MF_VERSION 2u
 #define PC_MF_HEADER_SIZE 64u
 #define PC_MF_ENTRY_SIZE 128u
 #define PC_MF_NAME_MAX 64u /* including the terminating NUL */
@@ -43,6 +46,9 @@ size_t pc_mf_dtype_size(pc_mf_dtype dtype);
  * to disk, and only then renamed over path, so a failure leaves any previous file at path intact and
  * no half-written file behind. meta is "key = value\n" lines (may be NULL). */
 pc_status pc_modelfile_write(const char *path, const char *meta, const pc_mf_tensor *tensors, size_t count);
+/* The same with an explicit container version (1 .. PC_MF_VERSION); pc_modelfile_write writes 1. */
+pc_status pc_modelfile_write_version(const char *path, const char *meta, const pc_mf_tensor *tensors, size_t count,
+                                     uint32_t version);
 
 typedef struct pc_modelfile pc_modelfile;
 

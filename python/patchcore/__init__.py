@@ -217,6 +217,7 @@ class ModelInfo:
     pixel_scale: Optional[float]  # the overlay colour scale's step (docs/visualisation.md)
     bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
     precision: str = "f32"  # the backbone's arithmetic: "f32" or "bf16" (docs/precision.md)
+    n_members: int = 1  # an ensemble's members (docs/ensemble.md); the fields above are then member 1's
 
 
 @dataclass(frozen=True)
@@ -291,9 +292,14 @@ def _layer_numbers(layers):
     for v in layers:
         if isinstance(v, str):
             s = v.strip()
-            if not (s.startswith("layer") and s[5:].isdigit()):
-                raise ValueError("patchcore: layer %r is not layer1..layer4" % v)
-            v = int(s[5:])
+            if s.startswith("features."):
+                s = s[len("features."):]
+            for prefix in ("layer", "denseblock", ""):
+                if s.startswith(prefix) and s[len(prefix):].isdigit():
+                    v = int(s[len(prefix):])
+                    break
+            else:
+                raise ValueError("patchcore: layer %r is not layer1..layer4 or denseblock1..denseblock4" % v)
         out.append(operator.index(v))
     if not 1 <= len(out) <= _lib.PC_MAX_LAYERS:
         raise ValueError("patchcore: between 1 and %d layers, not %d" % (_lib.PC_MAX_LAYERS, len(out)))
@@ -504,7 +510,8 @@ class Model:
             pixel_threshold=_opt(i.pixel_threshold), score_scale=_opt(i.score_scale),
             pixel_scale=_opt(i.pixel_scale),
             bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
-            precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)))
+            precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)),
+            n_members=i.n_members)
 
     def __repr__(self):
         if not self._h:

@@ -113,6 +113,7 @@ class ModelInfo(ctypes.Structure):  # pc_model_info
         ("bn_stats", c_enum),
         ("bn_stats_implicit", ctypes.c_int32),
         ("precision", c_enum),
+        ("n_members", ctypes.c_int32),
     ]
 
 
