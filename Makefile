@@ -103,7 +103,7 @@ test-all: test test-isa asan-test
 # working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are
 # written to build-fuzz/ and belong in fuzz/regressions/<target>/ (replayed by test_fuzz_regressions).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= image weights modelfile cli serve
+FUZZ_TARGETS ?= image weights modelfile cli serve serve_http
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS   = -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude -Isrc
@@ -113,6 +113,7 @@ FUZZ_SRC_weights   = src/weights.c src/status.c
 FUZZ_SRC_modelfile = src/modelfile.c src/status.c
 FUZZ_SRC_cli       = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c) -Icli -fopenmp
 FUZZ_SRC_serve     = # fuzz_serve.c includes server/parse.c, which needs nothing else
+FUZZ_SRC_serve_http = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c) -Icli -Iserver -fopenmp -ldnnl
 FUZZ_OPTS_cli      = -close_fd_mask=3 -dict=fuzz/cli.dict
 
 build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h cli/*.c cli/*.h server/*.c server/*.h include/patchcore.h

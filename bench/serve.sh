@@ -9,6 +9,8 @@
 # whether queueing keeps the workers busy.
 # usage: sh bench/serve.sh [BUILD_DIR]   (after `make`); MODEL=FILE to use a fitted model (default: fit
 # one on the bottle training images, ~15 s); IMAGES=N test images (default 16); THREADS, DURATION, CONNS.
+# Then bench/serve_overhead.py: OVERHEAD_N (60) requests on one connection, each one's latency minus its
+# own work time from the request log: the HTTP overhead, robust to the machine's load.
 # SOAK=S: afterwards, load the server with 2 connections for S seconds (e.g. 600) and print its resident
 # memory (VmRSS) every S/20 seconds, then the first, last and largest sample: memory must stay flat.
 set -eu
@@ -52,7 +54,10 @@ predict_rate() {
 ref=$(predict_rate)
 echo "predict (in process, before): $ref images/s  ($(grep 'images/s' "$tmp/predict.err" | sed 's/.*(//; s/)//'))"
 
-"$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" --quiet 2>"$tmp/serve.log" &
+# Not --quiet: the request log's ms (headers in -> answer sent), queue_ms and work_ms (decode, predict,
+# JSON on the worker) give the server's own overhead per request, read in the same run as wrk's
+# latencies so that the predict time, and the machine's load, cancel out.
+"$build/patchcore" serve -m "bench=$model" --listen 127.0.0.1:0 --threads "$threads" 2>"$tmp/serve.log" &
 spid=$!
 port=""
 for _ in $(seq 1 200); do
@@ -63,30 +68,48 @@ done
 [ -n "$port" ] || { cat "$tmp/serve.log" >&2; exit 1; }
 grep "listening" "$tmp/serve.log" | sed 's/^[^ ]* info /server: /'
 
-# wrk: each request POSTs the next image (raw body).
+# wrk: each request POSTs the next image (raw body). The requests are formatted once, in init: building a
+# 500 KB request string per call in wrk's Lua costs about a millisecond, which would count as latency.
 {
-  echo 'local bodies = {}'
+  echo 'local bodies, reqs = {}, {}'
   while read -r f; do echo "do local h = io.open(\"$f\", \"rb\"); bodies[#bodies + 1] = h:read(\"*a\"); h:close() end"; done <"$tmp/images"
   cat <<'EOF'
 local i = 0
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "image/png"
+init = function(args)
+  for k, b in ipairs(bodies) do
+    reqs[k] = wrk.format("POST", "/v1/models/bench/predict", {["Content-Type"] = "image/png"}, b)
+  end
+end
 request = function()
-  i = i % #bodies + 1
-  return wrk.format(nil, "/v1/models/bench/predict", nil, bodies[i])
+  i = i % #reqs + 1
+  return reqs[i]
 end
 EOF
 } >"$tmp/post.lua"
 
-printf '%-6s %10s %10s %10s %8s %12s\n' conns images/s p50_ms p99_ms non200 vs_before
+# Per connection count, from the request log lines of its run: work_p50 (median work_ms), srv_over
+# (median of ms - queue_ms - work_ms: receiving the body, hand-off to the worker and back, sending the
+# answer) and e2e_over (wrk's p50 - work_p50: what a client waits beyond the work, at 1 connection;
+# at more connections the queue wait is in it too).
+printf '%-6s %10s %10s %10s %8s %12s %10s %10s %10s\n' conns images/s p50_ms p99_ms non200 vs_before work_p50 srv_over e2e_over
 for c in $conns; do
+  before=$(wc -l <"$tmp/serve.log")
   wrk -t 1 -c "$c" -d "${secs}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.$c" 2>&1
+  tail -n +"$((before + 1))" "$tmp/serve.log" | grep ' status=200 ' | sed 's/.* ms=\([0-9.]*\) queue_ms=\([0-9.]*\) work_ms=\([0-9.]*\) .*/\1 \2 \3/' >"$tmp/log.$c"
+  med() { sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  work=$(awk '{ print $3 }' "$tmp/log.$c" | med)
+  srv=$(awk '{ print $1 - $2 - $3 }' "$tmp/log.$c" | med)
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.$c")
   ms() { awk -v q="$1" '$1 == q { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.1f", v }' "$tmp/wrk.$c"; }
   non=$(awk '/Non-2xx/ { print $NF }' "$tmp/wrk.$c")
-  printf '%-6s %10s %10s %10s %8s %12s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "${non:-0}" \
-    "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
+  p50=$(ms 50%)
+  printf '%-6s %10s %10s %10s %8s %12s %10s %10s %10s\n' "$c" "$rps" "$p50" "$(ms 99%)" "${non:-0}" \
+    "$(awk -v a="$rps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')" "$work" "$srv" \
+    "$(awk -v a="$p50" -v b="$work" 'BEGIN { printf "%.2f", a - b }')"
 done
+# The overhead per request, each latency matched with its own work_ms (bench/serve_overhead.py).
+/usr/bin/python3 "$here/serve_overhead.py" "$port" "$tmp/serve.log" "${OVERHEAD_N:-60}" $(cat "$tmp/images") ||
+  echo "serve_overhead.py failed"
 if [ -n "${SOAK:-}" ]; then
   step=$((SOAK / 20)); [ "$step" -ge 1 ] || step=1
   wrk -t 1 -c 2 -d "${SOAK}s" --timeout 60s --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" >"$tmp/wrk.soak" 2>&1 &

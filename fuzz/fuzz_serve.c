@@ -1,7 +1,8 @@
 /*
  * fuzz_serve.c - libFuzzer target for what `patchcore serve` parses itself (server/parse.c): request
  * paths to routes, model names, multipart/form-data bodies and their boundaries, base64. HTTP itself
- * is libmicrohttpd's (fuzzed upstream). Built and run by `make fuzz` (FUZZ_TARGETS includes serve);
+ * is libmicrohttpd's (fuzzed upstream); the request handling between the two (routing, checks,
+ * handlers, the worker queue) is fuzz_serve_http.c's. Built and run by `make fuzz` (FUZZ_TARGETS includes serve);
  * the seeds in fuzz/corpus/serve are replayed by test_fuzz_regressions.
  *
  * Input: line 1 = a request path, line 2 = a Content-Type, the rest = the body (each copied to a

@@ -63,7 +63,7 @@ typedef enum pc_status {
     PC_ERR_NOT_FOUND = 7,        /* a file, tensor or layer that is needed is absent */
     PC_ERR_SHAPE = 8,            /* a tensor's shape or dtype does not match what is expected */
     PC_ERR_VERSION = 9,          /* a file written by a newer, unknown format version */
-    PC_ERR_CANCELLED = 10,       /* a progress callback asked to stop */
+    PC_ERR_CANCELLED = 10,       /* a progress callback asked to stop, or a deadline passed */
     PC_ERR_INTERNAL = 11         /* a bug: please report it */
 } pc_status;
 
@@ -118,6 +118,17 @@ PC_API int32_t pc_job_threads(int32_t threads, int32_t jobs);
  * threads / PC_JOBS_THREADS, at least 1 (so 1 on up to 3 threads, 2 on 4, 8 on 16). Measurements
  * behind the rule: docs/threads.md. */
 PC_API int32_t pc_default_num_jobs(int32_t threads);
+
+/* A deadline for the predictions made on the calling thread (src/cancel.c), for a server bounding
+ * each request's time: once `seconds` (from now) have passed, pc_model_predict, pc_model_predict_file
+ * and pc_model_patch_outputs stop at their next check and fail with PC_ERR_CANCELLED, the message
+ * saying the deadline passed and at which stage. The checks are between stages (before preprocessing,
+ * before and after the backbone's forward pass, after the kNN search) and inside the kNN search (per
+ * cluster of the pruned search, per block of bank rows of the brute force; also for pc_knn calls made
+ * by fit and eval on this thread), so a call runs on past the deadline by at most the backbone's
+ * forward pass (docs/serve.md gives figures). Results of calls that finish are unchanged by a deadline.
+ * seconds <= 0 (or NaN) clears it. Thread-safe (thread-local: set on the thread that calls predict). */
+PC_API void pc_set_deadline_local(double seconds);
 
 /* ---------------------------------------------------------------------------------------------
  * Images

@@ -25,7 +25,8 @@ typedef struct query {
     srv_map_kind map;
     bool overlay;
     char name[256];
-    char bad[160]; /* the first problem, for the 400 */
+    double timeout; /* ?timeout=S (0: not given) */
+    char bad[160];  /* the first problem, for the 400 */
 } query;
 
 static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
@@ -44,6 +45,13 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
             q->overlay = true;
         else
             snprintf(q->bad, sizeof q->bad, "overlay= takes png");
+    } else if (!strcmp(key, "timeout")) {
+        char *end = NULL;
+        double t = value ? strtod(value, &end) : 0;
+        if (!value || end == value || *end || !(t > 0 && t <= 86400))
+            snprintf(q->bad, sizeof q->bad, "timeout= takes seconds, a number above 0 (e.g. timeout=2.5)");
+        else
+            q->timeout = t;
     } else if (!strcmp(key, "name")) {
         size_t n = value ? strlen(value) : 0;
         for (size_t i = 0; i < n && i + 1 < sizeof q->name; i++) /* a label only: printable, never opened */
@@ -53,7 +61,7 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
         snprintf(k, sizeof k, "%s", key);
         for (char *p = k; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
-        snprintf(q->bad, sizeof q->bad, "unknown query parameter '%s' (map, overlay, name)", k);
+        snprintf(q->bad, sizeof q->bad, "unknown query parameter '%s' (map, overlay, name, timeout)", k);
     }
     return q->bad[0] ? MHD_NO : MHD_YES;
 }
@@ -258,21 +266,28 @@ static int predict_handler(struct MHD_Connection *c, srv_request *r) {
                                             "'Content-Type: image/png') or as multipart (curl -F image=@FILE)");
     srv_model *m = srv_model_acquire(&srv_g.models, r->route.model);
     if (!m) return srv_respond_error(c, r, 404, "no model named '%s'", r->route.model);
+    /* the request's limit: --request-timeout, or less when the client asks (?timeout=S); counted from
+     * here (the body is in) and covering the wait for a worker and the prediction */
+    const double timeout = q.timeout > 0 && q.timeout < srv_g.cfg.request_timeout_s ? q.timeout
+                                                                                    : srv_g.cfg.request_timeout_s;
     srv_job job = {.model = m, .image = img, .image_len = img_len, .model_name = r->route.model, .map = q.map,
-                   .overlay = q.overlay};
+                   .overlay = q.overlay, .deadline = cli_now() + timeout, .timeout_s = timeout};
     job.name = q.name[0] ? q.name : filename[0] ? filename : "-";
+    const double t_submit = cli_now();
     if (srv_pool_submit(&job) != 0) {
         srv_model_release(m);
         return srv_respond_error(c, r, 503, atomic_load(&srv_g.draining) ? "shutting down"
                                                                         : "busy: the queue is full, retry later");
     }
-    if (srv_pool_wait(&job, srv_g.cfg.request_timeout_s) != 0) {
+    if (srv_pool_wait(&job, job.deadline - cli_now()) != 0) {
         srv_model_release(m);
         if (atomic_load(&srv_g.draining)) return srv_respond_error(c, r, 503, "shutting down");
-        return srv_respond_error(c, r, 503, "no worker free within %g s (--request-timeout), retry later",
-                                 srv_g.cfg.request_timeout_s);
+        return srv_respond_error(c, r, 503, "no worker free within the request timeout of %g s (--request-timeout, "
+                                 "?timeout=), retry later", timeout);
     }
     srv_model_release(m);
+    r->queue_ms = (job.t_start - t_submit) * 1e3;
+    r->work_ms = (job.t_end - job.t_start) * 1e3;
     if (!job.body) return srv_respond_error(c, r, 500, "out of memory");
     return srv_respond(c, r, job.status, "application/json", job.body, job.body_len, true, NULL, NULL);
 }

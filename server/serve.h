@@ -88,6 +88,13 @@ typedef struct srv_job {
     const char *model_name;
     srv_map_kind map;
     bool overlay;
+    /* The request's time limit (docs/serve.md, "Timeouts"): deadline is the cli_now() time by which the
+     * answer is due, timeout_s the limit it came from (for the message); deadline 0: none. A job still
+     * queued at its deadline is withdrawn (503); a running one stops at the prediction's next stage
+     * check (pc_set_deadline_local) and answers 504. */
+    double deadline, timeout_s;
+    /* cli_now() when a worker took the job and when it finished it (for the request log) */
+    double t_start, t_end;
     /* out: a JSON body and its status (200, or an error JSON with 4xx/5xx) */
     int status;
     char *body;
@@ -103,7 +110,8 @@ int srv_pool_start(int workers, int32_t threads_each, int queue);
 /* Queue a job; -1 when the queue is full (the caller answers 503) or the pool is stopping. */
 int srv_pool_submit(srv_job *job);
 /* Wait for a job until timeout_s: 0 when done; -1 when it timed out still queued (it is then
- * withdrawn). A job that has started is always waited for to the end. */
+ * withdrawn). A job that has started is waited for to its end, which its deadline bounds (a
+ * prediction past it stops at its next stage check and the job ends with 504). */
 int srv_pool_wait(srv_job *job, double timeout_s);
 /* Jobs waiting, jobs running. */
 void srv_pool_depth(int *queued, int *running, int *capacity, int *workers);
@@ -166,6 +174,8 @@ typedef struct srv_request {
     const char *reject_hdr, *reject_val;
     int status;           /* the status answered (0: none yet) */
     size_t bytes_out;
+    double queue_ms, work_ms; /* a predict that reached a worker: its wait for one, and its time on it
+                                 (decode, predict, JSON); -1 otherwise. For the request log. */
 } srv_request;
 
 /* The handler of a request whose body has been received (routes.c). */

@@ -22,6 +22,10 @@
 
 enum { MAX_REGIONS = 16 }; /* as predict */
 
+/* The prediction. A seam for fuzz/fuzz_serve_http.c, which includes this file and puts a stub here
+ * that needs no weights; the server always runs pc_model_predict. */
+static pc_status (*predict_fn)(pc_model *, const pc_image *, pc_prediction *, float *, pc_geometry *) = pc_model_predict;
+
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t work_cv, done_cv;
@@ -48,6 +52,7 @@ static int status_of(pc_status st) {
     case PC_ERR_INVALID_ARGUMENT:
     case PC_ERR_SHAPE: return 422;
     case PC_ERR_NO_MEMORY: return 503;
+    case PC_ERR_CANCELLED: return 504; /* the request's deadline passed during the prediction */
     default: return 500;
     }
 }
@@ -84,6 +89,16 @@ static bool put_b64(FILE *f, const char *key, const uint8_t *data, size_t n) {
     return true;
 }
 
+/* Whether the job's deadline has passed; if so its answer becomes 504 saying where it stopped. */
+static bool past_deadline(srv_job *job, const char *where) {
+    if (!(job->deadline > 0 && cli_now() >= job->deadline)) return false;
+    char msg[240];
+    snprintf(msg, sizeof msg, "the request timeout of %g s passed %s (--request-timeout, ?timeout=)", job->timeout_s,
+             where);
+    job_error(job, 504, msg);
+    return true;
+}
+
 /* Decode, predict, and write the JSON. map is this worker's buffer of map_cap floats (grown here). */
 static void run_job(srv_job *job, float **map, size_t *map_cap) {
     const pc_model_info *info = &job->model->info;
@@ -106,6 +121,7 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         *map = m, *map_cap = need;
     }
     double t0 = cli_now();
+    if (past_deadline(job, "before a worker started")) return; /* picked up just as its time ran out */
     pc_image img = {0};
     pc_status st = pc_image_load_memory(job->image, job->image_len, job->name, &img);
     if (st) {
@@ -114,8 +130,22 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
     }
     pc_prediction pred;
     pc_geometry geom;
-    st = pc_model_predict(job->model->model, &img, &pred, *map, &geom);
+    /* the time left bounds the prediction: past it, it stops at its next stage check (PC_ERR_CANCELLED) */
+    if (job->deadline > 0) {
+        const double left = job->deadline - cli_now();
+        pc_set_deadline_local(left > 1e-9 ? left : 1e-9);
+    }
+    st = predict_fn(job->model->model, &img, &pred, *map, &geom);
+    pc_set_deadline_local(0);
     const double ms = (cli_now() - t0) * 1e3;
+    if (st == PC_ERR_CANCELLED) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "the prediction did not finish within the request timeout of %g s "
+                 "(--request-timeout, ?timeout=): %s", job->timeout_s, pc_last_error());
+        job_error(job, 504, msg);
+        pc_image_free(&img);
+        return;
+    }
     if (st) {
         job_error(job, status_of(st), *pc_last_error() ? pc_last_error() : pc_status_str(st));
         pc_image_free(&img);
@@ -154,7 +184,10 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         else
             pc_buffer_free(bytes);
     }
-    if (ok && job->overlay) {
+    /* the overlay is the one long step after the prediction (seconds for an image of tens of
+     * megapixels): not started past the deadline */
+    const bool late = ok && job->overlay && job->deadline > 0 && cli_now() >= job->deadline;
+    if (ok && job->overlay && !late) {
         pc_overlay_options ov;
         pc_image out = {0};
         uint8_t *png = NULL;
@@ -168,6 +201,11 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
     if (f) {
         fputs("}\n", f);
         ok = (fclose(f) == 0) && ok;
+    }
+    if (late) {
+        free(body);
+        past_deadline(job, "before rendering the overlay");
+        return;
     }
     if (!ok) {
         free(body);
@@ -194,7 +232,9 @@ static void *worker(void *arg) {
         job->state = SRV_JOB_RUNNING;
         pool.running++;
         pthread_mutex_unlock(&pool.lock);
+        job->t_start = cli_now();
         run_job(job, &map, &map_cap);
+        job->t_end = cli_now();
         pthread_mutex_lock(&pool.lock);
         pool.running--;
         job->state = SRV_JOB_DONE;

@@ -66,6 +66,15 @@ void pc_threads_apply(void);
 /* The calling thread's own count (pc_set_num_threads_local), 0 if none. */
 int32_t pc_threads_local(void);
 
+/* PC_OK, or PC_ERR_CANCELLED (with a message naming stage, e.g. "before the backbone") once the
+ * calling thread's deadline (pc_set_deadline_local; src/cancel.c) has passed. Call it on the thread
+ * that called the public function, outside parallel regions. */
+pc_status pc_deadline_check(const char *stage);
+/* The calling thread's deadline (0: none), to hand to parallel loops, and whether it has passed (on any
+ * thread: a clock read; false for 0). */
+double pc_deadline_get(void);
+bool pc_deadline_passed(double deadline);
+
 /* CPU limits from cgroup files (pure parsers, tested on strings; docs/threads.md). From a v1 pair
  * (cpu.cfs_quota_us, cpu.cfs_period_us) or a v2 cpu.max line "QUOTA PERIOD": ceil(quota / period);
  * 0 = no limit ("max", "-1", a non-positive period or anything that is not two whole numbers). */

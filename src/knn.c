@@ -326,10 +326,12 @@ pc_status pc_knn_search(float *out_dist, int64_t *out_idx, const float *queries,
     for (int64_t i = 0; i < m * k; i++) out_dist[i] = INFINITY, out_idx[i] = -1;
     const double gk = gamma_k(dim);
 
+    const double deadline = pc_deadline_get(); /* pc_set_deadline_local: checked per bank block */
     for (int64_t q0 = 0; q0 < m; q0 += qb) {
         const int64_t nq = PC_MIN(qb, m - q0);
         pc_knn_norms(qnorm, queries + (size_t)q0 * dim, nq, dim);
         for (int64_t b0 = 0; b0 < n; b0 += PC_KNN_BANK_BLOCK) {
+            if (pc_deadline_passed(deadline)) return pc_deadline_check("during the kNN search");
             const int64_t nb = PC_MIN((int64_t)PC_KNN_BANK_BLOCK, n - b0);
             const float *bn = bank_norms ? bank_norms + b0 : bnorm_blk;
             if (!bank_norms) pc_knn_norms(bnorm_blk, bank + (size_t)b0 * dim, nb, dim);
@@ -875,8 +877,11 @@ static inline row_filter make_filter(const pc_knn_index *ix, const ix_ws *w, int
     return (row_filter){1, ix->dim, gk, w->t[t].grq[i], rb, w->t[t].gfq[i], ix->bbn + r0};
 }
 
-static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *Q, int64_t nq, int32_t k,
-                         ix_ws *w, int T, pc_knn_stats *stats) {
+/* Returns 1 when it stopped early because deadline (pc_deadline_get; 0: none) passed: checked before
+ * each cluster of both passes, so the results are then incomplete and must not be used. */
+static int search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *Q, int64_t nq, int32_t k,
+                        ix_ws *w, int T, pc_knn_stats *stats, double deadline) {
+    int stop = 0; /* set by any thread once the deadline has passed; read with atomics */
     const int32_t C = ix->n_clusters, dim = ix->dim;
     const double gk = gamma_k(dim);
     int64_t pairs = nq * (int64_t)C, evals = 0;
@@ -919,6 +924,10 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
         for (int32_t c = 0; c < C; c++) {
             const int32_t q0 = w->bstart[c], nqc = w->bstart[c + 1] - q0;
             if (!nqc) continue;
+            if (deadline > 0 && (__atomic_load_n(&stop, __ATOMIC_RELAXED) || pc_deadline_passed(deadline))) {
+                __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+                continue;
+            }
             for (int32_t i = 0; i < nqc; i++) {
                 int32_t q = w->qorder[q0 + i];
                 if (bf) gather_bf16(ix, w, t, i, Q + (size_t)q * dim, c);
@@ -955,6 +964,10 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
         for (int32_t c = 0; c < C; c++) {
             const int32_t a = ix->cl_shell[c], ns = ix->cl_shell[c + 1] - a;
             int32_t ng = 0;
+            if (deadline > 0 && (__atomic_load_n(&stop, __ATOMIC_RELAXED) || pc_deadline_passed(deadline))) {
+                __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+                continue;
+            }
             for (int32_t j = 0; j <= ns + 1; j++) cnt[j] = 0;
             for (int64_t q = 0; q < nq; q++) {
                 if (w->near[q] == c) continue;
@@ -1018,6 +1031,7 @@ static void search_chunk(const pc_knn_index *ix, float *out_dist, int64_t *out_i
         }
     }
     if (stats) stats->pairs += pairs, stats->evals += evals;
+    return stop;
 }
 
 pc_status pc_knn_index_search(const pc_knn_index *ix, float *out_dist, int64_t *out_idx, const float *queries,
@@ -1038,10 +1052,12 @@ pc_status pc_knn_index_search(const pc_knn_index *ix, float *out_dist, int64_t *
     ix_ws w;
     void *base = (void *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     ix_layout(ix, mq, k, T, &w, base);
+    const double deadline = pc_deadline_get(); /* the caller's (pc_set_deadline_local), for the threads */
     for (int64_t q0 = 0; q0 < m; q0 += mq) {
         const int64_t nq = PC_MIN(mq, m - q0);
-        search_chunk(ix, out_dist + (size_t)q0 * k, out_idx + (size_t)q0 * k, queries + (size_t)q0 * ix->dim, nq, k,
-                     &w, T, stats);
+        if (search_chunk(ix, out_dist + (size_t)q0 * k, out_idx + (size_t)q0 * k, queries + (size_t)q0 * ix->dim, nq, k,
+                         &w, T, stats, deadline))
+            return pc_deadline_check("during the kNN search");
     }
     return PC_OK;
 }

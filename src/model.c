@@ -957,12 +957,16 @@ pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members
  * c->pscores (HW). */
 static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry) {
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
-    pc_status st = PC_OK;
-    if (!input) {
+    /* deadline checks (pc_set_deadline_local) between the stages: the forward pass and the kNN search
+     * are the long ones */
+    pc_status st = pc_deadline_check("before preprocessing");
+    if (!st && !input) {
         st = pc_preprocess_cached(c->input, rgb, m->resize, m->crop, geometry, &c->rc);
         input = c->input;
     }
+    if (!st) st = pc_deadline_check("before the backbone");
     if (!st) st = pc_backbone_forward(c->bb, input, 1, m->crop, m->crop, m->layer_mask, c->acts);
+    if (!st) st = pc_deadline_check("after the backbone");
     if (st) return st;
     const float *per_img[PC_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) per_img[i] = c->acts[m->layers[i] - 1];
@@ -972,6 +976,7 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const f
     else
         st = pc_knn_search(c->dist, c->idx, c->feats, hw, m->bank, m->bank_norms, m->bank_n, m->dim, m->k, c->kws,
                            c->kws_size);
+    if (!st) st = pc_deadline_check("after the kNN search");
     if (!st) pc_patch_scores(c->pscores, c->dist, hw, m->k);
     return st;
 }

@@ -1,8 +1,9 @@
 """The client side of tests/test_serve.sh: HTTP requests to a running `patchcore serve` with Python's
 http.client and raw sockets (an HTTP client independent of the server's libmicrohttpd).
 
-usage: serve_check.py main|shutdown|token PORT PID TMPDIR GOOD_PNG BAD_PNG
-TMPDIR holds the test's files: ref.jsonl, ref_png.jsonl, ref_raw.jsonl (predict --json, one thread),
+usage: serve_check.py main|shutdown|token|limits PORT PID TMPDIR GOOD_PNG BAD_PNG
+       serve_check.py replicas PORT1,PORT2 PID1,PID2 TMPDIR GOOD_PNG BAD_PNG
+TMPDIR holds the test's files: ref.jsonl, ref_plain.jsonl (without --maps/--overlays), ref_png.jsonl, ref_raw.jsonl (predict --json, one thread),
 maps_npy/, maps_png/, ov/ (predict --maps/--overlays), info.txt, served.pcm, raw.pcm.
 Exits 1 with a message on the first failure.
 """
@@ -19,8 +20,9 @@ import sys
 import threading
 import time
 
-PORT = int(sys.argv[2])
-PID = int(sys.argv[3])
+PORTS = [int(p) for p in sys.argv[2].split(",")]  # "replicas" takes PORT1,PORT2 and PID1,PID2
+PIDS = [int(p) for p in sys.argv[3].split(",")]
+PORT, PID = PORTS[0], PIDS[0]
 TMP = sys.argv[4]
 GOOD, BAD = sys.argv[5], sys.argv[6]
 
@@ -400,22 +402,193 @@ def check_token():
     if st != 200:
         fail(f"reload with the token: {st} {data!r}")
     expect(401, "/v1/admin/reload", "POST", b"")
-    # --request-timeout 0.05 on 1 worker: of 4 at once, one runs, queued ones give up after 50 ms
-    results = [None] * 4
+    expect(400, "/v1/models/cal/predict?timeout=abc", "POST", good, {"Content-Type": "image/png"} | tok,
+           want_in="timeout=")
+    expect(400, "/v1/models/cal/predict?timeout=0", "POST", good, {"Content-Type": "image/png"} | tok)
+    ref = refs("ref.jsonl")
 
-    def one(i):
-        results[i] = request("POST", "/v1/models/cal/predict", good, {"Content-Type": "image/png"} | tok)
+    # ?timeout=S below the time a prediction takes (decoding alone takes longer than 5 ms): the worker
+    # stops it at its next stage check and the answer is 504 naming the limit (503 if the request
+    # happened to wait 5 ms for the idle worker: then try again).
+    got504 = None
+    for _ in range(20):
+        st, h, data = request("POST", "/v1/models/cal/predict?timeout=0.005", good, {"Content-Type": "image/png"} | tok)
+        if st not in (503, 504) or json.loads(data)["status"] != st or b"request timeout of 0.005 s" not in data:
+            fail(f"?timeout=0.005: {st} {data!r}")
+        if st == 504:
+            got504 = data
+            break
+    if not got504 or (b"did not finish" not in got504 and b"before a worker started" not in got504):
+        fail(f"?timeout=0.005 never gave 504: {data!r}")
+    # ... and the worker is free again: the next request is served, with the CLI's numbers
+    st, h, data = request("POST", "/v1/models/cal/predict", good, {"Content-Type": "image/png"} | tok)
+    if st != 200 or core(data.decode()) != core(ref[0]["_line"]):
+        fail(f"predict after a 504: {st} {data[:300]!r}")
 
-    ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    codes = sorted(st for st, _, _ in results)
-    if codes[0] != 200 or codes[-1] != 503 or any(c not in (200, 503) for c in codes):
-        fail(f"--request-timeout: {codes}")
-    if not any(b"--request-timeout" in d for st, _, d in results if st == 503):
-        fail(f"no 503 names --request-timeout: {[d for _, _, d in results]}")
+    # The wait in the queue is bounded too: with the one worker busy on A (seen in /metrics), B with
+    # ?timeout=0.01 gets 503 "no worker free". Should A end between the check and B's arrival, B runs
+    # and gets 504 instead; then the round is repeated.
+    def inflight():
+        m = request("GET", "/metrics", headers=tok)[2].decode()
+        return int(re.search(r"^patchcore_inflight_predictions (\d+)", m, re.M).group(1))
+
+    got503 = False
+    for _ in range(10):
+        res = {}
+        ta = threading.Thread(target=lambda: res.setdefault("a", request(
+            "POST", "/v1/models/cal/predict?map=npy&overlay=png", good, {"Content-Type": "image/png"} | tok)))
+        ta.start()
+        deadline = time.time() + 30
+        while inflight() == 0 and time.time() < deadline and ta.is_alive():
+            pass
+        st, h, data = request("POST", "/v1/models/cal/predict?timeout=0.01", good, {"Content-Type": "image/png"} | tok)
+        ta.join()
+        if res["a"][0] != 200 or core(res["a"][2].decode()) != core(ref[0]["_line"]):
+            fail(f"request A: {res['a'][0]} {res['a'][2][:200]!r}")
+        if st == 503:
+            if h.get("retry-after") != "1" or b"no worker free within the request timeout of 0.01 s" not in data:
+                fail(f"queue timeout: {h} {data!r}")
+            got503 = True
+            break
+        if st != 504:
+            fail(f"request B (?timeout=0.01 behind a busy worker): {st} {data!r}")
+    if not got503:
+        fail("a request queued behind a busy worker never timed out in the queue")
 
 
-{"main": check_main, "shutdown": check_shutdown, "token": check_token}[sys.argv[1]]()
+def check_limits():
+    """A server with --max-connections 3, --request-timeout 0.01, one worker: the server's own limit
+    stops predictions (504, or 503 when the worker was not free within it) and the server goes on;
+    a fourth connection is refused while three are open, and accepted once one of them closes."""
+    good = read(GOOD)
+    got504 = False
+    for _ in range(20):
+        st, h, data = raw_predict("cal", good)
+        if st not in (503, 504) or b"request timeout of 0.01 s" not in data:
+            fail(f"--request-timeout 0.01: {st} {data!r}")
+        if st == 504:
+            got504 = True
+            break
+    if not got504:
+        fail("--request-timeout 0.01 never gave 504")
+
+    def keepalive():
+        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        if r.status != 200 or r.read() != b'{"status": "ok"}\n':
+            fail("/healthz on a kept-alive connection")
+        return c
+
+    def refused():
+        """A new connection gets no answer: closed or reset by the server without a response."""
+        try:
+            out = raw_socket(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=20)
+        except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+            return True
+        return out == b""
+
+    # MHD counts a connection until its thread has closed it: wait for the count to settle (poll, no
+    # fixed sleep) before taking the three allowed ones.
+    conns = None
+    for _ in range(100):
+        try:
+            conns = [keepalive() for _ in range(3)]
+            break
+        except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
+            for c in conns or []:
+                c.close()
+            conns = None
+            time.sleep(0.05)
+    if conns is None:
+        fail("three connections were never accepted at once")
+    for attempt in range(3):
+        if not refused():
+            fail("a fourth connection was served while --max-connections 3 were open")
+    for c in conns:  # the three still work
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        if r.status != 200:
+            fail(f"an allowed connection failed: {r.status}")
+        r.read()
+    conns[0].close()
+    deadline = time.time() + 20
+    while True:  # the server recovers: a new connection is served once one of the three closed
+        try:
+            st, h, data = request("GET", "/healthz", timeout=5)
+            if st == 200:
+                break
+        except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
+            pass
+        if time.time() > deadline:
+            fail("no new connection served after one of three closed")
+        time.sleep(0.05)
+    for c in conns[1:]:
+        c.close()
+
+
+def check_replicas():
+    """Two replicas of the same model behind a round-robin client that fails over: every answer is
+    `predict --json`'s line for the image up to "ms" byte for byte (the path given back as ?name=);
+    after one replica is killed (SIGKILL, as a crash), every request is still answered, by the other."""
+    import urllib.parse
+
+    imgs = [(GOOD, read(GOOD)), (BAD, read(BAD))]
+    ref = {r["path"]: r["_line"] for r in refs("ref_plain.jsonl")}
+    served_by = []
+    nxt = [0]
+
+    def rr_predict(path, img):
+        """Round robin over the replicas; a connection error moves on to the next one."""
+        errors = []
+        for _ in range(len(PORTS)):
+            port = PORTS[nxt[0] % len(PORTS)]
+            nxt[0] += 1
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                c.request("POST", "/v1/models/cal/predict?name=" + urllib.parse.quote(path, safe=""), img,
+                          {"Content-Type": "image/png"})
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+            except OSError as e:  # refused, reset: this replica is down, try the next
+                errors.append(f"{port}: {e!r}")
+                continue
+            if r.status == 503:  # shed: another replica may take it
+                errors.append(f"{port}: 503")
+                continue
+            served_by.append(port)
+            return r.status, data
+        fail(f"no replica answered: {errors}")
+
+    def check(n):
+        for i in range(n):
+            path, img = imgs[i % 2]
+            st, data = rr_predict(path, img)
+            want = ref[path]
+            if st != 200:
+                fail(f"replica answer {st}: {data[:300]!r}")
+            got = data.decode()
+            if got.split(', "ms": ')[0] != want.split(', "ms": ')[0]:
+                fail(f"a replica's answer differs from predict --json:\n  {got}\n  {want}")
+
+    check(8)
+    if sorted(set(served_by)) != sorted(PORTS) or served_by.count(PORTS[0]) != 4:
+        fail(f"round robin: answers by {served_by}")
+    os.kill(PIDS[0], signal.SIGKILL)
+    deadline = time.time() + 20
+    while True:  # wait until the kernel refuses connections on the dead replica's port
+        try:
+            socket.create_connection(("127.0.0.1", PORTS[0]), timeout=2).close()
+        except OSError:
+            break
+        if time.time() > deadline:
+            fail("the killed replica still accepts connections")
+        time.sleep(0.05)
+    served_by.clear()
+    check(6)
+    if set(served_by) != {PORTS[1]} or len(served_by) != 6:
+        fail(f"after the kill: answers by {served_by}")
+
+
+{"main": check_main, "shutdown": check_shutdown, "token": check_token, "limits": check_limits, "replicas": check_replicas}[sys.argv[1]]()

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void run_case(const char *name, size_t ws_queries) {
     char rel[256];
@@ -552,6 +553,48 @@ static void test_bf16_kernel(void **s) {
     print_message("bf16 kernel: %lld outputs within the bound, worst error %.3f of it\n", (long long)checked, worst);
 }
 
+/* pc_set_deadline_local reaches into both searches (src/cancel.c): past it, the pruned search (checked
+ * per cluster, on every thread) and the brute force (per bank block) stop with PC_ERR_CANCELLED; a
+ * deadline that has not passed changes nothing (results memcmp-equal to those without one). */
+static void test_deadline(void **s) {
+    (void)s;
+    const int64_t n = 6000, m = 300;
+    const int32_t D = 32, k = 3;
+    pc_rng r = {777};
+    float *bank = pc_malloc(sizeof(float) * (size_t)(n * D)), *q = pc_malloc(sizeof(float) * (size_t)(m * D));
+    for (int64_t i = 0; i < n * D; i++) bank[i] = gauss(&r);
+    for (int64_t i = 0; i < m * D; i++) q[i] = gauss(&r);
+    float *norms = pc_malloc(sizeof(float) * (size_t)n);
+    pc_knn_norms(norms, bank, n, D);
+    pc_knn_index *ix;
+    assert_int_equal(pc_knn_index_build(&ix, bank, norms, n, D, 0), PC_OK);
+    size_t wi = pc_knn_index_workspace_size(ix, m, k, 2), wb = pc_knn_workspace_size(m);
+    void *ws = pc_malloc(wi > wb ? wi : wb);
+    float *d0 = pc_malloc(sizeof(float) * (size_t)(m * k)), *d1 = pc_malloc(sizeof(float) * (size_t)(m * k));
+    int64_t *i0 = pc_malloc(sizeof(int64_t) * (size_t)(m * k)), *i1 = pc_malloc(sizeof(int64_t) * (size_t)(m * k));
+    for (int pruned = 0; pruned < 2; pruned++) {
+        pc_status st0 = pruned ? pc_knn_index_search(ix, d0, i0, q, m, k, ws, wi, NULL)
+                               : pc_knn_search(d0, i0, q, m, bank, norms, n, D, k, ws, wb);
+        assert_int_equal(st0, PC_OK);
+        pc_set_deadline_local(3600);
+        pc_status st1 = pruned ? pc_knn_index_search(ix, d1, i1, q, m, k, ws, wi, NULL)
+                               : pc_knn_search(d1, i1, q, m, bank, norms, n, D, k, ws, wb);
+        assert_int_equal(st1, PC_OK);
+        assert_memory_equal(d0, d1, sizeof(float) * (size_t)(m * k));
+        assert_memory_equal(i0, i1, sizeof(int64_t) * (size_t)(m * k));
+        pc_set_deadline_local(1e-9);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        st1 = pruned ? pc_knn_index_search(ix, d1, i1, q, m, k, ws, wi, NULL)
+                     : pc_knn_search(d1, i1, q, m, bank, norms, n, D, k, ws, wb);
+        pc_set_deadline_local(0);
+        assert_int_equal(st1, PC_ERR_CANCELLED);
+        assert_non_null(strstr(pc_last_error(), "during the kNN search"));
+    }
+    pc_knn_index_free(ix);
+    pc_free(ws), pc_free(norms), pc_free(bank), pc_free(q), pc_free(d0), pc_free(d1), pc_free(i0), pc_free(i1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ties_by_hand),
@@ -565,6 +608,7 @@ int main(void) {
         cmocka_unit_test(test_filter_env),
         cmocka_unit_test(test_pruned_threads),
         cmocka_unit_test(test_bf16_kernel),
+        cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,8 +18,13 @@
 #    the server keeps answering and exits 0 (no crash; under ASan, no leak);
 #  - a second server with --token-file, --log-format json and (when openssl is there to make a
 #    self-signed certificate) --tls-cert/--tls-key: 401 without the token, 200 with it, /healthz open,
-#    every stderr line JSON, all over HTTPS; with --request-timeout 0.05 on one worker, requests
-#    queued behind a running one get 503 naming the option;
+#    every stderr line JSON, all over HTTPS; ?timeout=0.005 stops a running prediction (504) and the
+#    next request is served with the CLI's numbers; ?timeout=0.01 behind a busy worker gets 503;
+#  - --request-timeout 0.01 gives 504 (the server's own limit), --max-connections 3: a fourth
+#    connection is refused while three are open (they keep working), and served once one closes;
+#  - two replicas with the same model behind a round-robin client: each answer equals predict --json's
+#    line up to "ms" byte for byte (path included, via ?name=); one replica SIGKILLed, the client fails
+#    over and the other answers every request;
 #  - SIGTERM with requests in flight: they complete with 200, the server exits 0 and says "stopped".
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR, PC_SOURCE_DIR. Exit 77 (skip) without the data,
 # weights, python or a CLI built with libmicrohttpd.
@@ -57,6 +62,7 @@ bad=$data/test/broken_large/000.png
     { cat ref.err >&2; fail "predict (npy) failed"; }
 "$cli" predict -m cal.pcm --json --threads 1 --maps maps_png --map-format png16 "$good" "$bad" >ref_png.jsonl 2>ref_png.err ||
     fail "predict (png16) failed"
+"$cli" predict -m cal.pcm --json --threads 1 "$good" "$bad" >ref_plain.jsonl 2>ref_plain.err || fail "predict (plain) failed"
 "$cli" predict -m raw.pcm --json --threads 1 "$good" >ref_raw.jsonl 2>ref_raw.err || fail "predict (raw model) failed"
 "$cli" info cal.pcm >info.txt || fail "info failed"
 
@@ -92,7 +98,8 @@ wait "$spid" || rc=$?
 grep -q "stopped" serve.log || fail "no 'stopped' line in the log"
 grep -q "reload: model 'bottle' from .* failed, still serving generation 1" serve.log ||
     fail "the failed reload is not logged"
-grep -q "POST /v1/models/bottle/predict model=bottle status=200 ms=" serve.log || fail "no request log line"
+grep -q "POST /v1/models/bottle/predict model=bottle status=200 ms=[0-9.]* queue_ms=[0-9.]* work_ms=[0-9.]* in=" serve.log ||
+    fail "no request log line with queue_ms and work_ms"
 
 # Token and JSON logs, over HTTPS when openssl can make a self-signed certificate.
 printf 's3cret-token\n' >token
@@ -107,7 +114,7 @@ fi
 export SERVE_TLS
 # shellcheck disable=SC2086
 start_server serve2.log -m cal.pcm --threads 1 --workers 1 --token-file token --log-format json $tls \
-    --request-timeout 0.05 --queue 2
+    --request-timeout 20 --queue 2
 [ "$SERVE_TLS" = 0 ] || grep -q "listening on https://" serve2.log || fail "--tls-cert: not listening on https"
 "$py" "$src/tests/serve_check.py" token "$port" "$spid" "$tmp" "$good" "$bad" ||
     { tail -20 serve2.log >&2; fail "token checks failed"; }
@@ -117,11 +124,36 @@ wait "$spid" || rc=$?
 [ "$rc" = 0 ] || { tail -20 serve2.log >&2; fail "serve (token) exited $rc"; }
 "$py" -c "
 import json, sys
-n = 0
+n = work = 0
 for line in open('serve2.log'):
-    json.loads(line); n += 1
-assert n >= 4, n
+    j = json.loads(line); n += 1
+    work += j.get('status') == 200 and j.get('work_ms', -1) >= 0 and j.get('queue_ms', -1) >= 0
+assert n >= 4 and work >= 1, (n, work)
 " || { cat serve2.log >&2; fail "a --log-format json line is not JSON"; }
+
+# --request-timeout bounding predictions (504) and --max-connections (a fourth connection refused while
+# three are open, served once one closes).
+start_server serve3.log -m cal.pcm --threads 1 --workers 1 --request-timeout 0.01 --max-connections 3
+SERVE_TLS=0 "$py" "$src/tests/serve_check.py" limits "$port" "$spid" "$tmp" "$good" "$bad" ||
+    { tail -20 serve3.log >&2; fail "limits checks failed"; }
+kill -TERM "$spid"
+rc=0
+wait "$spid" || rc=$?
+[ "$rc" = 0 ] || { tail -20 serve3.log >&2; fail "serve (limits) exited $rc"; }
+grep -q "connection limit" serve3.log || fail "libmicrohttpd did not log the refused connection"
+
+# Two replicas of the same model behind a round-robin client: every answer is predict's; one replica
+# killed, the other answers everything.
+start_server rep1.log -m cal.pcm --threads 1 --workers 1
+port1=$port spid1=$spid
+start_server rep2.log -m cal.pcm --threads 1 --workers 1
+SERVE_TLS=0 "$py" "$src/tests/serve_check.py" replicas "$port1,$port" "$spid1,$spid" "$tmp" "$good" "$bad" ||
+    { tail -n 20 rep1.log rep2.log >&2; fail "replica checks failed"; }
+wait "$spid1" 2>/dev/null || true
+kill -TERM "$spid"
+rc=0
+wait "$spid" || rc=$?
+[ "$rc" = 0 ] || { tail -20 rep2.log >&2; fail "serve (replica 2) exited $rc"; }
 
 # Bad command lines and a model that cannot be loaded.
 "$cli" serve >/dev/null 2>&1 && fail "serve without -m succeeded"

@@ -5,6 +5,8 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <math.h>
+#include <time.h>
 #include <pthread.h>
 #include <omp.h>
 
@@ -96,11 +98,47 @@ static void test_threads_reach_other_threads(void **state) {
     pc_set_num_threads(def);
 }
 
+/* The per-thread deadline (src/cancel.c): none by default, passed after its time, cleared by 0, NaN
+ * or a negative value, and per thread (another thread does not see this one's). */
+static void *deadline_other_thread(void *arg) {
+    *(pc_status *)arg = pc_deadline_check("on another thread");
+    return NULL;
+}
+
+static void test_deadline(void **state) {
+    (void)state;
+    assert_int_equal(pc_deadline_check("x"), PC_OK);
+    pc_set_deadline_local(3600);
+    assert_int_equal(pc_deadline_check("x"), PC_OK);
+    pc_set_deadline_local(1e-9); /* passed by the time it is checked */
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+    pc_status other = PC_ERR_INTERNAL;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, deadline_other_thread, &other), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(other, PC_OK);
+    assert_int_equal(pc_deadline_check("before the backbone"), PC_ERR_CANCELLED);
+    assert_non_null(strstr(pc_last_error(), "deadline passed"));
+    assert_non_null(strstr(pc_last_error(), "before the backbone"));
+    pc_set_deadline_local(0);
+    assert_int_equal(pc_deadline_check("x"), PC_OK);
+    pc_set_deadline_local(1e-9);
+    nanosleep(&ts, NULL);
+    pc_set_deadline_local(-1);
+    assert_int_equal(pc_deadline_check("x"), PC_OK);
+    pc_set_deadline_local(1e-9);
+    nanosleep(&ts, NULL);
+    pc_set_deadline_local(NAN);
+    assert_int_equal(pc_deadline_check("x"), PC_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),       cmocka_unit_test(test_status_strings),
         cmocka_unit_test(test_last_error),    cmocka_unit_test(test_checked_sizes),
         cmocka_unit_test(test_read_file_missing), cmocka_unit_test(test_threads_reach_other_threads),
+        cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
