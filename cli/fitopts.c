@@ -118,7 +118,11 @@ bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options 
     if (mem) mem->field = NULL;
     if (cli_match(a, "--weights")) {
         TAKE("--weights");
-        MEMBER_LIST(weights, ',');
+        if (access(v, F_OK) != 0) { /* an existing file whose name has a comma is one file, not a list */
+            MEMBER_LIST(weights, ',');
+        } else if (mem) {
+            mem->weights = NULL;
+        }
         o->weights = v;
     } else if (cli_match(a, "--backbone")) {
         TAKE("--backbone");
