@@ -1,5 +1,5 @@
 /*
- * backbone_onednn.h - a backbone's network compiled into oneDNN primitives (issue 12). backbone.c
+ * onednn_net.h - a backbone's network compiled into oneDNN primitives (issue 12). backbone.c
  * describes the folded network as a list of operations on values (convolutions with bias, residual
  * sum and ReLU; the 3x3/2 max-pool) and builds, per input shape, a plan: one primitive per operation
  * in the layouts oneDNN prefers (blocked, e.g. nChw16c, end to end), a reorder of the NCHW float32

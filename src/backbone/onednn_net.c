@@ -1,5 +1,5 @@
 /*
- * backbone_onednn.c - the folded ResNet trunk as oneDNN primitives (see backbone_onednn.h and
+ * onednn_net.c - the folded ResNet trunk as oneDNN primitives (see onednn_net.h and
  * docs/backbone.md, "oneDNN").
  *
  * A plan is made in three passes over the operations: (1) primitive descriptors with format_tag_any
@@ -13,7 +13,7 @@
  * the list of steps forward executes. Weights are reordered into the layout a descriptor asks for
  * once per net (under its lock) and shared by every plan that asks for the same layout.
  */
-#include "backbone_onednn.h"
+#include "onednn_net.h"
 #include "onednn.h"
 
 #include <omp.h>
