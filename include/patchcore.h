@@ -260,6 +260,10 @@ PC_API int32_t pc_layer_from_name(pc_arch arch, const char *name);
 /* The name of layer n (1..4) in arch's family: "layer2", or "denseblock2" for a DenseNet. A static
  * string; "" when n is out of range. */
 PC_API const char *pc_layer_name(pc_arch arch, int32_t n);
+/* The channels of layer n (1..4) of arch: 64..2048 for ResNets (layer4 of a Bottleneck net: 2048),
+ * the dense block's output channels for DenseNets (densenet201: 256, 512, 1792, 1920). 0 when arch
+ * is unknown or n is out of range. */
+PC_API int32_t pc_arch_channels(pc_arch arch, int32_t n);
 
 typedef struct pc_backbone pc_backbone;
 

@@ -37,6 +37,11 @@ pc_arch pc_arch_from_name(const char *name) {
     return PC_ARCH_UNKNOWN;
 }
 
+int32_t pc_arch_channels(pc_arch arch, int32_t n) {
+    const pc_bb_arch *s = spec_of(arch);
+    return s && n >= 1 && n <= 4 ? s->family->channels(s, n) : 0;
+}
+
 float *pc_bb_ws(const pc_backbone *bb, int i) {
     float *p = bb->ws;
     for (int j = 0; j < i; j++) p += bb->ws_cap[j];
