@@ -10,8 +10,11 @@
  *  - the reference's batch-norm warm-up (METHOD.md §2, the default) against torchvision doing it
  *    (model.train(), a forward of ones(1, 3, S, S) up to denseblock D, model.eval()): densenet121 at
  *    S = 224 (D = 2, 3) and 320 (D = 3), densenet201 at 224 and 320 (D = 3, the paper's backbone);
- *  - wrong shapes and missing tensors reported by name; pc_weights_inspect; sizes and channels.
- * Each comparison with torchvision runs on every convolution path the family has ($PATCHCORE_CONV).
+ *  - wrong shapes and missing tensors reported by name; pc_weights_inspect; sizes and channels; the
+ *    default weights lookup (torch hub cache names, then the Hugging Face cache's timm snapshot);
+ *  - bf16 against torchvision's densenet201 in bf16.
+ * Each comparison with torchvision runs on both convolution paths: oneDNN's (src/backbone/onednn_net.c,
+ * one image at a time in the blocked layout) and ours ($PATCHCORE_CONV=onednn, then builtin).
  */
 #include "internal.h"
 #include "backbone_internal.h"
@@ -27,6 +30,13 @@
 #define TOL 2e-5
 
 static pc_conv_path want_path = PC_CONV_BUILTIN;
+
+static int setup_onednn(void **state) {
+    (void)state;
+    setenv("PATCHCORE_CONV", "onednn", 1);
+    want_path = PC_CONV_ONEDNN;
+    return 0;
+}
 
 static int setup_builtin(void **state) {
     (void)state;
@@ -283,13 +293,71 @@ static void test_default_lookup(void **state) {
     unsetenv("TORCH_HOME");
 }
 
+/* bf16 (PC_PRECISION_BF16, oneDNN only): ours against torchvision's densenet201 in bf16, with
+ * test_backbone.c's measure: max|ours - torch_bf16| / max|torch_f32| and max|ours - f32| / max|torch_f32|
+ * per block, each bounded by BF16_FACTOR times torch's own bf16 error max|torch_bf16 - torch_f32| /
+ * max|torch_f32| plus one bf16 unit (BF16_FLOOR). */
+#define BF16_FACTOR 2.0
+#define BF16_FLOOR (1.0 / 256.0)
+
+static void test_bf16(void **state) {
+    (void)state;
+    char p[512], why[256];
+    if (!pc_precision_supported(PC_PRECISION_BF16, why, sizeof why)) TEST_SKIP_MSG("bf16: %s", why);
+    if (!ref_exists("densenet/bf16_densenet201_layer3.npy")) TEST_SKIP_MSG("no bf16 references (run make refs)");
+    const uint32_t mask = 0x7;
+    pc_backbone_options o;
+    pc_backbone_options_init(&o);
+    o.bn_stats = PC_BN_TRAINED;
+    o.precision = PC_PRECISION_BF16;
+    pc_backbone *bb = NULL;
+    unsetenv("PATCHCORE_CONV");
+    assert_int_equal(pc_backbone_load_with(ref_path(p, sizeof p, "densenet/densenet201.safetensors"), PC_ARCH_UNKNOWN,
+                                           mask, &o, &bb), PC_OK);
+    assert_int_equal(pc_backbone_conv_path(bb), PC_CONV_ONEDNN);
+    want_path = PC_CONV_ONEDNN;
+    float *outs[4];
+    size_t counts[4];
+    run(bb, "input_224.npy", mask, outs, counts);
+    for (int l = 1; l <= 3; l++) {
+        npy_array f32, b16;
+        assert_int_equal(npy_load(ref_path(p, sizeof p, "densenet/densenet201_layer%d.npy", l), &f32), 0);
+        assert_int_equal(npy_load(ref_path(p, sizeof p, "densenet/bf16_densenet201_layer%d.npy", l), &b16), 0);
+        const size_t cnt = counts[l - 1];
+        assert_int_equal((size_t)f32.count, cnt);
+        const float *ref = f32.data, *tb = b16.data;
+        double amax = 0.0;
+        for (size_t i = 0; i < cnt; i++) amax = PC_MAX(amax, (double)(ref[i] < 0 ? -ref[i] : ref[i]));
+        const double ours_torch = max_abs_diff(outs[l - 1], tb, cnt) / amax;
+        const double ours_f32 = max_abs_diff(outs[l - 1], ref, cnt) / amax;
+        const double torch_f32 = max_abs_diff(tb, ref, cnt) / amax;
+        const double bound = BF16_FACTOR * torch_f32 + BF16_FLOOR;
+        print_message("bf16 densenet201 denseblock%d: ours vs torch bf16 %.2e, ours vs f32 %.2e, torch bf16 vs f32 "
+                      "%.2e (bound %.2e)\n", l, ours_torch, ours_f32, torch_f32, bound);
+        assert_true(ours_torch <= bound);
+        assert_true(ours_f32 <= bound);
+        npy_free(&f32), npy_free(&b16);
+        free(outs[l - 1]);
+    }
+    pc_backbone_free(bb);
+    /* bf16 has only the oneDNN path */
+    setenv("PATCHCORE_CONV", "builtin", 1);
+    bb = (pc_backbone *)1;
+    assert_int_equal(pc_backbone_load_with(ref_path(p, sizeof p, "densenet/densenet201.safetensors"), PC_ARCH_UNKNOWN,
+                                           mask, &o, &bb), PC_ERR_UNSUPPORTED);
+    assert_null(bb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_eval_all_spellings, setup_onednn),
         cmocka_unit_test_setup(test_eval_all_spellings, setup_builtin),
+        cmocka_unit_test_setup(test_warmup, setup_onednn),
         cmocka_unit_test_setup(test_warmup, setup_builtin),
         cmocka_unit_test_setup(test_mismatches_named, setup_builtin),
         cmocka_unit_test_setup(test_inspect_and_sizes, setup_builtin),
         cmocka_unit_test_setup(test_default_lookup, setup_builtin),
+        cmocka_unit_test(test_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -394,6 +394,60 @@ done:
     return st == PC_OK ? PC_OK : pc_fail(st, "out of memory for the batch-norm warm-up");
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The network for oneDNN (onednn_net.h): each block's output is a buffer value that the max-pool
+ * (block 1) or the transition's convolution fills first and each layer's conv2 then writes its
+ * growth channels into; a layer's norm1 reads the buffer's channels so far. Convolutions in order:
+ * conv0, per layer conv1 and conv2, per transition its conv.
+ * ------------------------------------------------------------------------------------------- */
+
+static pc_status dnn_describe(pc_backbone *bb) {
+    const densenet *D = bb->net;
+    const arch_spec *a = spec(bb->spec);
+    int nconv = 1 + D->ntrans, nops = 3 + 4 * D->ntrans;
+    for (int s = 0; s < bb->max_layer; s++) nconv += 2 * D->nlayers[s], nops += 3 * D->nlayers[s];
+    pc_dnn_conv *convs = pc_calloc((size_t)nconv, sizeof *convs);
+    pc_dnn_op *ops = pc_calloc((size_t)nops, sizeof *ops);
+    if (!convs || !ops) {
+        pc_free(convs), pc_free(ops);
+        return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    }
+    int ci = 0, no = 0;
+#define CONV(c_) (convs[ci] = (pc_dnn_conv){(c_)->cin, (c_)->cout, (c_)->k, (c_)->stride, (c_)->pad, (c_)->groups, \
+                                            (c_)->weight, (c_)->bias}, ci++)
+#define OP(...) (ops[no] = (pc_dnn_op){__VA_ARGS__}, ++no)
+    const int stem = OP(.kind = PC_DNN_CONV, .conv = CONV(&D->stem), .src = 0, .relu = 1);
+    int buf = OP(.kind = PC_DNN_BUFFER, .ch = block_out(a, 0));
+    OP(.kind = PC_DNN_MAXPOOL, .src = stem, .into = buf, .off = 0);
+    for (int s = 0; s < bb->max_layer; s++) {
+        int32_t c = block_in(a, s);
+        for (int l = 0; l < D->nlayers[s]; l++, c += a->growth) {
+            const dense_layer *Ly = &D->layers[s][l];
+            const int x = OP(.kind = PC_DNN_BNRELU, .src = buf, .src_ch = c, .scale = Ly->norm1.scale,
+                             .shift = Ly->norm1.shift);
+            const int t = OP(.kind = PC_DNN_CONV, .conv = CONV(&Ly->c1), .src = x, .relu = 1);
+            OP(.kind = PC_DNN_CONV, .conv = CONV(&Ly->c2), .src = t, .into = buf, .off = c,
+               .tap = l + 1 == D->nlayers[s] ? s + 1 : 0);
+        }
+        if (s + 1 < bb->max_layer) {
+            const transition *T = &D->trans[s];
+            const int x = OP(.kind = PC_DNN_BNRELU, .src = buf, .scale = T->norm.scale, .shift = T->norm.shift);
+            const int pooled = OP(.kind = PC_DNN_AVGPOOL, .src = x);
+            const int next = OP(.kind = PC_DNN_BUFFER, .ch = block_out(a, s + 1));
+            OP(.kind = PC_DNN_CONV, .conv = CONV(&T->conv), .src = pooled, .into = next, .off = 0);
+            buf = next;
+        }
+    }
+#undef OP
+#undef CONV
+    pc_status st = ci == nconv && no == nops
+                       ? pc_dnn_net_create(convs, nconv, ops, nops, bb->precision == PC_PRECISION_BF16, &bb->dnet)
+                       : pc_fail(PC_ERR_INTERNAL, "densenet: %d/%d convolutions, %d/%d operations described", ci,
+                                 nconv, no, nops);
+    pc_free(convs), pc_free(ops);
+    return st;
+}
+
 static pc_status finalise(pc_backbone *bb) {
     densenet *D = bb->net;
     pc_status st = bb->bn_stats == PC_BN_REFERENCE ? warmup(bb) : PC_OK;
@@ -415,6 +469,7 @@ static pc_status finalise(pc_backbone *bb) {
         if (st == PC_OK) FOLD(pc_bb_conv_fold(&D->trans[t].conv, wino));
     }
 #undef FOLD
+    if (st == PC_OK && bb->conv_path == PC_CONV_ONEDNN) st = dnn_describe(bb);
     return st;
 }
 
@@ -447,5 +502,5 @@ const pc_bb_family pc_family_densenet = {
     .plan = plan,
     .forward = forward,
     .weight_bytes = weight_bytes,
-    .has_onednn = 0,
+    .has_onednn = 1,
 };

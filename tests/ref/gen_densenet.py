@@ -14,6 +14,10 @@ and its dense-block outputs:
   warm_ARCH_S_lD_layerN.npy  after the reference's warm-up (METHOD.md §2: model.train(), a forward of
                       torch.ones(1, 3, S, S) up to denseblock D, model.eval()), on warm_input_S.npy
                       (1 bottle image at S); listed in warm_manifest.txt as "arch S D"
+  bf16_densenet201_layerN.npy  torchvision's densenet201 run entirely in bfloat16 as a PyTorch user
+                      runs it on a CPU (model.bfloat16() in channels-last, the input cast), eval mode, on
+                      input_224.npy, for the PC_PRECISION_BF16 test (the float32 reference is
+                      densenet201_layerN.npy)
 manifest.txt lists "arch size deepest" for the eval-mode references; bad_dense.safetensors has a
 wrong shape and a missing tensor for the validation test.
 """
@@ -145,6 +149,11 @@ for idx, (arch, deepest, warms) in enumerate(CONFIGS):
     for i, y in enumerate(blocks(model, inp[224], deepest)):
         common.save(OUT, "%s_layer%d.npy" % (arch, i + 1), y.numpy())
     manifest.append("%s 224 %d" % (arch, deepest))
+    if arch == "densenet201":
+        mb = copy.deepcopy(model).bfloat16().to(memory_format=torch.channels_last)
+        xb = inp[224].bfloat16().contiguous(memory_format=torch.channels_last)
+        for i, y in enumerate(blocks(mb, xb, deepest)):
+            common.save(OUT, "bf16_%s_layer%d.npy" % (arch, i + 1), y.float().contiguous().numpy())
     for size, d in warms:
         if ("w", size) not in inp:
             inp[("w", size)] = inputs(size, n=1)
