@@ -327,7 +327,10 @@ PC_API void pc_backbone_options_init(pc_backbone_options *opt);
  * warm-up at S = 224, which costs one forward pass of one image at load), then folded into the
  * convolutions. path == NULL looks in $PATCHCORE_WEIGHTS, then torchvision's cache
  * ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints) for the architecture's
- * standard file name; the error message says where it looked. Thread-safe (no shared state). */
+ * standard file name, then (DenseNets) the Hugging Face hub cache for timm's densenetNNN.tv_in1k
+ * model.safetensors; the error message says where it looked. DenseNet files may use torchvision's
+ * old tensor names (denselayerN.norm.1.weight) or drop the "features." prefix. Thread-safe (no
+ * shared state). */
 PC_API pc_status pc_backbone_load_with(const char *path, pc_arch arch, uint32_t layer_mask,
                                        const pc_backbone_options *opt, pc_backbone **out);
 

@@ -12,7 +12,8 @@
  *    S = 224 (D = 2, 3) and 320 (D = 3), densenet201 at 224 and 320 (D = 3, the paper's backbone);
  *  - wrong shapes and missing tensors reported by name; pc_weights_inspect; sizes and channels; the
  *    default weights lookup (torch hub cache names, then the Hugging Face cache's timm snapshot);
- *  - bf16 against torchvision's densenet201 in bf16.
+ *  - bf16 against torchvision's densenet201 in bf16; two views forwarding at once = one alone;
+ *  - `patchcore features --layer denseblockN` and `info --weights`.
  * Each comparison with torchvision runs on both convolution paths: oneDNN's (src/backbone/onednn_net.c,
  * one image at a time in the blocked layout) and ours ($PATCHCORE_CONV=onednn, then builtin).
  */
@@ -20,9 +21,11 @@
 #include "backbone_internal.h"
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Measured on the builtin path: 1e-6 .. 3e-6 (eval mode and warm-up alike); the bound leaves room for
@@ -293,6 +296,67 @@ static void test_default_lookup(void **state) {
     unsetenv("TORCH_HOME");
 }
 
+/* Two views of one DenseNet (shared weights and oneDNN net, each its own workspace or plan) forwarding
+ * on two threads at once give bit for bit what the parent gives alone. */
+typedef struct view_job {
+    pc_backbone *view;
+    const float *in;
+    float *out;
+    const float *want;
+    size_t count;
+    int ok;
+} view_job;
+
+static void *view_run(void *arg) {
+    view_job *j = arg;
+    float *outs[4] = {0};
+    outs[1] = j->out;
+    j->ok = 1;
+    for (int r = 0; r < 3 && j->ok; r++) {
+        memset(j->out, 0, j->count * sizeof(float));
+        j->ok = pc_backbone_forward(j->view, j->in, 1, 224, 224, PC_LAYER(2), outs) == PC_OK &&
+                memcmp(j->out, j->want, j->count * sizeof(float)) == 0;
+    }
+    return NULL;
+}
+
+static void test_views_concurrent(void **state) {
+    (void)state;
+    if (!have_refs()) skip();
+    char p[512];
+    pc_backbone *bb = NULL, *v[2] = {0};
+    assert_int_equal(load_opts("densenet121.safetensors", PC_ARCH_UNKNOWN, 0x3, PC_BN_REFERENCE, 224, &bb), PC_OK);
+    npy_array x;
+    assert_int_equal(npy_load(ref_path(p, sizeof p, "densenet/input_224.npy"), &x), 0);
+    const size_t count = (size_t)pc_backbone_channels(bb, 2) * 28 * 28, in1 = 3 * 224 * 224;
+    float *want[2], *got[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pc_backbone_view(bb, &v[i]), PC_OK);
+        want[i] = calloc(count, sizeof(float)), got[i] = calloc(count, sizeof(float));
+        float *outs[4] = {0};
+        outs[1] = want[i];
+        assert_int_equal(pc_backbone_forward(bb, (const float *)x.data + i * in1, 1, 224, 224, PC_LAYER(2), outs),
+                         PC_OK);
+    }
+    assert_int_equal(pc_backbone_weight_bytes(v[0]), 0);
+    pthread_t t[2];
+    view_job j[2];
+    for (int i = 0; i < 2; i++) {
+        j[i] = (view_job){v[i], (const float *)x.data + i * in1, got[i], want[i], count, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, view_run, &j[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    print_message("%s: two views at once = serial: %s, %s\n", pc_conv_path_name(pc_backbone_conv_path(bb)),
+                  j[0].ok ? "yes" : "NO", j[1].ok ? "yes" : "NO");
+    assert_true(j[0].ok && j[1].ok);
+    for (int i = 0; i < 2; i++) {
+        pc_backbone_free(v[i]);
+        free(want[i]), free(got[i]);
+    }
+    npy_free(&x);
+    pc_backbone_free(bb);
+}
+
 /* bf16 (PC_PRECISION_BF16, oneDNN only): ours against torchvision's densenet201 in bf16, with
  * test_backbone.c's measure: max|ours - torch_bf16| / max|torch_f32| and max|ours - f32| / max|torch_f32|
  * per block, each bounded by BF16_FACTOR times torch's own bf16 error max|torch_bf16 - torch_f32| /
@@ -348,6 +412,34 @@ static void test_bf16(void **state) {
     assert_null(bb);
 }
 
+/* The CLI: `features` writes PREFIX.denseblockN.npy, refuses a ResNet layer name for a DenseNet;
+ * `info --weights` names the dense blocks. */
+static void test_cli(void **state) {
+    (void)state;
+    char w[512], img[512], cmd[2048], out[600];
+    const char *cli = getenv("PC_CLI");
+    if (!have_refs() || !cli || !shared_path(img, sizeof img, "data/mvtec_ad/bottle/test/broken_large/000.png"))
+        TEST_SKIP_MSG("no CLI, references or ../shared");
+    ref_path(w, sizeof w, "densenet/densenet121_old.pth");
+    snprintf(out, sizeof out, "/tmp/pc_dn_cli_%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "%s features --weights %s --layer denseblock2 --threads 2 %s -o %s >/dev/null", cli, w,
+             img, out);
+    assert_int_equal(system(cmd), 0);
+    char npy[700];
+    snprintf(npy, sizeof npy, "%s.denseblock2.npy", out);
+    npy_array a;
+    assert_int_equal(npy_load(npy, &a), 0);
+    assert_int_equal(a.ndim, 3);
+    assert_int_equal(a.shape[0], 512);
+    assert_int_equal(a.shape[1], 28);
+    npy_free(&a);
+    unlink(npy);
+    snprintf(cmd, sizeof cmd, "%s features --weights %s --layer layer2 %s -o %s 2>/dev/null", cli, w, img, out);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s info --weights %s | grep -q 'denseblock4 (1024 channels)'", cli, w);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_eval_all_spellings, setup_onednn),
@@ -357,7 +449,10 @@ int main(void) {
         cmocka_unit_test_setup(test_mismatches_named, setup_builtin),
         cmocka_unit_test_setup(test_inspect_and_sizes, setup_builtin),
         cmocka_unit_test_setup(test_default_lookup, setup_builtin),
+        cmocka_unit_test_setup(test_views_concurrent, setup_onednn),
+        cmocka_unit_test_setup(test_views_concurrent, setup_builtin),
         cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,13 +238,15 @@ void pc_backbone_options_init(pc_backbone_options *opt) {
 /* Our kernels or oneDNN's, by measurement (docs/backbone.md, "Which convolutions"; the switch
  * $PATCHCORE_CONV=builtin|onednn overrides it; bf16 has only the oneDNN path). Where oneDNN runs
  * AVX-512 its brgemm kernels beat ours on every architecture measured (ResNet-18, WRN-50-2: 0.6x
- * our time; DenseNet-201: docs/backbone.md); capped at AVX2 (the Zen 3 machines) its jit:avx2 kernels
- * lose to our Winograd + OpenBLAS Haswell by 5-10% on ResNets, so the builtin path stays the default
- * there. A family without a oneDNN description runs builtin. */
+ * our time; DenseNet-201 less than half); capped at AVX2 (the Zen 3 machines) its jit:avx2 kernels
+ * lose to our Winograd + OpenBLAS Haswell by 5-10% on ResNets, so the builtin path stays their
+ * default there, while on DenseNets (many small 1x1 and 3x3 -> 32 convolutions, one image at a time)
+ * oneDNN still wins by far (onednn_below_avx512). A family without a oneDNN description runs builtin. */
 static pc_conv_path default_conv_path(const pc_backbone *bb) {
-    if (!bb->spec->family->has_onednn) return PC_CONV_BUILTIN;
+    const pc_bb_family *f = bb->spec->family;
+    if (!f->has_onednn || !pc_dnnl_engine()) return PC_CONV_BUILTIN;
     const unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
-    return pc_dnnl_engine() && ((unsigned)pc_dnnl_isa() & avx512) == avx512 ? PC_CONV_ONEDNN : PC_CONV_BUILTIN;
+    return f->onednn_below_avx512 || ((unsigned)pc_dnnl_isa() & avx512) == avx512 ? PC_CONV_ONEDNN : PC_CONV_BUILTIN;
 }
 
 static pc_status choose_conv_path(pc_backbone *bb, const char *fn) {

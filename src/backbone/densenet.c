@@ -503,4 +503,5 @@ const pc_bb_family pc_family_densenet = {
     .forward = forward,
     .weight_bytes = weight_bytes,
     .has_onednn = 1,
+    .onednn_below_avx512 = 1,
 };

@@ -166,7 +166,8 @@ struct pc_bb_family {
     void (*forward)(pc_backbone *bb, const float *in, int32_t n, int32_t h, int32_t w, uint32_t layer_mask,
                     float *const outs[4]);
     size_t (*weight_bytes)(const pc_backbone *bb);
-    int has_onednn; /* 0: the builtin path only */
+    int has_onednn;       /* 0: the builtin path only */
+    int onednn_below_avx512; /* oneDNN is the default also where it runs AVX2 only (measured: docs/backbone.md) */
 };
 
 extern const pc_bb_family pc_family_resnet, pc_family_densenet;
