@@ -225,6 +225,25 @@ static void test_mismatches_named(void **state) {
                 (const char *const[]){"missing features.transition3.norm.weight", NULL});
 }
 
+/* What a model file keeps of the weights (pc_backbone_tensor_needed), both families and spellings. */
+static void test_tensor_needed(void **state) {
+    (void)state;
+    assert_true(pc_backbone_tensor_needed("features.conv0.weight", 1));
+    assert_true(pc_backbone_tensor_needed("conv0.weight", 1));
+    assert_true(pc_backbone_tensor_needed("features.denseblock2.denselayer3.norm.1.weight", 2));
+    assert_true(pc_backbone_tensor_needed("features.transition1.conv.weight", 2));
+    assert_false(pc_backbone_tensor_needed("features.transition2.conv.weight", 2)); /* after the last block */
+    assert_false(pc_backbone_tensor_needed("features.denseblock3.denselayer1.conv1.weight", 2));
+    assert_false(pc_backbone_tensor_needed("features.norm5.weight", 4));
+    assert_false(pc_backbone_tensor_needed("classifier.weight", 4));
+    assert_false(pc_backbone_tensor_needed("features.norm0.num_batches_tracked", 4));
+    assert_true(pc_backbone_tensor_needed("layer3.0.downsample.1.running_var", 3));
+    assert_true(pc_backbone_tensor_needed("bn1.bias", 1));
+    assert_false(pc_backbone_tensor_needed("layer3.0.conv1.weight", 2));
+    assert_false(pc_backbone_tensor_needed("fc.weight", 4));
+    assert_false(pc_backbone_tensor_needed("something.else", 4));
+}
+
 static void test_inspect_and_sizes(void **state) {
     (void)state;
     if (!have_refs()) skip();
@@ -448,6 +467,7 @@ int main(void) {
         cmocka_unit_test_setup(test_warmup, setup_builtin),
         cmocka_unit_test_setup(test_mismatches_named, setup_builtin),
         cmocka_unit_test_setup(test_inspect_and_sizes, setup_builtin),
+        cmocka_unit_test(test_tensor_needed),
         cmocka_unit_test_setup(test_default_lookup, setup_builtin),
         cmocka_unit_test_setup(test_views_concurrent, setup_onednn),
         cmocka_unit_test_setup(test_views_concurrent, setup_builtin),

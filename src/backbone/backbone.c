@@ -113,6 +113,19 @@ static int load_filter(const char *name, void *user) {
     return keep;
 }
 
+int pc_backbone_tensor_needed(const char *name, int32_t deepest) {
+    pc_bb_evidence E = {.max_layer = deepest};
+    const size_t n = strlen(name), suf = strlen(".num_batches_tracked");
+    if (n >= suf && strcmp(name + n - suf, ".num_batches_tracked") == 0) return 0;
+    int mine = 0;
+    for (int f = 0; f < N_FAMILIES; f++) {
+        const int r = FAMILIES[f]->filter(name, &E);
+        if (r == 0) return 0;
+        mine |= r == 1;
+    }
+    return mine;
+}
+
 /* The architecture of d: the family that recognises its names infers it. */
 static pc_status infer_arch(const pc_tensor_dict *d, const pc_bb_evidence *E, const char *path,
                             const pc_bb_arch **out) {
