@@ -107,7 +107,7 @@ FUZZ_TARGETS ?= image weights modelfile cli serve
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS   = -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude -Isrc
-FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lm
+FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -ldnnl -lm
 FUZZ_SRC_image     = src/image.c src/preprocess.c src/status.c
 FUZZ_SRC_weights   = src/weights.c src/status.c
 FUZZ_SRC_modelfile = src/modelfile.c src/status.c
