@@ -107,16 +107,16 @@ FUZZ_TARGETS ?= image weights modelfile cli serve serve_http
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS   = -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude -Isrc
-FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lm
+FUZZ_LIBS     = -lpng -ljpeg -lz -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -ldnnl -lm
 FUZZ_SRC_image     = src/image.c src/preprocess.c src/status.c
 FUZZ_SRC_weights   = src/weights.c src/status.c
 FUZZ_SRC_modelfile = src/modelfile.c src/status.c
-FUZZ_SRC_cli       = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c) -Icli -fopenmp
+FUZZ_SRC_cli       = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c src/backbone/*.c) -Icli -fopenmp
 FUZZ_SRC_serve     = # fuzz_serve.c includes server/parse.c, which needs nothing else
 FUZZ_SRC_serve_http = $(filter-out cli/main.c,$(wildcard cli/*.c)) $(wildcard src/*.c) -Icli -Iserver -fopenmp -ldnnl
 FUZZ_OPTS_cli      = -close_fd_mask=3 -dict=fuzz/cli.dict
 
-build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h cli/*.c cli/*.h server/*.c server/*.h include/patchcore.h
+build-fuzz/fuzz_%: fuzz/fuzz_%.c src/*.c src/*.h src/backbone/*.c src/backbone/*.h cli/*.c cli/*.h server/*.c server/*.h include/patchcore.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) $(FUZZ_LIBS) -o $@
 

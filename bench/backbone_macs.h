@@ -1,5 +1,5 @@
 /*
- * backbone_macs.h - multiply-adds of a torchvision ResNet-family forward (stem, then stages up to
+ * backbone_macs.h - multiply-adds of a torchvision ResNet-family or DenseNet forward (stem, then stages up to
  * `deepest`) on an s x s input, worked out from the architecture's definition: the benchmarks' FLOP
  * counts (2 per multiply-add) for GFLOP/s and floors. wide_resnet50_2 to layer3 at 224: 9.19 GMAC.
  */
@@ -8,8 +8,30 @@
 
 #include "patchcore.h"
 
+/* Multiply-adds of a torchvision DenseNet up to denseblock `deepest` (the transitions between, as
+ * torchvision runs them: 1x1 convolution, then the average pool). */
+static inline double densenet_macs(pc_arch a, int deepest, int s) {
+    static const int cfg[4][6] = {{32, 64, 6, 12, 24, 16}, {48, 96, 6, 12, 36, 24}, {32, 64, 6, 12, 32, 32},
+                                  {32, 64, 6, 12, 48, 32}}; /* growth, init, layers per block */
+    const int *c = cfg[a - PC_ARCH_DENSENET121], g = c[0];
+    int h = (s + 6 - 7) / 2 + 1;
+    double macs = (double)h * h * c[1] * 3 * 49;
+    h = (h + 2 - 3) / 2 + 1;
+    int cin = c[1];
+    for (int b = 0; b < deepest; b++) {
+        for (int l = 0; l < c[2 + b]; l++, cin += g)
+            macs += (double)h * h * 4 * g * cin + (double)h * h * g * 4 * g * 9; /* 1x1, 3x3 */
+        if (b + 1 < deepest) {
+            macs += (double)h * h * (cin / 2) * cin; /* transition 1x1 */
+            cin /= 2, h /= 2;
+        }
+    }
+    return macs;
+}
+
 /* Multiply-adds of a torchvision ResNet family forward up to layer `deepest` on an s x s input. */
 static inline double backbone_macs(pc_arch a, int deepest, int s) {
+    if (pc_arch_is_densenet(a)) return densenet_macs(a, deepest, s);
     static const int blocks[][4] = {{0}, {2, 2, 2, 2}, {3, 4, 6, 3}, {3, 4, 6, 3}, {3, 4, 23, 3}, {3, 8, 36, 3},
                                     {3, 4, 6, 3}, {3, 4, 23, 3}, {3, 4, 6, 3}, {3, 4, 23, 3}};
     if (a <= PC_ARCH_UNKNOWN || a > PC_ARCH_RESNEXT101_32X8D) return 0;

@@ -1,12 +1,13 @@
 /*
- * bench_backbone.c - time our backbone forward (default: wide_resnet50_2 to layer3 at 224x224).
+ * bench_backbone.c - time our backbone forward (WEIGHTS: any architecture we load, e.g. wide_resnet50_2
+ * or densenet201; to layer3 / denseblock3 at 224x224 by default).
  * usage: bench_backbone WEIGHTS [--batch N] [--threads T] [--runs R] [--size S] [--layer L] [--precision f32|bf16]
  * Prints one line: "ours arch=A path=P precision=X batch=N threads=T size=S median_ms=... min_ms=... cpu_ms=...
  * gflops=..." (cpu_ms: the median process CPU time of a forward, all threads; with one thread a busy
  * machine inflates it much less than wall time)
  * where GFLOP/s counts 2 flops per multiply-add of the architecture up to the layer at S (backbone_macs.h;
  * wide_resnet50_2 to layer3 at 224: 9.19 GMAC). The convolution path is
- * $PATCHCORE_CONV's or the default (src/backbone.c); on the oneDNN path the kernel oneDNN chose for each
+ * $PATCHCORE_CONV's or the default (src/backbone/backbone.c); on the oneDNN path the kernel oneDNN chose for each
  * distinct convolution shape goes to stderr ("kernels: ..."). bench/backbone.sh runs this beside
  * bench_backbone.py (torch) and prints the ratios.
  */

@@ -16,7 +16,8 @@ static void usage(FILE *f) {
             "\n"
             "Decode IMAGE, preprocess it as torchvision does (Resize(R) -> CenterCrop(S) -> Normalize), run\n"
             "the backbone up to the deepest requested layer and write each requested layer's activation\n"
-            "(C x H x W float32) to PREFIX.<layer>.npy, e.g. PREFIX.layer2.npy.\n"
+            "(C x H x W float32) to PREFIX.<layer>.npy, e.g. PREFIX.layer2.npy (PREFIX.denseblock2.npy for a\n"
+            "DenseNet).\n"
             "\n"
             "options:\n"
             "  --weights FILE   torchvision state dict (.pth, zip or legacy) or .safetensors (default: the\n"
@@ -24,9 +25,11 @@ static void usage(FILE *f) {
             "                   $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints, for\n"
             "                   --backbone's standard file name)\n"
             "  --backbone NAME  resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2,\n"
-            "                   wide_resnet101_2, resnext50_32x4d, resnext101_32x8d (default: inferred from\n"
-            "                   the weights' tensor shapes; wide_resnet50_2 when no --weights is given)\n"
-            "  --layer NAME     layer1, layer2, layer3 or layer4; repeatable (default: layer2 and layer3)\n"
+            "                   wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, densenet121, densenet161,\n"
+            "                   densenet169, densenet201 (default: inferred from the weights' tensor shapes;\n"
+            "                   wide_resnet50_2 when no --weights is given)\n"
+            "  --layer NAME     layer1..layer4 (ResNets), denseblock1..denseblock4 (DenseNets: the dense\n"
+            "                   block's output) or 1..4; repeatable (default: the second and third)\n"
             "  --resize R       shorter side after resizing (default 256)\n"
             "  --crop S         side of the centre crop (default 224)\n"
             "  --bn STATS       batch-norm statistics: reference (default: the reference code's warm-up, one\n"
@@ -46,6 +49,8 @@ int cmd_features(int argc, char **argv) {
     }
     int32_t resize = 256, crop = 224, threads = 0;
     uint32_t mask = 0;
+    const char *names[8]; /* the --layer values, checked against the architecture once it is known */
+    int nnames = 0;
     pc_bn_stats bn = PC_BN_REFERENCE;
     pc_precision prec = PC_PRECISION_F32;
     pc_arch arch = PC_ARCH_UNKNOWN;
@@ -62,11 +67,13 @@ int cmd_features(int argc, char **argv) {
             }
         } else if (cli_match(a, "--layer")) {
             if (!cli_take_value(argc, argv, &i, "--layer", &v)) return CLI_EXIT_USAGE;
-            if (strncmp(v, "layer", 5) != 0 || v[5] < '1' || v[5] > '4' || v[6] != '\0') {
-                cli_error("features: --layer '%s' is not one of layer1, layer2, layer3, layer4", v);
+            const int32_t ln = pc_layer_from_name(PC_ARCH_UNKNOWN, v);
+            if (!ln) {
+                cli_error("features: --layer '%s' is not one of layer1..layer4, denseblock1..denseblock4", v);
                 return CLI_EXIT_USAGE;
             }
-            mask |= PC_LAYER(v[5] - '0');
+            if (nnames < 8) names[nnames++] = v;
+            mask |= PC_LAYER(ln);
         } else if (cli_match(a, "--resize")) {
             if (!cli_take_value(argc, argv, &i, "--resize", &v) || !cli_parse_int("--resize", v, 1, 65536, &resize))
                 return CLI_EXIT_USAGE;
@@ -114,6 +121,15 @@ int cmd_features(int argc, char **argv) {
         cli_error_status(st, "features");
         return CLI_EXIT_ERROR;
     }
+    const pc_arch got = pc_backbone_arch(bb);
+    for (int k = 0; k < nnames; k++)
+        if (!pc_layer_from_name(got, names[k])) { /* layerN of a DenseNet, or denseblockN of a ResNet */
+            cli_error("features: --layer '%s' is not a layer of %s (its layers are %s1..%s4)", names[k],
+                      pc_arch_name(got), pc_arch_is_densenet(got) ? "denseblock" : "layer",
+                      pc_arch_is_densenet(got) ? "denseblock" : "layer");
+            pc_backbone_free(bb);
+            return CLI_EXIT_USAGE;
+        }
     pc_image img;
     if ((st = pc_image_load(input, &img)) != PC_OK) {
         cli_error_status(st, "features");
@@ -144,13 +160,13 @@ int cmd_features(int argc, char **argv) {
                 pc_backbone_path(bb), pc_bn_stats_name(bn), pc_precision_name(prec));
         for (int l = 1; l <= 4; l++) {
             if (!outs[l - 1]) continue;
-            size_t n = strlen(prefix) + 16;
+            size_t n = strlen(prefix) + 24;
             char *path = malloc(n);
             if (!path) {
                 rc = CLI_EXIT_ERROR;
                 break;
             }
-            snprintf(path, n, "%s.layer%d.npy", prefix, l);
+            snprintf(path, n, "%s.%s.npy", prefix, pc_layer_name(got, l));
             if (cli_write_npy_f32(path, outs[l - 1], 3, shapes[l - 1]) != 0) rc = CLI_EXIT_ERROR;
             else printf("%s\t%lld x %lld x %lld\n", path, (long long)shapes[l - 1][0], (long long)shapes[l - 1][1],
                         (long long)shapes[l - 1][2]);

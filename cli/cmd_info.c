@@ -41,10 +41,9 @@ static int describe_weights(const char *path) {
     printf("architecture:  %s\n", pc_arch_name(info.arch));
     printf("layers:       ");
     if (!info.layer_mask) printf(" none complete (load it with --layer to see what is missing)");
-    /* channels per layer of the ResNet family: basic blocks 64<<s, bottlenecks 4x that */
-    const int bottleneck = info.arch != PC_ARCH_RESNET18 && info.arch != PC_ARCH_RESNET34;
     for (int l = 1; l <= 4; l++)
-        if (info.layer_mask & PC_LAYER(l)) printf(" layer%d (%d channels)", l, (64 << (l - 1)) * (bottleneck ? 4 : 1));
+        if (info.layer_mask & PC_LAYER(l))
+            printf(" %s (%d channels)", pc_layer_name(info.arch, l), (int)pc_arch_channels(info.arch, l));
     printf("\n");
     return CLI_EXIT_OK;
 }

@@ -271,6 +271,10 @@ PC_API int32_t pc_layer_from_name(pc_arch arch, const char *name);
 /* The name of layer n (1..4) in arch's family: "layer2", or "denseblock2" for a DenseNet. A static
  * string; "" when n is out of range. */
 PC_API const char *pc_layer_name(pc_arch arch, int32_t n);
+/* The channels of layer n (1..4) of arch: 64..2048 for ResNets (layer4 of a Bottleneck net: 2048),
+ * the dense block's output channels for DenseNets (densenet201: 256, 512, 1792, 1920). 0 when arch
+ * is unknown or n is out of range. */
+PC_API int32_t pc_arch_channels(pc_arch arch, int32_t n);
 
 typedef struct pc_backbone pc_backbone;
 
@@ -334,7 +338,10 @@ PC_API void pc_backbone_options_init(pc_backbone_options *opt);
  * warm-up at S = 224, which costs one forward pass of one image at load), then folded into the
  * convolutions. path == NULL looks in $PATCHCORE_WEIGHTS, then torchvision's cache
  * ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints) for the architecture's
- * standard file name; the error message says where it looked. Thread-safe (no shared state). */
+ * standard file name, then (DenseNets) the Hugging Face hub cache for timm's densenetNNN.tv_in1k
+ * model.safetensors; the error message says where it looked. DenseNet files may use torchvision's
+ * old tensor names (denselayerN.norm.1.weight) or drop the "features." prefix. Thread-safe (no
+ * shared state). */
 PC_API pc_status pc_backbone_load_with(const char *path, pc_arch arch, uint32_t layer_mask,
                                        const pc_backbone_options *opt, pc_backbone **out);
 

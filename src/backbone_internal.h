@@ -13,6 +13,12 @@
 pc_status pc_backbone_load_dict(const pc_tensor_dict *dict, const char *name, pc_arch arch, uint32_t layer_mask,
                                 const pc_backbone_options *opt, pc_backbone **out);
 
+/* 1 when a backbone loaded up to layer `deepest` (1..4) reads the tensor `name`, in any family and
+ * spelling (the stem, layer1..deepest or denseblock1..deepest and the transitions between); 0 for the
+ * classifier, norm5, deeper layers, num_batches_tracked and names no family knows. For a model file
+ * that keeps only the tensors its backbone needs. */
+int pc_backbone_tensor_needed(const char *name, int32_t deepest);
+
 /* A backbone sharing src's weights, with its own (initially empty) workspace, so that two threads can
  * run forward at once. Free it with pc_backbone_free before src. */
 pc_status pc_backbone_view(const pc_backbone *src, pc_backbone **out);
@@ -27,7 +33,7 @@ size_t pc_backbone_workspace_bytes(const pc_backbone *bb);
 void pc_backbone_release_workspace(pc_backbone *bb);
 
 /* Which convolutions a backbone runs: our own (src/nn.c: im2col + OpenBLAS SGEMM, Winograd F(2,3);
- * NCHW float32) or oneDNN's (src/backbone_onednn.c; blocked layouts, float32 or bfloat16). Chosen
+ * NCHW float32) or oneDNN's (src/backbone/onednn_net.c; blocked layouts, float32 or bfloat16). Chosen
  * at load: $PATCHCORE_CONV=builtin|onednn, else the measured default (docs/backbone.md, "Which
  * convolutions"); bf16 always runs on oneDNN. */
 typedef enum pc_conv_path { PC_CONV_BUILTIN = 0, PC_CONV_ONEDNN = 1 } pc_conv_path;

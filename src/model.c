@@ -246,19 +246,11 @@ static uint32_t mask_of(const int32_t *layers, int n) {
     return mask;
 }
 
-/* Backbone tensors that the requested layers need: a ResNet's stem and layer1..deepest, a DenseNet's
- * stem (features.conv0, norm0), denseblock1..deepest and the transitions between them; classifiers,
- * deeper stages and norm5 are left out of the model file. */
+/* Backbone tensors that the requested layers need (pc_backbone_tensor_needed: a ResNet's stem and
+ * layer1..deepest, a DenseNet's stem, dense blocks and the transitions between them, in either
+ * spelling); classifiers, deeper stages and norm5 are left out of the model file. */
 static int want_backbone_tensor(const char *name, void *user) {
-    int deepest = *(const int *)user;
-    if (strncmp(name, "layer", 5) == 0 && name[5] >= '1' && name[5] <= '4') return name[5] - '0' <= deepest;
-    if (strncmp(name, "features.", 9) == 0) {
-        const char *f = name + 9;
-        if (strncmp(f, "denseblock", 10) == 0 && f[10] >= '1' && f[10] <= '4') return f[10] - '0' <= deepest;
-        if (strncmp(f, "transition", 10) == 0 && f[10] >= '1' && f[10] <= '4') return f[10] - '0' < deepest;
-        return strncmp(f, "conv0.", 6) == 0 || strncmp(f, "norm0.", 6) == 0;
-    }
-    return strncmp(name, "conv1.", 6) == 0 || strncmp(name, "bn1.", 4) == 0;
+    return pc_backbone_tensor_needed(name, *(const int *)user);
 }
 
 static int deepest_layer(const pc_model *m) {

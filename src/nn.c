@@ -415,3 +415,42 @@ void pc_conv2d_winograd(float *out, float *work, const float *in, const float *u
                     relu, g->cout, g->h, g->w);
     }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * DenseNet's pieces: 2x2 average-pooling and the batch-norm + ReLU that does not fold
+ * ------------------------------------------------------------------------------------------- */
+
+void pc_avgpool2x2(float *out, const float *in, int32_t c, int32_t h, int32_t w) {
+    const int32_t oh = h / 2, ow = w / 2;
+#pragma omp parallel for schedule(static)
+    for (int32_t b = 0; b < c; b++)
+        for (int32_t oy = 0; oy < oh; oy++) {
+            const float *r0 = in + ((size_t)b * h + 2 * oy) * w, *r1 = r0 + w;
+            float *o = out + ((size_t)b * oh + oy) * ow;
+            for (int32_t ox = 0; ox < ow; ox++)
+                o[ox] = ((r0[2 * ox] + r0[2 * ox + 1]) + (r1[2 * ox] + r1[2 * ox + 1])) * 0.25f;
+        }
+}
+
+void pc_avgpool2x2_f64(double *out, const double *in, int32_t c, int32_t h, int32_t w) {
+    const int32_t oh = h / 2, ow = w / 2;
+    for (int32_t b = 0; b < c; b++)
+        for (int32_t oy = 0; oy < oh; oy++) {
+            const double *r0 = in + ((size_t)b * h + 2 * oy) * w, *r1 = r0 + w;
+            double *o = out + ((size_t)b * oh + oy) * ow;
+            for (int32_t ox = 0; ox < ow; ox++) o[ox] = (r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1]) * 0.25;
+        }
+}
+
+void pc_scale_shift_relu(float *out, const float *in, const float *scale, const float *shift, int32_t c, size_t hw) {
+#pragma omp parallel for schedule(static)
+    for (int32_t ch = 0; ch < c; ch++) {
+        const float s = scale[ch], t = shift[ch];
+        const float *x = in + (size_t)ch * hw;
+        float *y = out + (size_t)ch * hw;
+        for (size_t i = 0; i < hw; i++) {
+            const float v = x[i] * s + t;
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}

@@ -71,4 +71,15 @@ void pc_conv2d_winograd(float *out, float *work, const float *in, const float *u
 void pc_maxpool3x3s2(float *out, const float *in, int32_t n, int32_t c, int32_t h, int32_t w);
 void pc_maxpool3x3s2_ref(float *out, const float *in, int32_t n, int32_t c, int32_t h, int32_t w);
 
+/* Average-pooling 2x2, stride 2, no padding (PyTorch's AvgPool2d(2, 2): a trailing odd row or column
+ * is dropped), of c channels (any batch folded into c).
+ *   out (c, h / 2, w / 2);  in (c, h, w) */
+void pc_avgpool2x2(float *out, const float *in, int32_t c, int32_t h, int32_t w);
+void pc_avgpool2x2_f64(double *out, const double *in, int32_t c, int32_t h, int32_t w);
+
+/* Per-channel affine + ReLU (an eval-mode batch-norm that cannot fold into a convolution, as the
+ * pre-activations of DenseNet): out[c][i] = max(0, in[c][i] * scale[c] + shift[c]).
+ *   out, in (c, hw) (may be the same);  scale, shift (c) */
+void pc_scale_shift_relu(float *out, const float *in, const float *scale, const float *shift, int32_t c, size_t hw);
+
 #endif /* PC_NN_H */

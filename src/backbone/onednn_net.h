@@ -1,5 +1,5 @@
 /*
- * backbone_onednn.h - a backbone's network compiled into oneDNN primitives (issue 12). backbone.c
+ * onednn_net.h - a backbone's network compiled into oneDNN primitives (issue 12). backbone.c
  * describes the folded network as a list of operations on values (convolutions with bias, residual
  * sum and ReLU; the 3x3/2 max-pool) and builds, per input shape, a plan: one primitive per operation
  * in the layouts oneDNN prefers (blocked, e.g. nChw16c, end to end), a reorder of the NCHW float32
@@ -23,14 +23,26 @@ typedef struct pc_dnn_conv {
     const float *weight, *bias;
 } pc_dnn_conv;
 
-enum { PC_DNN_CONV = 0, PC_DNN_MAXPOOL = 1 };
+enum { PC_DNN_CONV = 0, PC_DNN_MAXPOOL = 1, PC_DNN_BUFFER = 2, PC_DNN_BNRELU = 3, PC_DNN_AVGPOOL = 4 };
 
 /* One operation. Values are numbered: 0 is the network input (n, 3, h, w), operation i makes value
  * i + 1. A convolution reads value src, adds value res (when res > 0; res must not be read after this
  * operation, its memory is reused in place) and applies ReLU when relu; the max-pool is 3x3, stride 2,
- * padding 1 with PyTorch's semantics (padding never wins). tap = N (1..4) marks layerN's output. */
+ * padding 1 with PyTorch's semantics (padding never wins); the average pool 2x2, stride 2, no padding.
+ * tap = N (1..4) marks layerN's output.
+ *
+ * DenseNet's concatenation without copies: a PC_DNN_BUFFER makes a value of ch channels (its height
+ * and width those of the first operation writing into it; src is ignored) and computes nothing; an
+ * operation with into > 0 writes its output into channels [off, off + its channels) of buffer value
+ * `into` (its own value is that slice), and a tap on it outputs the whole buffer; src_ch > 0 reads
+ * only the first src_ch channels of src. PC_DNN_BNRELU is y = max(0, x * scale[c] + shift[c]) per
+ * channel. A net with buffers runs one image at a time (a channel slice of one image's blocked
+ * activations is contiguous); offsets and src_ch must be multiples of the layout's channel block
+ * (16 with AVX-512, 8 otherwise). */
 typedef struct pc_dnn_op {
     int kind, conv, src, res, relu, tap;
+    int into, off, src_ch, ch;
+    const float *scale, *shift; /* PC_DNN_BNRELU: one per channel read (copied into the net) */
 } pc_dnn_op;
 
 typedef struct pc_dnn_net pc_dnn_net;

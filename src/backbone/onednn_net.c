@@ -1,5 +1,5 @@
 /*
- * backbone_onednn.c - the folded ResNet trunk as oneDNN primitives (see backbone_onednn.h and
+ * onednn_net.c - the folded ResNet trunk as oneDNN primitives (see onednn_net.h and
  * docs/backbone.md, "oneDNN").
  *
  * A plan is made in three passes over the operations: (1) primitive descriptors with format_tag_any
@@ -13,13 +13,16 @@
  * the list of steps forward executes. Weights are reordered into the layout a descriptor asks for
  * once per net (under its lock) and shared by every plan that asks for the same layout.
  */
-#include "backbone_onednn.h"
+#include "onednn_net.h"
 #include "onednn.h"
 
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+
+#define BN_EPS 1e-5f
 
 /* ---------------------------------------------------------------------------------------------
  * The net: description and reordered weights
@@ -39,6 +42,9 @@ struct pc_dnn_net {
     pthread_mutex_t lock; /* guards w and wbytes */
     wentry **w;           /* per convolution, every layout made so far */
     size_t wbytes;
+    int per_image;        /* the net has buffers (PC_DNN_BUFFER): plans run one image at a time */
+    int32_t *vch;         /* channels of each value (nops + 1) */
+    float **bnp;          /* per PC_DNN_BNRELU operation: the batch-norm's scale, shift, mean 0, variance 1 */
 };
 
 pc_status pc_dnn_net_create(const pc_dnn_conv *convs, int nconv, const pc_dnn_op *ops, int nops, int bf16,
@@ -46,39 +52,70 @@ pc_status pc_dnn_net_create(const pc_dnn_conv *convs, int nconv, const pc_dnn_op
     *out = NULL;
     if (!pc_dnnl_engine()) return pc_fail(PC_ERR_UNSUPPORTED, "oneDNN could not create a CPU engine");
     if (nconv < 1 || nops < 1) return pc_fail(PC_ERR_INTERNAL, "pc_dnn_net_create: empty network");
+    int per_image = 0;
     for (int i = 0; i < nops; i++) {
         const pc_dnn_op *o = &ops[i];
+        const int buffer_into = o->into > 0 && o->into <= i && ops[o->into - 1].kind == PC_DNN_BUFFER;
         if (o->src < 0 || o->src > i || o->res < 0 || o->res > i || o->tap < 0 || o->tap > 4 ||
-            (o->kind == PC_DNN_CONV && (o->conv < 0 || o->conv >= nconv)) ||
-            (o->kind != PC_DNN_CONV && o->kind != PC_DNN_MAXPOOL))
+            (o->kind == PC_DNN_CONV && (o->conv < 0 || o->conv >= nconv)) || o->kind < PC_DNN_CONV ||
+            o->kind > PC_DNN_AVGPOOL || (o->into && (!buffer_into || o->off < 0 || o->res)) || o->src_ch < 0 ||
+            (o->src_ch && o->src == 0) || (o->kind == PC_DNN_BUFFER && (o->ch < 1 || o->into || o->tap)) ||
+            (o->kind == PC_DNN_BNRELU && (!o->scale || !o->shift)) ||
+            (o->src > 0 && ops[o->src - 1].into)) /* slices are read through their buffer */
             return pc_fail(PC_ERR_INTERNAL, "pc_dnn_net_create: bad operation %d", i);
+        per_image |= o->kind == PC_DNN_BUFFER;
     }
     pc_dnn_net *net = pc_calloc(1, sizeof *net);
     if (!net) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
     net->convs = pc_malloc((size_t)nconv * sizeof *convs);
     net->ops = pc_malloc((size_t)nops * sizeof *ops);
     net->w = pc_calloc((size_t)nconv, sizeof *net->w);
-    if (!net->convs || !net->ops || !net->w) {
-        pc_free(net->convs), pc_free(net->ops), pc_free(net->w), pc_free(net);
+    net->vch = pc_calloc((size_t)nops + 1, sizeof *net->vch);
+    net->bnp = pc_calloc((size_t)nops, sizeof *net->bnp);
+    net->nconv = nconv, net->nops = nops, net->bf16 = bf16 != 0, net->per_image = per_image;
+    pthread_mutex_init(&net->lock, NULL);
+    if (!net->convs || !net->ops || !net->w || !net->vch || !net->bnp) {
+        pc_dnn_net_free(net);
         return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
     }
     memcpy(net->convs, convs, (size_t)nconv * sizeof *convs);
     memcpy(net->ops, ops, (size_t)nops * sizeof *ops);
-    net->nconv = nconv, net->nops = nops, net->bf16 = bf16 != 0;
-    pthread_mutex_init(&net->lock, NULL);
+    /* channels of every value; the batch-norms' parameters as oneDNN's batch-norm takes them: it
+     * computes (x - mean) / sqrt(var + eps) * gamma + beta, so mean 0, var 1 and gamma = scale *
+     * sqrt(1 + eps) give x * scale + shift */
+    net->vch[0] = 3;
+    for (int i = 0; i < nops; i++) {
+        const pc_dnn_op *o = &ops[i];
+        const int32_t sc = o->src_ch ? o->src_ch : net->vch[o->src];
+        net->vch[i + 1] = o->kind == PC_DNN_CONV ? convs[o->conv].cout : o->kind == PC_DNN_BUFFER ? o->ch : sc;
+        if (o->kind != PC_DNN_BNRELU) continue;
+        float *b = net->bnp[i] = pc_malloc(4 * (size_t)sc * sizeof(float));
+        if (!b) {
+            pc_dnn_net_free(net);
+            return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        }
+        for (int32_t c = 0; c < sc; c++) {
+            b[c] = (float)((double)o->scale[c] * (double)sqrtf(1.0f + BN_EPS));
+            b[sc + c] = o->shift[c];
+            b[2 * sc + c] = 0.0f;
+            b[3 * sc + c] = 1.0f;
+        }
+    }
     *out = net;
     return PC_OK;
 }
 
 void pc_dnn_net_free(pc_dnn_net *net) {
     if (!net) return;
-    for (int i = 0; i < net->nconv; i++)
+    for (int i = 0; net->w && i < net->nconv; i++)
         for (wentry *e = net->w[i], *next; e; e = next) {
             next = e->next;
             pc_free(e->data);
             pc_free(e);
         }
     pthread_mutex_destroy(&net->lock);
+    for (int i = 0; net->bnp && i < net->nops; i++) pc_free(net->bnp[i]);
+    pc_free(net->bnp), pc_free(net->vch);
     pc_free(net->w), pc_free(net->convs), pc_free(net->ops), pc_free(net);
 }
 
@@ -168,7 +205,7 @@ static pc_status weights_for(pc_dnn_net *net, int ci, const dnnl_memory_desc_t *
  * Plans
  * ------------------------------------------------------------------------------------------- */
 
-#define MAX_ARGS 6
+#define MAX_ARGS 8
 
 typedef struct step {
     dnnl_primitive_t prim;
@@ -188,6 +225,7 @@ struct pc_dnn_plan {
     int nmems, cap_mems;
     dnnl_memory_t user_in, user_out[4];
     int tap_op[4];  /* the operation whose output is layerN, -1 */
+    size_t tap_elems[4]; /* floats of one image's layerN */
     void *block;    /* one allocation: every slot, then the scratchpad */
     size_t bytes;
     int reorders;   /* layout reorders between operations (not counting input and taps) */
@@ -296,18 +334,36 @@ static dnnl_status_t conv_pd(dnnl_primitive_desc_t *pd, const pc_dnn_conv *c, dn
     return s;
 }
 
-/* Max-pool 3x3/2 pad 1 of src (explicit layout) into (n, c, oh, ow), layout left to oneDNN. oneDNN's
- * max-pooling takes the maximum over the window's elements inside the image only, as PyTorch does
- * with its -inf padding. */
+/* Pooling of src (explicit layout) into (n, c, oh, ow), layout left to oneDNN when dst is NULL:
+ * max 3x3/2 pad 1 (max != 0) or average 2x2/2. oneDNN's max-pooling takes the maximum over the
+ * window's elements inside the image only, as PyTorch does with its -inf padding. */
 static dnnl_status_t pool_pd(dnnl_primitive_desc_t *pd, const dnnl_memory_desc_t *src, dnnl_data_type_t dt,
-                             int32_t n, int32_t c, int32_t oh, int32_t ow) {
+                             int32_t n, int32_t c, int32_t oh, int32_t ow, int max, const dnnl_memory_desc_t *dst) {
     dnnl_memory_desc_t dmd;
-    const dnnl_dims_t dd = {n, c, oh, ow}, strides = {2, 2}, kernel = {3, 3}, dil = {0, 0}, pad = {1, 1};
-    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dt, dnnl_format_tag_any);
+    const dnnl_dims_t dd = {n, c, oh, ow}, dil = {0, 0};
+    const dnnl_dims_t strides = {2, 2}, kernel = {max ? 3 : 2, max ? 3 : 2}, pad = {max, max};
+    dnnl_status_t s = dnnl_success;
+    if (dst) dmd = *dst;
+    else s = dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dt, dnnl_format_tag_any);
     dnnl_pooling_v2_desc_t d;
     if (s == dnnl_success)
-        s = dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_inference, dnnl_pooling_max, src, &dmd, strides,
-                                              kernel, dil, pad, pad);
+        s = dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_inference,
+                                              max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding, src, &dmd,
+                                              strides, kernel, dil, pad, pad);
+    dnnl_primitive_attr_t attr = NULL;
+    if (s == dnnl_success) s = attr_make(&attr, 0, 0);
+    if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, &d, attr, pc_dnnl_engine(), NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
+/* Batch-norm with given statistics, scale and shift, then ReLU, on data (its layout for source and
+ * destination). */
+static dnnl_status_t bnrelu_pd(dnnl_primitive_desc_t *pd, const dnnl_memory_desc_t *data) {
+    dnnl_batch_normalization_desc_t d;
+    dnnl_status_t s = dnnl_batch_normalization_forward_desc_init(
+        &d, dnnl_forward_inference, data, BN_EPS,
+        dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift | dnnl_fuse_norm_relu);
     dnnl_primitive_attr_t attr = NULL;
     if (s == dnnl_success) s = attr_make(&attr, 0, 0);
     if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, &d, attr, pc_dnnl_engine(), NULL);
@@ -375,7 +431,15 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
     int *vslot = pc_malloc((size_t)nv * sizeof *vslot), *last = pc_malloc((size_t)nv * sizeof *last);
     slot *slots = pc_calloc(3 * (size_t)nv, sizeof *slots);
     void **vptr = pc_calloc((size_t)nv, sizeof *vptr);
-    if (!p || !R || !vmd || !vc || !vslot || !last || !slots || !vptr) {
+    dnnl_memory_desc_t *smd = pc_calloc((size_t)nops, sizeof *smd); /* each operation's source as it reads it */
+    /* A net with buffers runs one image at a time, in the blocked layout where one image's channel
+     * slices are contiguous. */
+    const int32_t nb = net->per_image ? 1 : n;
+    const int avx512 = ((unsigned)pc_dnnl_isa() & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
+    const dnnl_format_tag_t btag = avx512 || net->bf16 ? dnnl_nChw16c : dnnl_nChw8c;
+    const int32_t bblk = btag == dnnl_nChw16c ? 16 : 8;
+    const size_t elt = net->bf16 ? 2 : sizeof(float);
+    if (!p || !R || !vmd || !vc || !vslot || !last || !slots || !vptr || !smd) {
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory for the backbone's oneDNN plan");
         goto done;
     }
@@ -388,26 +452,58 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
     for (int i = 0; i < nops; i++) {
         const pc_dnn_op *o = &net->ops[i];
         const int32_t ih = vc[3 * o->src + 1], iw = vc[3 * o->src + 2];
+        const int32_t sc = o->src_ch ? o->src_ch : vc[3 * o->src];
         int32_t *oc = &vc[3 * (i + 1)];
+        if (o->kind == PC_DNN_BUFFER) {
+            oc[0] = o->ch, oc[1] = oc[2] = -1; /* set by the first operation writing into it */
+            if (o->ch % bblk) {
+                st = pc_fail(PC_ERR_INTERNAL, "backbone plan: a buffer of %d channels in blocks of %d", (int)o->ch,
+                             (int)bblk);
+                goto done;
+            }
+            continue;
+        }
+        if (sc > vc[3 * o->src] || (o->src_ch && o->src_ch % bblk)) {
+            st = pc_fail(PC_ERR_INTERNAL, "backbone plan: operation %d reads %d channels of %d", i, (int)sc,
+                         (int)vc[3 * o->src]);
+            goto done;
+        }
         if (o->kind == PC_DNN_CONV) {
             const pc_dnn_conv *c = &net->convs[o->conv];
-            if (vc[3 * o->src] != c->cin) {
+            if (sc != c->cin) {
                 st = pc_fail(PC_ERR_INTERNAL, "backbone plan: operation %d reads %d channels, expects %d", i,
-                             (int)vc[3 * o->src], (int)c->cin);
+                             (int)sc, (int)c->cin);
                 goto done;
             }
             oc[0] = c->cout;
             oc[1] = (ih + 2 * c->pad - c->k) / c->stride + 1, oc[2] = (iw + 2 * c->pad - c->k) / c->stride + 1;
-        } else {
-            oc[0] = vc[3 * o->src], oc[1] = (ih - 1) / 2 + 1, oc[2] = (iw - 1) / 2 + 1;
+        } else if (o->kind == PC_DNN_MAXPOOL) {
+            oc[0] = sc, oc[1] = (ih - 1) / 2 + 1, oc[2] = (iw - 1) / 2 + 1;
+        } else if (o->kind == PC_DNN_AVGPOOL) {
+            oc[0] = sc, oc[1] = ih / 2, oc[2] = iw / 2;
+        } else { /* PC_DNN_BNRELU */
+            oc[0] = sc, oc[1] = ih, oc[2] = iw;
         }
         if (oc[1] < 1 || oc[2] < 1 || ih < 1 || iw < 1) {
             st = pc_fail(PC_ERR_SHAPE, "input %dx%d is too small for the backbone", (int)h, (int)w);
             goto done;
         }
+        if (o->into) {
+            int32_t *bc = &vc[3 * o->into];
+            if (bc[1] < 0) bc[1] = oc[1], bc[2] = oc[2];
+            if (bc[1] != oc[1] || bc[2] != oc[2] || o->off % bblk || o->off + oc[0] > bc[0]) {
+                st = pc_fail(PC_ERR_INTERNAL, "backbone plan: operation %d does not fit its buffer", i);
+                goto done;
+            }
+            last[o->into] = PC_MAX(last[o->into], i);
+        }
         last[o->src] = PC_MAX(last[o->src], i);
         if (o->res) last[o->res] = PC_MAX(last[o->res], i);
-        if (o->tap) p->tap_op[o->tap - 1] = i;
+        if (o->tap) {
+            const int32_t *tc = &vc[3 * (o->into ? o->into : i + 1)];
+            p->tap_op[o->tap - 1] = i;
+            p->tap_elems[o->tap - 1] = (size_t)tc[0] * (size_t)tc[1] * (size_t)tc[2];
+        }
     }
     for (int i = 0; i < nops; i++)
         if (net->ops[i].res && last[net->ops[i].res] != i) {
@@ -417,7 +513,7 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
 
     /* Pass 1: descriptors and slots. Value 0 is the caller's NCHW float32 input (no slot). */
     {
-        const dnnl_dims_t d0 = {n, 3, h, w};
+        const dnnl_dims_t d0 = {nb, 3, h, w};
         if ((s = dnnl_memory_desc_init_by_tag(&vmd[0], 4, d0, dnnl_f32, dnnl_nchw)) != dnnl_success) goto dnnl_err;
     }
     int nslots = 0;
@@ -427,33 +523,58 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
         oprec *r = &R[i];
         const int v = i + 1;
         const int32_t *ic = &vc[3 * o->src], *oc = &vc[3 * v];
+        if (o->kind == PC_DNN_BUFFER) { /* memory only */
+            const dnnl_dims_t bd = {nb, oc[0], oc[1], oc[2]};
+            if ((s = dnnl_memory_desc_init_by_tag(&vmd[v], 4, bd, dt, btag)) != dnnl_success) goto dnnl_err;
+            vslot[v] = take_slot(slots, &nslots, dnnl_memory_desc_get_size(&vmd[v]), i, PC_MAX(last[v], i));
+            continue;
+        }
+        /* the source as read: the value, or a prefix of its channels (contiguous in one image's
+         * blocked layout) */
+        smd[i] = vmd[o->src];
+        if (o->src_ch) {
+            const dnnl_dims_t sd = {nb, o->src_ch, ic[1], ic[2]};
+            if ((s = dnnl_memory_desc_init_by_tag(&smd[i], 4, sd, dt, btag)) != dnnl_success) goto dnnl_err;
+        }
+        /* the destination when it is a slice of a buffer */
+        dnnl_memory_desc_t slice;
+        if (o->into) {
+            const dnnl_dims_t dd = {nb, oc[0], oc[1], oc[2]};
+            if ((s = dnnl_memory_desc_init_by_tag(&slice, 4, dd, dt, btag)) != dnnl_success) goto dnnl_err;
+        }
         if (o->kind == PC_DNN_CONV) {
             const pc_dnn_conv *c = &net->convs[o->conv];
             what = "creating a convolution";
-            s = conv_pd(&r->pd, c, dt, n, ic[1], ic[2], oc[1], oc[2], o->res ? &vmd[o->res] : NULL, o->res > 0,
-                        o->relu);
+            s = conv_pd(&r->pd, c, dt, nb, ic[1], ic[2], oc[1], oc[2],
+                        o->into ? &slice : o->res ? &vmd[o->res] : NULL, o->res > 0, o->relu);
             if (s == dnnl_unimplemented && o->res) { /* no kernel writes the residual's layout: reorder it */
-                s = conv_pd(&r->pd, c, dt, n, ic[1], ic[2], oc[1], oc[2], NULL, 1, o->relu);
+                s = conv_pd(&r->pd, c, dt, nb, ic[1], ic[2], oc[1], oc[2], NULL, 1, o->relu);
                 if (s == dnnl_success && !dnnl_memory_desc_equal(pd_md(r->pd, dnnl_query_dst_md, 0), &vmd[o->res])) {
                     what = "creating a reorder";
                     s = reorder_pd(&r->res_rd, &vmd[o->res], pd_md(r->pd, dnnl_query_dst_md, 0));
                     p->reorders++;
                 }
             }
+        } else if (o->kind == PC_DNN_BNRELU) {
+            what = "creating a batch-norm";
+            s = bnrelu_pd(&r->pd, &smd[i]);
         } else {
-            what = "creating the max-pool";
-            s = pool_pd(&r->pd, &vmd[o->src], dt, n, oc[0], oc[1], oc[2]);
+            what = o->kind == PC_DNN_MAXPOOL ? "creating the max-pool" : "creating an average pool";
+            s = pool_pd(&r->pd, &smd[i], dt, nb, oc[0], oc[1], oc[2], o->kind == PC_DNN_MAXPOOL,
+                        o->into ? &slice : NULL);
         }
         if (s != dnnl_success) goto dnnl_err;
         const dnnl_memory_desc_t *want_src = pd_md(r->pd, dnnl_query_src_md, 0);
-        if (!dnnl_memory_desc_equal(want_src, &vmd[o->src])) {
+        if (!dnnl_memory_desc_equal(want_src, &smd[i])) {
             what = "creating a reorder";
-            if ((s = reorder_pd(&r->src_rd, &vmd[o->src], want_src)) != dnnl_success) goto dnnl_err;
+            if ((s = reorder_pd(&r->src_rd, &smd[i], want_src)) != dnnl_success) goto dnnl_err;
             r->src_slot = take_slot(slots, &nslots, dnnl_memory_desc_get_size(want_src), i, i);
             if (o->src) p->reorders++;
         }
         vmd[v] = *pd_md(r->pd, dnnl_query_dst_md, 0);
-        if (o->res && !r->res_rd) { /* in place: the residual's slot */
+        if (o->into) { /* a slice of the buffer: no memory of its own */
+            vslot[v] = -1;
+        } else if (o->res && !r->res_rd) { /* in place: the residual's slot */
             vslot[v] = vslot[o->res];
             slots[vslot[v]].busy_until = last[v];
             if (slots[vslot[v]].size < dnnl_memory_desc_get_size(&vmd[v]))
@@ -461,11 +582,12 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
         } else {
             vslot[v] = take_slot(slots, &nslots, dnnl_memory_desc_get_size(&vmd[v]), i, PC_MAX(last[v], i));
         }
-        if (o->tap) {
-            const dnnl_dims_t td = {n, oc[0], oc[1], oc[2]};
+        if (o->tap) { /* the value, or the whole buffer it is a slice of */
+            const int tv = o->into ? o->into : v;
+            const dnnl_dims_t td = {nb, vc[3 * tv], vc[3 * tv + 1], vc[3 * tv + 2]};
             what = "creating an output reorder";
             if ((s = dnnl_memory_desc_init_by_tag(&r->tap_md, 4, td, dnnl_f32, dnnl_nchw)) != dnnl_success ||
-                (s = reorder_pd(&r->tap_rd, &vmd[v], &r->tap_md)) != dnnl_success)
+                (s = reorder_pd(&r->tap_rd, &vmd[tv], &r->tap_md)) != dnnl_success)
                 goto dnnl_err;
         }
     }
@@ -514,10 +636,14 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
         dnnl_memory_t src_m, dst_m, tmp;
         dnnl_exec_arg_t a[MAX_ARGS];
         dnnl_primitive_t prim = NULL;
-        vptr[v] = base + slots[vslot[v]].off;
+        if (o->into) /* channels [off, ...) of one image of a blocked buffer: off * h * w elements in */
+            vptr[v] = (char *)vptr[o->into] + (size_t)o->off * (size_t)vc[3 * v + 1] * (size_t)vc[3 * v + 2] * elt;
+        else
+            vptr[v] = base + slots[vslot[v]].off;
+        if (o->kind == PC_DNN_BUFFER) continue;
         /* the source as the value lies (value 0: the caller's input, its handle set by forward) */
         dnnl_memory_t vsrc = p->user_in;
-        if (o->src && !mem_new(p, &vmd[o->src], vptr[o->src], &vsrc, &s)) goto dnnl_err;
+        if (o->src && !mem_new(p, &smd[i], vptr[o->src], &vsrc, &s)) goto dnnl_err;
         src_m = vsrc;
         if (r->src_rd) {
             what = "creating a reorder";
@@ -561,8 +687,20 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
             if (!mem_new(p, wmd, wdata, &wm, &s) || !mem_new(p, bmd, (void *)c->bias, &bm, &s)) goto dnnl_err;
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wm};
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bm};
+        } else if (o->kind == PC_DNN_BNRELU) {
+            const int32_t c = vc[3 * v];
+            const dnnl_dims_t pd1 = {c};
+            dnnl_memory_desc_t pmd;
+            dnnl_memory_t pm[4];
+            static const int args[4] = {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+            what = "creating a batch-norm";
+            if ((s = dnnl_memory_desc_init_by_tag(&pmd, 1, pd1, dnnl_f32, dnnl_a)) != dnnl_success) goto dnnl_err;
+            for (int k = 0; k < 4; k++) {
+                if (!mem_new(p, &pmd, net->bnp[i] + (size_t)k * c, &pm[k], &s)) goto dnnl_err;
+                a[na++] = (dnnl_exec_arg_t){args[k], pm[k]};
+            }
         }
-        what = o->kind == PC_DNN_CONV ? "creating a convolution" : "creating the max-pool";
+        what = o->kind == PC_DNN_CONV ? "creating a convolution" : "creating a pooling or batch-norm";
         if (!mem_new(p, pd_md(r->pd, dnnl_query_scratchpad_md, 0), scratch_ptr, &tmp, &s) ||
             (s = dnnl_primitive_create(&prim, r->pd)) != dnnl_success)
             goto dnnl_err;
@@ -574,7 +712,9 @@ pc_status pc_dnn_plan_create(pc_dnn_net *net, int32_t n, int32_t h, int32_t w, p
                 !mem_new(p, pd_md(r->tap_rd, dnnl_query_scratchpad_md, 0), scratch_ptr, &tmp, &s) ||
                 (s = dnnl_primitive_create(&prim, r->tap_rd)) != dnnl_success)
                 goto dnnl_err;
-            a[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, dst_m};
+            dnnl_memory_t from = dst_m;
+            if (o->into && !mem_new(p, &vmd[o->into], vptr[o->into], &from, &s)) goto dnnl_err;
+            a[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, from};
             a[1] = (dnnl_exec_arg_t){DNNL_ARG_TO, p->user_out[o->tap - 1]};
             a[2] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, tmp};
             add_step(p, prim, i, o->tap, 3, a);
@@ -613,7 +753,7 @@ done:
             if (R[i].res_rd) dnnl_primitive_desc_destroy(R[i].res_rd);
             if (R[i].tap_rd) dnnl_primitive_desc_destroy(R[i].tap_rd);
         }
-    pc_free(R), pc_free(vmd), pc_free(vc), pc_free(vslot), pc_free(last), pc_free(slots), pc_free(vptr);
+    pc_free(R), pc_free(vmd), pc_free(vc), pc_free(vslot), pc_free(last), pc_free(slots), pc_free(vptr), pc_free(smd);
     if (st != PC_OK) pc_dnn_plan_free(p);
     else *out = p;
     return st;
@@ -621,21 +761,29 @@ done:
 
 pc_status pc_dnn_plan_forward(pc_dnn_plan *p, const float *in, uint32_t layer_mask, float *const outs[4]) {
     int last_op = -1;
-    dnnl_status_t s = dnnl_memory_set_data_handle(p->user_in, (void *)in);
-    for (int l = 0; l < 4 && s == dnnl_success; l++) {
+    for (int l = 0; l < 4; l++) {
         if (!(layer_mask & (1u << l))) continue;
         if (p->tap_op[l] < 0 || !p->user_out[l])
             return pc_fail(PC_ERR_INTERNAL, "backbone plan: layer%d is not an output of the plan", l + 1);
         last_op = PC_MAX(last_op, p->tap_op[l]);
-        s = dnnl_memory_set_data_handle(p->user_out[l], outs[l]);
     }
-    for (int i = 0; i < p->nsteps && s == dnnl_success; i++) {
-        const step *t = &p->steps[i];
-        if (t->op > last_op) break;
-        if (t->tap && !(layer_mask & (1u << (t->tap - 1)))) continue;
-        s = dnnl_primitive_execute(t->prim, p->stream, t->nargs, t->args);
+    /* a net with buffers: the plan is for one image, run once per image */
+    const int32_t reps = p->net->per_image ? p->n : 1;
+    const size_t in_elems = 3 * (size_t)p->h * (size_t)p->w;
+    dnnl_status_t s = dnnl_success;
+    for (int32_t r = 0; r < reps && s == dnnl_success; r++) {
+        s = dnnl_memory_set_data_handle(p->user_in, (void *)(in + (size_t)r * in_elems));
+        for (int l = 0; l < 4 && s == dnnl_success; l++)
+            if (layer_mask & (1u << l))
+                s = dnnl_memory_set_data_handle(p->user_out[l], outs[l] + (size_t)r * p->tap_elems[l]);
+        for (int i = 0; i < p->nsteps && s == dnnl_success; i++) {
+            const step *t = &p->steps[i];
+            if (t->op > last_op) break;
+            if (t->tap && !(layer_mask & (1u << (t->tap - 1)))) continue;
+            s = dnnl_primitive_execute(t->prim, p->stream, t->nargs, t->args);
+        }
+        if (s == dnnl_success) s = dnnl_stream_wait(p->stream);
     }
-    if (s == dnnl_success) s = dnnl_stream_wait(p->stream);
     return s == dnnl_success ? PC_OK : pc_dnnl_fail(s, "running the backbone");
 }
 
