@@ -14,6 +14,8 @@
 #        as the reference makes them (PIL bilinear resize, centre crop, == 255): equal to what
 #        `eval --ensemble-norm test-minmax --json` reports (1e-6), which also lists both members;
 #  - calibrate stores thresholds in the ensemble file and predict then decides;
+#  - an ensemble with a DenseNet member (random weights from tests/ref/gen_densenet.py, old tensor
+#    spelling): saved and loaded, info names dense blocks, the default rule holds against members alone;
 #  - the Python binding loads it and says n_members = 2.
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR, PC_SOURCE_DIR, PC_BUILD_DIR. Exit 77 when ../shared
 # is absent.
@@ -128,6 +130,36 @@ PYEOF
 "$cli" info "$tmp/ens.pcm" | grep -q "thresholds:      image" || fail "no thresholds after calibrate"
 "$cli" predict -m "$tmp/ens.pcm" --json "$tmp/cat/test/broken_large/000.png" | grep -q '"anomalous"' ||
     fail "predict after calibrate does not decide"
+
+# ---- a DenseNet member (random-initialised densenet121 from tests/ref/gen_densenet.py, in the old
+# `norm.1` spelling): its tensors survive the model file, info names dense blocks, and the combination
+# holds as above ----
+dn=${PC_REF_DIR:-}/densenet/densenet121_old.pth
+if [ -f "$dn" ]; then
+    "$cli" fit --backbone resnet18,densenet121 --weights "$w,$dn" --layers "layer2,layer3;denseblock2,denseblock3" \
+        --coreset-size 100 --no-progress --json -o "$tmp/mix.pcm" "$tmp/train" > "$tmp/mix.json" || fail "fit resnet18+densenet121"
+    "$cli" fit --backbone densenet121 --weights "$dn" --layers denseblock2,denseblock3 --coreset-size 100 -q \
+        -o "$tmp/dn.pcm" "$tmp/train" || fail "fit densenet121 alone"
+    "$cli" info "$tmp/mix.pcm" | grep -q "layers:          denseblock2 denseblock3" || fail "info: no dense blocks"
+    "$cli" fit --weights "$w" --coreset-size 100 -q -o "$tmp/r18.pcm" "$tmp/train" || fail "fit resnet18 alone"
+    for m in mix dn r18; do
+        "$cli" predict -m "$tmp/$m.pcm" --json "$tmp/cat/test" > "$tmp/pm_$m.json" 2>/dev/null || fail "predict $m"
+    done
+    $PY - "$tmp" <<'PYEOF' || fail "DenseNet member: combination"
+import json, sys
+t = sys.argv[1]
+z = [m["norm"] for m in json.load(open(t + "/mix.json"))["members"]]
+load = lambda n: {r["path"]: r["score"] for r in map(json.loads, open(t + "/pm_%s.json" % n))}
+mix, r18, dn = load("mix"), load("r18"), load("dn")
+assert len(mix) == 6
+for k, got in mix.items():
+    want = ((r18[k] - z[0][0]) / z[0][1] + (dn[k] - z[1][0]) / z[1][1]) / 2
+    assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (k, got, want)
+print("DenseNet member: ok")
+PYEOF
+else
+    echo "note: $dn absent (make refs): the DenseNet member is not checked"
+fi
 
 # ---- the Python binding ----
 # (a sanitizer build's library needs the sanitizer runtimes preloaded into the interpreter)
