@@ -123,10 +123,12 @@ PC_API int32_t pc_default_num_jobs(int32_t threads);
  * each request's time: once `seconds` (from now) have passed, pc_model_predict, pc_model_predict_file
  * and pc_model_patch_outputs stop at their next check and fail with PC_ERR_CANCELLED, the message
  * saying the deadline passed and at which stage. The checks are between stages (before preprocessing,
- * before and after the backbone's forward pass, after the kNN search) and inside the kNN search (per
- * cluster of the pruned search, per block of bank rows of the brute force; also for pc_knn calls made
- * by fit and eval on this thread), so a call runs on past the deadline by at most the backbone's
- * forward pass (docs/serve.md gives figures). Results of calls that finish are unchanged by a deadline.
+ * before and after the backbone's forward pass, after the kNN search), inside the forward pass (between
+ * oneDNN primitives, ResNet blocks or dense layers of our kernels; pc_backbone_forward on this thread
+ * also stops) and inside the kNN search (per cluster of the pruned search, per block of bank rows of
+ * the brute force; also for pc_knn calls made by fit and eval on this thread), so a call runs on past
+ * the deadline by at most one convolution or block, or one cluster of the search (docs/serve.md gives
+ * figures). Results of calls that finish are unchanged by a deadline.
  * seconds <= 0 (or NaN) clears it. Thread-safe (thread-local: set on the thread that calls predict). */
 PC_API void pc_set_deadline_local(double seconds);
 

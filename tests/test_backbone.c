@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -321,6 +322,31 @@ static void test_real_resnet18(void **state) {
         compare_layers_tol(bb, ref, in, mask, files[i], TOL_WARM);
         pc_backbone_free(bb);
     }
+}
+
+/* A server's request deadline (pc_set_deadline_local) stops the forward pass between blocks (our
+ * kernels) or primitives (oneDNN) with PC_ERR_CANCELLED; a deadline not reached changes nothing. */
+static void test_deadline(void **state) {
+    (void)state;
+    char p[512];
+    if (!ref_exists("backbones/r18real_input.npy") || !shared_path(p, sizeof p, "weights/resnet18_in1k_to_layer3.pth"))
+        TEST_SKIP_MSG("no ../shared ResNet-18 or reference tensors");
+    pc_backbone *bb = NULL;
+    const uint32_t mask = PC_LAYER(2) | PC_LAYER(3);
+    assert_int_equal(load_trained(p, PC_ARCH_UNKNOWN, mask, &bb), PC_OK);
+    float *l2 = malloc(sizeof(float) * 128 * 28 * 28), *l3 = malloc(sizeof(float) * 256 * 14 * 14);
+    float *in = calloc(3 * 224 * 224, sizeof(float));
+    float *const outs[4] = {NULL, l2, l3, NULL};
+    pc_set_deadline_local(1e-9);
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(pc_backbone_forward(bb, in, 1, 224, 224, mask, outs), PC_ERR_CANCELLED);
+    assert_non_null(strstr(pc_last_error(), "in the backbone"));
+    pc_set_deadline_local(1000.0); /* far away: the layers equal torchvision's as without one */
+    compare_layers(bb, "r18real", "r18real_input.npy", mask, "deadline not reached");
+    pc_set_deadline_local(0);
+    free(l2), free(l3), free(in);
+    pc_backbone_free(bb);
 }
 
 /* The warm-up of every family (BasicBlock, Bottleneck, wide, grouped) at S = 224 and 320, stopping at
@@ -701,6 +727,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_inspect),
         cmocka_unit_test_setup(test_real_resnet18, setup_onednn),
         cmocka_unit_test_setup(test_real_resnet18, setup_builtin),
+        cmocka_unit_test_setup(test_deadline, setup_onednn),
+        cmocka_unit_test_setup(test_deadline, setup_builtin),
         cmocka_unit_test_setup(test_warmup_families, setup_onednn),
         cmocka_unit_test_setup(test_warmup_families, setup_builtin),
         cmocka_unit_test_setup(test_views_concurrent, setup_onednn),

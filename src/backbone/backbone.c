@@ -614,6 +614,7 @@ pc_status pc_backbone_forward(pc_backbone *bb, const float *in, int32_t n, int32
         if (!st) st = pc_dnn_plan_forward(p, in, layer_mask, outs);
     } else if (!st) {
         bb->spec->family->forward(bb, in, n, h, w, layer_mask, outs);
+        st = pc_deadline_check("in the backbone"); /* the family's loop stops early past a deadline */
     }
     if (st) pc_copy_error(bb->errmsg);
     return st;

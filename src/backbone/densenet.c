@@ -259,6 +259,7 @@ static int run(const pc_backbone *bb, int exec, const float *in, int32_t h, int3
     const int32_t g = a->growth;
     float *blk = NULL, *next = NULL, *norm = NULL, *bot = NULL, *col = NULL;
     size_t col_max = 0;
+    const double deadline = exec ? pc_deadline_get() : 0;
     if (exec) {
         blk = pc_bb_ws(bb, WS_BLK0), next = pc_bb_ws(bb, WS_BLK1), norm = pc_bb_ws(bb, WS_NORM);
         bot = pc_bb_ws(bb, WS_BOT), col = pc_bb_ws(bb, WS_COL);
@@ -282,6 +283,9 @@ static int run(const pc_backbone *bb, int exec, const float *in, int32_t h, int3
         }
         for (int l = 0; l < D->nlayers[s]; l++, c += g) {
             const dense_layer *Ly = &D->layers[s][l];
+            /* a server's request deadline (src/cancel.c): stop between dense layers; pc_backbone_forward
+             * reports PC_ERR_CANCELLED */
+            if (exec && pc_deadline_passed(deadline)) return 1;
             if (exec) pc_scale_shift_relu(norm, blk, Ly->norm1.scale, Ly->norm1.shift, c, hw);
             pc_bb_conv_step(&Ly->c1, exec, bot, col, norm, NULL, 1, 1, h, w, &col_max);
             pc_bb_conv_step(&Ly->c2, exec, blk + (size_t)c * hw, col, bot, NULL, 0, 1, h, w, &col_max);

@@ -769,6 +769,7 @@ pc_status pc_dnn_plan_forward(pc_dnn_plan *p, const float *in, uint32_t layer_ma
     }
     /* a net with buffers: the plan is for one image, run once per image */
     const int32_t reps = p->net->per_image ? p->n : 1;
+    const double deadline = pc_deadline_get();
     const size_t in_elems = 3 * (size_t)p->h * (size_t)p->w;
     dnnl_status_t s = dnnl_success;
     for (int32_t r = 0; r < reps && s == dnnl_success; r++) {
@@ -779,6 +780,11 @@ pc_status pc_dnn_plan_forward(pc_dnn_plan *p, const float *in, uint32_t layer_ma
         for (int i = 0; i < p->nsteps && s == dnnl_success; i++) {
             const step *t = &p->steps[i];
             if (t->op > last_op) break;
+            /* a server's request deadline (src/cancel.c), between primitives */
+            if (pc_deadline_passed(deadline)) {
+                dnnl_stream_wait(p->stream);
+                return pc_deadline_check("in the backbone");
+            }
             if (t->tap && !(layer_mask & (1u << (t->tap - 1)))) continue;
             s = dnnl_primitive_execute(t->prim, p->stream, t->nargs, t->args);
         }

@@ -265,8 +265,11 @@ static int run(const pc_backbone *bb, walk *W, const float *in, uint32_t layer_m
     if (exec) pc_maxpool3x3s2(X, T1, W->n, c, W->h, W->w);
     W->h = pc_conv_out_dim(W->h, 3, 2, 1), W->w = pc_conv_out_dim(W->w, 3, 2, 1);
     if (!exec) W->act_max = PC_MAX(W->act_max, (size_t)W->n * 64 * (size_t)W->h * (size_t)W->w);
+    const double deadline = exec ? pc_deadline_get() : 0; /* a server's request deadline (src/cancel.c) */
     for (int s = 0; s < bb->max_layer; s++) {
         for (int b = 0; b < R->nblocks[s]; b++) {
+            /* past it, stop between blocks: pc_backbone_forward reports PC_ERR_CANCELLED */
+            if (pc_deadline_passed(deadline)) return 0;
             const block *B = &R->blocks[s][b];
             const int32_t h0 = W->h, w0 = W->w;
             const int32_t h1 = pc_conv_out_dim(h0, 3, B->c1.stride == 2 || B->c2.stride == 2 ? 2 : 1, 1);
