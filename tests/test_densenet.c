@@ -188,14 +188,7 @@ static void test_warmup(void **state) {
 }
 
 static void expect_fail(const char *rel, pc_arch arch, uint32_t mask, pc_status want, const char *const phrases[]) {
-    char p[512];
-    pc_backbone *bb = (pc_backbone *)1;
-    pc_status st = pc_backbone_load(ref_path(p, sizeof p, "densenet/%s", rel), arch, mask, &bb);
-    print_message("%s as %s: %s\n", rel, pc_arch_name(arch), pc_last_error());
-    assert_int_equal(st, want);
-    assert_null(bb);
-    assert_non_null(strstr(pc_last_error(), rel)); /* names the file */
-    for (int i = 0; phrases[i]; i++) assert_non_null(strstr(pc_last_error(), phrases[i]));
+    tu_expect_load_fail("densenet", rel, arch, mask, want, phrases);
 }
 
 static void test_mismatches_named(void **state) {

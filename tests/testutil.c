@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include "modelfile.h"
+#include "patchcore.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -278,4 +279,16 @@ void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, cons
     assert_int_equal(pc_modelfile_write(dst, out, t, nt), PC_OK);
     free(t), free(out);
     pc_modelfile_close(mf);
+}
+
+void tu_expect_load_fail(const char *dir, const char *rel, int arch, uint32_t mask, int want,
+                         const char *const phrases[]) {
+    char p[512];
+    pc_backbone *bb = (pc_backbone *)1;
+    pc_status st = pc_backbone_load(ref_path(p, sizeof p, "%s/%s", dir, rel), (pc_arch)arch, mask, &bb);
+    print_message("%s as %s: %s\n", rel, pc_arch_name((pc_arch)arch), pc_last_error());
+    assert_int_equal(st, want);
+    assert_null(bb);
+    assert_non_null(strstr(pc_last_error(), rel)); /* names the file */
+    for (int i = 0; phrases[i]; i++) assert_non_null(strstr(pc_last_error(), phrases[i]));
 }

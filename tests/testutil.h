@@ -82,4 +82,9 @@ double greedy_fp32_rho(int32_t P, int32_t n_starts);
  * "key = value"; the tensors are copied as they are. Fails the test when the key is absent from src. */
 void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, const char *value);
 
+/* pc_backbone_load of reference file DIR/REL (arch, layer mask) must fail with `want`, leave the
+ * backbone NULL, and say the file's name and every phrase of the NULL-terminated list. */
+void tu_expect_load_fail(const char *dir, const char *rel, int arch, uint32_t mask, int want,
+                         const char *const phrases[]);
+
 #endif

@@ -26,19 +26,15 @@ warm_ARCH_S_lD_layerN.npy (N = 1..D) and warm_input_S.npy, listed in warm_manife
 """
 import copy
 import collections
-import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
-from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from torchref import inputs, randomise_bn, save_safetensors  # noqa: E402
 
 OUT = common.outdir()
 torch.set_num_threads(2)
@@ -55,46 +51,6 @@ CONFIGS = [
     ("resnext50_32x4d", 96, 3, False),
     ("resnext101_32x8d", 64, 3, True),
 ]
-
-ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}
-
-
-def save_safetensors(path, sd):
-    header, blobs, off = collections.OrderedDict(), [], 0
-    for k, v in sd.items():
-        b = v.contiguous().numpy().tobytes()
-        header[k] = {"dtype": ST_DTYPE[v.dtype], "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def inputs(size, n=2):
-    """n bottle images through Resize(size*256/224) + CenterCrop(size) + ToTensor + Normalize."""
-    tf = transforms.Compose([transforms.Resize(size * 256 // 224), transforms.CenterCrop(size), transforms.ToTensor(),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    bd = common.bottle_dir()
-    if bd is None:  # ../shared absent: a fixed random input keeps the architecture tests meaningful
-        print("gen_backbones: no bottle images, using a random input", file=sys.stderr)
-        return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(size))
-    files = [os.path.join(bd, "test", "broken_large", "000.png"), os.path.join(bd, "train", "good", "000.png")]
-    return torch.stack([tf(Image.open(f).convert("RGB")) for f in files[:n]])
-
-
-def randomise_bn(model, g):
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.weight.data = torch.rand(c, generator=g) * 0.8 + 0.4
-            m.bias.data = torch.randn(c, generator=g) * 0.2
-            m.running_mean.data = torch.randn(c, generator=g) * 0.2
-            m.running_var.data = torch.rand(c, generator=g) * 1.5 + 0.5
 
 
 def layers(model, x, upto):

@@ -23,19 +23,16 @@ wrong shape and a missing tensor for the validation test.
 """
 import collections
 import copy
-import json
 import os
 import re
-import struct
 import sys
 
 import torch
 import torchvision
-from PIL import Image
-from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from torchref import inputs, randomise_bn, save_safetensors  # noqa: E402
 
 OUT = common.outdir()
 torch.set_num_threads(2)
@@ -45,48 +42,6 @@ CONFIGS = [
     ("densenet121", 4, [(224, 2), (224, 3), (320, 3)]),
     ("densenet201", 3, [(224, 3), (320, 3)]),
 ]
-
-
-ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}
-
-
-def save_safetensors(path, sd):
-    """The format's spec: 8-byte little-endian header length, JSON {name: {dtype, shape, data_offsets}}, bytes."""
-    header, blobs, off = collections.OrderedDict(), [], 0
-    for k, v in sd.items():
-        b = v.contiguous().numpy().tobytes()
-        header[k] = {"dtype": ST_DTYPE[v.dtype], "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def inputs(size, n=2):
-    """n bottle images through Resize(size*256/224) + CenterCrop(size) + ToTensor + Normalize."""
-    tf = transforms.Compose([transforms.Resize(size * 256 // 224), transforms.CenterCrop(size), transforms.ToTensor(),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    bd = common.bottle_dir()
-    if bd is None:
-        print("gen_densenet: no bottle images, using a random input", file=sys.stderr)
-        return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(size))
-    files = [os.path.join(bd, "test", "broken_large", "000.png"), os.path.join(bd, "train", "good", "000.png")]
-    return torch.stack([tf(Image.open(f).convert("RGB")) for f in files[:n]])
-
-
-def randomise_bn(model, g):
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.weight.data = torch.rand(c, generator=g) * 0.8 + 0.4
-            m.bias.data = torch.randn(c, generator=g) * 0.2
-            m.running_mean.data = torch.randn(c, generator=g) * 0.2
-            m.running_var.data = torch.rand(c, generator=g) * 1.5 + 0.5
 
 
 def blocks(model, x, upto):
