@@ -14,8 +14,9 @@
 #        as the reference makes them (PIL bilinear resize, centre crop, == 255): equal to what
 #        `eval --ensemble-norm test-minmax --json` reports (1e-6), which also lists both members;
 #  - calibrate stores thresholds in the ensemble file and predict then decides;
-#  - an ensemble with a DenseNet member (random weights from tests/ref/gen_densenet.py, old tensor
-#    spelling): saved and loaded, info names dense blocks, the default rule holds against members alone;
+#  - a three-member ensemble with a DenseNet member (random weights from tests/ref/gen_densenet.py, old
+#    tensor spelling): saved and loaded, info names dense blocks, the default rule holds against the
+#    members fitted alone, eval runs under both rules, calibrate and predict decide;
 #  - the Python binding loads it and says n_members = 2.
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR, PC_SOURCE_DIR, PC_BUILD_DIR. Exit 77 when ../shared
 # is absent.
@@ -131,34 +132,52 @@ PYEOF
 "$cli" predict -m "$tmp/ens.pcm" --json "$tmp/cat/test/broken_large/000.png" | grep -q '"anomalous"' ||
     fail "predict after calibrate does not decide"
 
-# ---- a DenseNet member (random-initialised densenet121 from tests/ref/gen_densenet.py, in the old
-# `norm.1` spelling): its tensors survive the model file, info names dense blocks, and the combination
-# holds as above ----
+# ---- three members, one a DenseNet (random-initialised densenet121 from tests/ref/gen_densenet.py, in
+# the old `norm.1` spelling), as the paper's ensemble has: ResNet-18 at 224, the DenseNet at 224 (it
+# reuses the first member's preprocessed input), ResNet-18 at 320. Its tensors survive the model file,
+# info names dense blocks, the combination holds against the three members fitted alone, and the
+# one file evaluates under both rules and calibrates ----
 dn=${PC_REF_DIR:-}/densenet/densenet121_old.pth
 if [ -f "$dn" ]; then
-    "$cli" fit --backbone resnet18,densenet121 --weights "$w,$dn" --layers "layer2,layer3;denseblock2,denseblock3" \
-        --coreset-size 100 --no-progress --json -o "$tmp/mix.pcm" "$tmp/train" > "$tmp/mix.json" || fail "fit resnet18+densenet121"
+    "$cli" fit --backbone resnet18,densenet121,resnet18 --weights "$w,$dn,$w" \
+        --layers "layer2,layer3;denseblock2,denseblock3;layer2,layer3" --resize 256,256,366 --crop 224,224,320 \
+        --coreset-size 100 --no-progress --json -o "$tmp/mix.pcm" "$tmp/train" > "$tmp/mix.json" || fail "fit 3 members"
+    "$cli" fit --weights "$w" --coreset-size 100 -q -o "$tmp/r18.pcm" "$tmp/train" || fail "fit resnet18 alone"
     "$cli" fit --backbone densenet121 --weights "$dn" --layers denseblock2,denseblock3 --coreset-size 100 -q \
         -o "$tmp/dn.pcm" "$tmp/train" || fail "fit densenet121 alone"
-    "$cli" info "$tmp/mix.pcm" | grep -q "layers:          denseblock2 denseblock3" || fail "info: no dense blocks"
-    "$cli" fit --weights "$w" --coreset-size 100 -q -o "$tmp/r18.pcm" "$tmp/train" || fail "fit resnet18 alone"
-    for m in mix dn r18; do
+    "$cli" fit --weights "$w" --coreset-size 100 --resize 366 --crop 320 -q -o "$tmp/r18b.pcm" "$tmp/train" ||
+        fail "fit resnet18 at 320 alone"
+    "$cli" info "$tmp/mix.pcm" > "$tmp/mix_info.txt"
+    grep -q "ensemble:        3 members" "$tmp/mix_info.txt" &&
+        grep -q "layers:          denseblock2 denseblock3" "$tmp/mix_info.txt" || fail "info: $(cat "$tmp/mix_info.txt")"
+    for m in mix r18 dn r18b; do
         "$cli" predict -m "$tmp/$m.pcm" --json "$tmp/cat/test" > "$tmp/pm_$m.json" 2>/dev/null || fail "predict $m"
     done
-    $PY - "$tmp" <<'PYEOF' || fail "DenseNet member: combination"
+    $PY - "$tmp" <<'PYEOF' || fail "three members: combination"
 import json, sys
 t = sys.argv[1]
 z = [m["norm"] for m in json.load(open(t + "/mix.json"))["members"]]
+assert len(z) == 3
 load = lambda n: {r["path"]: r["score"] for r in map(json.loads, open(t + "/pm_%s.json" % n))}
-mix, r18, dn = load("mix"), load("r18"), load("dn")
+mix, alone = load("mix"), [load("r18"), load("dn"), load("r18b")]
 assert len(mix) == 6
 for k, got in mix.items():
-    want = ((r18[k] - z[0][0]) / z[0][1] + (dn[k] - z[1][0]) / z[1][1]) / 2
+    want = sum((a[k] - zi[0]) / zi[1] for a, zi in zip(alone, z)) / 3
     assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (k, got, want)
-print("DenseNet member: ok")
+print("three members: ok")
 PYEOF
+    for rule in train-zscore test-minmax; do
+        "$cli" eval -m "$tmp/mix.pcm" --ensemble-norm $rule --no-progress --json "$tmp/mix_$rule.json" "$tmp/cat" \
+            > /dev/null || fail "eval 3 members, $rule"
+    done
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); assert len(r['members']) == 3 and 0 <= r['pixel_auroc'] <= 1, r" \
+        "$tmp/mix_test-minmax.json" || fail "eval 3 members: members' metrics"
+    "$cli" calibrate -m "$tmp/mix.pcm" --no-progress "$b/train/good/200.png" "$b/train/good/201.png" \
+        "$b/train/good/202.png" > /dev/null || fail "calibrate 3 members"
+    "$cli" predict -m "$tmp/mix.pcm" --json "$tmp/cat/test/good/000.png" | grep -q '"anomalous"' ||
+        fail "3 members: predict after calibrate does not decide"
 else
-    echo "note: $dn absent (make refs): the DenseNet member is not checked"
+    echo "note: $dn absent (make refs): the three-member ensemble with a DenseNet is not checked"
 fi
 
 # ---- the Python binding ----
