@@ -29,7 +29,14 @@ def lines_so_far():
     return sum(1 for _ in open(log))
 
 
-skip = lines_so_far()
+# requests of an earlier load (wrk stopped with some in flight) are still being logged: wait until the
+# log has been still for half a second, so that every line after `skip` is one of ours
+skip, still = lines_so_far(), 0
+while still < 5:
+    time.sleep(0.1)
+    now = lines_so_far()
+    still = still + 1 if now == skip else 0
+    skip = now
 s = socket.create_connection(("127.0.0.1", port))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 lat = []
