@@ -578,64 +578,14 @@ static void test_bf16(void **state) {
 /* ---- views at once ---------------------------------------------------------------------------------
  * Two views of one backbone (shared weights, each its own oneDNN plan) forwarding on two threads at
  * once give bit for bit what one view gives alone. */
-typedef struct view_job {
-    pc_backbone *view;
-    const float *in;
-    int32_t n, h, w;
-    float *out;
-    const float *want;
-    size_t count;
-    int ok;
-} view_job;
-
-static void *view_run(void *arg) {
-    view_job *j = arg;
-    float *outs[4] = {0};
-    outs[2] = j->out;
-    j->ok = 1;
-    for (int r = 0; r < 3 && j->ok; r++) {
-        memset(j->out, 0, j->count * sizeof(float));
-        j->ok = pc_backbone_forward(j->view, j->in, j->n, j->h, j->w, PC_LAYER(3), outs) == PC_OK &&
-                memcmp(j->out, j->want, j->count * sizeof(float)) == 0;
-    }
-    return NULL;
-}
-
 static void views_case(const char *weights, pc_precision prec) {
-    char p[512];
-    pc_backbone *bb = NULL, *v[2] = {0};
+    char p[512], what[64];
+    pc_backbone *bb = NULL;
     assert_int_equal(load_prec(weights, prec, &bb), PC_OK);
     npy_array x;
     assert_int_equal(npy_load(ref_path(p, sizeof p, "backbones/r18real_input.npy"), &x), 0);
-    const int32_t h = (int32_t)x.shape[2], w = (int32_t)x.shape[3];
-    int32_t oh, ow;
-    assert_int_equal(pc_backbone_out_size(bb, 3, h, w, &oh, &ow), PC_OK);
-    const size_t count = (size_t)pc_backbone_channels(bb, 3) * (size_t)oh * (size_t)ow;
-    float *want[2], *got[2];
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(pc_backbone_view(bb, &v[i]), PC_OK);
-        want[i] = calloc(count, sizeof(float)), got[i] = calloc(count, sizeof(float));
-        float *outs[4] = {0};
-        outs[2] = want[i];
-        /* serial: image i alone, on the parent */
-        assert_int_equal(pc_backbone_forward(bb, (const float *)x.data + (size_t)i * 3 * h * w, 1, h, w, PC_LAYER(3),
-                                             outs), PC_OK);
-    }
-    assert_int_equal(pc_backbone_weight_bytes(v[0]), 0);
-    pthread_t t[2];
-    view_job j[2];
-    for (int i = 0; i < 2; i++) {
-        j[i] = (view_job){v[i], (const float *)x.data + (size_t)i * 3 * h * w, 1, h, w, got[i], want[i], count, 0};
-        assert_int_equal(pthread_create(&t[i], NULL, view_run, &j[i]), 0);
-    }
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    print_message("%s %s: two views at once = serial: %s, %s\n", pc_conv_path_name(pc_backbone_conv_path(bb)),
-                  pc_precision_name(prec), j[0].ok ? "yes" : "NO", j[1].ok ? "yes" : "NO");
-    assert_true(j[0].ok && j[1].ok);
-    for (int i = 0; i < 2; i++) {
-        pc_backbone_free(v[i]);
-        free(want[i]), free(got[i]);
-    }
+    snprintf(what, sizeof what, "%s %s", pc_conv_path_name(pc_backbone_conv_path(bb)), pc_precision_name(prec));
+    tu_check_views_concurrent(bb, x.data, (int32_t)x.shape[2], (int32_t)x.shape[3], 3, what);
     npy_free(&x);
     pc_backbone_free(bb);
 }

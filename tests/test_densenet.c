@@ -310,61 +310,15 @@ static void test_default_lookup(void **state) {
 
 /* Two views of one DenseNet (shared weights and oneDNN net, each its own workspace or plan) forwarding
  * on two threads at once give bit for bit what the parent gives alone. */
-typedef struct view_job {
-    pc_backbone *view;
-    const float *in;
-    float *out;
-    const float *want;
-    size_t count;
-    int ok;
-} view_job;
-
-static void *view_run(void *arg) {
-    view_job *j = arg;
-    float *outs[4] = {0};
-    outs[1] = j->out;
-    j->ok = 1;
-    for (int r = 0; r < 3 && j->ok; r++) {
-        memset(j->out, 0, j->count * sizeof(float));
-        j->ok = pc_backbone_forward(j->view, j->in, 1, 224, 224, PC_LAYER(2), outs) == PC_OK &&
-                memcmp(j->out, j->want, j->count * sizeof(float)) == 0;
-    }
-    return NULL;
-}
-
 static void test_views_concurrent(void **state) {
     (void)state;
     if (!have_refs()) skip();
     char p[512];
-    pc_backbone *bb = NULL, *v[2] = {0};
+    pc_backbone *bb = NULL;
     assert_int_equal(load_opts("densenet121.safetensors", PC_ARCH_UNKNOWN, 0x3, PC_BN_REFERENCE, 224, &bb), PC_OK);
     npy_array x;
     assert_int_equal(npy_load(ref_path(p, sizeof p, "densenet/input_224.npy"), &x), 0);
-    const size_t count = (size_t)pc_backbone_channels(bb, 2) * 28 * 28, in1 = 3 * 224 * 224;
-    float *want[2], *got[2];
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(pc_backbone_view(bb, &v[i]), PC_OK);
-        want[i] = calloc(count, sizeof(float)), got[i] = calloc(count, sizeof(float));
-        float *outs[4] = {0};
-        outs[1] = want[i];
-        assert_int_equal(pc_backbone_forward(bb, (const float *)x.data + i * in1, 1, 224, 224, PC_LAYER(2), outs),
-                         PC_OK);
-    }
-    assert_int_equal(pc_backbone_weight_bytes(v[0]), 0);
-    pthread_t t[2];
-    view_job j[2];
-    for (int i = 0; i < 2; i++) {
-        j[i] = (view_job){v[i], (const float *)x.data + i * in1, got[i], want[i], count, 0};
-        assert_int_equal(pthread_create(&t[i], NULL, view_run, &j[i]), 0);
-    }
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    print_message("%s: two views at once = serial: %s, %s\n", pc_conv_path_name(pc_backbone_conv_path(bb)),
-                  j[0].ok ? "yes" : "NO", j[1].ok ? "yes" : "NO");
-    assert_true(j[0].ok && j[1].ok);
-    for (int i = 0; i < 2; i++) {
-        pc_backbone_free(v[i]);
-        free(want[i]), free(got[i]);
-    }
+    tu_check_views_concurrent(bb, x.data, 224, 224, 2, pc_conv_path_name(pc_backbone_conv_path(bb)));
     npy_free(&x);
     pc_backbone_free(bb);
 }

@@ -4,6 +4,8 @@
 #include "testutil.h"
 
 #include "modelfile.h"
+#include <pthread.h>
+#include "backbone_internal.h"
 #include "patchcore.h"
 
 #include <math.h>
@@ -291,4 +293,60 @@ void tu_expect_load_fail(const char *dir, const char *rel, int arch, uint32_t ma
     assert_null(bb);
     assert_non_null(strstr(pc_last_error(), rel)); /* names the file */
     for (int i = 0; phrases[i]; i++) assert_non_null(strstr(pc_last_error(), phrases[i]));
+}
+
+typedef struct view_job {
+    pc_backbone *view;
+    const float *in;
+    int32_t h, w, layer;
+    float *out;
+    const float *want;
+    size_t count;
+    int ok;
+} view_job;
+
+static void *view_run(void *arg) {
+    view_job *j = arg;
+    float *outs[4] = {0};
+    outs[j->layer - 1] = j->out;
+    j->ok = 1;
+    for (int r = 0; r < 3 && j->ok; r++) {
+        memset(j->out, 0, j->count * sizeof(float));
+        j->ok = pc_backbone_forward(j->view, j->in, 1, j->h, j->w, PC_LAYER(j->layer), outs) == PC_OK &&
+                memcmp(j->out, j->want, j->count * sizeof(float)) == 0;
+    }
+    return NULL;
+}
+
+void tu_check_views_concurrent(pc_backbone *bb, const float *images, int32_t h, int32_t w, int32_t layer,
+                               const char *what) {
+    int32_t oh, ow;
+    assert_int_equal(pc_backbone_out_size(bb, layer, h, w, &oh, &ow), PC_OK);
+    const size_t count = (size_t)pc_backbone_channels(bb, layer) * (size_t)oh * (size_t)ow;
+    const size_t in1 = 3 * (size_t)h * (size_t)w;
+    pc_backbone *v[2] = {0};
+    float *want[2], *got[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pc_backbone_view(bb, &v[i]), PC_OK);
+        want[i] = calloc(count, sizeof(float)), got[i] = calloc(count, sizeof(float));
+        assert_non_null(want[i]), assert_non_null(got[i]);
+        float *outs[4] = {0};
+        outs[layer - 1] = want[i];
+        /* serial: image i alone, on the parent */
+        assert_int_equal(pc_backbone_forward(bb, images + i * in1, 1, h, w, PC_LAYER(layer), outs), PC_OK);
+    }
+    assert_int_equal(pc_backbone_weight_bytes(v[0]), 0);
+    pthread_t t[2];
+    view_job j[2];
+    for (int i = 0; i < 2; i++) {
+        j[i] = (view_job){v[i], images + i * in1, h, w, layer, got[i], want[i], count, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, view_run, &j[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    print_message("%s: two views at once = serial: %s, %s\n", what, j[0].ok ? "yes" : "NO", j[1].ok ? "yes" : "NO");
+    assert_true(j[0].ok && j[1].ok);
+    for (int i = 0; i < 2; i++) {
+        pc_backbone_free(v[i]);
+        free(want[i]), free(got[i]);
+    }
 }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "patchcore.h"
+
 /* A .npy array as read: dtype is the numpy descr ("<f4", "|u1", "<i8", "<i4", "<f8"). */
 typedef struct npy_array {
     char dtype[8];
@@ -84,6 +86,12 @@ void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, cons
 
 /* pc_backbone_load of reference file DIR/REL (arch, layer mask) must fail with `want`, leave the
  * backbone NULL, and say the file's name and every phrase of the NULL-terminated list. */
+/* Two views of bb (pc_backbone_view: shared weights, own workspace or plan) forwarding images 0 and 1
+ * of `images` (2 x 3 x h x w) on two threads at once, three times each, give bit for bit layer `layer`
+ * as the parent computes it for each image alone; a view holds no weights. `what` starts the message. */
+void tu_check_views_concurrent(pc_backbone *bb, const float *images, int32_t h, int32_t w, int32_t layer,
+                               const char *what);
+
 void tu_expect_load_fail(const char *dir, const char *rel, int arch, uint32_t mask, int want,
                          const char *const phrases[]);
 
