@@ -35,6 +35,7 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from torchref import inputs, randomise_bn, save_safetensors  # noqa: E402
+from torchref import resnet_layers as layers  # noqa: E402
 
 OUT = common.outdir()
 torch.set_num_threads(2)
@@ -51,16 +52,6 @@ CONFIGS = [
     ("resnext50_32x4d", 96, 3, False),
     ("resnext101_32x8d", 64, 3, True),
 ]
-
-
-def layers(model, x, upto):
-    outs = []
-    with torch.no_grad():
-        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-        for i in range(upto):
-            x = getattr(model, "layer%d" % (i + 1))(x)
-            outs.append(x)
-    return outs
 
 
 WARM_ARCHS = ("resnet18", "resnet50", "wide_resnet50_2", "resnext50_32x4d")

@@ -25,19 +25,14 @@ from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from torchref import resnet_layers  # noqa: E402
 
 OUT = common.outdir()
 torch.set_num_threads(2)
 
 
 def layers(model, x, upto):
-    outs = []
-    with torch.no_grad():
-        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-        for i in range(upto):
-            x = getattr(model, "layer%d" % (i + 1))(x)
-            outs.append(x.float().contiguous())
-    return outs
+    return [y.float().contiguous() for y in resnet_layers(model, x, upto)]
 
 
 def both(prefix, model, x, keep):

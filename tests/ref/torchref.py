@@ -1,7 +1,7 @@
-"""What the backbone reference generators (gen_backbones.py, gen_densenet.py) share: a safetensors
-writer following the format's spec, the bottle images they feed the networks, and random batch-norm
-statistics for random-initialised networks. Imported, never run: gen_refs.sh regenerates every
-reference when a shared module changes.
+"""What the backbone reference generators (gen_backbones.py, gen_backbones_bf16.py, gen_densenet.py)
+share: a safetensors writer following the format's spec, the bottle images they feed the networks,
+random batch-norm statistics for random-initialised networks, and a ResNet's layer outputs. Imported,
+never run: gen_refs.sh regenerates every reference when a shared module changes.
 """
 import collections
 import json
@@ -54,3 +54,14 @@ def randomise_bn(model, g):
             m.bias.data = torch.randn(c, generator=g) * 0.2
             m.running_mean.data = torch.randn(c, generator=g) * 0.2
             m.running_var.data = torch.rand(c, generator=g) * 1.5 + 0.5
+
+
+def resnet_layers(model, x, upto):
+    """The outputs of a torchvision ResNet's layer1..upto (eval or train mode as the model is)."""
+    outs = []
+    with torch.no_grad():
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        for i in range(upto):
+            x = getattr(model, "layer%d" % (i + 1))(x)
+            outs.append(x)
+    return outs
