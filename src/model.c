@@ -22,6 +22,7 @@
 #include "model_internal.h"
 #include "spill.h"
 #include "ensemble.h"
+#include "model_impl.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -34,73 +35,6 @@
 #endif
 
 #define MODEL_FORMAT_NAME "patchcore-model"
-#define GAUSSIAN_SIGMA 4.0
-
-/* One prediction's scratch memory. */
-typedef struct pctx {
-    struct pctx *next;
-    pc_backbone *bb;      /* a view on the model's backbone: shared weights, own workspace */
-    void *ws;             /* features, kNN and map workspaces and every buffer below, one block */
-    float *input;         /* 3 x S x S */
-    float *acts[4];       /* layerN outputs, C x H x W */
-    float *feats;         /* HW x D */
-    float *dist;          /* HW x k */
-    int64_t *idx;         /* HW x k */
-    float *pscores;       /* HW */
-    float *neigh;         /* b x D (Eq. 7) */
-    float *nd;            /* b */
-    int64_t *ni;          /* b */
-    void *fws, *kws, *mws;
-    size_t kws_size;
-    pc_resize_cache rc;   /* preprocessing tables and buffers, kept between predicts */
-} pctx;
-
-struct pc_model {
-    /* settings */
-    pc_arch arch;
-    int32_t layers[PC_MAX_LAYERS], n_layers;
-    uint32_t layer_mask;
-    int32_t resize, crop, patch, pre_dim, dim, k, projection_dim, n_starts, reweight_b;
-    pc_sampler sampler;
-    double coreset_ratio;
-    int64_t coreset_size_requested;
-    uint64_t seed;
-    int32_t n_train_images;
-    int64_t n_patches_total;
-    double image_threshold, pixel_threshold, score_scale, pixel_scale;
-    char weights_source[1024];
-    pc_bn_stats bn_stats;
-    int bn_stats_implicit; /* loaded from a file written before bn_stats was recorded */
-    pc_precision precision; /* the backbone's arithmetic (f32 for files written before it was recorded) */
-    /* derived */
-    int32_t grid_h, grid_w;
-    pc_layer_shape shapes[PC_MAX_LAYERS];
-    pc_backbone *bb;
-    pc_features_plan *plan;
-    /* backbone tensors in torchvision form, for saving (owned dict after fit, or views into mf) */
-    pc_tensor_dict *bb_tensors;
-    pc_tensor *bb_views;
-    size_t n_bb_views;
-    /* the memory bank: owned after fit, or pointing into the mapped file after load */
-    const float *bank;
-    float *bank_owned;
-    int64_t *coreset_idx; /* selected indices (fit only; NULL after load when absent) */
-    int64_t bank_n;
-    float *bank_norms;
-    pc_knn_index *kix;    /* the pruned kNN index (NULL: brute force; see build_knn_index) */
-    pc_modelfile *mf;
-    int64_t *usable_src;  /* fit only: the input index of each training image whose patches are in the bank */
-    /* An ensemble (docs/ensemble.md): n_members >= 2 whole single models, run one after the other on
-     * each image; this model holds the calibration, the members' normalisation and the combination
-     * (ensemble.c). A member's mf is NULL: the ensemble owns the mapping. 0 for a single model. */
-    int32_t n_members;
-    pc_model **members;
-    pc_ensemble *ens;
-    /* predict contexts */
-    pthread_mutex_t lock;
-    pctx *free_ctx;
-    char errmsg[PC_ERRMSG_MAX];
-};
 
 /* ----------------------------------------------------------------------------------------------
  * Options
@@ -215,7 +149,7 @@ void pc_model_free(pc_model *m) {
 
 const char *pc_model_errmsg(const pc_model *m) { return m ? m->errmsg : ""; }
 
-static pc_model *model_new(void) {
+pc_model *pc_model_new_empty(void) {
     pc_model *m = pc_calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->lock, NULL);
@@ -263,7 +197,7 @@ static int deepest_layer(const pc_model *m) {
  * not stored in the model file). Its results are identical to the brute-force search; it only pays
  * for banks of PC_KNN_MIN_BANK entries and more and a few neighbours, so smaller banks and k > 16 keep
  * the brute force. */
-static pc_status build_knn_index(pc_model *m) {
+pc_status pc_model_build_index(pc_model *m) {
     if (m->bank_n < PC_KNN_MIN_BANK || m->k > 16) return PC_OK;
     return pc_knn_index_build(&m->kix, m->bank, m->bank_norms, m->bank_n, m->dim, 0);
 }
@@ -337,7 +271,7 @@ static pc_status ctx_create(pc_model *m, pctx **out) {
     return PC_OK;
 }
 
-static pc_status ctx_get(pc_model *m, pctx **out) {
+pc_status pc_model_ctx_get(pc_model *m, pctx **out) {
     pthread_mutex_lock(&m->lock);
     pctx *c = m->free_ctx;
     if (c) m->free_ctx = c->next;
@@ -349,10 +283,21 @@ static pc_status ctx_get(pc_model *m, pctx **out) {
     return ctx_create(m, out);
 }
 
-static void ctx_put(pc_model *m, pctx *c) {
+void pc_model_ctx_put(pc_model *m, pctx *c) {
     pthread_mutex_lock(&m->lock);
     c->next = m->free_ctx;
     m->free_ctx = c;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void pc_model_drop_contexts(pc_model *m) {
+    pthread_mutex_lock(&m->lock);
+    for (pctx *c = m->free_ctx; c;) {
+        pctx *n = c->next;
+        ctx_free(c);
+        c = n;
+    }
+    m->free_ctx = NULL;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -608,7 +553,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     st = precision_check(opt->precision, "fit: precision");
     if (st) return st;
 
-    pc_model *m = model_new();
+    pc_model *m = pc_model_new_empty();
     if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
     m->arch = opt->arch;
     memcpy(m->layers, opt->layers, sizeof m->layers);
@@ -845,7 +790,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     m->bank = m->bank_owned;
     m->bank_n = n_sel;
     pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
-    st = build_knn_index(m);
+    st = pc_model_build_index(m);
 
 done:
     for (int32_t i = 0; i < x.n_workers; i++) fit_worker_free(&x.w[i], i > 0);
@@ -912,7 +857,7 @@ pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members
         pc_status st = check_options(&members[i]);
         if (st) return pc_fail_context(st, "member %d", (int)i + 1);
     }
-    pc_model *m = model_new();
+    pc_model *m = pc_model_new_empty();
     if (!m || !(m->members = pc_calloc((size_t)n_members, sizeof *m->members))) {
         pc_model_free(m);
         return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -976,7 +921,7 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const f
 pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
                                float *map, pc_geometry *geometry) {
     pctx *c;
-    pc_status st = ctx_get(m, &c);
+    pc_status st = pc_model_ctx_get(m, &c);
     if (st) return st;
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
     const int32_t D = m->dim;
@@ -1001,7 +946,7 @@ pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *in
         *score = s;
         if (map && !st) pc_anomaly_map(map, c->pscores, m->grid_h, m->grid_w, m->crop, GAUSSIAN_SIGMA, c->mws);
     }
-    ctx_put(m, c);
+    pc_model_ctx_put(m, c);
     return st;
 }
 
@@ -1031,13 +976,13 @@ pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *featur
     pc_threads_apply();
     if (m->n_members) return pc_fail(PC_ERR_INVALID_ARGUMENT, "patch outputs: an ensemble has them per member");
     pctx *c;
-    pc_status st = ctx_get(m, &c);
+    pc_status st = pc_model_ctx_get(m, &c);
     if (st) return st;
     st = predict_core(m, c, rgb, NULL, NULL);
     const size_t hw = (size_t)m->grid_h * m->grid_w;
     if (!st && features) memcpy(features, c->feats, hw * (size_t)m->dim * sizeof(float));
     if (!st && patch_scores) memcpy(patch_scores, c->pscores, hw * sizeof(float));
-    ctx_put(m, c);
+    pc_model_ctx_put(m, c);
     return st;
 }
 
@@ -1444,7 +1389,7 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
         goto fail;
     }
     pc_knn_norms(m->bank_norms, m->bank, m->bank_n, m->dim);
-    if ((st = build_knn_index(m))) goto fail;
+    if ((st = pc_model_build_index(m))) goto fail;
 fail:
 #undef K
     return st;
@@ -1455,7 +1400,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     pc_clear_error();
     if (!path || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "load: NULL argument");
     *out = NULL;
-    pc_model *m = model_new();
+    pc_model *m = pc_model_new_empty();
     if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
     pc_status st = pc_modelfile_open(path, &m->mf);
     if (st) goto fail;
@@ -1503,7 +1448,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
         snprintf(kp, sizeof kp, "m%d.", (int)i);
         snprintf(tp, sizeof tp, "m%d/", (int)i);
         snprintf(bp, sizeof bp, "m%d/bb/", (int)i);
-        if (!(m->members[i] = model_new())) {
+        if (!(m->members[i] = pc_model_new_empty())) {
             st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
             break;
         }

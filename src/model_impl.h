@@ -1,0 +1,100 @@
+/*
+ * model_impl.h - the model's structure and the helpers that the files building on it share (model.c
+ * fits, saves, loads and predicts; update.c adds to a bank, merges banks). Not part of the public API.
+ */
+#ifndef PC_MODEL_IMPL_H
+#define PC_MODEL_IMPL_H
+
+#include "internal.h"
+#include "backbone_internal.h"
+#include "ensemble.h"
+#include "knn.h"
+#include "modelfile.h"
+#include "patch_features.h"
+#include "resize.h"
+#include "weights.h"
+
+#include <pthread.h>
+
+#define GAUSSIAN_SIGMA 4.0
+
+/* One prediction's scratch memory. */
+typedef struct pctx {
+    struct pctx *next;
+    pc_backbone *bb;      /* a view on the model's backbone: shared weights, own workspace */
+    void *ws;             /* features, kNN and map workspaces and every buffer below, one block */
+    float *input;         /* 3 x S x S */
+    float *acts[4];       /* layerN outputs, C x H x W */
+    float *feats;         /* HW x D */
+    float *dist;          /* HW x k */
+    int64_t *idx;         /* HW x k */
+    float *pscores;       /* HW */
+    float *neigh;         /* b x D (Eq. 7) */
+    float *nd;            /* b */
+    int64_t *ni;          /* b */
+    void *fws, *kws, *mws;
+    size_t kws_size;
+    pc_resize_cache rc;   /* preprocessing tables and buffers, kept between predicts */
+} pctx;
+
+struct pc_model {
+    /* settings */
+    pc_arch arch;
+    int32_t layers[PC_MAX_LAYERS], n_layers;
+    uint32_t layer_mask;
+    int32_t resize, crop, patch, pre_dim, dim, k, projection_dim, n_starts, reweight_b;
+    pc_sampler sampler;
+    double coreset_ratio;
+    int64_t coreset_size_requested;
+    uint64_t seed;
+    int32_t n_train_images;
+    int64_t n_patches_total;
+    double image_threshold, pixel_threshold, score_scale, pixel_scale;
+    char weights_source[1024];
+    pc_bn_stats bn_stats;
+    int bn_stats_implicit; /* loaded from a file written before bn_stats was recorded */
+    pc_precision precision; /* the backbone's arithmetic (f32 for files written before it was recorded) */
+    /* derived */
+    int32_t grid_h, grid_w;
+    pc_layer_shape shapes[PC_MAX_LAYERS];
+    pc_backbone *bb;
+    pc_features_plan *plan;
+    /* backbone tensors in torchvision form, for saving (owned dict after fit, or views into mf) */
+    pc_tensor_dict *bb_tensors;
+    pc_tensor *bb_views;
+    size_t n_bb_views;
+    /* the memory bank: owned after fit, or pointing into the mapped file after load */
+    const float *bank;
+    float *bank_owned;
+    int64_t *coreset_idx; /* selected indices (fit only; NULL after load when absent) */
+    int64_t bank_n;
+    float *bank_norms;
+    pc_knn_index *kix;    /* the pruned kNN index (NULL: brute force; see build_knn_index) */
+    pc_modelfile *mf;
+    int64_t *usable_src;  /* fit only: the input index of each training image whose patches are in the bank */
+    /* An ensemble (docs/ensemble.md): n_members >= 2 whole single models, run one after the other on
+     * each image; this model holds the calibration, the members' normalisation and the combination
+     * (ensemble.c). A member's mf is NULL: the ensemble owns the mapping. 0 for a single model. */
+    int32_t n_members;
+    pc_model **members;
+    pc_ensemble *ens;
+    /* predict contexts */
+    pthread_mutex_t lock;
+    pctx *free_ctx;
+    char errmsg[PC_ERRMSG_MAX];
+};
+
+/* A zeroed model with its lock initialised and thresholds NaN. */
+pc_model *pc_model_new_empty(void);
+
+/* The pruned kNN index over m->bank (NULL kept for small banks and large k). */
+pc_status pc_model_build_index(pc_model *m);
+
+/* Borrow and return a prediction context from the model's pool. */
+pc_status pc_model_ctx_get(pc_model *m, pctx **out);
+void pc_model_ctx_put(pc_model *m, pctx *c);
+
+/* Free the pooled contexts (after the bank or settings change; no predict may be running). */
+void pc_model_drop_contexts(pc_model *m);
+
+#endif
