@@ -179,6 +179,9 @@ typedef struct pc_geometry {
     int32_t crop_left, crop_top;           /* CenterCrop offsets in the resized image; negative when
                                               the crop is larger and torchvision pads with zeros */
     int32_t crop_size;                     /* S */
+    /* The size of the map a prediction writes: crop_size x crop_size, or for a tiled prediction
+     * (docs/tiles.md) the original image's width x height. */
+    int32_t map_width, map_height;
 } pc_geometry;
 
 /* Compute the geometry of Resize(resize) -> CenterCrop(crop) for an image of width x height, as
@@ -544,6 +547,22 @@ typedef enum pc_sampler {
 
 #define PC_MAX_LAYERS 4
 
+/* How tile maps are combined where tiles overlap (docs/tiles.md). Values are stable. */
+typedef enum pc_stitch {
+    PC_STITCH_MEAN = 0, /* the average of the tiles covering a pixel (the default) */
+    PC_STITCH_MAX = 1   /* the largest */
+} pc_stitch;
+
+/* Tiling of high-resolution images (docs/tiles.md): the image, resized by `scale`, is cut at that
+ * resolution into tile x tile squares overlapping by `overlap` of a side; each tile is one backbone
+ * input (Normalize only, no Resize or CenterCrop). tile = 0: no tiling. */
+typedef struct pc_tiling {
+    int32_t tile;      /* side in pixels of the scaled image (0 = off) */
+    double overlap;    /* fraction of a side shared by neighbouring tiles, in [0, 0.9] */
+    double scale;      /* resize factor applied before tiling (1 = native resolution) */
+    pc_stitch stitch;  /* how overlapping tile maps combine */
+} pc_tiling;
+
 /* Everything a fit is built with. Fill with pc_fit_options_init, then change what you need. */
 typedef struct pc_fit_options {
     const char *weights;          /* backbone weights file; NULL: look where torchvision keeps them */
@@ -597,6 +616,13 @@ typedef struct pc_fit_options {
      * all threads, and OpenBLAS does not round a team's SGEMM as a smaller one's. on_image_error and
      * progress still come in image order, from the calling thread. */
     int32_t jobs;
+    /* Tiling (docs/tiles.md; tiling.tile = 0, the default, is off). Stored in the model; predict uses
+     * it unless pc_predict_options says otherwise. */
+    pc_tiling tiling;
+    /* A region of interest (docs/roi.md): an 8-bit grey mask (channels 1), non-zero (white) = inspect,
+     * in the coordinates of the training images. Patches outside it are left out of the memory bank;
+     * the mask is stored in the model and applied by every predict. NULL: the whole image. */
+    const pc_image *roi;
 } pc_fit_options;
 
 /* Defaults equal to the reference implementation's (listed above). */
@@ -657,6 +683,15 @@ typedef struct pc_model_info {
      * above except the thresholds and scales describes the first member, whose crop sets the map
      * size and whose geometry the predictions report; pc_model_member gives the others. */
     int32_t n_members;
+    pc_tiling tiling;              /* tiling.tile = 0: the model does not tile */
+    int32_t roi_width, roi_height; /* the stored region of interest's size (0 x 0: none) */
+    /* Every training patch lies within this distance of the bank in the coreset's projected space
+     * (the greedy coreset's final coverage radius; docs/update.md); NaN when unknown (sampler random,
+     * files written before it was recorded). */
+    double coverage_radius;
+    /* 1 when the bank changed (pc_model_update, pc_model_merge) after the thresholds were calibrated:
+     * calibrate again. */
+    int32_t thresholds_stale;
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
@@ -725,6 +760,25 @@ PC_API pc_status pc_model_predict(pc_model *model, const pc_image *rgb, pc_predi
 /* The same from a file path. */
 PC_API pc_status pc_model_predict_file(pc_model *model, const char *path, pc_prediction *out, float *map,
                                        pc_geometry *geometry);
+
+/* Per-call prediction settings (pc_predict_options_init: all defaults). */
+typedef struct pc_predict_options {
+    const pc_tiling *tiling; /* NULL: the model's own (no tiling for a model fitted without) */
+    const pc_image *roi;     /* NULL: the model's region of interest, if it has one (docs/roi.md) */
+    int32_t ignore_roi;      /* 1: inspect the whole image even when the model has a region of interest */
+} pc_predict_options;
+
+PC_API void pc_predict_options_init(pc_predict_options *opt);
+
+/* pc_model_predict with per-call settings (opt may be NULL: pc_model_predict). map must hold the
+ * map size pc_model_map_size gives for this image and these settings. */
+PC_API pc_status pc_model_predict_ex(pc_model *model, const pc_image *rgb, const pc_predict_options *opt,
+                                     pc_prediction *out, float *map, pc_geometry *geometry);
+
+/* The size of the map a prediction of a width x height image writes with these settings (opt may be
+ * NULL): crop x crop, or width x height when tiling. */
+PC_API pc_status pc_model_map_size(const pc_model *model, int32_t width, int32_t height,
+                                   const pc_predict_options *opt, int32_t *map_width, int32_t *map_height);
 
 /* Set the thresholds stored in the model (NaN clears one) and the normalised score's scale (> 0).
  * Not thread-safe with concurrent predicts. */

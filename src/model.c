@@ -154,6 +154,7 @@ pc_model *pc_model_new_empty(void) {
     if (!m) return NULL;
     pthread_mutex_init(&m->lock, NULL);
     m->image_threshold = m->pixel_threshold = m->score_scale = m->pixel_scale = NAN;
+    m->coverage_radius = NAN;
     return m;
 }
 
@@ -972,6 +973,30 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
     return PC_OK;
 }
 
+void pc_predict_options_init(pc_predict_options *opt) {
+    if (opt) memset(opt, 0, sizeof *opt);
+}
+
+pc_status pc_model_map_size(const pc_model *m, int32_t width, int32_t height, const pc_predict_options *opt,
+                            int32_t *map_width, int32_t *map_height) {
+    if (!m || !map_width || !map_height) return pc_fail(PC_ERR_INVALID_ARGUMENT, "map size: NULL argument");
+    if (width < 1 || height < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "map size: image size %dx%d is not positive", (int)width, (int)height);
+    (void)opt;
+    const pc_model *m0 = m->n_members ? m->members[0] : m;
+    *map_width = *map_height = m0->crop;
+    return PC_OK;
+}
+
+pc_status pc_model_predict_ex(pc_model *m, const pc_image *rgb, const pc_predict_options *opt, pc_prediction *out,
+                              float *map, pc_geometry *geometry) {
+    if (opt && (opt->tiling || opt->roi || opt->ignore_roi)) {
+        pc_clear_error();
+        return pc_fail(PC_ERR_UNSUPPORTED, "predict: per-call tiling and regions of interest are not available yet");
+    }
+    return pc_model_predict(m, rgb, out, map, geometry);
+}
+
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
     pc_threads_apply();
     if (m->n_members) return pc_fail(PC_ERR_INVALID_ARGUMENT, "patch outputs: an ensemble has them per member");
@@ -1041,6 +1066,8 @@ pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
     info->bn_stats = m->bn_stats;
     info->bn_stats_implicit = m->bn_stats_implicit;
     info->precision = m->precision;
+    info->coverage_radius = m->coverage_radius;
+    info->thresholds_stale = model->thresholds_stale;
     return PC_OK;
 }
 

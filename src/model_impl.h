@@ -78,6 +78,10 @@ struct pc_model {
     int32_t n_members;
     pc_model **members;
     pc_ensemble *ens;
+    /* Coverage radius of the greedy coreset (NaN when unknown) and whether the bank changed after the
+     * thresholds were calibrated (update.c). */
+    double coverage_radius;
+    int thresholds_stale;
     /* predict contexts */
     pthread_mutex_t lock;
     pctx *free_ctx;

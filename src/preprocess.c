@@ -340,6 +340,7 @@ pc_status pc_geometry_compute(int32_t width, int32_t height, int32_t resize, int
     int32_t newlong = (int32_t)l;
     if (newlong < 1) newlong = 1; /* unreachable for resize >= 1, kept for safety */
     out->orig_width = width, out->orig_height = height;
+    out->map_width = out->map_height = crop;
     if (width <= height) out->resized_width = resize, out->resized_height = newlong;
     else out->resized_width = newlong, out->resized_height = resize;
     out->crop_size = crop;

@@ -162,7 +162,7 @@ static void test_walker(void **state) {
 static void test_box_to_original(void **state) {
     (void)state;
     /* 900x900 -> Resize(256) 256x256 -> CenterCrop(224) at (16,16); scale 900/256 = 3.515625 */
-    pc_geometry g = {900, 900, 256, 256, 16, 16, 224};
+    pc_geometry g = {900, 900, 256, 256, 16, 16, 224, 224, 224};
     int32_t a, b, c, d;
     assert_int_equal(pc_geometry_box_to_original(&g, 0, 0, 224, 224, &a, &b, &c, &d), PC_OK);
     /* 16*3.515625 = 56.25 -> 56; 240*3.515625 = 843.75 -> 844 */
@@ -174,11 +174,11 @@ static void test_box_to_original(void **state) {
     /* 400 wide x 300 high -> Resize(256): 341 x 256 -> crop 224 at left round(58.5) = 58, top 16.
      * sx = 400/341, sy = 300/256. Pixel (0,0): x 58*1.17302 = 68.04 -> 68, 59*1.17302 = 69.21 -> 70;
      * y 16*1.171875 = 18.75 -> 18, 17*1.171875 = 19.92 -> 20. */
-    pc_geometry g2 = {400, 300, 341, 256, 58, 16, 224};
+    pc_geometry g2 = {400, 300, 341, 256, 58, 16, 224, 224, 224};
     assert_int_equal(pc_geometry_box_to_original(&g2, 0, 0, 1, 1, &a, &b, &c, &d), PC_OK);
     assert_int_equal(a, 68), assert_int_equal(b, 18), assert_int_equal(c, 70), assert_int_equal(d, 20);
     /* exact multiples stay exact: 2x upscale, no crop: [3,5) -> [6,10) */
-    pc_geometry g3 = {20, 20, 10, 10, 0, 0, 10};
+    pc_geometry g3 = {20, 20, 10, 10, 0, 0, 10, 10, 10};
     assert_int_equal(pc_geometry_box_to_original(&g3, 3, 3, 5, 5, &a, &b, &c, &d), PC_OK);
     assert_int_equal(a, 6), assert_int_equal(b, 6), assert_int_equal(c, 10), assert_int_equal(d, 10);
     assert_int_equal(pc_geometry_box_to_original(&g3, 5, 3, 4, 5, &a, &b, &c, &d), PC_ERR_INVALID_ARGUMENT);
@@ -204,7 +204,7 @@ static void test_regions_from_map(void **state) {
     assert_int_equal(r[1].area, 2);
     assert_int_equal(r[1].x0, 1), assert_int_equal(r[1].y0, 1), assert_int_equal(r[1].x1, 3), assert_int_equal(r[1].y1, 3);
     /* max 1: only the strongest, n still 2; with a 2x geometry the box doubles */
-    pc_geometry g = {12, 12, 6, 6, 0, 0, 6};
+    pc_geometry g = {12, 12, 6, 6, 0, 0, 6, 6, 6};
     assert_int_equal(pc_regions_from_map(r, 1, &n, m, 6, 0.5, &g), PC_OK);
     assert_int_equal(n, 2);
     assert_int_equal(r[0].x0, 8), assert_int_equal(r[0].y0, 8), assert_int_equal(r[0].x1, 12), assert_int_equal(r[0].y1, 12);

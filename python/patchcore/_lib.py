@@ -46,7 +46,16 @@ class Image(ctypes.Structure):  # pc_image
 class Geometry(ctypes.Structure):  # pc_geometry
     _fields_ = [("orig_width", ctypes.c_int32), ("orig_height", ctypes.c_int32),
                 ("resized_width", ctypes.c_int32), ("resized_height", ctypes.c_int32),
-                ("crop_left", ctypes.c_int32), ("crop_top", ctypes.c_int32), ("crop_size", ctypes.c_int32)]
+                ("crop_left", ctypes.c_int32), ("crop_top", ctypes.c_int32), ("crop_size", ctypes.c_int32),
+                ("map_width", ctypes.c_int32), ("map_height", ctypes.c_int32)]
+
+
+class Tiling(ctypes.Structure):  # pc_tiling
+    _fields_ = [("tile", ctypes.c_int32), ("overlap", ctypes.c_double), ("scale", ctypes.c_double),
+                ("stitch", c_enum)]
+
+
+STITCH = {"mean": 0, "max": 1}  # pc_stitch
 
 
 PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64)
@@ -83,6 +92,8 @@ class FitOptions(ctypes.Structure):  # pc_fit_options
         ("bn_stats", c_enum),
         ("precision", c_enum),
         ("jobs", ctypes.c_int32),
+        ("tiling", Tiling),
+        ("roi", ctypes.POINTER(Image)),
     ]
 
 
@@ -114,7 +125,16 @@ class ModelInfo(ctypes.Structure):  # pc_model_info
         ("bn_stats_implicit", ctypes.c_int32),
         ("precision", c_enum),
         ("n_members", ctypes.c_int32),
+        ("tiling", Tiling),
+        ("roi_width", ctypes.c_int32),
+        ("roi_height", ctypes.c_int32),
+        ("coverage_radius", ctypes.c_double),
+        ("thresholds_stale", ctypes.c_int32),
     ]
+
+
+class PredictOptions(ctypes.Structure):  # pc_predict_options
+    _fields_ = [("tiling", ctypes.POINTER(Tiling)), ("roi", ctypes.POINTER(Image)), ("ignore_roi", ctypes.c_int32)]
 
 
 BN_STATS = {"reference": 0, "trained": 1}  # pc_bn_stats
@@ -140,7 +160,7 @@ class Calibration(ctypes.Structure):  # pc_calibration
 # The structs the layout test compares with the C compiler's, by their C names.
 STRUCTS = {"pc_image": Image, "pc_geometry": Geometry, "pc_fit_options": FitOptions,
            "pc_model_info": ModelInfo, "pc_prediction": Prediction, "pc_region": Region,
-           "pc_calibration": Calibration}
+           "pc_calibration": Calibration, "pc_tiling": Tiling, "pc_predict_options": PredictOptions}
 
 _P = ctypes.POINTER
 _vp = ctypes.c_void_p  # pc_model * (opaque)

@@ -386,7 +386,7 @@ def check_with_data():
           "two Python threads predicting on one model give the serial results")
     g = results[2].geometry
     check(g == {"orig_width": 900, "orig_height": 900, "resized_width": 256, "resized_height": 256,
-                "crop_left": 16, "crop_top": 16, "crop_size": 224}, "geometry of a 900x900 image at 256/224: %s" % g)
+                "crop_left": 16, "crop_top": 16, "crop_size": 224, "map_width": 224, "map_height": 224}, "geometry of a 900x900 image at 256/224: %s" % g)
 
     print("calibrate (conformal, 4 held-out good images) and regions")
     held = tgood[2:6]
