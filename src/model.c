@@ -306,12 +306,8 @@ void pc_model_drop_contexts(pc_model *m) {
  * Fit
  * -------------------------------------------------------------------------------------------- */
 
-typedef struct source {
-    const char *const *paths;
-    const pc_image *images;
-} source;
 
-static const char *source_name(const source *s, size_t i, char *buf, size_t size) {
+static const char *source_name(const pc_fit_source *s, size_t i, char *buf, size_t size) {
     if (s->paths) return s->paths[i];
     snprintf(buf, size, "image #%zu", i);
     return buf;
@@ -419,7 +415,7 @@ typedef struct fit_worker {
 
 typedef struct fit_extract {
     pc_model *m;
-    const source *src;
+    const pc_fit_source *src;
     size_t n_in, B, S, D, hw, P;
     bool stream, approx;
     float *feats, *pj;
@@ -541,53 +537,20 @@ static pc_status fit_extract_batch(void *user, size_t item) {
     return st;
 }
 
-static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t n_in, pc_model **out) {
-    pc_threads_apply();
-    pc_clear_error();
-    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
-    *out = NULL;
-    if (!opt) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: options are NULL");
-    if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
-    if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
-    pc_status st = check_options(opt);
-    if (st) return st;
-    st = precision_check(opt->precision, "fit: precision");
-    if (st) return st;
-
-    pc_model *m = pc_model_new_empty();
-    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
-    m->arch = opt->arch;
-    memcpy(m->layers, opt->layers, sizeof m->layers);
-    m->n_layers = opt->n_layers;
-    m->layer_mask = mask_of(m->layers, m->n_layers);
-    m->resize = opt->resize, m->crop = opt->crop, m->patch = opt->patch;
-    m->pre_dim = opt->pre_dim, m->dim = opt->dim, m->k = opt->k;
-    m->projection_dim = opt->projection_dim, m->n_starts = opt->n_starts, m->reweight_b = opt->reweight_b;
-    m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
-    m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
-    m->bn_stats = opt->bn_stats;
-    m->precision = opt->precision;
-
+/* Feature extraction: the patch features of n_in inputs with the model's backbone and settings (m->bb,
+ * m->plan and the grid in place), into ff: in memory or in a temporary file (opt->max_memory), with the
+ * coreset projection of each image's rows when the sampler is the approximate greedy one; the usable
+ * inputs' rows to the front. Reports unusable inputs and progress through opt. Fit and update share it. */
+pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
+                           pc_fit_feats *ff) {
+    memset(ff, 0, sizeof *ff);
+    ff->spill.fd = -1;
     float *feats = NULL, *pj = NULL, *proj = NULL;
-    int64_t *starts = NULL, *img_of = NULL;
+    int64_t *img_of = NULL;
     char namebuf[64];
-    pc_spill spill = {.fd = -1};
+    pc_status st = PC_OK;
     fit_extract x = {.m = m, .src = src, .n_in = n_in};
     pthread_mutex_init(&x.lock, NULL);
-
-    pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
-    st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
-    if (st) goto done;
-    m->arch = pc_backbone_arch(m->bb);
-    snprintf(m->weights_source, sizeof m->weights_source, "%s", pc_backbone_path(m->bb));
-    {
-        int deepest = deepest_layer(m);
-        st = pc_weights_load(pc_backbone_path(m->bb), want_backbone_tensor, &deepest, &m->bb_tensors);
-        if (st) goto done;
-    }
-    st = model_plan(m);
-    if (st) goto done;
-
     const size_t B = (size_t)opt->batch_size, D = (size_t)m->dim;
     const size_t hw = (size_t)m->grid_h * m->grid_w;
     const bool approx = m->sampler == PC_SAMPLER_APPROX_GREEDY;
@@ -622,7 +585,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         }
     }
     if (stream) {
-        st = pc_spill_open(&spill, (uint64_t)bytes);
+        st = pc_spill_open(&ff->spill, (uint64_t)bytes);
         if (st) goto done;
     } else {
         feats = pc_malloc(bytes);
@@ -653,7 +616,7 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
      * through the backbone together and turned into patch features in their slots. */
     x.B = B, x.S = (size_t)m->crop, x.D = D, x.hw = hw, x.P = P;
     x.stream = stream, x.approx = approx;
-    x.feats = feats, x.pj = pj, x.proj = proj, x.spill = &spill;
+    x.feats = feats, x.pj = pj, x.proj = proj, x.spill = &ff->spill;
     x.w = pc_calloc((size_t)jobs, sizeof *x.w);
     x.errs = pc_calloc((size_t)jobs * B, sizeof *x.errs);
     x.msgs = pc_calloc((size_t)jobs * B, sizeof *x.msgs);
@@ -715,21 +678,58 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     x.n_workers = 0;
     pc_free(proj), proj = NULL;
     pc_backbone_release_workspace(m->bb);
+    ff->feats = feats, ff->pj = pj, ff->img_of = img_of;
+    feats = pj = NULL, img_of = NULL;
+    ff->used = used, ff->hw = hw, ff->D = D, ff->P = P;
+    ff->stream = stream, ff->approx = approx;
+
+done:
+    for (int32_t i = 0; i < x.n_workers; i++) fit_worker_free(&x.w[i], i > 0);
+    pc_free(x.w);
+    pc_free(x.errs);
+    pc_free(x.msgs);
+    pc_free(x.usable);
+    pthread_mutex_destroy(&x.lock);
+    pc_free(feats);
+    pc_free(pj);
+    pc_free(proj);
+    pc_free(img_of);
+    if (st) pc_fit_feats_free(ff);
+    return st;
+}
+
+void pc_fit_feats_free(pc_fit_feats *ff) {
+    pc_spill_close(&ff->spill);
+    pc_free(ff->feats);
+    pc_free(ff->pj);
+    pc_free(ff->img_of);
+    memset(ff, 0, sizeof *ff);
+    ff->spill.fd = -1;
+}
+
+/* The memory bank from extracted features (METHOD.md §4): the subsampling, the selected rows gathered,
+ * their norms and the kNN index. Takes what it needs from ff (the features become the bank for
+ * sampler none). */
+static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *ff) {
+    const size_t D = ff->D, hw = ff->hw, P = ff->P;
+    const bool approx = ff->approx, stream = ff->stream;
+    int64_t *starts = NULL;
+    pc_status st = PC_OK;
 
     /* Memory bank */
-    const int64_t N = (int64_t)(used * hw);
+    const int64_t N = (int64_t)(ff->used * hw);
     int64_t n_sel;
     if (m->sampler == PC_SAMPLER_NONE) n_sel = N;
     else if (opt->coreset_size > 0) n_sel = PC_MIN(opt->coreset_size, N);
     else n_sel = pc_coreset_size(N, opt->coreset_ratio);
-    m->n_train_images = (int32_t)used;
+    m->n_train_images = (int32_t)ff->used;
     m->n_patches_total = N;
-    m->usable_src = pc_malloc(used * sizeof *m->usable_src);
+    m->usable_src = pc_malloc(ff->used * sizeof *m->usable_src);
     if (!m->usable_src) {
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
         goto done;
     }
-    for (size_t u = 0; u < used; u++) m->usable_src[u] = img_of ? img_of[u] : (int64_t)u;
+    for (size_t u = 0; u < ff->used; u++) m->usable_src[u] = ff->img_of ? ff->img_of[u] : (int64_t)u;
     m->coreset_idx = pc_malloc((size_t)n_sel * sizeof(int64_t));
     if (!m->coreset_idx) {
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -761,18 +761,18 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         } else {
             ns = pc_coreset_starts(starts, m->seed, N);
         }
-        st = pc_coreset_greedy_projected(m->coreset_idx, pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
+        st = pc_coreset_greedy_projected(m->coreset_idx, ff->pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
                                          opt->progress_user);
-        pc_free(pj), pj = NULL;
+        pc_free(ff->pj), ff->pj = NULL;
     } else {
-        st = pc_coreset_select(m->coreset_idx, m->sampler, feats, N, (int32_t)D, n_sel, m->seed, opt->progress,
+        st = pc_coreset_select(m->coreset_idx, m->sampler, ff->feats, N, (int32_t)D, n_sel, m->seed, opt->progress,
                                opt->progress_user);
     }
     if (st) goto done;
     m->bank_norms = pc_malloc((size_t)n_sel * sizeof(float));
     if (m->sampler == PC_SAMPLER_NONE) {
-        m->bank_owned = feats; /* every row, in order: the features are the bank */
-        feats = NULL;
+        m->bank_owned = ff->feats; /* every row, in order: the features are the bank */
+        ff->feats = NULL;
     } else {
         m->bank_owned = pc_malloc((size_t)n_sel * D * sizeof(float));
     }
@@ -781,12 +781,12 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
         goto done;
     }
     if (stream) {
-        st = gather_from_spill(m->bank_owned, m->coreset_idx, n_sel, D, hw, img_of, &spill);
+        st = gather_from_spill(m->bank_owned, m->coreset_idx, n_sel, D, hw, ff->img_of, &ff->spill);
         if (st) goto done;
-    } else if (feats) {
+    } else if (ff->feats) {
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n_sel; i++)
-            memcpy(m->bank_owned + (size_t)i * D, feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
+            memcpy(m->bank_owned + (size_t)i * D, ff->feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
     }
     m->bank = m->bank_owned;
     m->bank_n = n_sel;
@@ -794,18 +794,56 @@ static pc_status fit_common(const pc_fit_options *opt, const source *src, size_t
     st = pc_model_build_index(m);
 
 done:
-    for (int32_t i = 0; i < x.n_workers; i++) fit_worker_free(&x.w[i], i > 0);
-    pc_free(x.w);
-    pc_free(x.errs);
-    pc_free(x.msgs);
-    pc_free(x.usable);
-    pthread_mutex_destroy(&x.lock);
-    pc_spill_close(&spill);
-    pc_free(feats);
-    pc_free(pj);
-    pc_free(proj);
     pc_free(starts);
-    pc_free(img_of);
+    return st;
+}
+
+static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src, size_t n_in, pc_model **out) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
+    *out = NULL;
+    if (!opt) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: options are NULL");
+    if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
+    if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
+    pc_status st = check_options(opt);
+    if (st) return st;
+    st = precision_check(opt->precision, "fit: precision");
+    if (st) return st;
+
+    pc_model *m = pc_model_new_empty();
+    if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    m->arch = opt->arch;
+    memcpy(m->layers, opt->layers, sizeof m->layers);
+    m->n_layers = opt->n_layers;
+    m->layer_mask = mask_of(m->layers, m->n_layers);
+    m->resize = opt->resize, m->crop = opt->crop, m->patch = opt->patch;
+    m->pre_dim = opt->pre_dim, m->dim = opt->dim, m->k = opt->k;
+    m->projection_dim = opt->projection_dim, m->n_starts = opt->n_starts, m->reweight_b = opt->reweight_b;
+    m->sampler = opt->sampler, m->coreset_ratio = opt->coreset_ratio;
+    m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
+    m->bn_stats = opt->bn_stats;
+    m->precision = opt->precision;
+
+    pc_fit_feats ff = {.spill = {.fd = -1}};
+    pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
+    st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
+    if (st) goto done;
+    m->arch = pc_backbone_arch(m->bb);
+    snprintf(m->weights_source, sizeof m->weights_source, "%s", pc_backbone_path(m->bb));
+    {
+        int deepest = deepest_layer(m);
+        st = pc_weights_load(pc_backbone_path(m->bb), want_backbone_tensor, &deepest, &m->bb_tensors);
+        if (st) goto done;
+    }
+    st = model_plan(m);
+    if (st) goto done;
+
+    st = pc_model_extract(m, opt, src, n_in, &ff);
+    if (!st) st = fit_bank(m, opt, &ff);
+
+done:
+    pc_fit_feats_free(&ff);
     if (st) {
         pc_model_free(m);
         return st;
@@ -816,13 +854,13 @@ done:
 
 pc_status pc_model_fit(const pc_fit_options *opt, const char *const *paths, size_t n_paths, pc_model **out) {
     if (!paths && n_paths) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: paths is NULL");
-    source s = {.paths = paths};
+    pc_fit_source s = {.paths = paths};
     return fit_common(opt, &s, n_paths, out);
 }
 
 pc_status pc_model_fit_images(const pc_fit_options *opt, const pc_image *images, size_t n_images, pc_model **out) {
     if (!images && n_images) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: images is NULL");
-    source s = {.images = images};
+    pc_fit_source s = {.images = images};
     return fit_common(opt, &s, n_images, out);
 }
 

@@ -13,6 +13,9 @@
 #include "patch_features.h"
 #include "resize.h"
 #include "weights.h"
+#include "spill.h"
+
+#include <stdbool.h>
 
 #include <pthread.h>
 
@@ -87,6 +90,28 @@ struct pc_model {
     pctx *free_ctx;
     char errmsg[PC_ERRMSG_MAX];
 };
+
+/* The inputs of a fit or an update: file paths or decoded images. */
+typedef struct pc_fit_source {
+    const char *const *paths;
+    const pc_image *images;
+} pc_fit_source;
+
+/* Extracted training features (pc_model_extract): used x hw rows of D floats in memory (feats) or in
+ * a temporary file (stream: spill, each input's rows at its input index); with the approximate greedy
+ * sampler their projections pj (used x hw rows of P floats); img_of[u] the input index of usable input
+ * u (NULL when all were usable). */
+typedef struct pc_fit_feats {
+    float *feats, *pj;
+    pc_spill spill;
+    int64_t *img_of;
+    size_t used, hw, D, P;
+    bool stream, approx;
+} pc_fit_feats;
+
+pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
+                           pc_fit_feats *ff);
+void pc_fit_feats_free(pc_fit_feats *ff);
 
 /* A zeroed model with its lock initialised and thresholds NaN. */
 pc_model *pc_model_new_empty(void);
