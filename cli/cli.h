@@ -63,6 +63,9 @@ void cli_json_string(FILE *f, const char *s);
  * else prints an error naming the path. */
 int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape);
 
+/* A byte count with an optional K/M/G/T suffix (powers of 1024), e.g. --max-memory 6G. */
+bool cli_parse_size(const char *opt, const char *s, int64_t *out);
+
 /* ---- shared by fit, benchmark and the other verbs that take images ---------------------------- */
 
 /* Parse one fit option at argv[*i] into opt (--weights --backbone --layers --resize --crop --patch

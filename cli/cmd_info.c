@@ -73,6 +73,9 @@ static void describe_single(const pc_model_info *in, const char *ind) {
            (unsigned long long)in->seed);
     printf("%smemory bank:     %lld of %lld patches from %d images\n", ind, (long long)in->bank_size,
            (long long)in->n_patches_total, (int)in->n_train_images);
+    if (in->coverage_radius == in->coverage_radius)
+        printf("%scoverage:        every training patch within %.6g of the bank (projected; update --rule radius)\n",
+               ind, in->coverage_radius);
     printf("%sscoring:         k=%d%s", ind, (int)in->k, in->reweight_b ? "" : ", image score = max patch score\n");
     if (in->reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in->reweight_b);
 }
@@ -105,8 +108,10 @@ static int describe_model(const char *path) {
         }
     }
     if (in.image_threshold == in.image_threshold)
-        printf("thresholds:      image %.6g, pixel %.6g, scale %.6g, pixel scale %.6g\n", in.image_threshold,
-               in.pixel_threshold, in.score_scale, in.pixel_scale);
+        printf("thresholds:      image %.6g, pixel %.6g, scale %.6g, pixel scale %.6g%s\n", in.image_threshold,
+               in.pixel_threshold, in.score_scale, in.pixel_scale,
+               in.thresholds_stale ? "\n                 STALE: the bank changed since they were calibrated "
+                                     "(update/merge); recalibrate" : "");
     else
         printf("thresholds:      not calibrated\n");
     pc_model_free(m);

@@ -17,7 +17,7 @@
 
 /* A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024, like sort -S and
  * /usr/bin/time's kilobytes), optionally followed by B or iB: 2G, 1500M, 1.5GiB, 123456789. */
-static bool parse_size(const char *opt, const char *s, int64_t *out) {
+bool cli_parse_size(const char *opt, const char *s, int64_t *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -200,7 +200,7 @@ bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options 
         return cli_parse_int("--threads", v, 0, 1024, threads);
     } else if (cli_match(a, "--max-memory")) {
         TAKE("--max-memory");
-        return parse_size("--max-memory", v, &o->max_memory);
+        return cli_parse_size("--max-memory", v, &o->max_memory);
     } else if (cli_match(a, "--bn")) {
         TAKE("--bn");
         return cli_parse_bn("--bn", v, &o->bn_stats);

@@ -34,6 +34,8 @@ int cmd_fit(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_update(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_benchmark(int argc, char **argv);
 #ifdef PC_HAVE_SERVE
 int cmd_serve(int argc, char **argv); /* server/cmd_serve.c; built when libmicrohttpd was found */
@@ -45,6 +47,8 @@ static const cli_verb verbs[] = {
     {"predict", "score images with a model; write anomaly maps", cmd_predict},
     {"eval", "evaluate a model on an MVTec AD category (AUROC, AUPRO, F1)", cmd_eval},
     {"calibrate", "set a model's image and pixel thresholds from good (or labelled) images", cmd_calibrate},
+    {"update", "add good images to a model without refitting", cmd_update},
+    {"merge", "merge two compatible models' memory banks into one", cmd_merge},
 #ifdef PC_HAVE_SERVE
     {"serve", "serve models over HTTP (predict, model info, health, metrics)", cmd_serve},
 #endif

@@ -743,6 +743,78 @@ PC_API pc_model *pc_model_member(pc_model *model, int32_t i);
  * pixel mean and standard deviation (stats[4]). PC_ERR_INVALID_ARGUMENT for a single model. */
 PC_API pc_status pc_model_member_norm(const pc_model *model, int32_t i, double stats[4]);
 
+/* ---------------------------------------------------------------------------------------------
+ * Growing a model without refitting (docs/update.md): new good images join the bank, their
+ * features computed with the model's own backbone and settings; the old features are not needed.
+ * ------------------------------------------------------------------------------------------- */
+
+/* How many of the new patches join the bank. Values are stable. */
+typedef enum pc_update_rule {
+    /* PC_UPDATE_RADIUS when the model knows its coverage radius (approximate greedy coreset),
+     * PC_UPDATE_ALL for sampler none, PC_UPDATE_RATIO otherwise */
+    PC_UPDATE_AUTO = 0,
+    /* floor(new patches x the model's ratio) entries, as a fit on the new images would keep: the
+     * greedy coreset continued from the bank (the new patches' distances to the bank as its starting
+     * state), or a random draw for sampler random */
+    PC_UPDATE_RATIO = 1,
+    /* the greedy coreset continued from the bank until no new patch is farther from the bank than the
+     * model's coverage radius (with a relative allowance of PC_UPDATE_RADIUS_SLACK for the float error
+     * of recomputed projections): images like those already fitted add nothing */
+    PC_UPDATE_RADIUS = 2,
+    /* every new patch (sampler none's rule) */
+    PC_UPDATE_ALL = 3
+} pc_update_rule;
+
+#define PC_UPDATE_RADIUS_SLACK 1e-4
+
+/* "auto", "ratio", "radius", "all"; the value of a name, or -1. */
+PC_API const char *pc_update_rule_name(pc_update_rule rule);
+PC_API int pc_update_rule_from_name(const char *name);
+
+typedef struct pc_update_options {
+    pc_update_rule rule;      /* default PC_UPDATE_AUTO */
+    int64_t max_add;          /* at most this many new entries (0 = no limit) */
+    int32_t batch_size;       /* images per backbone call (default 8) */
+    int32_t jobs;             /* batches in flight (0 = default), as pc_fit_options.jobs */
+    int64_t max_memory;       /* as pc_fit_options.max_memory (0 = unlimited) */
+    pc_progress_fn progress;  /* stages "features", "coreset"; may be NULL */
+    void *progress_user;
+    void (*on_image_error)(void *user, const char *path, pc_status status, const char *message);
+    void *on_image_error_user;
+} pc_update_options;
+
+PC_API void pc_update_options_init(pc_update_options *opt);
+
+/* What an update or a merge did. */
+typedef struct pc_update_report {
+    pc_update_rule rule;      /* the rule applied (never PC_UPDATE_AUTO) */
+    int32_t n_images;         /* usable new images */
+    int64_t n_patches;        /* their patches */
+    int64_t n_added;          /* entries added to the bank */
+    int64_t bank_size;        /* entries after */
+    double radius_before;     /* the model's coverage radius before (NaN: unknown) */
+    double radius_new;        /* the largest distance from a new patch to the grown bank (NaN: not measured) */
+    double radius_after;      /* the model's coverage radius after (NaN: unknown) */
+} pc_update_report;
+
+/* Add good images to a single model's bank (docs/update.md). Inputs that cannot be used are reported
+ * and skipped; fails when none is usable. On success the model has the grown bank and, if it had
+ * thresholds and entries were added, thresholds_stale = 1 (calibrate again); on failure it is
+ * unchanged. report may be NULL. Ensembles: PC_ERR_UNSUPPORTED. No predict may run on the model
+ * meanwhile; save it afterwards (pc_model_save writes atomically). */
+PC_API pc_status pc_model_update(pc_model *model, const pc_update_options *opt, const char *const *paths,
+                                 size_t n_paths, pc_update_report *report);
+PC_API pc_status pc_model_update_images(pc_model *model, const pc_update_options *opt, const pc_image *images,
+                                        size_t n_images, pc_update_report *report);
+
+/* Merge other's bank into model's: the bank becomes model's entries followed by other's (every entry
+ * of both, so a patch's distance to the merged bank is the smaller of its distances to the two). Both
+ * must be single models with the same backbone (architecture and every weight, bit for bit) and the
+ * same feature settings (layers, resize, crop, patch, dimensions, k, batch-norm statistics, precision,
+ * reweighting); PC_ERR_INVALID_ARGUMENT names the first difference. model keeps its own coreset settings
+ * and thresholds (flagged stale). Same concurrency rule as pc_model_update. report may be NULL. */
+PC_API pc_status pc_model_merge(pc_model *model, const pc_model *other, pc_update_report *report);
+
 /* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats. */
 typedef struct pc_prediction {
     float score;                   /* image score s* (or Eq. 7's s with reweighting) */

@@ -14,6 +14,7 @@
  * choices except on near-ties at the 1e-6 level; see docs/method-implementation.md.
  */
 #include "coreset.h"
+#include "knn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -237,9 +238,14 @@ void pc_coreset_project(float *pj, const float *feats, int64_t n_rows, int32_t d
 }
 
 /* The greedy loop on a given N x proj_dim projection (prune: see pruned_range). */
+/* init_dist: when not NULL, the initial distances (a continuation, pc_coreset_greedy_continue) instead of
+ * the mean distance to the start points. stop_radius >= 0: stop before a pick once the largest distance
+ * is <= stop_radius. *n_done: the number picked. radius (may be NULL; pruned loop only): the largest
+ * distance from a point to the nearest pick (or, for a continuation, to the nearest pick or initial
+ * point) after the last pick. */
 static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
                              const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress, void *user,
-                             bool prune) {
+                             bool prune, const float *init_dist, float stop_radius, int64_t *n_done, float *radius) {
     pc_status st = PC_OK;
     float *dist = pc_malloc(sizeof(float) * (size_t)n_points);
     float *sel = pc_malloc(sizeof(float) * (size_t)proj_dim);
@@ -265,8 +271,9 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
     if (nth > 256) nth = 256;
     const int64_t chunk = ((n_points + nth - 1) / nth + 7) / 8 * 8;
 
-    /* initial distance: mean distance to the start points */
-    for (int32_t s = 0; s < n_starts; s++) {
+    /* initial distance: mean distance to the start points, or the caller's */
+    if (init_dist) memcpy(dist, init_dist, sizeof(float) * (size_t)n_points);
+    for (int32_t s = 0; !init_dist && s < n_starts; s++) {
         memcpy(sel, pj + (size_t)starts[s] * proj_dim, sizeof(float) * (size_t)proj_dim);
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
         for (int t = 0; t < nth; t++) {
@@ -274,12 +281,17 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
             if (lo < hi) pass_range(dist, pj, sel, proj_dim, lo, hi, s == 0 ? 0 : 1, NULL, NULL);
         }
     }
-    for (int64_t i = 0; i < n_points; i++) dist[i] /= (float)n_starts;
+    if (!init_dist)
+        for (int64_t i = 0; i < n_points; i++) dist[i] /= (float)n_starts;
     int64_t next = argmax_first(dist, n_points);
+    float cur_max = dist[next];
+    int64_t done = 0;
 
     const int64_t every = n / 100 > 0 ? n / 100 : 1;
     for (int64_t it = 0; it < n; it++) {
+        if (stop_radius >= 0 && !(cur_max > stop_radius)) break;
         out_idx[it] = next;
+        done = it + 1;
         memcpy(sel, pj + (size_t)next * proj_dim, sizeof(float) * (size_t)proj_dim);
         if (prune) {
             const int32_t t_it = (int32_t)it;
@@ -310,10 +322,28 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
         for (int t = 0; t < nth; t++)
             if (besti[t] >= 0 && (next < 0 || bestv[t] > bv)) bv = bestv[t], next = besti[t];
         if (next < 0) next = 0; /* all distances NaN: cannot happen with finite features */
+        cur_max = bv;
         if (progress && ((it + 1) % every == 0 || it + 1 == n) && progress(user, "coreset", it + 1, n)) {
             st = pc_fail(PC_ERR_CANCELLED, "coreset: cancelled after %lld of %lld", (long long)(it + 1), (long long)n);
             break;
         }
+    }
+    if (n_done) *n_done = done;
+    if (radius && !st) {
+        /* A point still at its initial value (assign -1) holds the mean distance to the start points,
+         * which may be below its distance to the picks: measure that directly (rarely any). A
+         * continuation's initial value is already a distance to a kept point. */
+        float r = 0.f;
+        for (int64_t i = 0; i < n_points; i++) {
+            float d = dist[i];
+            if (prune && !init_dist && assign[i] < 0) {
+                d = INFINITY;
+                for (int64_t c = 0; c < done; c++)
+                    d = PC_MIN(d, sqrtf(dist2_point(pj + (size_t)i * proj_dim, cent + (size_t)c * proj_dim, proj_dim)));
+            }
+            if (d > r) r = d;
+        }
+        *radius = r;
     }
     pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
     return st;
@@ -336,7 +366,55 @@ pc_status pc_coreset_greedy_projected(int64_t *out_idx, const float *pj, int64_t
                                       void *user) {
     pc_status st = check_loop_args(out_idx, pj, n_points, proj_dim, starts, n_starts, n);
     if (st != PC_OK) return st;
-    return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true);
+    return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true, NULL, -1.f, NULL,
+                       NULL);
+}
+
+pc_status pc_coreset_greedy_projected_radius(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                                             const int64_t *starts, int32_t n_starts, int64_t n,
+                                             pc_progress_fn progress, void *user, float *radius) {
+    pc_status st = check_loop_args(out_idx, pj, n_points, proj_dim, starts, n_starts, n);
+    if (st != PC_OK) return st;
+    return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true, NULL, -1.f, NULL,
+                       radius);
+}
+
+pc_status pc_coreset_min_distances(float *dist, const float *pj, int64_t n_points, const float *fixed,
+                                   int64_t n_fixed, int32_t proj_dim) {
+    if (!dist || !pj || !fixed || n_points < 0 || n_fixed < 1 || proj_dim < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: bad arguments for the distances to %lld kept points",
+                       (long long)n_fixed);
+    if (n_points == 0) return PC_OK;
+    const int64_t block = 4096;
+    const size_t ws_size = pc_knn_workspace_size(block);
+    float *norms = pc_malloc(sizeof(float) * (size_t)n_fixed);
+    float *d2 = pc_malloc(sizeof(float) * (size_t)block);
+    int64_t *idx = pc_malloc(sizeof(int64_t) * (size_t)block);
+    void *ws = pc_malloc(ws_size);
+    pc_status st = PC_OK;
+    if (!norms || !d2 || !idx || !ws) st = pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for a nearest-point search");
+    if (!st) pc_knn_norms(norms, fixed, n_fixed, proj_dim);
+    for (int64_t b0 = 0; b0 < n_points && !st; b0 += block) {
+        const int64_t nb = PC_MIN(block, n_points - b0);
+        st = pc_knn_search(d2, idx, pj + (size_t)b0 * proj_dim, nb, fixed, norms, n_fixed, proj_dim, 1, ws, ws_size);
+        if (st) break;
+        /* the nearest point's distance by direct differences, as the greedy loop measures */
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < nb; i++)
+            dist[b0 + i] = sqrtf(dist2_point(pj + (size_t)(b0 + i) * proj_dim, fixed + (size_t)idx[i] * proj_dim, proj_dim));
+    }
+    pc_free(norms), pc_free(d2), pc_free(idx), pc_free(ws);
+    return st;
+}
+
+pc_status pc_coreset_greedy_continue(int64_t *out_idx, int64_t *n_out, float *radius, const float *pj, int64_t n_points,
+                                     int32_t proj_dim, const float *init_dist, int64_t n_max, float stop_radius,
+                                     pc_progress_fn progress, void *user) {
+    if (!out_idx || !n_out || !pj || !init_dist || n_points < 1 || proj_dim < 1 || n_max < 0 || n_max > n_points)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: bad arguments to continue (N %lld, proj %d, n %lld)",
+                       (long long)n_points, proj_dim, (long long)n_max);
+    return greedy_loop(out_idx, pj, n_points, proj_dim, NULL, 0, n_max, progress, user, true, init_dist, stop_radius,
+                       n_out, radius);
 }
 
 static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
@@ -356,7 +434,7 @@ static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_poi
     for (int64_t r0 = 0; r0 < n_points; r0 += rows_blk)
         pc_coreset_project(pj + (size_t)r0 * proj_dim, feats + (size_t)r0 * dim, PC_MIN(rows_blk, n_points - r0), dim,
                            proj, proj_dim);
-    st = greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, prune);
+    st = greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, prune, NULL, -1.f, NULL, NULL);
     pc_free(pj);
     return st;
 }

@@ -72,6 +72,28 @@ pc_status pc_coreset_greedy_projected(int64_t *out_idx, const float *pj, int64_t
                                       const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress,
                                       void *user);
 
+/* pc_coreset_greedy_projected, also giving the coverage radius: the largest distance (projected space,
+ * as the loop measures it) from any of the n_points points to its nearest pick. */
+pc_status pc_coreset_greedy_projected_radius(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
+                                             const int64_t *starts, int32_t n_starts, int64_t n,
+                                             pc_progress_fn progress, void *user, float *radius);
+
+/* dist[i] = the distance from point i (pj: n_points x proj_dim) to its nearest of n_fixed kept points
+ * (fixed: n_fixed x proj_dim): the nearest found by the exact kNN search (knn.h), its distance then
+ * measured by direct differences as the greedy loop measures. */
+pc_status pc_coreset_min_distances(float *dist, const float *pj, int64_t n_points, const float *fixed,
+                                   int64_t n_fixed, int32_t proj_dim);
+
+/* The greedy loop continued from points already kept (docs/update.md): init_dist[i] is point i's distance
+ * to the nearest kept point (pc_coreset_min_distances); each iteration picks the point farthest from
+ * everything kept so far (first index on ties) and lowers the others' distances, exactly as
+ * pc_coreset_greedy_projected's loop after its start. Stops after n_max picks or, when stop_radius >= 0,
+ * before a pick once no point is farther than stop_radius. *n_out: the picks made (out_idx: room for
+ * n_max). radius (may be NULL): the largest remaining distance after the last pick. */
+pc_status pc_coreset_greedy_continue(int64_t *out_idx, int64_t *n_out, float *radius, const float *pj, int64_t n_points,
+                                     int32_t proj_dim, const float *init_dist, int64_t n_max, float stop_radius,
+                                     pc_progress_fn progress, void *user);
+
 /* The same without pruning: every iteration is one fused, vectorised, threaded distance-and-minimum
  * pass over all N x proj_dim projections. Identical results; kept for tests and benchmarks. */
 pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,

@@ -707,6 +707,20 @@ void pc_fit_feats_free(pc_fit_feats *ff) {
     ff->spill.fd = -1;
 }
 
+pc_status pc_fit_feats_gather(pc_fit_feats *ff, const int64_t *sel, int64_t n_sel, float *out) {
+    if (ff->stream) return gather_from_spill(out, sel, n_sel, ff->D, ff->hw, ff->img_of, &ff->spill);
+    if (!ff->feats) return pc_fail(PC_ERR_INTERNAL, "gather: no features");
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_sel; i++)
+        memcpy(out + (size_t)i * ff->D, ff->feats + (size_t)sel[i] * ff->D, ff->D * sizeof(float));
+    return PC_OK;
+}
+
+void pc_model_backbone_tensors(const pc_model *m, const pc_tensor **t, size_t *n) {
+    *t = m->bb_tensors ? m->bb_tensors->tensors : m->bb_views;
+    *n = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
+}
+
 /* The memory bank from extracted features (METHOD.md §4): the subsampling, the selected rows gathered,
  * their norms and the kNN index. Takes what it needs from ff (the features become the bank for
  * sampler none). */
@@ -761,8 +775,11 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
         } else {
             ns = pc_coreset_starts(starts, m->seed, N);
         }
-        st = pc_coreset_greedy_projected(m->coreset_idx, ff->pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
-                                         opt->progress_user);
+        float radius = NAN;
+        st = pc_coreset_greedy_projected_radius(m->coreset_idx, ff->pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
+                                                opt->progress_user, &radius);
+        /* a caller-supplied projection is not recorded: its radius could not be compared later */
+        m->coverage_radius = opt->coreset_projection ? NAN : radius;
         pc_free(ff->pj), ff->pj = NULL;
     } else {
         st = pc_coreset_select(m->coreset_idx, m->sampler, ff->feats, N, (int32_t)D, n_sel, m->seed, opt->progress,
@@ -790,6 +807,7 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
     }
     m->bank = m->bank_owned;
     m->bank_n = n_sel;
+    if (m->sampler == PC_SAMPLER_NONE) m->coverage_radius = 0; /* every patch is in the bank */
     pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
     st = pc_model_build_index(m);
 
@@ -1136,6 +1154,7 @@ pc_status pc_model_set_thresholds(pc_model *m, double image_threshold, double pi
     m->image_threshold = image_threshold;
     m->pixel_threshold = pixel_threshold;
     m->score_scale = score_scale;
+    m->thresholds_stale = 0;
     return PC_OK;
 }
 
@@ -1200,6 +1219,7 @@ static void single_meta(const pc_model *m, const char *kp, char *buf, size_t siz
     KV("bn_stats = %s", pc_bn_stats_name(m->bn_stats));
     KV("precision = %s", pc_precision_name(m->precision));
     KV("weights_source = %s", m->weights_source);
+    if (!isnan(m->coverage_radius)) KV("coverage_radius = %.9g", m->coverage_radius);
 #undef KV
 }
 
@@ -1283,8 +1303,9 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
     if (at < meta_cap)
         at += (size_t)snprintf(meta + at, meta_cap - at,
                                "image_threshold = %.17g\npixel_threshold = %.17g\nscore_scale = %.17g\n"
-                               "pixel_scale = %.17g\n",
-                               m->image_threshold, m->pixel_threshold, m->score_scale, m->pixel_scale);
+                               "pixel_scale = %.17g\nthresholds_stale = %d\n",
+                               m->image_threshold, m->pixel_threshold, m->score_scale, m->pixel_scale,
+                               m->thresholds_stale);
     if (!st && at >= meta_cap) st = pc_fail(PC_ERR_INTERNAL, "save: metadata does not fit %zu bytes", meta_cap);
     if (!st) st = pc_modelfile_write_version(path, meta, t, n, nm ? 2 : 1);
     pc_free(t);
@@ -1370,6 +1391,14 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
         }
         m->layer_mask = mask_of(m->layers, m->n_layers);
         if ((st = meta_double(mf, path, K("coreset_ratio"), &m->coreset_ratio))) goto fail;
+        /* optional: the coverage radius (files written before it was recorded: unknown) */
+        if (pc_modelfile_meta(mf, K("coverage_radius"))) {
+            if ((st = meta_double(mf, path, K("coverage_radius"), &m->coverage_radius))) goto fail;
+            if (!(m->coverage_radius >= 0)) {
+                st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'coverage_radius' must be >= 0", path);
+                goto fail;
+            }
+        }
         const char *ws = pc_modelfile_meta(mf, K("weights_source"));
         snprintf(m->weights_source, sizeof m->weights_source, "%s", ws ? ws : "");
         /* optional: files written before it was recorded used the trained statistics */
@@ -1485,6 +1514,12 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     if (!(isnan(m->pixel_scale) || (m->pixel_scale > 0 && isfinite(m->pixel_scale)))) {
         st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'pixel_scale' must be > 0 or nan", path);
         goto fail;
+    }
+    /* optional: 1 when the bank changed after calibration (update, merge) */
+    if (pc_modelfile_meta(mf, "thresholds_stale")) {
+        long long stale = 0;
+        if ((st = meta_int(mf, path, "thresholds_stale", 0, 1, &stale))) goto fail;
+        m->thresholds_stale = (int)stale;
     }
     if (!pc_modelfile_meta(mf, "members")) {
         st = load_single(m, mf, path, "", "", "backbone/");

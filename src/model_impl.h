@@ -113,6 +113,12 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
                            pc_fit_feats *ff);
 void pc_fit_feats_free(pc_fit_feats *ff);
 
+/* Rows sel[0..n_sel) of the extracted features into out (n_sel x D), from memory or the temporary file. */
+pc_status pc_fit_feats_gather(pc_fit_feats *ff, const int64_t *sel, int64_t n_sel, float *out);
+
+/* The backbone's tensors as they are saved (torchvision names). */
+void pc_model_backbone_tensors(const pc_model *m, const pc_tensor **t, size_t *n);
+
 /* A zeroed model with its lock initialised and thresholds NaN. */
 pc_model *pc_model_new_empty(void);
 

@@ -251,6 +251,63 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
     return fail;
 }
 
+int64_t greedy_replay_check_continue(const char *what, const double *q, int64_t N, int32_t P, const double *D0,
+                                     const double *e0, double S0, int64_t n, const int64_t *picks, const double *slack,
+                                     int64_t *n_off_argmax) {
+    /* As greedy_replay_check, from given initial distances: D0[i] the exact distance from point i to the
+     * nearest kept point, e0[i] how far the implementation's initial value is from it (measured), S0 the
+     * largest slack of the kept points' projections. A running minimum of values each within its own
+     * error of the exact one is within the largest of those errors, so E_i = e0_i + (1 + rho)(slack_i + S)
+     * + rho D_i bounds |D^_i - D_i| at every step. */
+    const double rho = greedy_fp32_rho(P, 1), eps64 = 1e-12;
+    double *D = malloc(sizeof(double) * (size_t)N);
+    char *taken = calloc((size_t)N, 1);
+    memcpy(D, D0, sizeof(double) * (size_t)N);
+    double S = S0;
+    int64_t fail = -1;
+    *n_off_argmax = 0;
+    for (int64_t t = 0; t < n && fail < 0; t++) {
+        int64_t am = 0;
+        for (int64_t i = 1; i < N; i++)
+            if (D[i] > D[am]) am = i;
+        const double M = D[am];
+        const int64_t p = picks[t];
+        if (p < 0 || p >= N || taken[p]) {
+            print_error("%s: pick %lld is %lld: out of range or chosen before\n", what, (long long)t, (long long)p);
+            fail = t;
+            break;
+        }
+#define BOUND_C(i) (e0[i] + (1 + rho) * (slack[i] + S) + (rho + eps64) * D[i])
+        const double gap = M - D[p], bound = BOUND_C(p) + BOUND_C(am);
+#undef BOUND_C
+        if (gap > bound) {
+            print_error("%s: pick %lld = %lld has replay distance %.9g, the maximum is %.9g at %lld: gap %.3g exceeds "
+                        "the fp32 bound %.3g, not a near-tie\n", what, (long long)t, (long long)p, D[p], M,
+                        (long long)am, gap, bound);
+            fail = t;
+        }
+        if (p != am) (*n_off_argmax)++;
+        taken[p] = 1;
+        S = fmax(S, slack[p]);
+        const double *qp = q + (size_t)p * P;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++) D[i] = fmin(D[i], dist_f64(q + (size_t)i * P, qp, P));
+    }
+    free(D), free(taken);
+    return fail;
+}
+
+double *min_dist_f64(const double *q, int64_t n, const double *fixed, int64_t n_fixed, int32_t p) {
+    double *d = malloc(sizeof(double) * (size_t)n);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        double m = INFINITY;
+        for (int64_t j = 0; j < n_fixed; j++) m = fmin(m, dist_f64(q + (size_t)i * p, fixed + (size_t)j * p, p));
+        d[i] = m;
+    }
+    return d;
+}
+
 void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, const char *value) {
     pc_modelfile *mf = NULL;
     assert_int_equal(pc_modelfile_open(src, &mf), PC_OK);

@@ -76,6 +76,17 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
                             int32_t n_starts, int64_t n, const int64_t *picks, const double *slack,
                             const int64_t *other, const double *other_slack, greedy_replay *out);
 
+/* The same for a greedy coreset continued from kept points (pc_coreset_greedy_continue): the replay
+ * starts from D0 (the exact distances to the nearest kept point), e0 the measured difference of the
+ * implementation's initial distances from D0, S0 the largest projection slack of the kept points.
+ * *n_off_argmax counts the proven near-ties. Returns -1 when every pick passes, else the failing step. */
+int64_t greedy_replay_check_continue(const char *what, const double *q, int64_t N, int32_t P, const double *D0,
+                                     const double *e0, double S0, int64_t n, const int64_t *picks, const double *slack,
+                                     int64_t *n_off_argmax);
+
+/* d[i] = min over the n_fixed rows of fixed of the float64 distance to row i of q (all p columns). */
+double *min_dist_f64(const double *q, int64_t n, const double *fixed, int64_t n_fixed, int32_t p);
+
 /* Relative error bound of one fp32 greedy distance (direct differences over P coordinates, any
  * summation order, FMA or not, sqrt) and of the mean over n_starts of them. */
 double greedy_fp32_rho(int32_t P, int32_t n_starts);

@@ -218,6 +218,8 @@ class ModelInfo:
     bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
     precision: str = "f32"  # the backbone's arithmetic: "f32" or "bf16" (docs/precision.md)
     n_members: int = 1  # an ensemble's members (docs/ensemble.md); the fields above are then member 1's
+    coverage_radius: Optional[float] = None  # every training patch lies this close to the bank (docs/update.md)
+    thresholds_stale: bool = False  # the bank changed after calibration (update, merge): calibrate again
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,25 @@ class CalibrationResult:
     n_good: int
     n_defective: int
     pixel_scale: float
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What Model.update or Model.merge did (pc_update_report); radii are None when unknown."""
+    rule: str
+    n_images: int
+    n_patches: int
+    n_added: int
+    bank_size: int
+    radius_before: Optional[float]
+    radius_new: Optional[float]
+    radius_after: Optional[float]
+
+
+def _update_report(r):
+    rules = {v: k for k, v in _lib.UPDATE_RULES.items()}
+    return UpdateReport(rules.get(r.rule, str(r.rule)), r.n_images, r.n_patches, r.n_added, r.bank_size,
+                        _opt(r.radius_before), _opt(r.radius_new), _opt(r.radius_after))
 
 
 def _geometry_dict(g):
@@ -511,7 +532,8 @@ class Model:
             pixel_scale=_opt(i.pixel_scale),
             bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
             precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)),
-            n_members=i.n_members)
+            n_members=i.n_members, coverage_radius=_opt(i.coverage_radius),
+            thresholds_stale=bool(i.thresholds_stale))
 
     def __repr__(self):
         if not self._h:
@@ -561,6 +583,64 @@ class Model:
             cap = n.value
         return [{"box": [r.x0, r.y0, r.x1, r.y1], "area": int(r.area), "peak": float(r.peak)}
                 for r in buf[:n.value]]
+
+    # --- growing the bank (docs/update.md) -------------------------------------------------
+    def update(self, images, rule="auto", max_add=0, batch_size=8, jobs=0, max_memory=0, progress=None):
+        """Add good images (paths, or arrays / PIL images) to the model's memory bank without refitting,
+        as `patchcore update`: rule "auto" (radius for a greedy-coreset model that records its coverage
+        radius, all for sampler none, ratio otherwise), "radius", "ratio" or "all"; max_add caps the
+        entries added (0: no cap). Inputs that cannot be used are skipped (a PatchcoreWarning; listed in
+        the model's image_errors); PatchcoreError when none is usable (the model is then unchanged).
+        Thresholds are kept but flagged stale (info.thresholds_stale). Save the model to keep the
+        result. Returns an UpdateReport."""
+        if _is_path(images) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)) or hasattr(images, "mode"):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("patchcore: Model.update needs at least one image")
+        kinds = {_is_path(x) for x in images}
+        if len(kinds) != 1:
+            raise TypeError("patchcore: give Model.update all paths or all arrays, not a mix")
+        if rule not in _lib.UPDATE_RULES:
+            raise ValueError("patchcore: unknown update rule %r (auto, radius, ratio, all)" % (rule,))
+        uo = _lib.UpdateOptions()
+        _c.pc_update_options_init(ctypes.byref(uo))
+        uo.rule = _lib.UPDATE_RULES[rule]
+        uo.max_add = _i32("max_add", max_add, 0)
+        uo.batch_size = _i32("batch_size", batch_size, 1, 256)
+        uo.jobs = _i32("jobs", jobs, 0, 256)
+        if int(max_memory) < 0:
+            raise ValueError("patchcore: max_memory must be >= 0")
+        uo.max_memory = int(max_memory)
+        cb = _Callbacks(progress)
+        uo.progress = cb.progress
+        uo.on_image_error = cb.on_image_error
+        rep = _lib.UpdateReport()
+        if kinds == {True}:
+            arr, enc = _path_array(images)
+            st = _c.pc_model_update(self._handle(), ctypes.byref(uo), arr, len(enc), ctypes.byref(rep))
+        else:
+            arrays = [as_rgb(x) for x in images]
+            structs = (_lib.Image * len(arrays))(*[_image_struct(a) for a in arrays])
+            st = _c.pc_model_update_images(self._handle(), ctypes.byref(uo), structs, len(arrays), ctypes.byref(rep))
+        cb.finish(st)
+        if cb.image_errors:
+            self.image_errors.extend(cb.image_errors)
+            warnings.warn("patchcore: %d of %d images could not be used (see Model.image_errors); first: %s"
+                          % (len(cb.image_errors), len(images), cb.image_errors[0].message), PatchcoreWarning,
+                          stacklevel=2)
+        return _update_report(rep)
+
+    def merge(self, other):
+        """Merge another model's memory bank into this one (its entries follow this model's), as
+        `patchcore merge`: both must have the same backbone and feature settings (PatchcoreError naming
+        the first difference otherwise). Thresholds are kept but flagged stale. Returns an
+        UpdateReport."""
+        if not isinstance(other, Model):
+            raise TypeError("patchcore: Model.merge takes another Model")
+        rep = _lib.UpdateReport()
+        _check(_c.pc_model_merge(self._handle(), other._handle(), ctypes.byref(rep)))
+        return _update_report(rep)
 
     # --- thresholds -------------------------------------------------------------------------
     def calibrate(self, good, method="conformal", param=None, defective=None, masks=None, progress=None,

@@ -157,10 +157,26 @@ class Calibration(ctypes.Structure):  # pc_calibration
                 ("pixel_scale", ctypes.c_double)]
 
 
+class UpdateOptions(ctypes.Structure):  # pc_update_options
+    _fields_ = [("rule", c_enum), ("max_add", ctypes.c_int64), ("batch_size", ctypes.c_int32), ("jobs", ctypes.c_int32),
+                ("max_memory", ctypes.c_int64), ("progress", PROGRESS_FN), ("progress_user", ctypes.c_void_p),
+                ("on_image_error", IMAGE_ERROR_FN), ("on_image_error_user", ctypes.c_void_p)]
+
+
+class UpdateReport(ctypes.Structure):  # pc_update_report
+    _fields_ = [("rule", c_enum), ("n_images", ctypes.c_int32), ("n_patches", ctypes.c_int64),
+                ("n_added", ctypes.c_int64), ("bank_size", ctypes.c_int64), ("radius_before", ctypes.c_double),
+                ("radius_new", ctypes.c_double), ("radius_after", ctypes.c_double)]
+
+
+UPDATE_RULES = {"auto": 0, "ratio": 1, "radius": 2, "all": 3}  # pc_update_rule
+
+
 # The structs the layout test compares with the C compiler's, by their C names.
 STRUCTS = {"pc_image": Image, "pc_geometry": Geometry, "pc_fit_options": FitOptions,
            "pc_model_info": ModelInfo, "pc_prediction": Prediction, "pc_region": Region,
-           "pc_calibration": Calibration, "pc_tiling": Tiling, "pc_predict_options": PredictOptions}
+           "pc_calibration": Calibration, "pc_tiling": Tiling, "pc_predict_options": PredictOptions,
+           "pc_update_options": UpdateOptions, "pc_update_report": UpdateReport}
 
 _P = ctypes.POINTER
 _vp = ctypes.c_void_p  # pc_model * (opaque)
@@ -194,6 +210,10 @@ _PROTOTYPES = {
     "pc_calib_method_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "pc_model_calibrate": (c_enum, [_vp, c_enum, ctypes.c_double, _cpp, ctypes.c_size_t, _cpp, _cpp,
                                     ctypes.c_size_t, PROGRESS_FN, ctypes.c_void_p, _P(Calibration)]),
+    "pc_update_options_init": (None, [_P(UpdateOptions)]),
+    "pc_model_update": (c_enum, [_vp, _P(UpdateOptions), _cpp, ctypes.c_size_t, _P(UpdateReport)]),
+    "pc_model_update_images": (c_enum, [_vp, _P(UpdateOptions), _P(Image), ctypes.c_size_t, _P(UpdateReport)]),
+    "pc_model_merge": (c_enum, [_vp, _vp, _P(UpdateReport)]),
     "pc_mask_rule_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "pc_mask_rule_name": (ctypes.c_char_p, [c_enum]),
     "pc_model_calibrate_ex": (c_enum, [_vp, c_enum, ctypes.c_double, _cpp, ctypes.c_size_t, _cpp, _cpp,

@@ -523,6 +523,54 @@ def check_with_data():
     check(isinstance(e, KeyError), "an exception in the progress callback cancels the fit and is raised")
 
 
+def check_update():
+    """Model.update and Model.merge (docs/update.md); the C tests (test_update) hold the oracles of the
+    rules, this checks the binding's plumbing against the library's own invariants."""
+    from PIL import Image
+    train = listdir(os.path.join(BOTTLE, "train", "good"))
+    print("update and merge")
+    # sampler none: fit(A) + update(B) has the bank of fit(A + B) (batches of 1: the same extraction)
+    base = dict(weights=WEIGHTS, sampler="none", batch_size=1)
+    both = patchcore.Model.fit(train[:2], **base)
+    m = patchcore.Model.fit(train[:1], **base)
+    arr = np.asarray(Image.open(train[1]).convert("RGB"))
+    rep = m.update([arr], batch_size=1)
+    check(rep.rule == "all" and rep.n_images == 1 and rep.n_added == 28 * 28 and rep.bank_size == 2 * 28 * 28,
+          "update from an array, sampler none: %s" % (rep,))
+    pa, pb = os.path.join(WORK, "both.pcm"), os.path.join(WORK, "updated.pcm")
+    both.save(pa)
+    m.save(pb)
+    check(np.array_equal(model_tensor(pa, "bank"), model_tensor(pb, "bank")),
+          "fit(A) + update(B) has the bank of fit(A + B), bit for bit")
+    both.close()
+    m.close()
+    # approximate greedy: the fitted images again add nothing under the default rule (radius)
+    g = patchcore.Model.fit(train[:2], weights=WEIGHTS, coreset_ratio=0.1)
+    info = g.info
+    check(info.coverage_radius is not None and info.coverage_radius > 0 and not info.thresholds_stale,
+          "info: coverage radius %s, thresholds not stale" % info.coverage_radius)
+    rep = g.update(train[:2])
+    check(rep.rule == "radius" and rep.n_added == 0 and rep.radius_new <= rep.radius_before * (1 + 1e-4),
+          "update with the fitted images adds nothing: %s" % (rep,))
+    g.set_thresholds(1.0, 2.0)
+    rep = g.update(train[2], rule="ratio")
+    check(rep.n_added == int(28 * 28 * 0.1) and g.info.thresholds_stale and g.info.n_train_images == 5,
+          "rule ratio adds floor(0.1 x 784), flags the thresholds stale; every image given counts: %s" % (rep,))
+    e = raises(ValueError, g.update, train[2], rule="most")
+    check(isinstance(e, ValueError), "an unknown rule raises ValueError")
+    # merge
+    h = patchcore.Model.fit(train[3:5], weights=WEIGHTS, coreset_ratio=0.1)
+    nb = h.info.bank_size
+    before = g.info.bank_size
+    rep = g.merge(h)
+    check(rep.n_added == nb and g.info.bank_size == before + nb, "merge appends the other bank: %s" % (rep,))
+    other = patchcore.Model.fit(train[3:4], weights=WEIGHTS, layers=[3], coreset_ratio=0.1)
+    e = raises(patchcore.PatchcoreError, g.merge, other)
+    check(isinstance(e, patchcore.PatchcoreError) and "layers" in e.message, "incompatible merge refused: %s" % e)
+    for x in (g, h, other):
+        x.close()
+
+
 def check_installed():
     root = os.path.realpath(os.environ["PC_INSTALL_ROOT"])
     pkg = os.path.realpath(patchcore.__file__)
@@ -556,6 +604,7 @@ def main():
         check_basics()
         if have_data:
             check_with_data()
+            check_update()
     if failures:
         print("FAILED %d check(s):\n  %s" % (len(failures), "\n  ".join(failures)))
         return 1
