@@ -63,6 +63,13 @@ void cli_json_string(FILE *f, const char *s);
  * else prints an error naming the path. */
 int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape);
 
+/* Inputs a fit or an update could not use: cli_on_image_error (a pc_fit_options / pc_update_options
+ * on_image_error, user = a cli_skipped) prints "patchcore: skipped PATH: why" and counts them. */
+typedef struct cli_skipped {
+    int count;
+} cli_skipped;
+void cli_on_image_error(void *user, const char *path, pc_status st, const char *msg);
+
 /* A byte count with an optional K/M/G/T suffix (powers of 1024), e.g. --max-memory 6G. */
 bool cli_parse_size(const char *opt, const char *s, int64_t *out);
 

@@ -54,15 +54,6 @@ static int stage_clock_cb(void *user, const char *stage, int64_t done, int64_t t
     return cli_progress_cb(c->prog, stage, done, total);
 }
 
-typedef struct skipped {
-    int count;
-} skipped;
-
-static void on_image_error(void *user, const char *path, pc_status st, const char *msg) {
-    skipped *s = user;
-    s->count++;
-    fprintf(stderr, "patchcore: skipped %s: %s\n", path, msg && *msg ? msg : pc_status_str(st));
-}
 
 int cmd_fit(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -152,12 +143,12 @@ int cmd_fit(int argc, char **argv) {
     pc_set_num_threads(threads);
     cli_progress prog;
     cli_progress_init(&prog, progress);
-    skipped sk = {0};
+    cli_skipped sk = {0};
     stage_clock clock = {&prog, 0.0};
     for (int32_t m = 0; m < n_members; m++) {
         members[m].progress = stage_clock_cb;
         members[m].progress_user = &clock;
-        members[m].on_image_error = on_image_error;
+        members[m].on_image_error = cli_on_image_error;
         members[m].on_image_error_user = &sk;
     }
     double t0 = cli_now();

@@ -55,15 +55,6 @@ static void json_num(const char *key, double v) {
     else printf(", \"%s\": %.9g", key, v);
 }
 
-typedef struct skipped {
-    int count;
-} skipped;
-
-static void on_image_error(void *user, const char *path, pc_status st, const char *msg) {
-    skipped *s = user;
-    s->count++;
-    fprintf(stderr, "patchcore: skipped %s: %s\n", path, msg && *msg ? msg : pc_status_str(st));
-}
 
 int cmd_update(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -140,11 +131,11 @@ int cmd_update(int argc, char **argv) {
         cli_error_status(st, "update");
         goto out;
     }
-    skipped sk = {0};
+    cli_skipped sk = {0};
     cli_progress pr;
     cli_progress_init(&pr, progress);
     uo.progress = cli_progress_cb, uo.progress_user = &pr;
-    uo.on_image_error = on_image_error, uo.on_image_error_user = &sk;
+    uo.on_image_error = cli_on_image_error, uo.on_image_error_user = &sk;
     pc_update_report rep;
     const double t0 = cli_now();
     st = pc_model_update(model, &uo, (const char *const *)images.paths, images.n, &rep);

@@ -165,3 +165,9 @@ void cli_json_string(FILE *f, const char *s) {
     }
     fputc('"', f);
 }
+
+void cli_on_image_error(void *user, const char *path, pc_status st, const char *msg) {
+    cli_skipped *s = user;
+    s->count++;
+    fprintf(stderr, "patchcore: skipped %s: %s\n", path, msg && *msg ? msg : pc_status_str(st));
+}

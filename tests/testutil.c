@@ -178,23 +178,13 @@ static double dist_f64(const double *a, const double *b, int32_t p) {
     return sqrt(s);
 }
 
-int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_t P, const int64_t *starts,
-                            int32_t n_starts, int64_t n, const int64_t *picks, const double *slack,
-                            const int64_t *other, const double *other_slack, greedy_replay *out) {
-    const double rho = greedy_fp32_rho(P, n_starts), eps64 = 1e-12;
-    double *D = malloc(sizeof(double) * (size_t)N);
+/* The replay from initial distances D (owned; freed here) with the running slack maxima S, So; e0 (may
+ * be NULL) the measured error of the initial distances (see greedy_replay_check_continue). */
+static int64_t replay(const char *what, const double *q, int64_t N, int32_t P, double *D, const double *e0, double rho,
+                      double S, double So, int64_t n, const int64_t *picks, const double *slack, const int64_t *other,
+                      const double *other_slack, greedy_replay *out) {
+    const double eps64 = 1e-12;
     char *taken = calloc((size_t)N, 1);
-    double S = 0, So = 0;
-    for (int32_t s = 0; s < n_starts; s++) {
-        S = fmax(S, slack[starts[s]]);
-        if (other) So = fmax(So, other_slack[starts[s]]);
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        double m = 0;
-        for (int32_t s = 0; s < n_starts; s++) m += dist_f64(q + (size_t)i * P, q + (size_t)starts[s] * P, P);
-        D[i] = m / n_starts;
-    }
     memset(out, 0, sizeof *out);
     out->other_first_diff = n;
     out->other_ratio = -1;
@@ -210,7 +200,7 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
             fail = t;
             break;
         }
-#define BOUND_E(sl, Sx, i) ((1 + rho) * ((sl)[i] + (Sx)) + (rho + eps64) * D[i])
+#define BOUND_E(sl, Sx, i) ((e0 ? e0[i] : 0) + (1 + rho) * ((sl)[i] + (Sx)) + (rho + eps64) * D[i])
         double gap = M - D[p], bound = BOUND_E(slack, S, p) + BOUND_E(slack, S, am);
         if (gap > bound) {
             print_error("%s: pick %lld = %lld has replay distance %.9g, the maximum is %.9g at %lld: gap %.3g "
@@ -251,49 +241,38 @@ int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_
     return fail;
 }
 
+int64_t greedy_replay_check(const char *what, const double *q, int64_t N, int32_t P, const int64_t *starts,
+                            int32_t n_starts, int64_t n, const int64_t *picks, const double *slack,
+                            const int64_t *other, const double *other_slack, greedy_replay *out) {
+    double *D = malloc(sizeof(double) * (size_t)N);
+    double S = 0, So = 0;
+    for (int32_t s = 0; s < n_starts; s++) {
+        S = fmax(S, slack[starts[s]]);
+        if (other) So = fmax(So, other_slack[starts[s]]);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        double m = 0;
+        for (int32_t s = 0; s < n_starts; s++) m += dist_f64(q + (size_t)i * P, q + (size_t)starts[s] * P, P);
+        D[i] = m / n_starts;
+    }
+    return replay(what, q, N, P, D, NULL, greedy_fp32_rho(P, n_starts), S, So, n, picks, slack, other, other_slack,
+                  out);
+}
+
 int64_t greedy_replay_check_continue(const char *what, const double *q, int64_t N, int32_t P, const double *D0,
                                      const double *e0, double S0, int64_t n, const int64_t *picks, const double *slack,
                                      int64_t *n_off_argmax) {
-    /* As greedy_replay_check, from given initial distances: D0[i] the exact distance from point i to the
-     * nearest kept point, e0[i] how far the implementation's initial value is from it (measured), S0 the
-     * largest slack of the kept points' projections. A running minimum of values each within its own
-     * error of the exact one is within the largest of those errors, so E_i = e0_i + (1 + rho)(slack_i + S)
-     * + rho D_i bounds |D^_i - D_i| at every step. */
-    const double rho = greedy_fp32_rho(P, 1), eps64 = 1e-12;
+    /* From given initial distances: D0[i] the exact distance from point i to the nearest kept point,
+     * e0[i] how far the implementation's initial value is from it (measured), S0 the largest slack of
+     * the kept points' projections. A running minimum of values each within its own error of the exact
+     * one is within the largest of those errors, so E_i = e0_i + (1 + rho)(slack_i + S) + rho D_i
+     * bounds |D^_i - D_i| at every step, rho that of a single distance. */
     double *D = malloc(sizeof(double) * (size_t)N);
-    char *taken = calloc((size_t)N, 1);
     memcpy(D, D0, sizeof(double) * (size_t)N);
-    double S = S0;
-    int64_t fail = -1;
-    *n_off_argmax = 0;
-    for (int64_t t = 0; t < n && fail < 0; t++) {
-        int64_t am = 0;
-        for (int64_t i = 1; i < N; i++)
-            if (D[i] > D[am]) am = i;
-        const double M = D[am];
-        const int64_t p = picks[t];
-        if (p < 0 || p >= N || taken[p]) {
-            print_error("%s: pick %lld is %lld: out of range or chosen before\n", what, (long long)t, (long long)p);
-            fail = t;
-            break;
-        }
-#define BOUND_C(i) (e0[i] + (1 + rho) * (slack[i] + S) + (rho + eps64) * D[i])
-        const double gap = M - D[p], bound = BOUND_C(p) + BOUND_C(am);
-#undef BOUND_C
-        if (gap > bound) {
-            print_error("%s: pick %lld = %lld has replay distance %.9g, the maximum is %.9g at %lld: gap %.3g exceeds "
-                        "the fp32 bound %.3g, not a near-tie\n", what, (long long)t, (long long)p, D[p], M,
-                        (long long)am, gap, bound);
-            fail = t;
-        }
-        if (p != am) (*n_off_argmax)++;
-        taken[p] = 1;
-        S = fmax(S, slack[p]);
-        const double *qp = q + (size_t)p * P;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; i++) D[i] = fmin(D[i], dist_f64(q + (size_t)i * P, qp, P));
-    }
-    free(D), free(taken);
+    greedy_replay r;
+    int64_t fail = replay(what, q, N, P, D, e0, greedy_fp32_rho(P, 1), S0, 0, n, picks, slack, NULL, NULL, &r);
+    *n_off_argmax = r.off_argmax;
     return fail;
 }
 
