@@ -163,6 +163,13 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         pc_image_free(&img);
         return;
     }
+    /* The map as the geometry describes it (what pc_model_map_size announced, checked) */
+    cli_map_dims(&geom, &mw, &mh);
+    if ((size_t)mw * (size_t)mh > *map_cap) {
+        job_error(job, 500, "the prediction's map is larger than its size announced");
+        pc_image_free(&img);
+        return;
+    }
     pc_region regions[MAX_REGIONS];
     int32_t n_regions = 0;
     if (want_regions && pc_model_regions(job->model->model, *map, &geom, NAN, regions, MAX_REGIONS, &n_regions))
