@@ -287,10 +287,14 @@ pc_status pc_eval_aggregate_sizes(pc_eval_result *out, const float *scores, cons
     uint8_t *lab = pc_malloc((size_t)n);
     float *sub = pc_malloc((size_t)n * sizeof *sub);
     uint8_t *sublab = pc_malloc((size_t)n);
-    uint8_t *mask01 = pc_malloc(npix);
+    /* Masks already 0/1 (eval's own, pc_mask_for_map's) are used as they are: no copy of npix bytes. */
+    bool is01 = true;
+    for (size_t p = 0; p < npix && is01; p++) is01 = masks[p] <= 1;
+    uint8_t *own01 = is01 ? NULL : pc_malloc(npix);
+    const uint8_t *mask01 = is01 ? masks : own01;
     out->per_type = pc_calloc((size_t)n_types, sizeof *out->per_type);
     pc_status st = PC_OK;
-    if (!lab || !sub || !sublab || !mask01 || !out->per_type) {
+    if (!lab || !sub || !sublab || (!is01 && !own01) || !out->per_type) {
         st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_aggregate: out of memory");
         goto done;
     }
@@ -310,7 +314,8 @@ pc_status pc_eval_aggregate_sizes(pc_eval_result *out, const float *scores, cons
                      (long long)out->n_good, (long long)out->n_defective);
         goto done;
     }
-    for (size_t p = 0; p < npix; p++) mask01[p] = masks[p] != 0;
+    if (!is01)
+        for (size_t p = 0; p < npix; p++) own01[p] = masks[p] != 0;
     pc_binary_metrics bm;
     if ((st = pc_metric_binary(&bm, scores, lab, (size_t)n)) != PC_OK) goto done;
     out->image_auroc = bm.auroc;
@@ -344,7 +349,7 @@ done:
     pc_free(lab);
     pc_free(sub);
     pc_free(sublab);
-    pc_free(mask01);
+    pc_free(own01);
     if (st != PC_OK) pc_eval_result_free(out);
     return st;
 }
