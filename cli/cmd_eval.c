@@ -220,9 +220,12 @@ int cmd_eval(int argc, char **argv) {
     cli_progress pr;
     cli_progress_init(&pr, progress);
     if (report) {
-        pc_model_info info;
-        pc_model_get_info(model, &info);
-        size_t npix = ds->n_test * (size_t)info.crop * (size_t)info.crop;
+        /* Every test image's map, at its own size (crop x crop, or the image's when the model tiles). */
+        size_t npix;
+        if ((st = pc_eval_map_sizes(model, ds, NULL, NULL, &npix)) != PC_OK) {
+            cli_error_status(st, "eval");
+            goto out;
+        }
         detail.predictions = malloc(ds->n_test * sizeof *detail.predictions);
         detail.geometries = malloc(ds->n_test * sizeof *detail.geometries);
         detail.maps = malloc(npix * sizeof *detail.maps);

@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "usage: patchcore predict -m MODEL [options] IMAGES_OR_DIRS...\n"
             "\n"
             "Score every image with MODEL: the image anomaly score (the largest patch score), the decision\n"
-            "and the anomalous regions when calibrated; with --maps, the S x S anomaly map; with --overlays,\n"
+            "and the anomalous regions when calibrated; with --maps, the anomaly map (S x S, or the image's size\n"
+            "when tiling); with --overlays,\n"
             "the image with the map drawn on it as a heatmap on a fixed colour scale centred on the pixel\n"
             "threshold (a colour means the same value on every image) and the regions outlined in cyan.\n"
             "Files are named after the input's path, so files of the same name in different folders do not\n"
@@ -60,11 +61,13 @@ static void usage(FILE *f) {
  * the number that failed (each already reported, naming its path). */
 static int write_outputs(const char *maps_dir, cli_map_format fmt, double full_scale, const char *overlays_dir,
                          const pc_overlay_options *ov, const char *stem, const pc_image *img, const float *map,
-                         const pc_geometry *geom, int32_t S, char *mappath, char *ovpath, size_t size) {
+                         const pc_geometry *geom, char *mappath, char *ovpath, size_t size) {
     int bad = 0;
     if (maps_dir) {
+        int32_t mw, mh; /* the map's own size: crop x crop, or the image's when tiling */
+        cli_map_dims(geom, &mw, &mh);
         snprintf(mappath, size, "%s/%s%s", maps_dir, stem, cli_map_format_ext(fmt));
-        bad += cli_write_map(mappath, map, S, fmt, full_scale) != 0;
+        bad += cli_write_map(mappath, map, mw, mh, fmt, full_scale) != 0;
     }
     if (overlays_dir) {
         snprintf(ovpath, size, "%s/%s.png", overlays_dir, stem);
@@ -81,6 +84,7 @@ typedef struct pred_slot {
     char err[1600]; /* the error message, as cli_error_status would print it */
     pc_image img;
     float *map;
+    size_t map_cap; /* floats map holds: grown when a larger map comes, kept otherwise */
     pc_prediction pred;
     pc_geometry geom;
     double ms;
@@ -100,8 +104,8 @@ typedef struct pred_run {
     cli_map_format fmt;
     double full_scale;
     const pc_overlay_options *ov;
-    int32_t S;
-    bool want_regions, json, calibrated;
+    const pc_predict_options *popt; /* what pc_model_map_size is asked with (NULL: the model's own) */
+    bool want_map, want_regions, json, calibrated;
     cli_report *report;
     int failed, anomalies;
 } pred_run;
@@ -118,6 +122,22 @@ static void predict_work(void *user, size_t i, size_t slot) {
     sl->st = pc_image_load(path, &sl->img);
     if (sl->st) {
         snprintf(sl->err, sizeof sl->err, "%s", *pc_last_error() ? pc_last_error() : pc_status_str(sl->st));
+        return;
+    }
+    /* The map's size for this image (crop x crop, or the image's when tiling): the slot's buffer grows
+     * when it is too small, and is reused as it is otherwise. */
+    int32_t mw = 0, mh = 0;
+    size_t need = 0;
+    if (r->want_map && (sl->st = pc_model_map_size(r->model, sl->img.width, sl->img.height, r->popt, &mw, &mh)) == PC_OK &&
+        (need = (size_t)mw * (size_t)mh) > sl->map_cap) {
+        float *grown = realloc(sl->map, need * sizeof *grown);
+        if (grown) sl->map = grown, sl->map_cap = need;
+        else sl->st = PC_ERR_NO_MEMORY;
+    }
+    if (sl->st) {
+        snprintf(sl->err, sizeof sl->err, "%s: %s", path,
+                 sl->st == PC_ERR_NO_MEMORY ? "out of memory for its map" : pc_last_error());
+        pc_image_free(&sl->img);
         return;
     }
     sl->st = pc_model_predict(r->model, &sl->img, &sl->pred, sl->map, &sl->geom);
@@ -137,7 +157,7 @@ static void predict_work(void *user, size_t i, size_t slot) {
         sl->n_regions = 0;
     sl->mappath[0] = sl->ovpath[0] = '\0';
     sl->bad = write_outputs(r->maps_dir, r->fmt, r->full_scale, r->overlays_dir, r->ov, r->stems ? r->stems[i] : "",
-                            &sl->img, sl->map, &sl->geom, r->S, sl->mappath, sl->ovpath, sizeof sl->mappath);
+                            &sl->img, sl->map, &sl->geom, sl->mappath, sl->ovpath, sizeof sl->mappath);
 }
 
 static void predict_emit(void *user, size_t i, size_t slot) {
@@ -299,7 +319,7 @@ int cmd_predict(int argc, char **argv) {
         pc_model_free(model);
         goto out;
     }
-    const int32_t S = info.crop;
+    const int32_t S = info.crop; /* the first map size; a slot's buffer grows for larger maps (tiling) */
     if (jobs == 0) jobs = pc_default_num_jobs(0);
     if ((size_t)jobs > inputs.n) jobs = (int32_t)inputs.n;
     const int32_t each = pc_job_threads(0, jobs);
@@ -312,7 +332,7 @@ int cmd_predict(int argc, char **argv) {
     char **stems = (maps_dir || overlays_dir) ? calloc(inputs.n, sizeof *stems) : NULL;
     bool oom = !slots || ((maps_dir || overlays_dir) && !stems);
     for (size_t k = 0; k < window && !oom && want_map; k++)
-        oom = !(slots[k].map = malloc(sizeof(float) * (size_t)S * (size_t)S));
+        oom = !(slots[k].map = malloc(sizeof(float) * (slots[k].map_cap = (size_t)S * (size_t)S)));
     cli_names names = {0};
     for (size_t k = 0; stems && !oom && k < inputs.n; k++) { /* the names depend on the order: made up front */
         char stem[1200] = "";
@@ -329,8 +349,8 @@ int cmd_predict(int argc, char **argv) {
         goto out;
     }
     pred_run run = {.model = model, .inputs = &inputs, .stems = stems, .slots = slots, .maps_dir = maps_dir,
-                    .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .S = S,
-                    .want_regions = want_regions, .json = json,
+                    .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .popt = NULL,
+                    .want_map = want_map, .want_regions = want_regions, .json = json,
                     .calibrated = !isnan(info.image_threshold)};
     run.report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
     cli_report *report = run.report;

@@ -44,13 +44,19 @@ bool cli_map_full_scale(double *full_scale, const pc_model_info *info, double ov
     return true;
 }
 
-int cli_write_map(const char *path, const float *map, int32_t S, cli_map_format fmt, double full_scale) {
+void cli_map_dims(const pc_geometry *g, int32_t *width, int32_t *height) {
+    if (g->map_width == 0 && g->map_height == 0) *width = *height = g->crop_size;
+    else *width = g->map_width, *height = g->map_height;
+}
+
+int cli_write_map(const char *path, const float *map, int32_t width, int32_t height, cli_map_format fmt,
+                  double full_scale) {
     pc_status st;
     switch (fmt) {
-    case CLI_MAP_PNG16: st = pc_map_write_png16(path, map, S, S, full_scale); break;
-    case CLI_MAP_TIFF: st = pc_map_write_tiff(path, map, S, S); break;
+    case CLI_MAP_PNG16: st = pc_map_write_png16(path, map, height, width, full_scale); break;
+    case CLI_MAP_TIFF: st = pc_map_write_tiff(path, map, height, width); break;
     default: {
-        int64_t shape[2] = {S, S};
+        int64_t shape[2] = {height, width};
         return cli_write_npy_f32(path, map, 2, shape); /* prints its own error naming path */
     }
     }

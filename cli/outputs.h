@@ -23,9 +23,14 @@ const char *cli_map_format_ext(cli_map_format f);
  * error (prefixed with verb) when neither gives a finite value > 0. */
 bool cli_map_full_scale(double *full_scale, const pc_model_info *info, double override, const char *verb);
 
-/* Write one S x S map in a format, atomically; 0, or -1 after printing an error naming path. full_scale
- * is used by CLI_MAP_PNG16 only. */
-int cli_write_map(const char *path, const float *map, int32_t S, cli_map_format fmt, double full_scale);
+/* The size of the map a geometry describes: map_width x map_height (crop x crop, or the image's size
+ * for a tiled prediction); a geometry with 0 x 0 (filled by hand by older code) means crop x crop. */
+void cli_map_dims(const pc_geometry *g, int32_t *width, int32_t *height);
+
+/* Write one width x height map (rows of width floats; npy shape (height, width)) in a format,
+ * atomically; 0, or -1 after printing an error naming path. full_scale is used by CLI_MAP_PNG16 only. */
+int cli_write_map(const char *path, const float *map, int32_t width, int32_t height, cli_map_format fmt,
+                  double full_scale);
 
 /* The overlay's drawing options from the model (info already holding any --pixel-threshold):
  *   threshold = info->pixel_threshold (required: without it, an error saying to run
@@ -40,7 +45,7 @@ bool cli_overlay_options(pc_overlay_options *opt, const pc_model_info *info, dou
                          const char *verb, const char **scale_source);
 
 /* Render the overlay of one image: rgb is the decoded image the map was predicted from (pc_image_load
- * + pc_model_predict), map the model's S x S map, g the geometry pc_model_predict returned. out
+ * + pc_model_predict), map the model's map (g's map_width x map_height), g the geometry pc_model_predict returned. out
  * receives a new RGB image of rgb's size (free with pc_image_free). 0, or -1 after printing an error
  * naming name (the input's path). */
 int cli_render_overlay(pc_image *out, const pc_image *rgb, const float *map, const pc_geometry *g,

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "report_html.h"
+#include "outputs.h"
 
 #include <errno.h>
 #include <math.h>
@@ -568,6 +569,7 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
     cli_report *rep = calloc(1, sizeof *rep);
     float *scores = NULL, *good = NULL;
     uint8_t *labels = NULL;
+    size_t *off = NULL;
     int rc = -1;
     if (!rep || !(rep->model_path = strdup(model_path))) goto oom;
     rep->eval = true;
@@ -575,20 +577,33 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
     rep->mask_rule = mask_rule;
     pc_model_get_info(model, &rep->info);
     snprintf(rep->title, sizeof rep->title, "patchcore evaluation: %s", category);
-    const size_t n = ds->n_test, S = (size_t)rep->info.crop, npix = n * S * S;
+    /* The maps lie one after the other, each at its geometry's size (crop x crop, or the image's when
+     * the model tiles): off[i] is where image i's starts. */
+    const size_t n = ds->n_test;
+    size_t npix = 0, n_good_px = 0;
     scores = malloc(n * sizeof *scores);
     labels = malloc(n);
-    if (!scores || !labels) goto oom;
+    off = malloc((n + 1) * sizeof *off);
+    if (!scores || !labels || !off) goto oom;
     size_t n_good = 0;
     for (size_t i = 0; i < n; i++) {
         scores[i] = d->predictions[i].score;
         labels[i] = ds->test[i].type != ds->good_type;
         n_good += !labels[i];
+        int32_t mw, mh;
+        cli_map_dims(&d->geometries[i], &mw, &mh);
+        off[i] = npix;
+        npix += (size_t)mw * (size_t)mh;
+        if (!labels[i]) n_good_px += (size_t)mw * (size_t)mh;
     }
+    off[n] = npix;
     /* Good maps' pixels, for the overlay's scale when the model has none. */
-    if (!(good = malloc(n_good * S * S * sizeof *good))) goto oom;
+    if (!(good = malloc(n_good_px * sizeof *good))) goto oom;
     for (size_t i = 0, k = 0; i < n; i++)
-        if (!labels[i]) memcpy(good + S * S * k++, d->maps + S * S * i, S * S * sizeof *good);
+        if (!labels[i]) {
+            memcpy(good + k, d->maps + off[i], (off[i + 1] - off[i]) * sizeof *good);
+            k += off[i + 1] - off[i];
+        }
 
     /* Image threshold and normalised scores: the model's, or the evaluation's F1-optimal threshold. */
     const pc_model_info *in = &rep->info;
@@ -622,7 +637,7 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
                      "the model's calibrated pixel threshold %.6g and pixel scale %.6g.", rep->pixel_threshold,
                      rep->pixel_scale);
         } else {
-            if (pc_threshold_scale(&rep->pixel_scale, rep->pixel_threshold, good, n_good * S * S) != PC_OK) goto lib;
+            if (pc_threshold_scale(&rep->pixel_scale, rep->pixel_threshold, good, n_good_px) != PC_OK) goto lib;
             snprintf(rep->overlay_source, sizeof rep->overlay_source,
                      "the model's calibrated pixel threshold %.6g; the model has no pixel scale (calibrated before "
                      "it was stored), so scale %.6g = threshold - median pixel value of the good test images.",
@@ -630,7 +645,7 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
         }
     } else {
         rep->pixel_threshold = r->pixel_f1_threshold;
-        if (pc_threshold_scale(&rep->pixel_scale, rep->pixel_threshold, good, n_good * S * S) != PC_OK) goto lib;
+        if (pc_threshold_scale(&rep->pixel_scale, rep->pixel_threshold, good, n_good_px) != PC_OK) goto lib;
         snprintf(rep->overlay_source, sizeof rep->overlay_source,
                  "the model is not calibrated, so pixel threshold %.6g is the evaluation's own F1-optimal pixel "
                  "threshold on this test set, and scale %.6g = threshold - median pixel value of the good test "
@@ -665,9 +680,9 @@ int cli_report_eval(const char *out_path, const char *category, const char *mode
             row->decision = scores[i] > rep->image_threshold;
         }
         int32_t nr = 0;
-        if (pc_regions_from_map(NULL, 0, &nr, d->maps + S * S * i, (int32_t)S, rep->pixel_threshold, NULL) == PC_OK)
+        if (pc_regions_from_map(NULL, 0, &nr, d->maps + off[i], 0, rep->pixel_threshold, &d->geometries[i]) == PC_OK)
             row->n_regions = nr;
-        make_thumb(row, rep, d->maps + S * S * i, &d->geometries[i], NULL);
+        make_thumb(row, rep, d->maps + off[i], &d->geometries[i], NULL);
     }
     qsort(rep->rows, rep->n, sizeof *rep->rows, cmp_rows);
     rc = write_report(rep, out_path);
@@ -681,6 +696,7 @@ done:
     free(scores);
     free(labels);
     free(good);
+    free(off);
     report_free(rep);
     return rc;
 }

@@ -31,7 +31,10 @@ int main(int argc, char **argv) {
     pc_model_get_info(model, &info);
     const int calibrated = info.image_threshold == info.image_threshold; /* not NaN */
     const int regions = info.pixel_threshold == info.pixel_threshold;
-    float *map = malloc(sizeof(float) * (size_t)info.crop * (size_t)info.crop);
+    /* One map buffer, grown when an image needs a larger map (pc_model_map_size: crop x crop, or the
+     * image's size for a tiled model). */
+    size_t cap = (size_t)info.crop * (size_t)info.crop;
+    float *map = malloc(sizeof(float) * cap);
     if (!map) {
         pc_model_free(model);
         return 1;
@@ -40,8 +43,29 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         pc_prediction pred;
         pc_geometry geom;
-        if (pc_model_predict_file(model, argv[i], &pred, map, &geom) != PC_OK) {
+        pc_image img;
+        int32_t mw, mh;
+        if (pc_image_load(argv[i], &img) != PC_OK ||
+            pc_model_map_size(model, img.width, img.height, NULL, &mw, &mh) != PC_OK) {
             fprintf(stderr, "inspect: %s\n", pc_last_error());
+            pc_image_free(&img);
+            errors++;
+            continue;
+        }
+        if ((size_t)mw * (size_t)mh > cap) {
+            float *grown = realloc(map, sizeof(float) * (size_t)mw * (size_t)mh);
+            if (!grown) {
+                fprintf(stderr, "inspect: %s: out of memory for its map\n", argv[i]);
+                pc_image_free(&img);
+                errors++;
+                continue;
+            }
+            map = grown, cap = (size_t)mw * (size_t)mh;
+        }
+        pc_status st = pc_model_predict(model, &img, &pred, map, &geom);
+        pc_image_free(&img);
+        if (st != PC_OK) {
+            fprintf(stderr, "inspect: %s: %s\n", argv[i], pc_last_error());
             errors++;
             continue;
         }

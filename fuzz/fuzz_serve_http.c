@@ -156,6 +156,13 @@ static pc_status stub_predict(pc_model *m, const pc_image *img, pc_prediction *o
     return PC_OK;
 }
 
+static pc_status stub_map_size(const pc_model *m, int32_t w, int32_t h, const pc_predict_options *opt, int32_t *mw,
+                               int32_t *mh) {
+    (void)m, (void)w, (void)h, (void)opt;
+    *mw = *mh = STUB_CROP;
+    return PC_OK;
+}
+
 static srv_model *fake_model(bool calibrated) {
     srv_model *m = calloc(1, sizeof *m);
     if (!m) abort();
@@ -192,6 +199,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     }
     srv_g.models.n = 2;
     predict_fn = stub_predict;
+    map_size_fn = stub_map_size;
     pc_set_num_threads(1);
     if (srv_pool_start(1, 1, srv_g.cfg.queue) != 0) abort();
     return 0;

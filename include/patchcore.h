@@ -815,7 +815,8 @@ PC_API pc_status pc_model_update_images(pc_model *model, const pc_update_options
  * and thresholds (flagged stale). Same concurrency rule as pc_model_update. report may be NULL. */
 PC_API pc_status pc_model_merge(pc_model *model, const pc_model *other, pc_update_report *report);
 
-/* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats. */
+/* The result of one prediction. map, when non-NULL, is caller-owned crop x crop floats (the
+ * geometry's map_width x map_height: pc_model_map_size). */
 typedef struct pc_prediction {
     float score;                   /* image score s* (or Eq. 7's s with reweighting) */
     double normalized;             /* in (0,1), 0.5 at the image threshold; NaN when uncalibrated */
@@ -931,9 +932,11 @@ PC_API pc_status pc_eval_run(pc_eval_result *out, pc_model *model, const pc_data
                              pc_progress_fn progress, void *progress_user);
 
 /* What pc_eval_run_detail also returns per test image, into caller-owned arrays (each may be NULL):
- * predictions[i] and geometries[i] for ds->test[i] (n_test each), maps and masks as n_test x crop x
- * crop (the anomaly map of test image i at i * crop * crop; its preprocessed mask, 0/1, all 0 for good
- * images). Given maps/masks are used in place of pc_eval_run's own, so they cost no extra memory. */
+ * predictions[i] and geometries[i] for ds->test[i] (n_test each), maps and masks one image after the
+ * other: test image i's map_width x map_height anomaly map (pc_eval_map_sizes; n_test x crop x crop
+ * in all, image i at i * crop * crop, for a model that does not tile) and its mask, 0/1, all 0 for
+ * good images. Given maps/masks are used in place of pc_eval_run's own, so they cost no extra memory;
+ * each must hold the total pc_eval_map_sizes gives. */
 typedef struct pc_eval_detail {
     pc_prediction *predictions;
     pc_geometry *geometries;
@@ -980,14 +983,25 @@ PC_API pc_status pc_eval_run_norm(pc_eval_result *out, pc_model *model, const pc
 
 PC_API void pc_eval_result_free(pc_eval_result *r);
 
-/* Map a half-open box of the crop x crop map grid (x0 <= x < x1, y0 <= y < y1) back to the original
- * image: undo the crop (add crop_left/crop_top) then the resize (scale by orig/resized), rounding
- * outwards (floor of the start, ceil of the end) and clamping to the image. */
+/* The map size of every test image of ds under model (widths, heights: n_test entries each, or NULL)
+ * and their total in pixels (the size of pc_eval_detail's maps and masks; maps image i starts at the
+ * sum of the sizes before it). crop x crop for every image of a model that does not tile (nothing is
+ * read); for a tiled model, each image's own size (read from a PNG's header, else decoded) through
+ * pc_model_map_size. Thread-safe. */
+PC_API pc_status pc_eval_map_sizes(const pc_model *model, const pc_dataset *ds, int32_t *widths, int32_t *heights,
+                                   size_t *total);
+
+/* Map a half-open box of the map grid (x0 <= x < x1, y0 <= y < y1; crop x crop, or the image's size
+ * for a tiled prediction, whose geometry is the identity) back to the original image: undo the crop
+ * (add crop_left/crop_top) then the resize (scale by orig/resized), rounding outwards (floor of the
+ * start, ceil of the end) and clamping to the image. */
 PC_API pc_status pc_geometry_box_to_original(const pc_geometry *g, int32_t x0, int32_t y0, int32_t x1,
                                              int32_t y1, int32_t *ox0, int32_t *oy0, int32_t *ox1,
                                              int32_t *oy1);
 
-/* Anomalous regions of a map (size x size): 8-connected components of {map > threshold}, described
+/* Anomalous regions of a map (size x size; size = 0: g's map_width x map_height, g required, which is
+ * how a tiled prediction's map, the image's size, is given; a g with map size 0 x 0, filled by hand by
+ * older code, means crop_size x crop_size): 8-connected components of {map > threshold}, described
  * as pc_regions_describe does (box, area in map pixels, peak), sorted by decreasing peak, with the
  * box then mapped to original image coordinates when g != NULL (peak_x/peak_y stay in map
  * coordinates). At most max are written;
@@ -1047,8 +1061,10 @@ PC_API pc_status pc_model_calibrate_ex(pc_model *model, pc_calib_method method, 
                                        pc_progress_fn progress, void *progress_user, pc_calibration *report);
 
 /* pc_regions_from_map at the model's calibrated pixel threshold, or at pixel_threshold when it is not
- * NaN (an override). map is the model's crop x crop map from pc_model_predict, g its geometry. Fails
- * with PC_ERR_INVALID_ARGUMENT when neither threshold is set. Thread-safe. */
+ * NaN (an override). map is the model's map from pc_model_predict(_ex), g its geometry, whose map size
+ * (map_width x map_height; 0 x 0: crop x crop) is the map's. g NULL: a crop x crop map with boxes in
+ * map coordinates (not for a tiled model, whose maps vary). Fails with PC_ERR_INVALID_ARGUMENT when
+ * neither threshold is set. Thread-safe. */
 PC_API pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geometry *g,
                                   double pixel_threshold, pc_region *regions, int32_t max, int32_t *n_total);
 
@@ -1096,12 +1112,14 @@ typedef struct pc_overlay_options {
 PC_API void pc_overlay_options_init(pc_overlay_options *opt, double threshold, double scale);
 
 /* Draw an anomaly map on the original image it was computed from. rgb is the decoded image
- * (channels == 3, width x height equal to geometry's orig_width x orig_height); map is crop x crop
- * floats (crop = geometry->crop_size), e.g. from pc_model_predict with the geometry it returned.
- * Every original pixel (x, y) is mapped to the crop through the resize and the crop:
+ * (channels == 3, width x height equal to geometry's orig_width x orig_height); map is mw x mh floats
+ * (mw x mh = geometry's map_width x map_height: crop x crop, or the image's size for a tiled
+ * prediction; 0 x 0 means crop_size x crop_size), e.g. from pc_model_predict with the geometry it
+ * returned. Every original pixel (x, y) is mapped to the map through the resize and the crop:
  *     sx = (x + 0.5) * resized_width / orig_width - crop_left      (sy likewise)
- * pixels with sx or sy outside [0, crop) get no heat; the others sample the map bilinearly at
- * (sx - 0.5, sy - 0.5), pixel centres at integers, coordinates clamped to [0, crop - 1] (like
+ * pixels with sx outside [0, mw) or sy outside [0, mh) get no heat; the others sample the map
+ * bilinearly at (sx - 0.5, sy - 0.5), pixel centres at integers, coordinates clamped to [0, mw - 1]
+ * and [0, mh - 1] (like
  * torch's interpolate with align_corners=False). The value gets its colour and opacity a (0..255,
  * a_max = round(255 opacity)) from the scale and is blended as
  *     out = (orig (255 - a) + colour a + 127) / 255   (integers, per channel).
@@ -1114,17 +1132,18 @@ PC_API void pc_overlay_options_init(pc_overlay_options *opt, double threshold, d
 PC_API pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map,
                                    const pc_geometry *geometry, const pc_overlay_options *opt);
 
-/* Back from the crop grid to the original image, with the mapping pc_overlay_render uses: original
- * column x lands at sx(x) = (x + 0.5) * resized_width / orig_width - crop_left (rows likewise).
- * Box: box = {x0, y0, x1, y1}, half-open on the crop grid (as pc_region's); out_box receives the
+/* Back from the map grid (mw x mh as in pc_overlay_render) to the original image, with the mapping
+ * pc_overlay_render uses: original column x lands at sx(x) = (x + 0.5) * resized_width / orig_width -
+ * crop_left (rows likewise).
+ * Box: box = {x0, y0, x1, y1}, half-open on the map grid (as pc_region's); out_box receives the
  * half-open box of the original pixels whose centres land inside it, i.e. x0 <= sx(x) < x1 (likewise
  * y), clipped to the image. When no original centre lands inside (a box smaller than one original
  * pixel, when the image is smaller than the crop), the one original pixel under the box's centre.
- * The box must overlap [0, crop)^2 and satisfy x0 < x1, y0 < y1. Thread-safe. */
+ * The box must overlap [0, mw) x [0, mh) and satisfy x0 < x1, y0 < y1. Thread-safe. */
 PC_API pc_status pc_overlay_box_to_original(int32_t out_box[4], const pc_geometry *geometry,
                                              const int32_t box[4]);
 
-/* The original pixel under the centre of crop pixel (x, y) (e.g. a region's peak):
+/* The original pixel under the centre of map pixel (x, y) (e.g. a region's peak):
  * floor((x + 0.5 + crop_left) * orig_width / resized_width), likewise y, clamped to the image.
  * Thread-safe. */
 PC_API pc_status pc_overlay_point_to_original(int32_t out_xy[2], const pc_geometry *geometry, int32_t x,

@@ -25,6 +25,9 @@ enum { MAX_REGIONS = 16 }; /* as predict */
 /* The prediction. A seam for fuzz/fuzz_serve_http.c, which includes this file and puts a stub here
  * that needs no weights; the server always runs pc_model_predict. */
 static pc_status (*predict_fn)(pc_model *, const pc_image *, pc_prediction *, float *, pc_geometry *) = pc_model_predict;
+/* The size of the map predict_fn writes for an image (the same seam: the stub's model is not real). */
+static pc_status (*map_size_fn)(const pc_model *, int32_t, int32_t, const pc_predict_options *, int32_t *,
+                                int32_t *) = pc_model_map_size;
 
 static struct {
     pthread_mutex_t lock;
@@ -57,13 +60,14 @@ static int status_of(pc_status st) {
     }
 }
 
-/* The .npy bytes of an S x S float32 map (what `predict --maps` writes), in a new buffer. */
-static uint8_t *npy_encode(const float *map, int32_t S, size_t *size) {
+/* The .npy bytes of a width x height float32 map, shape (height, width) (what `predict --maps`
+ * writes), in a new buffer. */
+static uint8_t *npy_encode(const float *map, int32_t width, int32_t height, size_t *size) {
     char header[128];
     int hl = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }",
-                      (int)S, (int)S);
+                      (int)height, (int)width);
     size_t total = 10 + (size_t)hl + 1, pad = (64 - total % 64) % 64;
-    size_t n = total + pad + sizeof(float) * (size_t)S * (size_t)S;
+    size_t n = total + pad + sizeof(float) * (size_t)width * (size_t)height;
     uint8_t *b = malloc(n);
     if (!b) return NULL;
     unsigned hlen = (unsigned)((size_t)hl + pad + 1);
@@ -72,7 +76,7 @@ static uint8_t *npy_encode(const float *map, int32_t S, size_t *size) {
     memcpy(b + 10, header, (size_t)hl);
     memset(b + 10 + hl, ' ', pad);
     b[total + pad - 1] = '\n';
-    memcpy(b + total + pad, map, sizeof(float) * (size_t)S * (size_t)S);
+    memcpy(b + total + pad, map, sizeof(float) * (size_t)width * (size_t)height);
     *size = n;
     return b;
 }
@@ -102,7 +106,6 @@ static bool past_deadline(srv_job *job, const char *where) {
 /* Decode, predict, and write the JSON. map is this worker's buffer of map_cap floats (grown here). */
 static void run_job(srv_job *job, float **map, size_t *map_cap) {
     const pc_model_info *info = &job->model->info;
-    const int32_t S = info->crop;
     const bool calibrated = !isnan(info->image_threshold);
     const bool want_regions = !isnan(info->pixel_threshold);
     if ((job->overlay || job->map == SRV_MAP_PNG16) && !(isfinite(info->pixel_threshold) && info->pixel_threshold > 0)) {
@@ -111,15 +114,6 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
                                            "the threshold); use map=npy");
         return;
     }
-    const size_t need = (size_t)S * (size_t)S;
-    if (*map_cap < need) {
-        float *m = realloc(*map, need * sizeof(float));
-        if (!m) {
-            job_error(job, 503, "out of memory");
-            return;
-        }
-        *map = m, *map_cap = need;
-    }
     double t0 = cli_now();
     if (past_deadline(job, "before a worker started")) return; /* picked up just as its time ran out */
     pc_image img = {0};
@@ -127,6 +121,24 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
     if (st) {
         job_error(job, status_of(st), *pc_last_error() ? pc_last_error() : pc_status_str(st));
         return;
+    }
+    /* The map's size for this image (crop x crop, or the image's for a tiled model): the worker's
+     * buffer grows when it is too small and is reused otherwise. */
+    int32_t mw, mh;
+    if ((st = map_size_fn(job->model->model, img.width, img.height, NULL, &mw, &mh)) != PC_OK) {
+        job_error(job, status_of(st), *pc_last_error() ? pc_last_error() : pc_status_str(st));
+        pc_image_free(&img);
+        return;
+    }
+    const size_t need = (size_t)mw * (size_t)mh;
+    if (*map_cap < need) {
+        float *m = realloc(*map, need * sizeof(float));
+        if (!m) {
+            job_error(job, 503, "out of memory");
+            pc_image_free(&img);
+            return;
+        }
+        *map = m, *map_cap = need;
     }
     pc_prediction pred;
     pc_geometry geom;
@@ -151,6 +163,13 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         pc_image_free(&img);
         return;
     }
+    /* The map as the geometry describes it (what pc_model_map_size announced, checked) */
+    cli_map_dims(&geom, &mw, &mh);
+    if ((size_t)mw * (size_t)mh > *map_cap) {
+        job_error(job, 500, "the prediction's map is larger than its size announced");
+        pc_image_free(&img);
+        return;
+    }
     pc_region regions[MAX_REGIONS];
     int32_t n_regions = 0;
     if (want_regions && pc_model_regions(job->model->model, *map, &geom, NAN, regions, MAX_REGIONS, &n_regions))
@@ -170,12 +189,12 @@ static void run_job(srv_job *job, float **map, size_t *map_cap) {
         uint8_t *bytes = NULL;
         size_t n = 0;
         if (job->map == SRV_MAP_NPY) {
-            bytes = npy_encode(*map, S, &n);
+            bytes = npy_encode(*map, mw, mh, &n);
             ok = bytes != NULL;
             fprintf(f, ", \"map_format\": \"npy\"");
         } else {
             const double full = 2.0 * info->pixel_threshold; /* predict's default full scale */
-            ok = pc_map_encode_png16(&bytes, &n, *map, S, S, full) == PC_OK;
+            ok = pc_map_encode_png16(&bytes, &n, *map, mh, mw, full) == PC_OK;
             fprintf(f, ", \"map_format\": \"png16\", \"map_full_scale\": %.17g", full);
         }
         ok = ok && put_b64(f, "map_base64", bytes, n);

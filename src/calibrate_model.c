@@ -1,11 +1,14 @@
 /*
  * calibrate_model.c - thresholds by a named method (pc_threshold_by_method) and the calibration of a
  * model from good images, or from good + defective images with masks (F1, masks under a pc_mask_rule),
- * pc_model_calibrate(_ex).
+ * pc_model_calibrate(_ex). Maps are crop x crop, or for a tiled model each image's own size (read
+ * before predicting, so that every buffer is sized once); a tiled model's masks are used at full
+ * resolution (pc_mask_for_map).
  * docs/evaluation.md "Calibration".
  */
 #include "internal.h"
 #include "patchcore.h"
+#include "maps.h"
 
 #include <math.h>
 #include <string.h>
@@ -66,48 +69,83 @@ pc_status pc_model_calibrate_ex(pc_model *model, pc_calib_method method, double 
     pc_model_info info;
     pc_status st = pc_model_get_info(model, &info);
     if (st != PC_OK) return st;
-    size_t s2 = (size_t)info.crop * (size_t)info.crop, n = n_good + n_def, npix;
-    bool keep_maps = n_def > 0;
-    if (!pc_mul_size(keep_maps ? n : 1, s2, &npix) || npix > ((size_t)1 << 31))
-        return pc_fail(PC_ERR_TOO_LARGE, "calibration: %zu maps of %d x %d exceed 2^31 pixels", n, (int)info.crop,
-                       (int)info.crop);
-    float *scores = pc_malloc(n * sizeof *scores), *maxima = pc_malloc(n * sizeof *maxima);
-    uint8_t *labels = pc_malloc(n);
-    float *maps = pc_malloc(npix * sizeof *maps);
-    uint8_t *pmask = keep_maps ? pc_calloc(npix, 1) : NULL;
+    const size_t n = n_good + n_def;
+    const bool keep_maps = n_def > 0;
     /* every PIXEL_STRIDE-th pixel of each good map, for the overlay's pixel scale */
     enum { PIXEL_STRIDE = 7 };
-    const size_t per_img = (s2 + PIXEL_STRIDE - 1) / PIXEL_STRIDE;
-    size_t n_nominal = 0;
-    float *nominal = pc_malloc(n_good * per_img * sizeof *nominal);
-    if (!scores || !maxima || !labels || !maps || (keep_maps && !pmask) || !nominal) {
+    /* Each image's map size: crop x crop, or a tiled model's image size. The maps are kept one after
+     * the other (F1) or one at a time in a buffer for the largest. */
+    size_t *s2 = pc_malloc(n * sizeof *s2), npix = 0, max_s2 = 0, n_nom = 0, n_nominal = 0;
+    int32_t *mw = pc_malloc(n * sizeof *mw), *mh = pc_malloc(n * sizeof *mh);
+    float *scores = NULL, *maxima = NULL, *maps = NULL, *nominal = NULL;
+    uint8_t *labels = NULL, *pmask = NULL;
+    if (!s2 || !mw || !mh) {
         st = pc_fail(PC_ERR_NO_MEMORY, "calibration: out of memory");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
         const char *path = i < n_good ? good[i] : defective[i - n_good];
-        float *map = maps + (keep_maps ? i * s2 : 0);
+        mw[i] = mh[i] = info.crop;
+        if (info.tiling.tile > 0) {
+            int32_t iw, ih;
+            if ((st = pc_image_file_size(path, &iw, &ih)) != PC_OK) goto done;
+            if ((st = pc_model_map_size(model, iw, ih, NULL, &mw[i], &mh[i])) != PC_OK) {
+                st = pc_fail_context(st, "%s", path);
+                goto done;
+            }
+        }
+        s2[i] = (size_t)mw[i] * (size_t)mh[i];
+        max_s2 = PC_MAX(max_s2, s2[i]);
+        npix += keep_maps ? s2[i] : 0;
+        if (i < n_good) n_nom += (s2[i] + PIXEL_STRIDE - 1) / PIXEL_STRIDE;
+        if (npix > ((size_t)1 << 31) || max_s2 > ((size_t)1 << 31)) {
+            st = pc_fail(PC_ERR_TOO_LARGE, "calibration: %zu maps exceed 2^31 pixels", n);
+            goto done;
+        }
+    }
+    if (!keep_maps) npix = max_s2;
+    scores = pc_malloc(n * sizeof *scores), maxima = pc_malloc(n * sizeof *maxima);
+    labels = pc_malloc(n);
+    maps = pc_malloc(npix * sizeof *maps);
+    pmask = keep_maps ? pc_calloc(npix, 1) : NULL;
+    nominal = pc_malloc(n_nom * sizeof *nominal);
+    if (!scores || !maxima || !labels || !maps || (keep_maps && !pmask) || !nominal) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "calibration: out of memory");
+        goto done;
+    }
+    for (size_t i = 0, off = 0; i < n; i++) {
+        const char *path = i < n_good ? good[i] : defective[i - n_good];
+        float *map = maps + (keep_maps ? off : 0);
         pc_prediction pr;
-        if ((st = pc_model_predict_file(model, path, &pr, map, NULL)) != PC_OK) {
+        pc_geometry geom;
+        if ((st = pc_model_predict_file(model, path, &pr, map, &geom)) != PC_OK) {
             st = pc_fail_context(st, "%s", path);
             goto done;
         }
+        int32_t gw, gh;
+        pc_geometry_map_dims(&geom, &gw, &gh);
+        if (gw != mw[i] || gh != mh[i]) {
+            st = pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: its map is %dx%d, not the %dx%d its size gave", path, (int)gw,
+                         (int)gh, (int)mw[i], (int)mh[i]);
+            goto done;
+        }
         scores[i] = pr.score;
-        maxima[i] = max_of(map, s2);
+        maxima[i] = max_of(map, s2[i]);
         labels[i] = i >= n_good;
         if (i < n_good)
-            for (size_t p = 0; p < s2; p += PIXEL_STRIDE) nominal[n_nominal++] = map[p];
+            for (size_t p = 0; p < s2[i]; p += PIXEL_STRIDE) nominal[n_nominal++] = map[p];
         if (i >= n_good) {
             pc_image m;
             const char *mp = masks[i - n_good];
             if ((st = pc_image_load_grey(mp, &m)) != PC_OK) goto done;
-            st = pc_preprocess_mask_ex(pmask + i * s2, &m, info.resize, info.crop, mask_rule);
+            st = pc_mask_for_map(pmask + off, &m, &info, mw[i], mh[i], mask_rule);
             pc_image_free(&m);
             if (st != PC_OK) {
                 st = pc_fail_context(st, "%s", mp);
                 goto done;
             }
         }
+        off += keep_maps ? s2[i] : 0;
         if (progress && progress(user, "calibrate", (int64_t)i + 1, (int64_t)n)) {
             st = pc_fail(PC_ERR_CANCELLED, "calibration cancelled");
             goto done;
@@ -133,5 +171,6 @@ done:
     pc_free(maps);
     pc_free(pmask);
     pc_free(nominal);
+    pc_free(s2), pc_free(mw), pc_free(mh);
     return st;
 }

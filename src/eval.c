@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "patchcore.h"
+#include "maps.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -243,21 +244,57 @@ pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, const floa
     pc_clear_error();
     if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_aggregate: out is NULL");
     memset(out, 0, sizeof *out);
-    if (!scores || !maps || !masks || !types || !type_names || n < 1 || h < 1 || w < 1 || n_types < 1 ||
-        good_type < 0 || good_type >= n_types)
+    if (n < 1 || h < 1 || w < 1)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_aggregate: bad arguments (n=%d h=%d w=%d types=%d good=%d)",
                        (int)n, (int)h, (int)w, (int)n_types, (int)good_type);
     size_t npix;
     if (!pc_mul3_size((size_t)n, (size_t)h, (size_t)w, &npix) || npix > ((size_t)1 << 31))
         return pc_fail(PC_ERR_TOO_LARGE, "pc_eval_aggregate: %d maps of %dx%d exceed 2^31 pixels", (int)n, (int)h,
                        (int)w);
+    int32_t *hs = pc_malloc((size_t)n * sizeof *hs), *ws = pc_malloc((size_t)n * sizeof *ws);
+    if (!hs || !ws) {
+        pc_free(hs), pc_free(ws);
+        return pc_fail(PC_ERR_NO_MEMORY, "pc_eval_aggregate: out of memory");
+    }
+    for (int32_t i = 0; i < n; i++) hs[i] = h, ws[i] = w;
+    pc_status st = pc_eval_aggregate_sizes(out, scores, maps, masks, types, type_names, n_types, good_type, n, hs, ws);
+    pc_free(hs), pc_free(ws);
+    return st;
+}
+
+/* Every map i is hs[i] x ws[i], one after the other; the pixel metrics pool all their pixels (the
+ * binary metrics do not care where one map ends; AUPRO labels each mask at its own size). */
+pc_status pc_eval_aggregate_sizes(pc_eval_result *out, const float *scores, const float *maps, const uint8_t *masks,
+                                  const int32_t *types, const char *const *type_names, int32_t n_types,
+                                  int32_t good_type, int32_t n, const int32_t *hs, const int32_t *ws) {
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_aggregate: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!scores || !maps || !masks || !types || !type_names || n < 1 || !hs || !ws || n_types < 1 ||
+        good_type < 0 || good_type >= n_types)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_aggregate: bad arguments (n=%d types=%d good=%d)", (int)n,
+                       (int)n_types, (int)good_type);
+    size_t npix = 0;
+    for (int32_t i = 0; i < n; i++) {
+        size_t px;
+        if (hs[i] < 1 || ws[i] < 1)
+            return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_eval_aggregate: map %d is %dx%d", (int)i, (int)ws[i],
+                           (int)hs[i]);
+        if (!pc_mul_size((size_t)hs[i], (size_t)ws[i], &px) || !pc_add_size(npix, px, &npix) ||
+            npix > ((size_t)1 << 31))
+            return pc_fail(PC_ERR_TOO_LARGE, "pc_eval_aggregate: %d maps exceed 2^31 pixels", (int)n);
+    }
     uint8_t *lab = pc_malloc((size_t)n);
     float *sub = pc_malloc((size_t)n * sizeof *sub);
     uint8_t *sublab = pc_malloc((size_t)n);
-    uint8_t *mask01 = pc_malloc(npix);
+    /* Masks already 0/1 (eval's own, pc_mask_for_map's) are used as they are: no copy of npix bytes. */
+    bool is01 = true;
+    for (size_t p = 0; p < npix && is01; p++) is01 = masks[p] <= 1;
+    uint8_t *own01 = is01 ? NULL : pc_malloc(npix);
+    const uint8_t *mask01 = is01 ? masks : own01;
     out->per_type = pc_calloc((size_t)n_types, sizeof *out->per_type);
     pc_status st = PC_OK;
-    if (!lab || !sub || !sublab || !mask01 || !out->per_type) {
+    if (!lab || !sub || !sublab || (!is01 && !own01) || !out->per_type) {
         st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_aggregate: out of memory");
         goto done;
     }
@@ -277,7 +314,8 @@ pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, const floa
                      (long long)out->n_good, (long long)out->n_defective);
         goto done;
     }
-    for (size_t p = 0; p < npix; p++) mask01[p] = masks[p] != 0;
+    if (!is01)
+        for (size_t p = 0; p < npix; p++) own01[p] = masks[p] != 0;
     pc_binary_metrics bm;
     if ((st = pc_metric_binary(&bm, scores, lab, (size_t)n)) != PC_OK) goto done;
     out->image_auroc = bm.auroc;
@@ -292,7 +330,7 @@ pc_status pc_eval_aggregate(pc_eval_result *out, const float *scores, const floa
     out->pixel_auroc = bm.auroc;
     out->pixel_f1_max = bm.f1_max;
     out->pixel_f1_threshold = bm.f1_decision_threshold;
-    if ((st = pc_metric_aupro(&out->aupro, maps, mask01, n, h, w, PC_AUPRO_FPR_LIMIT)) != PC_OK) goto done;
+    if ((st = pc_metric_aupro_sizes(&out->aupro, maps, mask01, n, hs, ws, PC_AUPRO_FPR_LIMIT)) != PC_OK) goto done;
     for (int32_t t = 0; t < n_types; t++) {
         pc_eval_type_result *r = &out->per_type[t];
         r->name = type_names[t];
@@ -311,7 +349,7 @@ done:
     pc_free(lab);
     pc_free(sub);
     pc_free(sublab);
-    pc_free(mask01);
+    pc_free(own01);
     if (st != PC_OK) pc_eval_result_free(out);
     return st;
 }
@@ -342,12 +380,17 @@ static int cmp_region_peak(const void *a, const void *b) {
 pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total, const float *map, int32_t size,
                               double threshold, const pc_geometry *g) {
     pc_clear_error();
-    if (!n_total || !map || size < 1 || max < 0 || (max > 0 && !regions) || isnan(threshold))
+    if (!n_total || !map || size < 0 || (size == 0 && !g) || max < 0 || (max > 0 && !regions) || isnan(threshold))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_regions_from_map: bad arguments");
     *n_total = 0;
+    /* The map is size x size, or with size 0 the geometry's map (its width x height). */
+    int32_t mw = size, mh = size;
+    if (size == 0) pc_geometry_map_dims(g, &mw, &mh);
+    if (mw < 1 || mh < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_regions_from_map: the geometry's map is %dx%d", (int)mw, (int)mh);
     size_t npix;
-    if (!pc_mul_size((size_t)size, (size_t)size, &npix) || npix >= ((size_t)1 << 31))
-        return pc_fail(PC_ERR_TOO_LARGE, "pc_regions_from_map: map of %d x %d too large", (int)size, (int)size);
+    if (!pc_mul_size((size_t)mw, (size_t)mh, &npix) || npix >= ((size_t)1 << 31))
+        return pc_fail(PC_ERR_TOO_LARGE, "pc_regions_from_map: map of %d x %d too large", (int)mw, (int)mh);
     uint8_t *mask = pc_malloc(npix);
     int32_t *labels = pc_malloc(npix * sizeof *labels);
     pc_region *all = NULL;
@@ -358,7 +401,7 @@ pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total,
     }
     for (size_t p = 0; p < npix; p++) mask[p] = (double)map[p] > threshold;
     int32_t nc = 0;
-    if ((st = pc_label_components(labels, &nc, mask, size, size)) != PC_OK) goto done;
+    if ((st = pc_label_components(labels, &nc, mask, mh, mw)) != PC_OK) goto done;
     *n_total = nc;
     if (nc == 0 || max == 0) goto done;
     all = pc_malloc((size_t)nc * sizeof *all);
@@ -366,7 +409,7 @@ pc_status pc_regions_from_map(pc_region *regions, int32_t max, int32_t *n_total,
         st = pc_fail(PC_ERR_NO_MEMORY, "pc_regions_from_map: out of memory");
         goto done;
     }
-    if ((st = pc_regions_describe(all, labels, nc, map, size, size)) != PC_OK) goto done;
+    if ((st = pc_regions_describe(all, labels, nc, map, mh, mw)) != PC_OK) goto done;
     qsort(all, (size_t)nc, sizeof *all, cmp_region_peak);
     int32_t m = nc < max ? nc : max;
     for (int32_t i = 0; i < m; i++) {

@@ -1,11 +1,14 @@
 /*
  * eval_run.c - the predicting loop of an evaluation: predict every test image of a pc_dataset with a
  * model, load and preprocess its mask under the chosen pc_mask_rule, then pc_eval_aggregate (eval.c). Kept apart from eval.c so that
- * the aggregation links without the model.
+ * the aggregation links without the model. Maps are laid out one after the other at their own sizes
+ * (pc_eval_map_sizes: crop x crop, or each image's size for a tiled model, whose masks are then used
+ * at full resolution: pc_mask_for_map).
  */
 #include "internal.h"
 #include "patchcore.h"
 #include "ensemble.h"
+#include "maps.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -40,7 +43,9 @@ typedef struct eval_job {
     const pc_dataset *ds;
     const pc_eval_detail *detail;
     pc_mask_rule mask_rule;
-    int32_t resize, s;
+    const pc_model_info *info;
+    const int32_t *mw, *mh; /* each image's map size (pc_eval_map_sizes) */
+    const size_t *off;      /* where each image's map and mask start */
     float *maps, *scores;
     uint8_t *masks;
     int32_t *types;
@@ -54,13 +59,17 @@ typedef struct eval_job {
 static pc_status eval_one(void *user, size_t i) {
     eval_job *j = user;
     const pc_eval_item *it = &j->ds->test[i];
-    const size_t s2 = (size_t)j->s * (size_t)j->s;
     pc_prediction pr;
     pc_geometry geom;
     double t0 = now_ms();
-    pc_status st = pc_model_predict_file(j->model, it->path, &pr, j->maps + i * s2, &geom);
+    pc_status st = pc_model_predict_file(j->model, it->path, &pr, j->maps + j->off[i], &geom);
     j->ms[i] = now_ms() - t0;
     if (st != PC_OK) return pc_fail_context(st, "%s", it->path);
+    int32_t gw, gh;
+    pc_geometry_map_dims(&geom, &gw, &gh);
+    if (gw != j->mw[i] || gh != j->mh[i]) /* the image changed since its size was read */
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "%s: its map is %dx%d, not the %dx%d its size gave", it->path,
+                       (int)gw, (int)gh, (int)j->mw[i], (int)j->mh[i]);
     j->scores[i] = pr.score;
     j->types[i] = it->type;
     if (j->detail && j->detail->predictions) j->detail->predictions[i] = pr;
@@ -68,7 +77,7 @@ static pc_status eval_one(void *user, size_t i) {
     if (it->mask_path) {
         pc_image m;
         if ((st = pc_image_load_grey(it->mask_path, &m)) != PC_OK) return st;
-        st = pc_preprocess_mask_ex(j->masks + i * s2, &m, j->resize, j->s, j->mask_rule);
+        st = pc_mask_for_map(j->masks + j->off[i], &m, j->info, j->mw[i], j->mh[i], j->mask_rule);
         pc_image_free(&m);
         if (st != PC_OK) return pc_fail_context(st, "%s", it->mask_path);
     }
@@ -93,36 +102,50 @@ pc_status pc_eval_run_jobs(pc_eval_result *out, pc_model *model, const pc_datase
     pc_status st = pc_model_get_info(model, &info);
     if (st != PC_OK) return st;
     if (ds->good_type < 0) return pc_fail(PC_ERR_NOT_FOUND, "%s: no test/good directory", ds->root);
-    int32_t s = info.crop;
-    size_t n = ds->n_test, npix;
-    if (n > INT32_MAX || !pc_mul3_size(n, (size_t)s, (size_t)s, &npix) || npix > ((size_t)1 << 31))
-        return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s,
-                       (int)s);
+    size_t n = ds->n_test, npix = 0;
+    if (n > INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images", ds->root, n);
+    /* Each image's map size and where its map starts (image after image; i * crop * crop untiled). */
+    int32_t *mw = pc_malloc(PC_MAX(n, (size_t)1) * sizeof *mw), *mh = pc_malloc(PC_MAX(n, (size_t)1) * sizeof *mh);
+    size_t *off = pc_malloc(PC_MAX(n, (size_t)1) * sizeof *off);
+    float *own_maps = NULL, *scores = NULL;
+    uint8_t *own_masks = NULL;
+    int32_t *types = NULL;
+    double *ms = NULL;
+    if (!mw || !mh || !off) {
+        st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory");
+        goto done;
+    }
+    if ((st = pc_eval_map_sizes(model, ds, mw, mh, &npix)) != PC_OK) goto done;
+    for (size_t i = 0, o = 0; i < n; i++) off[i] = o, o += (size_t)mw[i] * (size_t)mh[i];
+    if (npix > ((size_t)1 << 31)) {
+        st = pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images with %zu map pixels exceed 2^31", ds->root, n, npix);
+        goto done;
+    }
     /* The caller's arrays when given (filled as we go), else our own. */
     const bool given_maps = detail && detail->maps, given_masks = detail && detail->masks;
-    float *own_maps = given_maps ? NULL : pc_malloc(npix * sizeof *own_maps);
-    uint8_t *own_masks = given_masks ? NULL : pc_malloc(npix);
+    own_maps = given_maps ? NULL : pc_malloc(npix * sizeof *own_maps);
+    own_masks = given_masks ? NULL : pc_malloc(npix);
     float *maps = given_maps ? detail->maps : own_maps;
     uint8_t *masks = given_masks ? detail->masks : own_masks;
-    float *scores = pc_malloc(n * sizeof *scores);
-    int32_t *types = pc_malloc(n * sizeof *types);
-    double *ms = pc_malloc(n * sizeof *ms);
+    scores = pc_malloc(n * sizeof *scores);
+    types = pc_malloc(n * sizeof *types);
+    ms = pc_malloc(n * sizeof *ms);
     if (!scores || !types || !maps || !masks || !ms) {
-        st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %dx%d", n, (int)s, (int)s);
+        st = pc_fail(PC_ERR_NO_MEMORY, "pc_eval_run: out of memory for %zu maps of %zu pixels in all", n, npix);
         goto done;
     }
     memset(masks, 0, npix);
     if (jobs <= 0) jobs = pc_default_num_jobs(0);
     if ((size_t)jobs > n) jobs = (int32_t)PC_MAX(n, (size_t)1); /* fewer images than jobs: more threads each */
-    eval_job j = {.model = model, .ds = ds, .detail = detail, .mask_rule = mask_rule, .resize = info.resize, .s = s,
-                  .maps = maps, .scores = scores, .masks = masks, .types = types, .ms = ms, .progress = progress,
+    eval_job j = {.model = model, .ds = ds, .detail = detail, .mask_rule = mask_rule, .info = &info, .mw = mw,
+                  .mh = mh, .off = off, .maps = maps, .scores = scores, .masks = masks, .types = types, .ms = ms, .progress = progress,
                   .progress_user = progress_user};
     pthread_mutex_init(&j.lock, NULL);
     st = pc_jobs_run(jobs, pc_job_threads(0, jobs), n, eval_one, &j);
     pthread_mutex_destroy(&j.lock);
     if (st != PC_OK) goto done;
-    st = pc_eval_aggregate(out, scores, maps, masks, types, (const char *const *)ds->type_names, ds->n_types,
-                           ds->good_type, (int32_t)n, s, s);
+    st = pc_eval_aggregate_sizes(out, scores, maps, masks, types, (const char *const *)ds->type_names, ds->n_types,
+                                 ds->good_type, (int32_t)n, mh, mw);
     if (st == PC_OK) {
         double total_ms = 0;
         for (size_t i = 0; i < n; i++) total_ms += ms[i];
@@ -134,6 +157,7 @@ done:
     pc_free(ms);
     pc_free(own_maps);
     pc_free(own_masks);
+    pc_free(mw), pc_free(mh), pc_free(off);
     return st;
 }
 
@@ -148,7 +172,11 @@ pc_status pc_model_regions(const pc_model *model, const float *map, const pc_geo
     if (isnan(t))
         return pc_fail(PC_ERR_INVALID_ARGUMENT,
                        "the model has no pixel threshold: run `patchcore calibrate` or give one");
-    return pc_regions_from_map(regions, max, n_total, map, info.crop, t, g);
+    /* The geometry gives the map's size (0 x 0 in a hand-filled one: crop x crop); without it the map is
+     * the crop, which a tiled model's map is not. */
+    if (!g && info.tiling.tile > 0)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "pc_model_regions: a tiled model's map needs its geometry");
+    return pc_regions_from_map(regions, max, n_total, map, g ? 0 : info.crop, t, g);
 }
 
 /* The reference's test-set rule (ensemble.h): each member over the whole test set on its own, its
@@ -162,6 +190,12 @@ static pc_status eval_minmax(pc_eval_result *out, pc_model *model, const pc_data
     if (st) return st;
     const int32_t s0 = info0.crop;
     const size_t n = ds->n_test;
+    for (int32_t i = 0; i < nm; i++) { /* members are square (crop x crop): an ensemble does not tile */
+        pc_model_info mi;
+        if ((st = pc_model_get_info(pc_model_member(model, i), &mi))) return st;
+        if (mi.tiling.tile > 0)
+            return pc_fail(PC_ERR_UNSUPPORTED, "ensemble member %d tiles: test-minmax needs crop x crop maps", (int)i + 1);
+    }
     size_t np0;
     if (!pc_mul3_size(n, (size_t)s0, (size_t)s0, &np0) || np0 > ((size_t)1 << 31))
         return pc_fail(PC_ERR_TOO_LARGE, "%s: %zu test images of %dx%d exceed 2^31 map pixels", ds->root, n, (int)s0,

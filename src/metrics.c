@@ -10,6 +10,7 @@
  * (128-bit) until the final division. docs/metrics.md has the definitions.
  */
 #include "metrics.h"
+#include "maps.h"
 
 #include <math.h>
 
@@ -340,11 +341,41 @@ pc_status pc_metric_aupro(double *aupro, const float *maps, const uint8_t *masks
     if (!maps || !masks) return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: NULL maps or masks");
     if (n <= 0 || h <= 0 || w <= 0 || (int64_t)h * w >= INT32_MAX)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: bad shape %d x %d x %d", n, h, w);
+    size_t hw = (size_t)h * (size_t)w, total;
+    if (!pc_mul_size(hw, (size_t)n, &total))
+        return pc_fail(PC_ERR_TOO_LARGE, "AUPRO: %d maps of %d x %d is too many pixels", n, h, w);
+    int32_t *hs = pc_malloc((size_t)n * sizeof *hs), *ws = pc_malloc((size_t)n * sizeof *ws);
+    if (!hs || !ws) {
+        pc_free(hs), pc_free(ws);
+        return pc_fail(PC_ERR_NO_MEMORY, "AUPRO: out of memory");
+    }
+    for (int32_t k = 0; k < n; k++) hs[k] = h, ws[k] = w;
+    pc_status st = pc_metric_aupro_sizes(aupro, maps, masks, n, hs, ws, fpr_limit);
+    pc_free(hs), pc_free(ws);
+    return st;
+}
+
+/* The maps one after the other, map k hs[k] x ws[k]: each mask is labelled at its own size, and the
+ * sweep pools every pixel (maps.h). */
+pc_status pc_metric_aupro_sizes(double *aupro, const float *maps, const uint8_t *masks, int32_t n,
+                                const int32_t *hs, const int32_t *ws, double fpr_limit) {
+    pc_clear_error();
+    if (!aupro) return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: NULL output");
+    *aupro = NAN;
+    if (!maps || !masks || !hs || !ws) return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: NULL maps, masks or sizes");
+    if (n <= 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: bad count %d", n);
+    size_t total = 0, max_hw = 0, bytes;
+    for (int32_t k = 0; k < n; k++) {
+        if (hs[k] <= 0 || ws[k] <= 0 || (int64_t)hs[k] * ws[k] >= INT32_MAX)
+            return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: map %d has a bad shape %d x %d", k, hs[k], ws[k]);
+        size_t hw = (size_t)hs[k] * (size_t)ws[k];
+        if (hw > max_hw) max_hw = hw;
+        if (!pc_add_size(total, hw, &total)) return pc_fail(PC_ERR_TOO_LARGE, "AUPRO: %d maps is too many pixels", n);
+    }
     if (!(fpr_limit > 0 && fpr_limit <= 1))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "AUPRO: FPR limit %g is not in (0, 1]", fpr_limit);
-    size_t hw = (size_t)h * (size_t)w, total, bytes;
-    if (!pc_mul_size(hw, (size_t)n, &total) || !pc_mul_size(total, 2 * sizeof(uint64_t), &bytes))
-        return pc_fail(PC_ERR_TOO_LARGE, "AUPRO: %d maps of %d x %d is too many pixels", n, h, w);
+    if (!pc_mul_size(total, 2 * sizeof(uint64_t), &bytes))
+        return pc_fail(PC_ERR_TOO_LARGE, "AUPRO: %d maps is too many pixels", n);
     pc_status st = pc_check_finite(maps, total, "AUPRO");
     if (st != PC_OK) return st;
 
@@ -356,22 +387,25 @@ pc_status pc_metric_aupro(double *aupro, const float *maps, const uint8_t *masks
     if (n_anom >= UINT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "AUPRO: too many anomalous pixels");
 
     uint64_t *buf = pc_malloc(bytes);
-    int32_t *lab = pc_malloc(hw * sizeof(int32_t));
+    int32_t *lab = pc_malloc(max_hw * sizeof(int32_t));
     double *inv_area = pc_malloc((n_anom + 1) * sizeof(double)); /* region id -> 1 / area */
     if (!buf || !lab || !inv_area) {
         pc_free(buf);
         pc_free(lab);
         pc_free(inv_area);
-        return pc_fail(PC_ERR_NO_MEMORY, "AUPRO: cannot allocate %zu bytes", bytes + hw * 4 + n_anom * 8);
+        return pc_fail(PC_ERR_NO_MEMORY, "AUPRO: cannot allocate %zu bytes", bytes + max_hw * 4 + n_anom * 8);
     }
     /* Label each mask; payload = global region id (0 = nominal). inv_area counts areas first. */
     uint32_t n_regions = 0;
+    size_t off = 0;
     for (int32_t k = 0; k < n; k++) {
         int32_t nc;
-        st = pc_label_components(lab, &nc, masks + (size_t)k * hw, h, w);
+        const size_t hw = (size_t)hs[k] * (size_t)ws[k];
+        st = pc_label_components(lab, &nc, masks + off, hs[k], ws[k]);
         if (st != PC_OK) break;
-        const float *map = maps + (size_t)k * hw;
-        uint64_t *dst = buf + (size_t)k * hw;
+        const float *map = maps + off;
+        uint64_t *dst = buf + off;
+        off += hw;
         for (size_t p = 0; p < hw; p++) {
             uint32_t id = lab[p] ? n_regions + (uint32_t)lab[p] : 0;
             dst[p] = ((uint64_t)~pc_score_key(map[p]) << 32) | id;

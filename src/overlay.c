@@ -1,10 +1,13 @@
 /*
  * overlay.c - anomaly maps drawn on the original image: the fixed, threshold-anchored colour scale
- * (pc_heat_index, pc_heat_colormap), the mapping of original pixels back into the crop, bilinear
- * sampling, alpha blending and region outlines (pc_overlay_render). Formulas in patchcore.h and
+ * (pc_heat_index, pc_heat_colormap), the mapping of original pixels back into the map, bilinear
+ * sampling, alpha blending and region outlines (pc_overlay_render). The map is map_width x map_height
+ * (crop x crop, or the image's size for a tiled prediction): one map pixel per resized-image pixel
+ * from (crop_left, crop_top), whatever its shape. Formulas in patchcore.h and
  * docs/visualisation.md; tests/ref/gen_overlay.py re-implements them in numpy/scipy as the oracle.
  */
 #include "internal.h"
+#include "maps.h"
 
 #include <math.h>
 #include <string.h>
@@ -51,8 +54,9 @@ void pc_overlay_options_init(pc_overlay_options *opt, double threshold, double s
     opt->outline_rgb[2] = 255;
 }
 
-/* Where original column x (or row) lands in the crop: the bilinear taps j0, j1 and weight of j1, or
- * inside = 0 when its centre falls outside the crop. Computed once per column and per row. */
+/* Where original column x (or row) lands in the map: the bilinear taps j0, j1 and weight of j1, or
+ * inside = 0 when its centre falls outside the map (`extent`: the map's width for columns, its
+ * height for rows). Computed once per column and per row. */
 typedef struct tap {
     int32_t j0, j1;
     double w;
@@ -60,30 +64,31 @@ typedef struct tap {
 } tap;
 
 __attribute__((optimize("fp-contract=off"))) static void make_taps(tap *taps, int32_t n_orig, int32_t n_resized,
-                                                                 int32_t crop_off, int32_t crop) {
+                                                                 int32_t crop_off, int32_t extent) {
     for (int32_t x = 0; x < n_orig; x++) {
         double s = (x + 0.5) * n_resized / n_orig - crop_off;
-        tap t = {0, 0, 0.0, s >= 0.0 && s < crop};
+        tap t = {0, 0, 0.0, s >= 0.0 && s < extent};
         if (t.inside) {
             double f = s - 0.5;
             if (f < 0.0) f = 0.0;
-            if (f > crop - 1) f = crop - 1;
+            if (f > extent - 1) f = extent - 1;
             t.j0 = (int32_t)floor(f);
-            t.j1 = t.j0 + 1 < crop ? t.j0 + 1 : crop - 1;
+            t.j1 = t.j0 + 1 < extent ? t.j0 + 1 : extent - 1;
             t.w = f - t.j0;
         }
         taps[x] = t;
     }
 }
 
-/* The sampled map value at every original pixel (NaN outside the crop). vals is h x w. */
-__attribute__((optimize("fp-contract=off"))) static void sample_map(double *vals, const float *map, int32_t crop,
+/* The sampled map value at every original pixel (NaN outside the map). vals is h x w; map's rows are
+ * mw floats. */
+__attribute__((optimize("fp-contract=off"))) static void sample_map(double *vals, const float *map, int32_t mw,
                                                                   const tap *tx, const tap *ty, int32_t h, int32_t w) {
 #pragma omp parallel for schedule(static) if ((int64_t)h * w > 65536)
     for (int32_t y = 0; y < h; y++) {
         double *row = vals + (size_t)y * w;
         const tap a = ty[y];
-        const float *r0 = map + (size_t)a.j0 * crop, *r1 = map + (size_t)a.j1 * crop;
+        const float *r0 = map + (size_t)a.j0 * mw, *r1 = map + (size_t)a.j1 * mw;
         for (int32_t x = 0; x < w; x++) {
             const tap b = tx[x];
             if (!a.inside || !b.inside) {
@@ -110,15 +115,18 @@ pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map
     if (rgb->width != g->orig_width || rgb->height != g->orig_height || rgb->width < 1 || rgb->height < 1)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: the image is %dx%d but the geometry is for %dx%d",
                        (int)rgb->width, (int)rgb->height, (int)g->orig_width, (int)g->orig_height);
-    if (g->crop_size < 1 || g->resized_width < 1 || g->resized_height < 1)
-        return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: invalid geometry");
+    int32_t mw, mh;
+    pc_geometry_map_dims(g, &mw, &mh);
+    if (g->crop_size < 1 || g->resized_width < 1 || g->resized_height < 1 || mw < 1 || mh < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: invalid geometry (crop %d, map %dx%d)", (int)g->crop_size,
+                       (int)mw, (int)mh);
     if (!isfinite(opt->threshold) || !(opt->scale > 0.0) || !isfinite(opt->scale))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: the threshold must be finite and the scale > 0 "
                                                 "(threshold %g, scale %g)", opt->threshold, opt->scale);
     if (!(opt->opacity >= 0.0 && opt->opacity <= 1.0))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "overlay: opacity must be in [0, 1], not %g", opt->opacity);
 
-    const int32_t w = rgb->width, h = rgb->height, crop = g->crop_size;
+    const int32_t w = rgb->width, h = rgb->height;
     size_t npix, nbytes, nvals;
     if (!pc_mul_size((size_t)w, (size_t)h, &npix) || !pc_mul_size(npix, 3, &nbytes) ||
         !pc_mul_size(npix, sizeof(double), &nvals))
@@ -131,9 +139,9 @@ pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map
         pc_free(vals), pc_free(inside), pc_free(tx), pc_free(ty), pc_free(dst);
         return pc_fail(PC_ERR_NO_MEMORY, "overlay: out of memory for a %dx%d image", (int)w, (int)h);
     }
-    make_taps(tx, w, g->resized_width, g->crop_left, crop);
-    make_taps(ty, h, g->resized_height, g->crop_top, crop);
-    sample_map(vals, map, crop, tx, ty, h, w);
+    make_taps(tx, w, g->resized_width, g->crop_left, mw);
+    make_taps(ty, h, g->resized_height, g->crop_top, mh);
+    sample_map(vals, map, mw, tx, ty, h, w);
 
     uint8_t lut[256 * 3];
     pc_heat_colormap(lut);
@@ -152,7 +160,7 @@ pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map
             uint8_t *o = dst + 3 * k;
             double v = vals[k];
             int32_t i = pc_heat_index(v, opt->threshold, opt->scale);
-            inside[k] = v > opt->threshold; /* false for NaN (outside the crop) */
+            inside[k] = v > opt->threshold; /* false for NaN (outside the map) */
             if (i < 0 || alpha[i] == 0) {
                 o[0] = src[0], o[1] = src[1], o[2] = src[2];
                 continue;
@@ -200,10 +208,10 @@ pc_status pc_overlay_render(pc_image *out, const pc_image *rgb, const float *map
 }
 
 /* =============================================================================================
- * Back from the crop grid to the original image (region boxes and peaks)
+ * Back from the map grid to the original image (region boxes and peaks)
  * =========================================================================================== */
 
-/* Where original pixel x's centre lands on the crop grid: the same expression as make_taps. */
+/* Where original pixel x's centre lands on the map grid: the same expression as make_taps. */
 __attribute__((optimize("fp-contract=off"))) static double crop_pos(int32_t x, int32_t n_orig, int32_t n_resized,
                                                                   int32_t crop_off) {
     return (x + 0.5) * n_resized / n_orig - crop_off;
@@ -219,7 +227,7 @@ static int32_t first_at_or_after(double c, int32_t n_orig, int32_t n_resized, in
     return x;
 }
 
-/* The original pixel under crop coordinate c (a continuous position on the crop grid). */
+/* The original pixel under map coordinate c (a continuous position on the map grid). */
 static int32_t pixel_under(double c, int32_t n_orig, int32_t n_resized, int32_t crop_off) {
     double v = floor((c + crop_off) * n_orig / n_resized);
     return v < 0 ? 0 : v > n_orig - 1 ? n_orig - 1 : (int32_t)v;
@@ -227,9 +235,13 @@ static int32_t pixel_under(double c, int32_t n_orig, int32_t n_resized, int32_t 
 
 static pc_status check_geometry(const pc_geometry *g) {
     if (!g) return pc_fail(PC_ERR_INVALID_ARGUMENT, "geometry is NULL");
-    if (g->orig_width < 1 || g->orig_height < 1 || g->resized_width < 1 || g->resized_height < 1 || g->crop_size < 1)
-        return pc_fail(PC_ERR_INVALID_ARGUMENT, "invalid geometry (%dx%d -> %dx%d, crop %d)", (int)g->orig_width,
-                       (int)g->orig_height, (int)g->resized_width, (int)g->resized_height, (int)g->crop_size);
+    int32_t mw, mh;
+    pc_geometry_map_dims(g, &mw, &mh);
+    if (g->orig_width < 1 || g->orig_height < 1 || g->resized_width < 1 || g->resized_height < 1 ||
+        g->crop_size < 1 || mw < 1 || mh < 1)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "invalid geometry (%dx%d -> %dx%d, crop %d, map %dx%d)",
+                       (int)g->orig_width, (int)g->orig_height, (int)g->resized_width, (int)g->resized_height,
+                       (int)g->crop_size, (int)mw, (int)mh);
     return PC_OK;
 }
 
@@ -238,10 +250,11 @@ pc_status pc_overlay_box_to_original(int32_t out_box[4], const pc_geometry *g, c
     if (!out_box || !box) return pc_fail(PC_ERR_INVALID_ARGUMENT, "box_to_original: NULL box");
     pc_status st = check_geometry(g);
     if (st) return st;
-    const int32_t S = g->crop_size;
-    if (!(box[0] < box[2] && box[1] < box[3]) || box[2] <= 0 || box[3] <= 0 || box[0] >= S || box[1] >= S)
-        return pc_fail(PC_ERR_INVALID_ARGUMENT, "box_to_original: box [%d, %d) x [%d, %d) is empty or off the %dx%d crop",
-                       (int)box[0], (int)box[2], (int)box[1], (int)box[3], (int)S, (int)S);
+    int32_t mw, mh;
+    pc_geometry_map_dims(g, &mw, &mh);
+    if (!(box[0] < box[2] && box[1] < box[3]) || box[2] <= 0 || box[3] <= 0 || box[0] >= mw || box[1] >= mh)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "box_to_original: box [%d, %d) x [%d, %d) is empty or off the %dx%d map",
+                       (int)box[0], (int)box[2], (int)box[1], (int)box[3], (int)mw, (int)mh);
     const int32_t n[2] = {g->orig_width, g->orig_height}, r[2] = {g->resized_width, g->resized_height},
                   off[2] = {g->crop_left, g->crop_top};
     for (int a = 0; a < 2; a++) {

@@ -3,10 +3,13 @@
  * the from-the-definition AUPRO of tests/ref/gen_evalagg.py (AUROC, F1-max, AUPRO, per-type AUROC
  * 1e-9 absolute; F1 decision thresholds exact), the MVTec layout walker on a tree built here (sorted
  * order, masks found, clear errors for a wrong layout and a missing mask), the crop/resize undo of
- * region boxes against values worked out by hand, and pc_regions_from_map on a hand-made map.
+ * region boxes against values worked out by hand, and pc_regions_from_map on a hand-made map; maps
+ * of different sizes per image (pc_eval_aggregate_sizes, pc_metric_aupro_sizes) against sklearn on the
+ * concatenated pixels and the from-the-definition AUPRO of gen_evalagg.py (agg_sizes).
  */
 #include "testutil.h"
 #include "patchcore.h"
+#include "maps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -89,6 +92,138 @@ static void test_aggregate_vs_sklearn(void **state) {
     (void)state;
     check_case("agg_a");
     check_case("agg_b");
+}
+
+/* Maps of a different size per image (a tiled model's have each image's size), one after the other:
+ * pc_eval_aggregate_sizes vs sklearn on the concatenated pixels and the from-the-definition AUPRO
+ * over each mask's own regions (gen_evalagg.py agg_sizes; 1e-9 absolute, thresholds exact). And with
+ * every size equal it is pc_eval_aggregate, bit for bit (agg_a). */
+static void test_aggregate_sizes(void **state) {
+    (void)state;
+    static const char *const types[] = {"broken_large", "broken_small", "contamination", "good"};
+    int64_t n, np_, c;
+    float *scores = load("agg_sizes_scores.npy", "<f4", &n);
+    float *maps = load("agg_sizes_maps.npy", "<f4", &np_);
+    uint8_t *masks = load("agg_sizes_masks.npy", "|u1", &c);
+    assert_int_equal(c, np_);
+    int32_t *sizes = load("agg_sizes_sizes.npy", "<i4", &c);
+    assert_int_equal(c, 2 * n);
+    int32_t *ty = load("agg_sizes_types.npy", "<i4", &c);
+    double *e = load("agg_sizes_expect.npy", "<f8", &c);
+    double *pt = load("agg_sizes_pertype.npy", "<f8", &c);
+    int32_t hs[64], ws[64];
+    int64_t total = 0;
+    bool differ = false;
+    for (int64_t i = 0; i < n; i++) {
+        hs[i] = sizes[2 * i], ws[i] = sizes[2 * i + 1];
+        total += (int64_t)hs[i] * ws[i];
+        differ |= hs[i] != hs[0] || ws[i] != ws[0];
+    }
+    assert_true(differ);
+    assert_int_equal(total, np_);
+    pc_eval_result r;
+    assert_int_equal(pc_eval_aggregate_sizes(&r, scores, maps, masks, ty, types, 4, 3, (int32_t)n, hs, ws), PC_OK);
+    print_message("agg_sizes: %lld maps of %lld pixels in all: pixel AUROC %.9f (sklearn %.9f), AUPRO %.9f (%.9f)\n",
+                  (long long)n, (long long)np_, r.pixel_auroc, e[1], r.aupro, e[2]);
+    assert_true(fabs(r.image_auroc - e[0]) <= TOL);
+    assert_true(fabs(r.pixel_auroc - e[1]) <= TOL);
+    assert_true(fabs(r.aupro - e[2]) <= TOL);
+    assert_true(fabs(r.image_f1_max - e[3]) <= TOL);
+    assert_true(fabs(r.pixel_f1_max - e[4]) <= TOL);
+    assert_true(r.image_f1_threshold == e[5]);
+    assert_true(r.pixel_f1_threshold == e[6]);
+    for (int t = 0; t < 4; t++) {
+        if (isnan(pt[t])) assert_true(isnan(r.per_type[t].image_auroc));
+        else assert_true(fabs(r.per_type[t].image_auroc - pt[t]) <= TOL);
+    }
+    pc_eval_result_free(&r);
+    /* AUPRO alone, and a size that does not add up to the pixels given is the caller's to get right;
+     * a non-positive size is refused. */
+    double a;
+    assert_int_equal(pc_metric_aupro_sizes(&a, maps, masks, (int32_t)n, hs, ws, 0.3), PC_OK);
+    assert_true(fabs(a - e[2]) <= TOL);
+    int32_t h0 = hs[3];
+    hs[3] = 0;
+    assert_int_equal(pc_metric_aupro_sizes(&a, maps, masks, (int32_t)n, hs, ws, 0.3), PC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pc_eval_aggregate_sizes(&r, scores, maps, masks, ty, types, 4, 3, (int32_t)n, hs, ws),
+                     PC_ERR_INVALID_ARGUMENT);
+    hs[3] = h0;
+    free(scores), free(maps), free(masks), free(sizes), free(ty), free(e), free(pt);
+
+    /* Equal sizes: the same bits as pc_eval_aggregate. */
+    scores = load("agg_a_scores.npy", "<f4", &n);
+    npy_array am;
+    char buf[512];
+    assert_int_equal(npy_load(ref_path(buf, sizeof buf, "evalagg/agg_a_maps.npy"), &am), 0);
+    masks = load("agg_a_masks.npy", "|u1", &c);
+    ty = load("agg_a_types.npy", "<i4", &c);
+    const int h = (int)am.shape[1], w = (int)am.shape[2];
+    for (int64_t i = 0; i < n; i++) hs[i] = h, ws[i] = w;
+    pc_eval_result r1, r2;
+    assert_int_equal(pc_eval_aggregate(&r1, scores, am.data, masks, ty, types, 4, 3, (int32_t)n, h, w), PC_OK);
+    assert_int_equal(pc_eval_aggregate_sizes(&r2, scores, am.data, masks, ty, types, 4, 3, (int32_t)n, hs, ws), PC_OK);
+    assert_memory_equal(&r1.image_auroc, &r2.image_auroc, sizeof r1.image_auroc);
+    assert_memory_equal(&r1.pixel_auroc, &r2.pixel_auroc, sizeof r1.pixel_auroc);
+    assert_memory_equal(&r1.aupro, &r2.aupro, sizeof r1.aupro);
+    assert_memory_equal(&r1.pixel_f1_max, &r2.pixel_f1_max, sizeof r1.pixel_f1_max);
+    assert_memory_equal(&r1.pixel_f1_threshold, &r2.pixel_f1_threshold, sizeof r1.pixel_f1_threshold);
+    pc_eval_result_free(&r1), pc_eval_result_free(&r2);
+    npy_free(&am);
+    free(scores), free(masks), free(ty);
+}
+
+/* The ground-truth mask of a map (pc_mask_for_map): a tiled model's map has the image's size and the
+ * mask is thresholded pixel for pixel (full: == 255, half: >= 128; worked out by hand on the values
+ * around both cut points), a mask of another size is refused with both sizes named; an untiled
+ * model's is pc_preprocess_mask_ex's, byte for byte. And pc_image_file_size reads a PNG's size. */
+static void test_mask_for_map(void **state) {
+    (void)state;
+    enum { W = 5, H = 3 };
+    uint8_t px[W * H] = {0, 1, 127, 128, 129, 200, 254, 255, 255, 0, 128, 127, 255, 254, 3};
+    const uint8_t full[W * H] = {0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0};
+    const uint8_t half[W * H] = {0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0};
+    pc_image grey = {W, H, 1, px};
+    pc_model_info info;
+    memset(&info, 0, sizeof info);
+    info.resize = 8, info.crop = 4, info.tiling.tile = 4;
+    uint8_t out[64];
+    assert_int_equal(pc_mask_for_map(out, &grey, &info, W, H, PC_MASK_RULE_FULL), PC_OK);
+    assert_memory_equal(out, full, sizeof full);
+    assert_int_equal(pc_mask_for_map(out, &grey, &info, W, H, PC_MASK_RULE_HALF), PC_OK);
+    assert_memory_equal(out, half, sizeof half);
+    assert_int_equal(pc_mask_for_map(out, &grey, &info, H, W, PC_MASK_RULE_FULL), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "5x3"));
+    assert_non_null(strstr(pc_last_error(), "3x5"));
+    /* untiled: the crop's mask, as pc_preprocess_mask_ex makes it */
+    info.tiling.tile = 0;
+    uint8_t want[16];
+    for (int rule = 0; rule < 2; rule++) {
+        assert_int_equal(pc_preprocess_mask_ex(want, &grey, 8, 4, (pc_mask_rule)rule), PC_OK);
+        assert_int_equal(pc_mask_for_map(out, &grey, &info, 4, 4, (pc_mask_rule)rule), PC_OK);
+        assert_memory_equal(out, want, 16);
+    }
+    assert_int_equal(pc_mask_for_map(out, &grey, &info, W, H, PC_MASK_RULE_FULL), PC_ERR_INVALID_ARGUMENT);
+
+    char dir[] = "/tmp/pc_evalagg_size_XXXXXX", path[1200];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/evalagg_size.png", dir);
+    uint8_t rgb[37 * 23 * 3] = {0};
+    pc_image img = {37, 23, 3, rgb};
+    assert_int_equal(pc_image_write_png(path, &img), PC_OK);
+    int32_t w = 0, h = 0;
+    assert_int_equal(pc_image_file_size(path, &w, &h), PC_OK);
+    assert_int_equal(w, 37), assert_int_equal(h, 23);
+    snprintf(path, sizeof path, "%s/evalagg_size.txt", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not an image", f);
+    fclose(f);
+    assert_int_not_equal(pc_image_file_size(path, &w, &h), PC_OK);
+    assert_non_null(strstr(pc_last_error(), path));
+    assert_int_equal(pc_image_file_size("/nonexistent-pc/x.png", &w, &h), PC_ERR_NOT_FOUND);
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* ---- layout walker ---- */
@@ -216,6 +351,8 @@ static void test_regions_from_map(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_aggregate_vs_sklearn),
+        cmocka_unit_test(test_aggregate_sizes),
+        cmocka_unit_test(test_mask_for_map),
         cmocka_unit_test(test_walker),
         cmocka_unit_test(test_box_to_original),
         cmocka_unit_test(test_regions_from_map),

@@ -6,7 +6,11 @@
  *  - the files pc_image_write_png / pc_map_write_png16 / pc_map_write_tiff write, read back by PIL
  *    (pc_map_encode_png16's buffer equals pc_map_write_png16's file byte for byte)
  *    (tests/ref/pil_read.py run with /usr/bin/python3; skipped when it is absent);
- *  - argument and I/O errors.
+ *  - argument and I/O errors;
+ *  - maps that are not crop x crop squares (a tiled prediction's map has the image's size, identity
+ *    geometry): overlays, boxes and points back on the image, and pc_regions_from_map (size 0: the
+ *    geometry's map size) vs gen_overlay.py's rect_* cases (numpy/scipy, exact), a geometry with map
+ *    size 0 x 0 (filled by older code) read as crop x crop, and boxes checked against the map's size.
  */
 #include "testutil.h"
 
@@ -427,6 +431,136 @@ static void test_errors(void **state) {
     assert_int_equal(pc_image_write_png("x.png", &img), PC_ERR_INVALID_ARGUMENT);
 }
 
+/* ---- maps that are not crop x crop squares ---- */
+
+typedef struct rect_case {
+    char name[32];
+    int w, h, rw, rh, left, top, crop, mw, mh;
+    double thr, scale, opacity;
+    int outline_w;
+} rect_case;
+
+static void test_rect_maps(void **state) {
+    (void)state;
+    char p[2048];
+    FILE *f = fopen(ref_path(p, sizeof p, "overlay/manifest_rect.txt"), "r");
+    if (!f) fail_msg("no overlay references for rectangular maps: run `make refs` (gen_overlay.py)");
+    rect_case c;
+    int n_done = 0;
+    while (fscanf(f, "%31s %d %d %d %d %d %d %d %d %d %lf %lf %lf %d", c.name, &c.w, &c.h, &c.rw, &c.rh, &c.left,
+                  &c.top, &c.crop, &c.mw, &c.mh, &c.thr, &c.scale, &c.opacity, &c.outline_w) == 14) {
+        npy_array rgb, map, exp, b, bo, pt, po, rg, pk;
+        char rel[160];
+#define LOAD(arr, suffix)                                                    \
+    do {                                                                     \
+        snprintf(rel, sizeof rel, "overlay/rect_%s_%s.npy", c.name, suffix); \
+        assert_int_equal(npy_load(rel, &arr), 0);                            \
+    } while (0)
+        LOAD(rgb, "rgb");
+        LOAD(map, "map");
+        LOAD(exp, "overlay");
+        LOAD(b, "boxes");
+        LOAD(bo, "boxes_orig");
+        LOAD(pt, "points");
+        LOAD(po, "points_orig");
+        LOAD(rg, "regions");
+        LOAD(pk, "peaks");
+#undef LOAD
+        assert_int_equal(map.shape[0], c.mh); /* (MH, MW): rows of MW floats */
+        assert_int_equal(map.shape[1], c.mw);
+        pc_image img = {c.w, c.h, 3, rgb.data}, out;
+        pc_geometry g = {c.w, c.h, c.rw, c.rh, c.left, c.top, c.crop, c.mw, c.mh};
+        /* The square case also as code older than the map size fills it: 0 x 0 means crop x crop. */
+        const bool square = c.mw == c.mh && c.mw == c.crop;
+        for (int variant = 0; variant < (square ? 2 : 1); variant++) {
+            if (variant == 1) g.map_width = g.map_height = 0;
+            pc_overlay_options o;
+            pc_overlay_options_init(&o, c.thr, c.scale);
+            o.opacity = c.opacity;
+            o.outline_width = c.outline_w;
+            if (pc_overlay_render(&out, &img, map.data, &g, &o)) fail_msg("%s: %s", c.name, pc_last_error());
+            assert_int_equal(out.width, c.w), assert_int_equal(out.height, c.h);
+            const uint8_t *e = exp.data;
+            int64_t npix = (int64_t)c.w * c.h, differ = 0, changed = 0;
+            int maxd = 0;
+            for (int64_t i = 0; i < npix; i++) {
+                int d = 0;
+                for (int ch = 0; ch < 3; ch++) d = PC_MAX(d, abs((int)out.data[3 * i + ch] - (int)e[3 * i + ch]));
+                differ += d > 0, maxd = PC_MAX(maxd, d);
+                changed += memcmp(e + 3 * i, (uint8_t *)rgb.data + 3 * i, 3) != 0;
+            }
+            /* As test_overlay_matches_oracle: at most 1e-4 of the pixels (here: none) by at most 16 levels. */
+            assert_true(changed > npix / 50);
+            assert_true(differ * 10000 <= npix);
+            assert_true(maxd <= 16);
+            pc_image_free(&out);
+            const int32_t *bi = b.data, *be = bo.data, *pi = pt.data, *pe = po.data;
+            for (int64_t i = 0; i < b.count / 4; i++) {
+                int32_t got[4];
+                assert_int_equal(pc_overlay_box_to_original(got, &g, bi + 4 * i), PC_OK);
+                if (memcmp(got, be + 4 * i, sizeof got))
+                    fail_msg("%s box [%d,%d)x[%d,%d): got [%d,%d)x[%d,%d), oracle [%d,%d)x[%d,%d)", c.name, bi[4 * i],
+                             bi[4 * i + 2], bi[4 * i + 1], bi[4 * i + 3], got[0], got[2], got[1], got[3], be[4 * i],
+                             be[4 * i + 2], be[4 * i + 1], be[4 * i + 3]);
+            }
+            for (int64_t i = 0; i < pt.count / 2; i++) {
+                int32_t got[2];
+                assert_int_equal(pc_overlay_point_to_original(got, &g, pi[2 * i], pi[2 * i + 1]), PC_OK);
+                assert_int_equal(got[0], pe[2 * i]), assert_int_equal(got[1], pe[2 * i + 1]);
+            }
+            /* Regions: size 0 takes the geometry's map size (and, square, size = crop does the same). */
+            pc_region r[64];
+            int32_t n = -1;
+            const int64_t k = rg.count / 8;
+            assert_int_equal(pc_regions_from_map(r, 64, &n, map.data, 0, c.thr, &g), PC_OK);
+            assert_int_equal(n, k);
+            const int32_t *re = rg.data;
+            for (int64_t i = 0; i < k; i++) {
+                const int32_t *x = re + 8 * i;
+                assert_int_equal(r[i].x0, x[0]), assert_int_equal(r[i].y0, x[1]);
+                assert_int_equal(r[i].x1, x[2]), assert_int_equal(r[i].y1, x[3]);
+                assert_int_equal(r[i].area, x[4]);
+                assert_int_equal(r[i].peak_x, x[5]), assert_int_equal(r[i].peak_y, x[6]);
+                assert_true(r[i].peak == ((const float *)pk.data)[i]); /* the map's own value */
+            }
+            if (square) {
+                pc_region r2[64];
+                int32_t n2 = -1;
+                assert_int_equal(pc_regions_from_map(r2, 64, &n2, map.data, c.crop, c.thr, &g), PC_OK);
+                assert_int_equal(n2, n);
+                assert_memory_equal(r2, r, (size_t)n * sizeof *r);
+            }
+        }
+        /* Boxes are checked against the map's size, not the crop's. */
+        if (!square) {
+            int32_t got[4], last[4] = {c.mw - 1, c.mh - 1, c.mw, c.mh}, offx[4] = {c.mw, 0, c.mw + 1, 1},
+                            offy[4] = {0, c.mh, 1, c.mh + 1};
+            assert_int_equal(pc_overlay_box_to_original(got, &g, last), PC_OK);
+            assert_int_equal(pc_overlay_box_to_original(got, &g, offx), PC_ERR_INVALID_ARGUMENT);
+            assert_non_null(strstr(pc_last_error(), "map"));
+            assert_int_equal(pc_overlay_box_to_original(got, &g, offy), PC_ERR_INVALID_ARGUMENT);
+        }
+        print_message("rect %-11s %3dx%-3d map %3dx%-3d crop %2d: overlay, %lld boxes, %lld points, %lld regions "
+                      "as the oracle\n", c.name, c.w, c.h, c.mw, c.mh, c.crop, (long long)(b.count / 4),
+                      (long long)(pt.count / 2), (long long)(rg.count / 8));
+        npy_free(&rgb), npy_free(&map), npy_free(&exp), npy_free(&b), npy_free(&bo);
+        npy_free(&pt), npy_free(&po), npy_free(&rg), npy_free(&pk);
+        n_done++;
+    }
+    fclose(f);
+    assert_int_equal(n_done, 4);
+    /* size 0 needs a geometry; a geometry whose map size is not positive is refused. */
+    float m1[4] = {0};
+    int32_t n;
+    assert_int_equal(pc_regions_from_map(NULL, 0, &n, m1, 0, 0.5, NULL), PC_ERR_INVALID_ARGUMENT);
+    pc_geometry bad = {2, 2, 2, 2, 0, 0, 2, -1, 2};
+    assert_int_equal(pc_regions_from_map(NULL, 0, &n, m1, 0, 0.5, &bad), PC_ERR_INVALID_ARGUMENT);
+    pc_image one = {2, 2, 3, (uint8_t[12]){0}}, out;
+    pc_overlay_options o;
+    pc_overlay_options_init(&o, 1, 1);
+    assert_int_equal(pc_overlay_render(&out, &one, m1, &bad, &o), PC_ERR_INVALID_ARGUMENT);
+}
+
 /* Out of memory: in a child process with PC_FAULT_ALLOC=N (the N-th and later allocations fail), every
  * call returns PC_OK or PC_ERR_NO_MEMORY with "out of memory" in its message, never crashes, and
  * leaks nothing (checked at the child's exit in the sanitizer build). */
@@ -488,6 +622,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_colormap),
         cmocka_unit_test(test_overlay_matches_oracle),
         cmocka_unit_test(test_back_to_original),
+        cmocka_unit_test(test_rect_maps),
         cmocka_unit_test(test_files_read_by_pil),
         cmocka_unit_test(test_png16_by_hand),
         cmocka_unit_test(test_errors),

@@ -170,7 +170,8 @@ class Result:
     """One prediction.
 
     score       the image anomaly score (float32 value as a Python float)
-    map         the crop x crop float32 anomaly map
+    map         the float32 anomaly map, shape (map_height, map_width) as in geometry: crop x crop,
+                or the image's height x width for a tiled model (docs/tiles.md)
     anomalous   score > the model's image threshold; None when the model is not calibrated
     normalized  the normalised score in (0, 1), 0.5 at the threshold; None when not calibrated
     regions     when a pixel threshold is calibrated (or given to predict): every anomalous region,
@@ -551,17 +552,33 @@ class Model:
         h = self._handle()
         i = _lib.ModelInfo()
         _check(_c.pc_model_get_info(h, ctypes.byref(i)))
-        S = i.crop
-        m = np.empty((S, S), dtype=np.float32)
-        mp = m.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         p = _lib.Prediction()
         g = _lib.Geometry()
+
+        def run(img):
+            # The map's size for this image (crop x crop, or the image's when the model tiles).
+            mw, mh = ctypes.c_int32(), ctypes.c_int32()
+            _check(_c.pc_model_map_size(h, img.width, img.height, None, ctypes.byref(mw), ctypes.byref(mh)))
+            m = np.empty((mh.value, mw.value), dtype=np.float32)
+            mp = m.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            _check(_c.pc_model_predict(h, ctypes.byref(img), ctypes.byref(p), mp, ctypes.byref(g)))
+            return m
+
         if _is_path(image):
-            _check(_c.pc_model_predict_file(h, _lib.fsencode(image), ctypes.byref(p), mp, ctypes.byref(g)))
+            img = _lib.Image()
+            _check(_c.pc_image_load(_lib.fsencode(image), ctypes.byref(img)))
+            try:
+                m = run(img)
+            except PatchcoreError as e:  # name the file, as pc_model_predict_file's message does
+                name = _lib.fsdecode(_lib.fsencode(image))
+                if not e.message.startswith(name + ":"):
+                    raise PatchcoreError(e.status, "%s: %s" % (name, e.message)) from None
+                raise
+            finally:
+                _c.pc_image_free(ctypes.byref(img))
         else:
             a = as_rgb(image)
-            img = _image_struct(a)
-            _check(_c.pc_model_predict(h, ctypes.byref(img), ctypes.byref(p), mp, ctypes.byref(g)))
+            m = run(_image_struct(a))
         calibrated = not math.isnan(i.image_threshold)
         pt = _NAN if pixel_threshold is None else float(pixel_threshold)
         regions = None

@@ -204,6 +204,8 @@ _PROTOTYPES = {
     "pc_model_get_info": (c_enum, [_vp, _P(ModelInfo)]),
     "pc_model_predict": (c_enum, [_vp, _P(Image), _P(Prediction), _P(ctypes.c_float), _P(Geometry)]),
     "pc_model_predict_file": (c_enum, [_vp, ctypes.c_char_p, _P(Prediction), _P(ctypes.c_float), _P(Geometry)]),
+    "pc_model_map_size": (c_enum, [_vp, ctypes.c_int32, ctypes.c_int32, _P(PredictOptions), _P(ctypes.c_int32),
+                                   _P(ctypes.c_int32)]),
     "pc_model_set_thresholds": (c_enum, [_vp, ctypes.c_double, ctypes.c_double, ctypes.c_double]),
     "pc_model_regions": (c_enum, [_vp, _P(ctypes.c_float), _P(Geometry), ctypes.c_double, _P(Region),
                                   ctypes.c_int32, _P(ctypes.c_int32)]),

@@ -379,6 +379,14 @@ def check_with_data():
           rp.score == ra.score and np.array_equal(rp.map, ra.map),
           "PIL RGB array and PIL image predict as the file, bit for bit")
     check(rl.score == rg.score and np.array_equal(rl.map, rg.map), "H x W grey array predicts as the grey PNG")
+    g = ra.geometry
+    check(ra.map.shape == (g["map_height"], g["map_width"]) == (g["crop_size"], g["crop_size"]),
+          "the map's shape is the geometry's (map_height, map_width), crop x crop untiled")
+    try:
+        loaded.predict(os.path.join(WORK, "no-such-image.png"))
+        check(False, "a missing image raises")
+    except patchcore.PatchcoreError as e:
+        check("no-such-image.png" in str(e), "a missing image's error names it")
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as ex:
         par = list(ex.map(loaded.predict, test * 2))

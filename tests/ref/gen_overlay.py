@@ -14,6 +14,17 @@ Run as: /usr/bin/python3 tests/ref/gen_overlay.py OUTDIR. Writes into OUTDIR onl
   manifest.txt       one line per case:
                      NAME W H R S THRESHOLD SCALE OPACITY OUTLINE_W FULL_SCALE RW RH LEFT TOP
                      (RW..TOP: torchvision's Resize/CenterCrop geometry, worked out here)
+Maps that are not crop x crop squares (a tiled prediction's map has the image's size, with an
+identity geometry), cases written after the ones above with their own random generator so that those
+stay as they were:
+  rect_NAME_{rgb,map,overlay,boxes,boxes_orig,points,points_orig}.npy   as above, the map (MH, MW)
+  rect_NAME_regions.npy  the map's regions above THRESHOLD (K, 8) int32: x0 y0 x1 y1 (in original
+                     pixels: (x + LEFT) * W / RW, floor of the start and ceil of the end, clamped), area,
+                     peak_x, peak_y (map coordinates), label order; sorted by decreasing peak, ties by
+                     the first pixel in raster order; rect_NAME_peaks.npy their peaks (K,) float32
+  manifest_rect.txt  NAME W H RW RH LEFT TOP CROP MW MH THRESHOLD SCALE OPACITY OUTLINE_W
+                     (the geometry given as such: map MW x MH covering resized pixels [LEFT, LEFT + MW)
+                     x [TOP, TOP + MH), one map pixel per resized pixel)
 """
 import math
 import os
@@ -176,3 +187,112 @@ for name, w, h, r, s, thr, scale, op, ow in CASES:
 common.save(OUT, "lut.npy", LUT)
 with open(os.path.join(OUT, "manifest.txt"), "w") as f:
     f.write("\n".join(lines) + "\n")
+
+
+# ---- maps that are not crop x crop squares -------------------------------------------------------
+rng2 = np.random.default_rng(15)
+
+
+def overlay_rect(img, m, rw, rh, left, top, thr, scale, opacity, ow, outline=(0, 255, 255)):
+    """overlay() with the map's own extent per axis: columns sample [0, MW), rows [0, MH)."""
+    h, w = img.shape[:2]
+    mh, mw = m.shape
+    x0, x1, wx, inx = taps(w, rw, left, mw)
+    y0, y1, wy, iny = taps(h, rh, top, mh)
+    md = m.astype(np.float64)
+    WX, WY = wx[None, :], wy[:, None]
+    topv = (1.0 - WX) * md[y0][:, x0] + WX * md[y0][:, x1]
+    botv = (1.0 - WX) * md[y1][:, x0] + WX * md[y1][:, x1]
+    v = (1.0 - WY) * topv + WY * botv
+    inside_map = iny[:, None] & inx[None, :]
+    t = (v - thr) / scale
+    p = 1.0 / (1.0 + np.exp(-LN9 * t))
+    idx = np.clip(np.floor(p * 256.0), 0, 255).astype(np.int64)
+    amax = int(math.floor(opacity * 255.0 + 0.5))
+    alpha_tab = np.array([0 if i < ALPHA_LO else amax if i >= ALPHA_HI else amax * (i - ALPHA_LO) // (ALPHA_HI - ALPHA_LO)
+                          for i in range(256)], np.int64)
+    a = np.where(inside_map, alpha_tab[idx], 0)[..., None]
+    col = LUT[idx].astype(np.int64)
+    out = ((img.astype(np.int64) * (255 - a) + col * a + 127) // 255).astype(np.uint8)
+    if ow == 0:
+        ow = max(1, (min(w, h) + 150) // 300)
+    if ow > 0:
+        region = inside_map & (v > thr)
+        eroded = ndimage.binary_erosion(region, structure=np.ones((2 * ow + 1, 2 * ow + 1), bool), border_value=0)
+        out[region & ~eroded] = outline
+    return out
+
+
+def make_map_rect(mh, mw, thr, scale):
+    y, x = np.mgrid[0:mh, 0:mw].astype(np.float64)
+    m = (thr - scale) + 0.6 * scale * np.sin(x / (mw / 7.0)) * np.cos(y / (mh / 5.0))
+    for _ in range(3):
+        cy, cx = rng2.uniform(0, mh), rng2.uniform(0, mw)
+        rad = rng2.uniform(min(mh, mw) / 12, min(mh, mw) / 5)
+        m += rng2.uniform(1.5, 4.0) * scale * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * rad ** 2))
+    m[: mh // 8, : mw // 8] = thr  # exactly at the threshold: not in a region
+    m[-1, :] += 5 * scale          # a region along the bottom edge
+    return m.astype(np.float32)
+
+
+def make_boxes_rect(mw, mh):
+    fixed = [[0, 0, mw, mh], [0, 0, 1, 1], [mw - 1, mh - 1, mw, mh], [mw // 2, mh // 3, mw // 2 + 1, mh // 3 + 1]]
+    rand = []
+    for _ in range(40):
+        x0, x1 = sorted(rng2.choice(mw + 1, 2, replace=False))
+        y0, y1 = sorted(rng2.choice(mh + 1, 2, replace=False))
+        rand.append([x0, y0, x1, y1])
+    return np.array(fixed + rand, np.int32)
+
+
+def regions_rect(m, thr, w, h, rw, rh, left, top):
+    """8-connected components of m > thr (scipy), described and sorted as the header documents."""
+    lab, nc = ndimage.label(m.astype(np.float64) > thr, structure=np.ones((3, 3), bool))
+    rows, peaks = [], []
+    for c in range(1, nc + 1):
+        ys, xs = np.nonzero(lab == c)          # raster order
+        vals = m[ys, xs]
+        k = int(np.argmax(vals))               # the first maximum in raster order
+        bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        ox0 = min(max(math.floor((bx0 + left) * w / rw), 0), w)
+        ox1 = min(max(math.ceil((bx1 + left) * w / rw), 0), w)
+        oy0 = min(max(math.floor((by0 + top) * h / rh), 0), h)
+        oy1 = min(max(math.ceil((by1 + top) * h / rh), 0), h)
+        rows.append([ox0, oy0, ox1, oy1, len(xs), xs[k], ys[k], c])
+        peaks.append(vals[k])
+    order = sorted(range(nc), key=lambda i: (-float(peaks[i]), rows[i][7]))
+    return (np.array([rows[i] for i in order], np.int32).reshape(-1, 8),
+            np.array([peaks[i] for i in order], np.float32))
+
+
+# NAME, W, H, RW, RH, LEFT, TOP, CROP, MW, MH, threshold, scale, opacity, outline width
+RECT_CASES = [
+    ("tile37x23", 37, 23, 37, 23, 0, 0, 16, 37, 23, 1.5, 0.4, 0.6, 1),   # identity: a tiled map
+    ("tile301x190", 301, 190, 301, 190, 0, 0, 64, 301, 190, 2.0, 0.5, 0.6, 0),
+    ("half80x60", 80, 60, 40, 30, 0, 0, 16, 40, 30, 1.0, 0.25, 0.8, 2),  # a map of the image at half scale
+    ("square", 90, 70, 61, 48, 10, 4, 40, 40, 40, 2.0, 0.5, 0.6, 1),     # an ordinary crop, non-identity
+]
+rect_lines = []
+for name, w, h, rw, rh, left, top, crop, mw, mh, thr, scale, op, ow in RECT_CASES:
+    img = make_image(h, w)
+    m = make_map_rect(mh, mw, thr, scale)
+    exp = overlay_rect(img, m, rw, rh, left, top, thr, scale, op, ow)
+    nm = "rect_" + name
+    common.save(OUT, nm + "_rgb.npy", img)
+    common.save(OUT, nm + "_map.npy", m)
+    common.save(OUT, nm + "_overlay.npy", exp)
+    boxes = make_boxes_rect(mw, mh)
+    common.save(OUT, nm + "_boxes.npy", boxes)
+    common.save(OUT, nm + "_boxes_orig.npy", boxes_to_original(boxes, w, h, rw, rh, left, top).astype(np.int32))
+    pts = np.concatenate([np.array([[0, 0], [mw - 1, mh - 1], [0, mh - 1], [mw - 1, 0]]),
+                          np.stack([rng2.integers(0, mw, 30), rng2.integers(0, mh, 30)], 1)]).astype(np.int32)
+    common.save(OUT, nm + "_points.npy", pts)
+    common.save(OUT, nm + "_points_orig.npy", points_to_original(pts, w, h, rw, rh, left, top))
+    regs, peaks = regions_rect(m, thr, w, h, rw, rh, left, top)
+    assert len(regs) >= 1, name
+    common.save(OUT, nm + "_regions.npy", regs)
+    common.save(OUT, nm + "_peaks.npy", peaks)
+    rect_lines.append("%s %d %d %d %d %d %d %d %d %d %.17g %.17g %.17g %d" % (name, w, h, rw, rh, left, top, crop, mw,
+                                                                             mh, thr, scale, op, ow))
+with open(os.path.join(OUT, "manifest_rect.txt"), "w") as f:
+    f.write("\n".join(rect_lines) + "\n")
