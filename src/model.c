@@ -59,6 +59,8 @@ void pc_fit_options_init(pc_fit_options *opt) {
     opt->n_starts = PC_CORESET_STARTS;
     opt->batch_size = 8;
     opt->bn_stats = PC_BN_REFERENCE;
+    opt->tiling.overlap = 0.25; /* used once tiling.tile is set (docs/tiles.md) */
+    opt->tiling.scale = 1.0;
 }
 
 static pc_status check_options(const pc_fit_options *o) {

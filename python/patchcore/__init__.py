@@ -218,6 +218,8 @@ class ModelInfo:
     bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
     precision: str = "f32"  # the backbone's arithmetic: "f32" or "bf16" (docs/precision.md)
     n_members: int = 1  # an ensemble's members (docs/ensemble.md); the fields above are then member 1's
+    # tiling (docs/tiles.md): None, or a dict tile, overlap, scale, stitch ("mean" or "max")
+    tiling: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,7 @@ _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_di
                 "reweight_b", "jobs")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
                                 "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats",
-                                "precision"}
+                                "precision", "tile", "tile_overlap", "tile_scale", "stitch"}
 
 
 def _layer_numbers(layers):
@@ -304,6 +306,18 @@ def _layer_numbers(layers):
     if not 1 <= len(out) <= _lib.PC_MAX_LAYERS:
         raise ValueError("patchcore: between 1 and %d layers, not %d" % (_lib.PC_MAX_LAYERS, len(out)))
     return out
+
+
+def _tiling_overrides(t, tile_overlap, tile_scale, stitch):
+    """Set the given fields of a pc_tiling (None: leave)."""
+    if tile_overlap is not None:
+        t.overlap = float(tile_overlap)
+    if tile_scale is not None:
+        t.scale = float(tile_scale)
+    if stitch is not None:
+        if stitch not in _lib.STITCH:
+            raise ValueError("patchcore: stitch %r is not one of %s" % (stitch, ", ".join(_lib.STITCH)))
+        t.stitch = _lib.STITCH[stitch]
 
 
 def _fit_options(options, keep):
@@ -356,6 +370,9 @@ def _fit_options(options, keep):
             raise ValueError("patchcore: precision %r is not one of %s"
                              % (options["precision"], ", ".join(_lib.PRECISIONS)))
         o.precision = _lib.PRECISIONS[options["precision"]]
+    if options.get("tile"):  # tiling (docs/tiles.md): tile 0 / None is off
+        o.tiling.tile = _i32("tile", options["tile"])
+    _tiling_overrides(o.tiling, options.get("tile_overlap"), options.get("tile_scale"), options.get("stitch"))
     if options.get("max_memory") is not None:  # bytes; 0 = unlimited (docs/robustness.md, "Bounded memory")
         v = operator.index(options["max_memory"])
         if not 0 <= v < 2 ** 63:
@@ -422,7 +439,9 @@ class Model:
         AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
         the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
-        reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
+        reproduce a reference run, progress (callable(stage, done, total); return True to cancel),
+        tile (S: cut each image into overlapping S x S tiles at native resolution, replacing resize
+        and crop; docs/tiles.md), tile_overlap (0.25), tile_scale (1.0), stitch ("mean" or "max").
 
         Inputs that cannot be used are skipped: they are listed in the model's image_errors and one
         PatchcoreWarning says how many. When none is usable, PatchcoreError is raised (its
@@ -511,7 +530,10 @@ class Model:
             pixel_scale=_opt(i.pixel_scale),
             bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
             precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)),
-            n_members=i.n_members)
+            n_members=i.n_members,
+            tiling=None if i.tiling.tile == 0 else dict(
+                tile=i.tiling.tile, overlap=i.tiling.overlap, scale=i.tiling.scale,
+                stitch={v: k for k, v in _lib.STITCH.items()}.get(i.tiling.stitch, str(i.tiling.stitch))))
 
     def __repr__(self):
         if not self._h:
@@ -522,13 +544,19 @@ class Model:
             "" if i.image_threshold is None else " calibrated")
 
     # --- predict ----------------------------------------------------------------------------
-    def predict(self, image, pixel_threshold=None):
+    def predict(self, image, pixel_threshold=None, tile_overlap=None, tile_scale=None, stitch=None):
         """Score one image (a path, an array or a PIL image). pixel_threshold overrides the model's
         calibrated pixel threshold for the regions (None: the model's; regions are None when it has
-        none). Thread-safe on one model."""
+        none). Thread-safe on one model.
+
+        A tiled model (fit with tile=S; docs/tiles.md) returns a map of the image's size, shape
+        (H, W), and its maximum as the score; tile_overlap, tile_scale and stitch ("mean", "max")
+        override the model's for this call (a model fitted without tiling refuses them)."""
         h = self._handle()
         i = _lib.ModelInfo()
         _check(_c.pc_model_get_info(h, ctypes.byref(i)))
+        if i.tiling.tile or tile_overlap is not None or tile_scale is not None or stitch is not None:
+            return self._predict_tiled(h, i, image, pixel_threshold, tile_overlap, tile_scale, stitch)
         S = i.crop
         m = np.empty((S, S), dtype=np.float32)
         mp = m.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
@@ -545,6 +573,37 @@ class Model:
         regions = None
         if not (math.isnan(pt) and math.isnan(i.pixel_threshold)):
             regions = self._regions(m, g, pt)
+        return Result(score=float(p.score), map=m, anomalous=bool(p.anomalous) if calibrated else None,
+                      normalized=_opt(p.normalized) if calibrated else None, regions=regions,
+                      geometry=_geometry_dict(g))
+
+    def _predict_tiled(self, h, i, image, pixel_threshold, tile_overlap, tile_scale, stitch):
+        t = _lib.Tiling()
+        ctypes.pointer(t)[0] = i.tiling
+        _tiling_overrides(t, tile_overlap, tile_scale, stitch)
+        po = _lib.PredictOptions()
+        po.tiling = ctypes.pointer(t)
+        dec = None
+        if _is_path(image):
+            dec = _lib.Image()
+            _check(_c.pc_image_load(_lib.fsencode(image), ctypes.byref(dec)))
+            img = dec
+        else:
+            a = as_rgb(image)
+            img = _image_struct(a)
+        try:
+            mw, mh = ctypes.c_int32(), ctypes.c_int32()
+            _check(_c.pc_model_map_size(h, img.width, img.height, ctypes.byref(po), ctypes.byref(mw), ctypes.byref(mh)))
+            m = np.empty((mh.value, mw.value), dtype=np.float32)
+            p = _lib.Prediction()
+            g = _lib.Geometry()
+            _check(_c.pc_model_predict_ex(h, ctypes.byref(img), ctypes.byref(po), ctypes.byref(p),
+                                          m.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ctypes.byref(g)))
+        finally:
+            if dec is not None:
+                _c.pc_image_free(ctypes.byref(dec))
+        calibrated = not math.isnan(i.image_threshold)
+        regions = None  # regions of a tiled map: with the map-size work (docs/tiles.md)
         return Result(score=float(p.score), map=m, anomalous=bool(p.anomalous) if calibrated else None,
                       normalized=_opt(p.normalized) if calibrated else None, regions=regions,
                       geometry=_geometry_dict(g))
