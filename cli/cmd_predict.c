@@ -322,6 +322,7 @@ int cmd_predict(int argc, char **argv) {
             cli_error("predict: --maps, --overlays, --report and regions are not available with a tiled model yet "
                       "(maps of the image's size); the scores are");
             pc_model_free(model);
+            rc = CLI_EXIT_USAGE;
             goto out;
         }
     }
