@@ -510,10 +510,16 @@ static pc_status fit_extract_batch(void *user, size_t item) {
     const pc_tile_items *ti = x->src->tiles;
     if (ti) {
         pc_status s = pc_tile_cache_prepare(&w->tc, ti, x->src->paths, x->src->images, b0, nb);
+        if (s) { /* out of memory: the fit fails (an image that cannot be decoded is in its entry) */
+            pthread_mutex_lock(&x->lock);
+            w->busy = 0;
+            pthread_mutex_unlock(&x->lock);
+            return s;
+        }
         for (size_t j = 0; j < nb; j++) {
             const pc_tile_item *t = &ti->item[b0 + j];
-            const pc_tile_cache_entry *e = s ? NULL : pc_tile_cache_find(&w->tc, t->img);
-            errs[j] = s ? s : !e ? PC_ERR_INTERNAL : e->st;
+            const pc_tile_cache_entry *e = pc_tile_cache_find(&w->tc, t->img);
+            errs[j] = !e ? pc_fail(PC_ERR_INTERNAL, "fit: tile of image %d not prepared", (int)t->img) : e->st;
             if (errs[j]) snprintf(msgs[j], sizeof msgs[j], "%s", e ? e->msg : pc_last_error());
             else pc_tile_input(w->batch_in + j * 3 * S * S, e->scaled.data, e->scaled.width, t->x, t->y, m->crop);
         }
