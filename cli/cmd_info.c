@@ -78,7 +78,10 @@ static void describe_single(const pc_model_info *in, const char *ind) {
            (unsigned long long)in->seed);
     printf("%smemory bank:     %lld of %lld patches from %d images\n", ind, (long long)in->bank_size,
            (long long)in->n_patches_total, (int)in->n_train_images);
-    printf("%sscoring:         k=%d%s", ind, (int)in->k, in->reweight_b ? "" : ", image score = max patch score\n");
+    printf("%sscoring:         k=%d%s", ind, (int)in->k,
+           in->reweight_b      ? ""
+           : in->tiling.tile ? ", image score = max of the stitched map\n"
+                             : ", image score = max patch score\n");
     if (in->reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in->reweight_b);
 }
 
