@@ -608,11 +608,11 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
                                    (double)jobs);
         if (p.peak > (double)opt->max_memory) {
             st = pc_fail(PC_ERR_TOO_LARGE,
-                         "fit: the memory budget of %.0f MiB is too small: %zu images need about %.0f MiB (weights and "
+                         "fit: the memory budget of %.0f MiB is too small: %zu %s need about %.0f MiB (weights and "
                          "program %.0f, then the largest of: features %.0f with batch %zu x %d jobs, coreset %.0f, "
                          "memory bank %.0f); a budget of at least %.0f MiB, fewer images, fewer jobs or a smaller "
                          "coreset would do",
-                         MIB((double)opt->max_memory), n_in, ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
+                         MIB((double)opt->max_memory), n_in, src->tiles ? "tiles" : "images", ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
                          (int)jobs, MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
             goto done;
         }
