@@ -612,7 +612,8 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
                          "program %.0f, then the largest of: features %.0f with batch %zu x %d jobs, coreset %.0f, "
                          "memory bank %.0f); a budget of at least %.0f MiB, fewer images, fewer jobs or a smaller "
                          "coreset would do",
-                         MIB((double)opt->max_memory), n_in, src->tiles ? "tiles" : "images", ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
+                         MIB((double)opt->max_memory), n_in, src->tiles ? "tiles" : "images", ceil(MIB(p.peak)),
+                         MIB(p.fixed), MIB(p.features), B,
                          (int)jobs, MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
             goto done;
         }
@@ -1532,14 +1533,20 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
                 goto fail;
             const char *sn = pc_modelfile_meta(mf, K("stitch"));
             if (!sn || (strcmp(sn, "mean") != 0 && strcmp(sn, "max") != 0)) {
-                st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'stitch' is '%s', not 'mean' or 'max'", path, sn ? sn : "(none)");
+                st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'stitch' is '%s', not 'mean' or 'max'", path,
+                             sn ? sn : "(none)");
                 goto fail;
             }
             m->tiling.stitch = strcmp(sn, "max") == 0 ? PC_STITCH_MAX : PC_STITCH_MEAN;
-            if ((st = pc_tiling_check(&m->tiling, path))) goto fail;
+            if (pc_tiling_check(&m->tiling, path)) {
+                char why[PC_ERRMSG_MAX];
+                snprintf(why, sizeof why, "%s", pc_last_error());
+                st = pc_fail(PC_ERR_FORMAT, "%s", why);
+                goto fail;
+            }
             if (m->crop != m->tiling.tile || m->resize != m->tiling.tile) {
-                st = pc_fail(PC_ERR_FORMAT, "%s: a tiled model's crop and resize must equal its tile %d (crop %d, resize "
-                             "%d)", path, (int)m->tiling.tile, (int)m->crop, (int)m->resize);
+                st = pc_fail(PC_ERR_FORMAT, "%s: a tiled model's crop and resize must equal its tile %d (crop %d, "
+                             "resize %d)", path, (int)m->tiling.tile, (int)m->crop, (int)m->resize);
                 goto fail;
             }
         }

@@ -228,6 +228,18 @@ static void test_against_oracle(void **state) {
     /* the same image twice in a row: the warm context gives the same map */
     assert_int_equal(pc_model_predict(l, &img, &pb, b, NULL), PC_OK);
     assert_memory_equal(a, b, sizeof(float) * 300 * 260);
+    /* the keys are validated on load */
+    char bad[1200];
+    snprintf(bad, sizeof bad, "%s.bad", tmp);
+    const char *kv[][2] = {{"stitch", "median"}, {"tile_overlap", "2"}, {"tile_scale", "0"}, {"tile", "8"},
+                           {"tile", "96"}};
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        tu_rewrite_meta_key(tmp, bad, kv[i][0], kv[i][1]);
+        pc_model *x = NULL;
+        assert_int_equal(pc_model_load(bad, &x), PC_ERR_FORMAT);
+        assert_null(x);
+    }
+    remove(bad);
     remove(tmp);
 
     /* what cannot go together */
