@@ -11,7 +11,7 @@
 # test images (sklearn), pixel AUROC (sklearn): for the default on the standard protocol (masks through
 # Resize 256 + CenterCrop 224 with PIL bilinear, anomalous = 255); for tiled models on the 900 x 900
 # masks (anomalous = value > 127) subsampled every 4th pixel both ways (225 x 225 per image).
-# Usage: bench/tiles_bottle.sh [BUILD_DIR] (from the repo); ~25 min on 2 shared cores.
+# Usage: bench/tiles_bottle.sh [BUILD_DIR] (from the repo); 45 min on 2 heavily shared cores (4 Dec 2026).
 set -eu
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
