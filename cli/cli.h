@@ -97,6 +97,12 @@ void cli_members_free(cli_members *mem);
 /* The help lines of those options with their defaults. */
 void cli_fit_options_help(FILE *out);
 
+/* Tiling options (docs/tiles.md): --tile, --tile-overlap, --tile-scale, --stitch into *t; *given
+ * collects which were given (CLI_*_GIVEN bits). */
+enum { CLI_TILE_GIVEN = 1, CLI_TILE_OVERLAP_GIVEN = 2, CLI_TILE_SCALE_GIVEN = 4, CLI_STITCH_GIVEN = 8 };
+bool cli_parse_tiling_option(int argc, char **argv, int *i, pc_tiling *t, unsigned *given, bool *matched);
+void cli_tiling_options_help(FILE *out, bool fit);
+
 /* A list of image paths collected from files and directories (walked recursively, sorted, keeping
  * .png .jpg .jpeg .bmp files case-insensitively; files named explicitly are always kept). */
 typedef struct cli_paths {

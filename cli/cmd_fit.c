@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "\n"
             "options:\n");
     cli_fit_options_help(f);
+    cli_tiling_options_help(f, true);
     fprintf(f,
             "  -o, --output MODEL  the model file to write (required; written atomically)\n"
             "  --holdout F         keep the fraction F (0 < F < 1) of the training images, evenly spread\n"
@@ -68,12 +69,15 @@ int cmd_fit(int argc, char **argv) {
     bool json = false, quiet = false, progress = true;
     cli_paths inputs = {0}, cal = {0}, held = {0};
     double holdout = 0;
+    unsigned tiling_given = 0;
     const char *v;
     int rc = CLI_EXIT_USAGE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool matched;
         if (!cli_parse_fit_option_members(argc, argv, &i, &opt, &mem, &threads, &matched)) goto out;
+        if (matched) continue;
+        if (!cli_parse_tiling_option(argc, argv, &i, &opt.tiling, &tiling_given, &matched)) goto out;
         if (matched) continue;
         if (cli_match(a, "--output") || strcmp(a, "-o") == 0) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-o") ? "--output" : "-o", &output)) goto out;
@@ -111,6 +115,10 @@ int cmd_fit(int argc, char **argv) {
     }
     if (inputs.n == 0) {
         cli_error("fit: no training images given or found");
+        goto out;
+    }
+    if (tiling_given && !(tiling_given & CLI_TILE_GIVEN)) {
+        cli_error("fit: --tile-overlap, --tile-scale and --stitch need --tile S");
         goto out;
     }
     if (!cli_members_expand(&mem, &opt, members, (int32_t)(sizeof members / sizeof members[0]), &n_members)) goto out;

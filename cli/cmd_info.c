@@ -57,7 +57,12 @@ static void describe_single(const pc_model_info *in, const char *ind) {
     printf("%sbackbone:        %s\n", ind, pc_arch_name(in->arch));
     printf("%slayers:         ", ind);
     for (int i = 0; i < in->n_layers; i++) printf(" %s", pc_layer_name(in->arch, in->layers[i]));
-    printf("\n%spreprocessing:   resize %d, crop %d\n", ind, (int)in->resize, (int)in->crop);
+    if (in->tiling.tile)
+        printf("\n%stiling:          %dx%d tiles, overlap %g, scale %g, stitch %s (docs/tiles.md)\n", ind,
+               (int)in->tiling.tile, (int)in->tiling.tile, in->tiling.overlap, in->tiling.scale,
+               in->tiling.stitch == PC_STITCH_MAX ? "max" : "mean");
+    else
+        printf("\n%spreprocessing:   resize %d, crop %d\n", ind, (int)in->resize, (int)in->crop);
     if (in->bn_stats == PC_BN_REFERENCE)
         printf("%sbatch-norm:      reference (the reference code's warm-up on a ones image of %dx%d)\n", ind,
                (int)in->crop, (int)in->crop);
@@ -76,7 +81,10 @@ static void describe_single(const pc_model_info *in, const char *ind) {
     if (in->coverage_radius == in->coverage_radius)
         printf("%scoverage:        every training patch within %.6g of the bank (projected; update --rule radius)\n",
                ind, in->coverage_radius);
-    printf("%sscoring:         k=%d%s", ind, (int)in->k, in->reweight_b ? "" : ", image score = max patch score\n");
+    printf("%sscoring:         k=%d%s", ind, (int)in->k,
+           in->reweight_b      ? ""
+           : in->tiling.tile ? ", image score = max of the stitched map\n"
+                             : ", image score = max patch score\n");
     if (in->reweight_b) printf(", Eq. 7 reweighting with b=%d\n", (int)in->reweight_b);
 }
 

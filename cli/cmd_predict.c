@@ -49,7 +49,11 @@ static void usage(FILE *f) {
             "  --jobs N               images in flight at once, the threads split among them (default 0:\n"
             "                         one per 2 threads, so 1 on up to 3 threads; docs/threads.md); results\n"
             "                         are printed in input order\n"
-            "  -h, --help             this help\n"
+            "  -h, --help             this help\n");
+    cli_tiling_options_help(f, false);
+    fprintf(f,
+            "\n"
+            "With a tiled model (fit --tile) the map has the image's size and the score is its maximum.\n"
             "\n"
             "exit codes: 0 ok, 1 error, 2 bad command line, 3 some images failed (unreadable, or a file\n"
             "not written), 4 anomaly found (with --fail-on-anomaly; 3 wins over 4)\n");
@@ -140,7 +144,7 @@ static void predict_work(void *user, size_t i, size_t slot) {
         pc_image_free(&sl->img);
         return;
     }
-    sl->st = pc_model_predict(r->model, &sl->img, &sl->pred, sl->map, &sl->geom);
+    sl->st = pc_model_predict_ex(r->model, &sl->img, r->popt, &sl->pred, sl->map, &sl->geom);
     sl->ms = (cli_now() - t0) * 1e3;
     if (sl->st) {
         const char *msg = *pc_last_error() ? pc_last_error() : pc_status_str(sl->st);
@@ -213,8 +217,13 @@ int cmd_predict(int argc, char **argv) {
     cli_map_format fmt = CLI_MAP_NPY;
     cli_paths inputs = {0};
     int rc = CLI_EXIT_USAGE;
+    pc_tiling tiling = {0};
+    unsigned tiling_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        bool tmatched;
+        if (!cli_parse_tiling_option(argc, argv, &i, &tiling, &tiling_given, &tmatched)) goto out;
+        if (tmatched) continue;
         if (cli_match(a, "--model") || strcmp(a, "-m") == 0) {
             if (!cli_take_value(argc, argv, &i, strcmp(a, "-m") ? "--model" : "-m", &model_path)) goto out;
         } else if (cli_match(a, "--maps")) {
@@ -312,6 +321,23 @@ int cmd_predict(int argc, char **argv) {
         pc_model_set_thresholds(model, isnan(threshold) ? info.image_threshold : threshold,
                                 isnan(pixel_threshold) ? info.pixel_threshold : pixel_threshold, info.score_scale);
     pc_model_get_info(model, &info);
+    /* tiling (docs/tiles.md): the model's, with what was given instead */
+    pc_tiling tl = info.tiling;
+    if (tiling_given & CLI_TILE_GIVEN) tl.tile = tiling.tile;
+    if (tiling_given & CLI_TILE_OVERLAP_GIVEN) tl.overlap = tiling.overlap;
+    if (tiling_given & CLI_TILE_SCALE_GIVEN) tl.scale = tiling.scale;
+    if (tiling_given & CLI_STITCH_GIVEN) tl.stitch = tiling.stitch;
+    pc_predict_options popt;
+    pc_predict_options_init(&popt);
+    if (tiling_given) popt.tiling = &tl;
+    {
+        int32_t mw, mh;
+        if ((st = pc_model_map_size(model, 1024, 1024, &popt, &mw, &mh))) {
+            cli_error_status(st, "predict");
+            pc_model_free(model);
+            goto out;
+        }
+    }
     /* Everything the files are drawn with is settled here, once: nothing depends on the image. */
     pc_overlay_options ov = {0};
     if ((overlays_dir && !cli_overlay_options(&ov, &info, overlay_scale, opacity, "predict", NULL)) ||
@@ -349,7 +375,7 @@ int cmd_predict(int argc, char **argv) {
         goto out;
     }
     pred_run run = {.model = model, .inputs = &inputs, .stems = stems, .slots = slots, .maps_dir = maps_dir,
-                    .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .popt = NULL,
+                    .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .popt = &popt,
                     .want_map = want_map, .want_regions = want_regions, .json = json,
                     .calibrated = !isnan(info.image_threshold)};
     run.report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;

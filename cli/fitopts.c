@@ -314,6 +314,62 @@ void cli_fit_options_help(FILE *out) {
             "                      same model; fails at once if SIZE cannot be met (default 0 = unlimited)\n");
 }
 
+/* ---- tiling (docs/tiles.md), shared by fit and predict ------------------------------------------ */
+
+bool cli_parse_tiling_option(int argc, char **argv, int *i, pc_tiling *t, unsigned *given, bool *matched) {
+    const char *a = argv[*i], *v;
+    *matched = true;
+    if (cli_match(a, "--tile")) {
+        if (!cli_take_value(argc, argv, i, "--tile", &v) || !cli_parse_int("--tile", v, 16, 4096, &t->tile))
+            return false;
+        *given |= CLI_TILE_GIVEN;
+    } else if (cli_match(a, "--tile-overlap")) {
+        if (!cli_take_value(argc, argv, i, "--tile-overlap", &v) ||
+            !cli_parse_double("--tile-overlap", v, 0, 0.9, &t->overlap))
+            return false;
+        *given |= CLI_TILE_OVERLAP_GIVEN;
+    } else if (cli_match(a, "--tile-scale")) {
+        if (!cli_take_value(argc, argv, i, "--tile-scale", &v) ||
+            !cli_parse_double("--tile-scale", v, 0, 16, &t->scale))
+            return false;
+        if (!(t->scale > 0)) {
+            cli_error("--tile-scale: must be in (0, 16]");
+            return false;
+        }
+        *given |= CLI_TILE_SCALE_GIVEN;
+    } else if (cli_match(a, "--stitch")) {
+        if (!cli_take_value(argc, argv, i, "--stitch", &v)) return false;
+        if (!strcmp(v, "mean")) t->stitch = PC_STITCH_MEAN;
+        else if (!strcmp(v, "max")) t->stitch = PC_STITCH_MAX;
+        else {
+            cli_error("--stitch: '%s' is not mean or max", v);
+            return false;
+        }
+        *given |= CLI_STITCH_GIVEN;
+    } else {
+        *matched = false;
+    }
+    return true;
+}
+
+void cli_tiling_options_help(FILE *out, bool fit) {
+    if (fit)
+        fprintf(out,
+                "  --tile S            cut each image (at native resolution, or scaled by --tile-scale) into\n"
+                "                      overlapping S x S tiles, each one backbone input; replaces --resize and\n"
+                "                      --crop (16..4096; default 0 = off; docs/tiles.md)\n"
+                "  --tile-overlap F    fraction of a tile shared with its neighbours, 0..0.9 (default 0.25)\n"
+                "  --tile-scale F      resize factor applied before tiling, (0, 16] (default 1)\n"
+                "  --stitch RULE       where tile maps overlap: mean (default) or max; stored in the model\n");
+    else
+        fprintf(out,
+                "  --tile S               a tiled model's tile size, as a check (it cannot change; a model\n"
+                "                         fitted without --tile cannot be predicted tiled; docs/tiles.md)\n"
+                "  --tile-overlap F       override the tiled model's tile overlap, 0..0.9\n"
+                "  --tile-scale F         override the tiled model's scale before tiling, (0, 16]\n"
+                "  --stitch RULE          override the tiled model's stitch rule: mean or max\n");
+}
+
 /* ---- inputs ------------------------------------------------------------------------------------ */
 
 static int push_path(cli_paths *out, const char *p) {

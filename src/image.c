@@ -397,3 +397,57 @@ void pc_image_free(pc_image *img) {
     pc_free(img->data);
     memset(img, 0, sizeof *img);
 }
+
+/* =============================================================================================
+ * Header probe: the size of a PNG or JPEG without decoding its pixels (tiling plans its tiles
+ * before decoding). Reads the PNG IHDR, or walks the JPEG markers to the first SOFn. Anything
+ * else, or a header that does not parse, is PC_ERR_FORMAT: callers fall back to a full decode.
+ * ============================================================================================= */
+
+static int read_u8(FILE *f, uint8_t *b) { return fread(b, 1, 1, f) == 1; }
+
+pc_status pc_image_probe(const char *path, int32_t *width, int32_t *height) {
+    *width = *height = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return pc_fail(PC_ERR_IO, "%s: cannot open", path);
+    uint8_t h[24];
+    pc_status st = PC_ERR_FORMAT;
+    uint32_t w = 0, hh = 0;
+    if (fread(h, 1, 2, f) == 2) {
+        if (h[0] == 0x89 && h[1] == 'P') {
+            if (fread(h + 2, 1, 22, f) == 22 && memcmp(h, "\x89PNG\r\n\x1a\n", 8) == 0 && memcmp(h + 12, "IHDR", 4) == 0) {
+                w = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+                hh = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
+                st = PC_OK;
+            }
+        } else if (h[0] == 0xFF && h[1] == 0xD8) {
+            for (int guard = 0; guard < 4096 && st; guard++) {
+                uint8_t b = 0, mk = 0;
+                if (!read_u8(f, &b) || b != 0xFF) break;
+                do {
+                    if (!read_u8(f, &mk)) break;
+                } while (mk == 0xFF);
+                if (mk == 0xD8 || (mk >= 0xD0 && mk <= 0xD7) || mk == 0x01) continue; /* no length */
+                uint8_t l[2];
+                if (fread(l, 1, 2, f) != 2) break;
+                const long len = (long)l[0] << 8 | l[1];
+                if (len < 2) break;
+                if (mk >= 0xC0 && mk <= 0xCF && mk != 0xC4 && mk != 0xC8 && mk != 0xCC) {
+                    uint8_t s[5];
+                    if (len < 7 || fread(s, 1, 5, f) != 5) break;
+                    hh = (uint32_t)s[1] << 8 | s[2];
+                    w = (uint32_t)s[3] << 8 | s[4];
+                    st = PC_OK;
+                } else if (fseek(f, len - 2, SEEK_CUR) != 0) {
+                    break;
+                }
+            }
+        }
+    }
+    fclose(f);
+    if (st) return pc_fail(PC_ERR_FORMAT, "%s: not a PNG or JPEG header that can be probed", path);
+    st = check_dims(path, "the image", w, hh);
+    if (st) return st;
+    *width = (int32_t)w, *height = (int32_t)hh;
+    return PC_OK;
+}

@@ -59,6 +59,8 @@ void pc_fit_options_init(pc_fit_options *opt) {
     opt->n_starts = PC_CORESET_STARTS;
     opt->batch_size = 8;
     opt->bn_stats = PC_BN_REFERENCE;
+    opt->tiling.overlap = 0.25; /* used once tiling.tile is set (docs/tiles.md) */
+    opt->tiling.scale = 1.0;
 }
 
 static pc_status check_options(const pc_fit_options *o) {
@@ -99,6 +101,14 @@ static pc_status check_options(const pc_fit_options *o) {
     if (o->max_memory < 0)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: the memory budget must be >= 0 bytes (0 = unlimited), not %lld",
                        (long long)o->max_memory);
+    if (o->tiling.tile != 0) { /* docs/tiles.md */
+        pc_status st = pc_tiling_check(&o->tiling, "fit");
+        if (st) return st;
+        if (o->reweight_b > 0)
+            return pc_fail(PC_ERR_UNSUPPORTED, "fit: Eq. 7 reweighting (reweight_b) is not available with tiling (the "
+                           "tiled image score is the maximum of the stitched map)");
+        if (o->roi) return pc_fail(PC_ERR_UNSUPPORTED, "fit: a region of interest with tiling is not available yet");
+    }
     return PC_OK;
 }
 
@@ -120,6 +130,7 @@ static void ctx_free(pctx *c) {
     pc_backbone_free(c->bb);
     pc_free(c->ws);
     pc_resize_cache_free(&c->rc);
+    pc_tile_bufs_free(&c->tb);
     pc_free(c);
 }
 
@@ -308,6 +319,7 @@ void pc_model_drop_contexts(pc_model *m) {
 
 
 static const char *source_name(const pc_fit_source *s, size_t i, char *buf, size_t size) {
+    if (s->tiles) i = (size_t)s->tiles->item[i].img; /* a tile: its image */
     if (s->paths) return s->paths[i];
     snprintf(buf, size, "image #%zu", i);
     return buf;
@@ -411,6 +423,7 @@ typedef struct fit_worker {
     float *fbuf;     /* hw x D, when streaming */
     void *fws;
     int busy;
+    pc_tile_cache tc; /* tiling: the batch's images, decoded and scaled */
 } fit_worker;
 
 typedef struct fit_extract {
@@ -436,6 +449,7 @@ static void fit_worker_free(fit_worker *w, bool own_bb) {
     for (int l = 0; l < 4; l++) pc_free(w->acts[l]);
     pc_free(w->fbuf);
     pc_free(w->fws);
+    pc_tile_cache_free(&w->tc);
     memset(w, 0, sizeof *w);
 }
 
@@ -492,9 +506,28 @@ static pc_status fit_extract_batch(void *user, size_t item) {
     pthread_mutex_unlock(&x->lock);
     if (!w) return pc_fail(PC_ERR_INTERNAL, "fit: more batches in flight than workers");
 
+    /* tiling: the batch's images decoded and scaled once (in parallel), then each tile's input */
+    const pc_tile_items *ti = x->src->tiles;
+    if (ti) {
+        pc_status s = pc_tile_cache_prepare(&w->tc, ti, x->src->paths, x->src->images, b0, nb);
+        if (s) { /* out of memory: the fit fails (an image that cannot be decoded is in its entry) */
+            pthread_mutex_lock(&x->lock);
+            w->busy = 0;
+            pthread_mutex_unlock(&x->lock);
+            return s;
+        }
+        for (size_t j = 0; j < nb; j++) {
+            const pc_tile_item *t = &ti->item[b0 + j];
+            const pc_tile_cache_entry *e = pc_tile_cache_find(&w->tc, t->img);
+            errs[j] = !e ? pc_fail(PC_ERR_INTERNAL, "fit: tile of image %d not prepared", (int)t->img) : e->st;
+            if (errs[j]) snprintf(msgs[j], sizeof msgs[j], "%s", e ? e->msg : pc_last_error());
+            else pc_tile_input(w->batch_in + j * 3 * S * S, e->scaled.data, e->scaled.width, t->x, t->y, m->crop);
+        }
+    }
     /* decoding and preprocessing run in parallel over the batch */
+    const size_t n_dec = ti ? 0 : nb;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (size_t j = 0; j < nb; j++) {
+    for (size_t j = 0; j < n_dec; j++) {
         pc_image tmp = {0};
         const pc_image *img;
         pc_status s = PC_OK;
@@ -575,11 +608,12 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
                                    (double)jobs);
         if (p.peak > (double)opt->max_memory) {
             st = pc_fail(PC_ERR_TOO_LARGE,
-                         "fit: the memory budget of %.0f MiB is too small: %zu images need about %.0f MiB (weights and "
+                         "fit: the memory budget of %.0f MiB is too small: %zu %s need about %.0f MiB (weights and "
                          "program %.0f, then the largest of: features %.0f with batch %zu x %d jobs, coreset %.0f, "
                          "memory bank %.0f); a budget of at least %.0f MiB, fewer images, fewer jobs or a smaller "
                          "coreset would do",
-                         MIB((double)opt->max_memory), n_in, ceil(MIB(p.peak)), MIB(p.fixed), MIB(p.features), B,
+                         MIB((double)opt->max_memory), n_in, src->tiles ? "tiles" : "images", ceil(MIB(p.peak)),
+                         MIB(p.fixed), MIB(p.features), B,
                          (int)jobs, MIB(p.coreset), MIB(p.gather), ceil(MIB(p.peak)));
             goto done;
         }
@@ -642,10 +676,16 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
         /* in image order, from this thread: the images that could not be used, then progress */
         for (size_t c = 0; c < nr; c++) {
             const size_t b0 = (r0 + c) * B, nb = PC_MIN(B, n_in - b0);
-            for (size_t j = 0; j < nb; j++)
+            for (size_t j = 0; j < nb; j++) {
+                if (x.errs[c * B + j] && src->tiles) { /* a tiled image: once, not once per tile */
+                    uint8_t *rep = &src->tiles->reported[src->tiles->item[b0 + j].img];
+                    if (*rep) continue;
+                    *rep = 1;
+                }
                 if (x.errs[c * B + j] && opt->on_image_error)
                     opt->on_image_error(opt->on_image_error_user, source_name(src, b0 + j, namebuf, sizeof namebuf),
                                         x.errs[c * B + j], x.msgs[c * B + j]);
+            }
         }
         if (report_progress(opt, "features", (int64_t)PC_MIN(n_in, (r0 + nr) * B), (int64_t)n_in)) {
             st = pc_fail(PC_ERR_CANCELLED, "fit: cancelled");
@@ -842,8 +882,14 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
     m->coreset_size_requested = opt->coreset_size, m->seed = opt->seed;
     m->bn_stats = opt->bn_stats;
     m->precision = opt->precision;
+    if (opt->tiling.tile) { /* docs/tiles.md: a tile is one backbone input, no Resize or CenterCrop */
+        m->tiling = opt->tiling;
+        m->resize = m->crop = opt->tiling.tile;
+    }
 
     pc_fit_feats ff = {.spill = {.fd = -1}};
+    pc_tile_items ti = {0};
+    pc_fit_source tsrc;
     pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
     st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
     if (st) goto done;
@@ -857,10 +903,28 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
     st = model_plan(m);
     if (st) goto done;
 
+    if (m->tiling.tile) { /* every tile of every image is one input */
+        st = pc_tile_items_build(opt, src->paths, src->images, n_in, &ti);
+        if (st) goto done;
+        tsrc = *src;
+        tsrc.tiles = &ti;
+        src = &tsrc;
+        n_in = ti.n;
+    }
     st = pc_model_extract(m, opt, src, n_in, &ff);
     if (!st) st = fit_bank(m, opt, &ff);
+    if (!st && m->tiling.tile) {
+        /* training images, not tiles: the images with a tile in the features (tiles are image-major) */
+        int32_t n_img = 0;
+        for (int32_t u = 0; u < m->n_train_images; u++) {
+            const int64_t img = ti.item[m->usable_src[u]].img;
+            if (n_img == 0 || m->usable_src[n_img - 1] != img) m->usable_src[n_img++] = img;
+        }
+        m->n_train_images = n_img;
+    }
 
 done:
+    pc_tile_items_free(&ti);
     pc_fit_feats_free(&ff);
     if (st) {
         pc_model_free(m);
@@ -913,6 +977,8 @@ pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members
                            "ensemble", (int)i + 1);
         pc_status st = check_options(&members[i]);
         if (st) return pc_fail_context(st, "member %d", (int)i + 1);
+        if (members[i].tiling.tile)
+            return pc_fail(PC_ERR_UNSUPPORTED, "fit: member %d: tiling is not available in an ensemble", (int)i + 1);
     }
     pc_model *m = pc_model_new_empty();
     if (!m || !(m->members = pc_calloc((size_t)n_members, sizeof *m->members))) {
@@ -975,8 +1041,24 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const f
     return st;
 }
 
+pc_status pc_model_predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry) {
+    return predict_core(m, c, rgb, input, geometry);
+}
+
+/* A tiled prediction with tiling t in a pooled context. */
+static pc_status predict_tiled(pc_model *m, const pc_image *rgb, const pc_tiling *t, float *score, float *map,
+                               pc_geometry *geometry) {
+    pctx *c;
+    pc_status st = pc_model_ctx_get(m, &c);
+    if (st) return st;
+    st = pc_tile_predict(m, c, rgb, t, score, map, geometry);
+    pc_model_ctx_put(m, c);
+    return st;
+}
+
 pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
                                float *map, pc_geometry *geometry) {
+    if (m->tiling.tile && !input && !keep) return predict_tiled(m, rgb, &m->tiling, score, map, geometry);
     pctx *c;
     pc_status st = pc_model_ctx_get(m, &c);
     if (st) return st;
@@ -1007,12 +1089,12 @@ pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *in
     return st;
 }
 
-pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
-    pc_threads_apply();
-    pc_clear_error();
-    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+/* pc_model_predict with a tiling (NULL: the model's own). */
+static pc_status predict_with(pc_model *m, const pc_image *rgb, const pc_tiling *tiling, pc_prediction *out, float *map,
+                              pc_geometry *geometry) {
     float s = 0;
     pc_status st = m->n_members ? pc_ensemble_predict(m->ens, rgb, &s, map, geometry)
+                   : tiling     ? predict_tiled(m, rgb, tiling, &s, map, geometry)
                                 : pc_model_predict_raw(m, rgb, NULL, NULL, &s, map, geometry);
     if (st) {
         pc_copy_error(m->errmsg);
@@ -1029,6 +1111,36 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
     return PC_OK;
 }
 
+pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out, float *map, pc_geometry *geometry) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    return predict_with(m, rgb, NULL, out, map, geometry);
+}
+
+/* The tiling a prediction with these options uses (*t; t->tile = 0: none). A per-call tiling may change
+ * the overlap, scale and stitch rule of a tiled model, not its tile (the bank is made of tiles of that
+ * size); a model fitted without tiling cannot be predicted tiled. */
+static pc_status effective_tiling(const pc_model *m, const pc_predict_options *opt, pc_tiling *t) {
+    const pc_model *m0 = m->n_members ? m->members[0] : m;
+    *t = m0->tiling;
+    if (opt && opt->roi && (m0->tiling.tile || (opt->tiling && opt->tiling->tile)))
+        return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest with tiling is not available yet");
+    if (!opt || !opt->tiling) return PC_OK;
+    if (m->n_members) return pc_fail(PC_ERR_UNSUPPORTED, "predict: tiling is not available with an ensemble");
+    if (!m->tiling.tile)
+        return pc_fail(PC_ERR_UNSUPPORTED, "predict: the model was fitted without tiling and cannot predict tiles; fit "
+                       "it with --tile (docs/tiles.md)");
+    if (opt->tiling->tile != m->tiling.tile)
+        return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: the model was fitted with %d-pixel tiles; a prediction "
+                       "cannot use %d (only the overlap, scale and stitch rule can change)", (int)m->tiling.tile,
+                       (int)opt->tiling->tile);
+    pc_status st = pc_tiling_check(opt->tiling, "predict");
+    if (st) return st;
+    *t = *opt->tiling;
+    return PC_OK;
+}
+
 void pc_predict_options_init(pc_predict_options *opt) {
     if (opt) memset(opt, 0, sizeof *opt);
 }
@@ -1038,19 +1150,29 @@ pc_status pc_model_map_size(const pc_model *m, int32_t width, int32_t height, co
     if (!m || !map_width || !map_height) return pc_fail(PC_ERR_INVALID_ARGUMENT, "map size: NULL argument");
     if (width < 1 || height < 1)
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "map size: image size %dx%d is not positive", (int)width, (int)height);
-    (void)opt;
     const pc_model *m0 = m->n_members ? m->members[0] : m;
-    *map_width = *map_height = m0->crop;
+    pc_tiling t;
+    pc_status st = effective_tiling(m, opt, &t);
+    if (st) return st;
+    if (t.tile) *map_width = width, *map_height = height; /* tiled: the original size (docs/tiles.md) */
+    else *map_width = *map_height = m0->crop;
     return PC_OK;
 }
 
 pc_status pc_model_predict_ex(pc_model *m, const pc_image *rgb, const pc_predict_options *opt, pc_prediction *out,
                               float *map, pc_geometry *geometry) {
-    if (opt && (opt->tiling || opt->roi || opt->ignore_roi)) {
-        pc_clear_error();
-        return pc_fail(PC_ERR_UNSUPPORTED, "predict: per-call tiling and regions of interest are not available yet");
+    pc_threads_apply();
+    pc_clear_error();
+    if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    pc_tiling t;
+    pc_status st = effective_tiling(m, opt, &t);
+    if (!st && opt && opt->roi)
+        st = pc_fail(PC_ERR_UNSUPPORTED, "predict: per-call regions of interest are not available yet");
+    if (st) {
+        pc_copy_error(m->errmsg);
+        return st;
     }
-    return pc_model_predict(m, rgb, out, map, geometry);
+    return predict_with(m, rgb, t.tile && !m->n_members ? &t : NULL, out, map, geometry);
 }
 
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
@@ -1124,6 +1246,7 @@ pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
     info->precision = m->precision;
     info->coverage_radius = m->coverage_radius;
     info->thresholds_stale = model->thresholds_stale;
+    info->tiling = m->tiling;
     return PC_OK;
 }
 
@@ -1220,6 +1343,12 @@ static void single_meta(const pc_model *m, const char *kp, char *buf, size_t siz
     KV("precision = %s", pc_precision_name(m->precision));
     KV("weights_source = %s", m->weights_source);
     if (!isnan(m->coverage_radius)) KV("coverage_radius = %.9g", m->coverage_radius);
+    if (m->tiling.tile) { /* docs/tiles.md; only a tiled model has them (container version 3) */
+        KV("tile = %d", (int)m->tiling.tile);
+        KV("tile_overlap = %.17g", m->tiling.overlap);
+        KV("tile_scale = %.17g", m->tiling.scale);
+        KV("stitch = %s", m->tiling.stitch == PC_STITCH_MAX ? "max" : "mean");
+    }
 #undef KV
 }
 
@@ -1307,7 +1436,7 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
                                m->image_threshold, m->pixel_threshold, m->score_scale, m->pixel_scale,
                                m->thresholds_stale);
     if (!st && at >= meta_cap) st = pc_fail(PC_ERR_INTERNAL, "save: metadata does not fit %zu bytes", meta_cap);
-    if (!st) st = pc_modelfile_write_version(path, meta, t, n, nm ? 2 : 1);
+    if (!st) st = pc_modelfile_write_version(path, meta, t, n, !nm && m->tiling.tile ? 3 : nm ? 2 : 1);
     pc_free(t);
     pc_free(names);
     pc_free(meta);
@@ -1361,6 +1490,11 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
     GET_INT("n_train_images", 0, INT32_MAX, m->n_train_images);
     GET_INT("n_patches_total", 0, INT64_MAX, m->n_patches_total);
     GET_INT("coreset_size_requested", 0, INT64_MAX, m->coreset_size_requested);
+#define GET_INT2(key, lo, hi, dst)                                 \
+    do {                                                           \
+        if ((st = meta_int(mf, path, K(key), lo, hi, &v))) goto fail; \
+        dst = (int32_t)v;                                          \
+    } while (0)
 #undef GET_INT
     {
         const char *sv = pc_modelfile_meta(mf, K("seed"));
@@ -1420,6 +1554,31 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
             goto fail;
         }
         m->precision = (pc_precision)pr;
+        /* optional: tiling (docs/tiles.md) */
+        if (pc_modelfile_meta(mf, K("tile"))) {
+            GET_INT2("tile", PC_TILE_MIN, PC_TILE_MAX, m->tiling.tile);
+            if ((st = meta_double(mf, path, K("tile_overlap"), &m->tiling.overlap)) ||
+                (st = meta_double(mf, path, K("tile_scale"), &m->tiling.scale)))
+                goto fail;
+            const char *sn = pc_modelfile_meta(mf, K("stitch"));
+            if (!sn || (strcmp(sn, "mean") != 0 && strcmp(sn, "max") != 0)) {
+                st = pc_fail(PC_ERR_FORMAT, "%s: metadata 'stitch' is '%s', not 'mean' or 'max'", path,
+                             sn ? sn : "(none)");
+                goto fail;
+            }
+            m->tiling.stitch = strcmp(sn, "max") == 0 ? PC_STITCH_MAX : PC_STITCH_MEAN;
+            if (pc_tiling_check(&m->tiling, path)) {
+                char why[PC_ERRMSG_MAX];
+                snprintf(why, sizeof why, "%s", pc_last_error());
+                st = pc_fail(PC_ERR_FORMAT, "%s", why);
+                goto fail;
+            }
+            if (m->crop != m->tiling.tile || m->resize != m->tiling.tile) {
+                st = pc_fail(PC_ERR_FORMAT, "%s: a tiled model's crop and resize must equal its tile %d (crop %d, "
+                             "resize %d)", path, (int)m->tiling.tile, (int)m->crop, (int)m->resize);
+                goto fail;
+            }
+        }
         char what[1100];
         snprintf(what, sizeof what, "%s: the model's precision", path);
         if ((st = precision_check(m->precision, what))) goto fail;
@@ -1486,6 +1645,7 @@ static pc_status load_single(pc_model *m, const pc_modelfile *mf, const char *pa
     if ((st = pc_model_build_index(m))) goto fail;
 fail:
 #undef K
+#undef GET_INT2
     return st;
 }
 

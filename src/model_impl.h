@@ -14,6 +14,7 @@
 #include "resize.h"
 #include "weights.h"
 #include "spill.h"
+#include "tile.h"
 
 #include <stdbool.h>
 
@@ -38,6 +39,7 @@ typedef struct pctx {
     void *fws, *kws, *mws;
     size_t kws_size;
     pc_resize_cache rc;   /* preprocessing tables and buffers, kept between predicts */
+    pc_tile_bufs tb;      /* a tiled prediction's scaled image and stitching (grown, never shrunk) */
 } pctx;
 
 struct pc_model {
@@ -57,6 +59,7 @@ struct pc_model {
     pc_bn_stats bn_stats;
     int bn_stats_implicit; /* loaded from a file written before bn_stats was recorded */
     pc_precision precision; /* the backbone's arithmetic (f32 for files written before it was recorded) */
+    pc_tiling tiling;     /* tile = 0: the model does not tile (docs/tiles.md); else crop = resize = tile */
     /* derived */
     int32_t grid_h, grid_w;
     pc_layer_shape shapes[PC_MAX_LAYERS];
@@ -95,6 +98,7 @@ struct pc_model {
 typedef struct pc_fit_source {
     const char *const *paths;
     const pc_image *images;
+    const pc_tile_items *tiles; /* tiling: the inputs are these tiles of the images (src/tile.c) */
 } pc_fit_source;
 
 /* Extracted training features (pc_model_extract): used x hw rows of D floats in memory (feats) or in
@@ -128,6 +132,14 @@ pc_status pc_model_build_index(pc_model *m);
 /* Borrow and return a prediction context from the model's pool. */
 pc_status pc_model_ctx_get(pc_model *m, pctx **out);
 void pc_model_ctx_put(pc_model *m, pctx *c);
+
+/* The single-input pipeline up to patch scores in context c (c->feats, c->dist/idx, c->pscores):
+ * from rgb (preprocessed) or from a ready input tensor. */
+pc_status pc_model_predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry);
+
+/* A tiled prediction (src/tile.c): the image score and, when map != NULL, the width x height map. */
+pc_status pc_tile_predict(pc_model *m, pctx *c, const pc_image *rgb, const pc_tiling *t, float *score, float *map,
+                          pc_geometry *geometry);
 
 /* Free the pooled contexts (after the bank or settings change; no predict may be running). */
 void pc_model_drop_contexts(pc_model *m);

@@ -316,6 +316,15 @@ pc_status pc_resize_window_u8(uint8_t *out, int32_t out_w, int32_t out_h, int32_
     return resize_window(out, out_w, out_h, x0, y0, nx, ny, in, in_w, in_h, channels, use_ref, NULL);
 }
 
+/* pc_resize_bilinear_u8 with a cache (tiling's scaled image: no allocation once warm). */
+pc_status pc_resize_u8_cached(uint8_t *out, int32_t out_w, int32_t out_h, const uint8_t *in, int32_t in_w,
+                              int32_t in_h, int32_t channels, pc_resize_cache *cache) {
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "resize: output is NULL");
+    pc_status st = check_resize_args(out_w, out_h, in, in_w, in_h, channels);
+    if (st) return st;
+    return resize_window(out, out_w, out_h, 0, 0, out_w, out_h, in, in_w, in_h, channels, 0, cache);
+}
+
 /* Python's round() of d/2 for an integer d >= 0: halves go to the even neighbour. */
 static int32_t half_round_even(int32_t d) {
     int32_t q = d / 2;

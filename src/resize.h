@@ -40,4 +40,8 @@ void pc_resize_cache_free(pc_resize_cache *c);
 pc_status pc_preprocess_cached(float *out, const pc_image *rgb, int32_t resize, int32_t crop, pc_geometry *geometry,
                                pc_resize_cache *cache);
 
+/* pc_resize_bilinear_u8 keeping its tables and buffers in cache (tiling; src/tile.c). */
+pc_status pc_resize_u8_cached(uint8_t *out, int32_t out_w, int32_t out_h, const uint8_t *in, int32_t in_w,
+                              int32_t in_h, int32_t channels, pc_resize_cache *cache);
+
 #endif

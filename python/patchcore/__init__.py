@@ -221,6 +221,8 @@ class ModelInfo:
     n_members: int = 1  # an ensemble's members (docs/ensemble.md); the fields above are then member 1's
     coverage_radius: Optional[float] = None  # every training patch lies this close to the bank (docs/update.md)
     thresholds_stale: bool = False  # the bank changed after calibration (update, merge): calibrate again
+    # tiling (docs/tiles.md): None, or a dict tile, overlap, scale, stitch ("mean" or "max")
+    tiling: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,7 @@ _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_di
                 "reweight_b", "jobs")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
                                 "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats",
-                                "precision"}
+                                "precision", "tile", "tile_overlap", "tile_scale", "stitch"}
 
 
 def _layer_numbers(layers):
@@ -326,6 +328,18 @@ def _layer_numbers(layers):
     if not 1 <= len(out) <= _lib.PC_MAX_LAYERS:
         raise ValueError("patchcore: between 1 and %d layers, not %d" % (_lib.PC_MAX_LAYERS, len(out)))
     return out
+
+
+def _tiling_overrides(t, tile_overlap, tile_scale, stitch):
+    """Set the given fields of a pc_tiling (None: leave)."""
+    if tile_overlap is not None:
+        t.overlap = float(tile_overlap)
+    if tile_scale is not None:
+        t.scale = float(tile_scale)
+    if stitch is not None:
+        if stitch not in _lib.STITCH:
+            raise ValueError("patchcore: stitch %r is not one of %s" % (stitch, ", ".join(_lib.STITCH)))
+        t.stitch = _lib.STITCH[stitch]
 
 
 def _fit_options(options, keep):
@@ -378,6 +392,9 @@ def _fit_options(options, keep):
             raise ValueError("patchcore: precision %r is not one of %s"
                              % (options["precision"], ", ".join(_lib.PRECISIONS)))
         o.precision = _lib.PRECISIONS[options["precision"]]
+    if options.get("tile"):  # tiling (docs/tiles.md): tile 0 / None is off
+        o.tiling.tile = _i32("tile", options["tile"])
+    _tiling_overrides(o.tiling, options.get("tile_overlap"), options.get("tile_scale"), options.get("stitch"))
     if options.get("max_memory") is not None:  # bytes; 0 = unlimited (docs/robustness.md, "Bounded memory")
         v = operator.index(options["max_memory"])
         if not 0 <= v < 2 ** 63:
@@ -444,7 +461,9 @@ class Model:
         AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
         the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
-        reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
+        reproduce a reference run, progress (callable(stage, done, total); return True to cancel),
+        tile (S: cut each image into overlapping S x S tiles at native resolution, replacing resize
+        and crop; docs/tiles.md), tile_overlap (0.25), tile_scale (1.0), stitch ("mean" or "max").
 
         Inputs that cannot be used are skipped: they are listed in the model's image_errors and one
         PatchcoreWarning says how many. When none is usable, PatchcoreError is raised (its
@@ -534,7 +553,10 @@ class Model:
             bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
             precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)),
             n_members=i.n_members, coverage_radius=_opt(i.coverage_radius),
-            thresholds_stale=bool(i.thresholds_stale))
+            thresholds_stale=bool(i.thresholds_stale),
+            tiling=None if i.tiling.tile == 0 else dict(
+                tile=i.tiling.tile, overlap=i.tiling.overlap, scale=i.tiling.scale,
+                stitch={v: k for k, v in _lib.STITCH.items()}.get(i.tiling.stitch, str(i.tiling.stitch))))
 
     def __repr__(self):
         if not self._h:
@@ -545,23 +567,35 @@ class Model:
             "" if i.image_threshold is None else " calibrated")
 
     # --- predict ----------------------------------------------------------------------------
-    def predict(self, image, pixel_threshold=None):
+    def predict(self, image, pixel_threshold=None, tile_overlap=None, tile_scale=None, stitch=None):
         """Score one image (a path, an array or a PIL image). pixel_threshold overrides the model's
         calibrated pixel threshold for the regions (None: the model's; regions are None when it has
-        none). Thread-safe on one model."""
+        none). Thread-safe on one model.
+
+        A tiled model (fit with tile=S; docs/tiles.md) returns a map of the image's size, shape
+        (H, W), and its maximum as the score; tile_overlap, tile_scale and stitch ("mean", "max")
+        override the model's for this call (a model fitted without tiling refuses them)."""
         h = self._handle()
         i = _lib.ModelInfo()
         _check(_c.pc_model_get_info(h, ctypes.byref(i)))
+        po = None
+        if tile_overlap is not None or tile_scale is not None or stitch is not None:
+            t = _lib.Tiling()
+            ctypes.pointer(t)[0] = i.tiling
+            _tiling_overrides(t, tile_overlap, tile_scale, stitch)
+            po = _lib.PredictOptions()
+            po.tiling = ctypes.pointer(t)
+        pop = ctypes.byref(po) if po is not None else None
         p = _lib.Prediction()
         g = _lib.Geometry()
 
         def run(img):
             # The map's size for this image (crop x crop, or the image's when the model tiles).
             mw, mh = ctypes.c_int32(), ctypes.c_int32()
-            _check(_c.pc_model_map_size(h, img.width, img.height, None, ctypes.byref(mw), ctypes.byref(mh)))
+            _check(_c.pc_model_map_size(h, img.width, img.height, pop, ctypes.byref(mw), ctypes.byref(mh)))
             m = np.empty((mh.value, mw.value), dtype=np.float32)
             mp = m.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            _check(_c.pc_model_predict(h, ctypes.byref(img), ctypes.byref(p), mp, ctypes.byref(g)))
+            _check(_c.pc_model_predict_ex(h, ctypes.byref(img), pop, ctypes.byref(p), mp, ctypes.byref(g)))
             return m
 
         if _is_path(image):

@@ -28,7 +28,11 @@ Oracles and tolerances:
   - regions: scipy.ndimage.label (8-connected) of map > pixel threshold, areas and peaks exact, boxes
     mapped back to original pixels by the documented rule (floor/ceil through crop and resize);
   - errors: missing and corrupt files raise PatchcoreError with the right status and the path in the
-    message.
+    message;
+  - tiling (docs/tiles.md): fit(tile=64, tile_scale=0.5, sampler none) on tests/ref/gen_tiles.py's two
+    training images gives (H, W) maps equal to that PyTorch/PIL/scipy oracle's stitched maps within
+    1e-4 of the map's maximum (mean; max through the per-call stitch override; scale 1 and overlap 0
+    through tile_scale/tile_overlap), scores within 1e-4 relative; arrays and paths agree bit for bit.
 """
 import json
 import os
@@ -600,6 +604,39 @@ def check_installed_predict():
             same_as_cli(m.predict(p), cli[p], os.path.relpath(p, BOTTLE))
 
 
+def check_tiles():
+    case = os.path.join(REF, "tiles")
+    if not os.path.exists(os.path.join(case, "a_mean_map.npy")):
+        print("note: %s absent: the tiling checks did not run" % case)
+        return
+    from PIL import Image
+    train = [os.path.join(case, "train0.png"), os.path.join(case, "train1.png")]
+    test = os.path.join(case, "test.png")
+    m = patchcore.Model.fit(train, weights=WEIGHTS, sampler="none", tile=64, tile_overlap=0.25, tile_scale=0.5)
+    check(m.info.tiling == dict(tile=64, overlap=0.25, scale=0.5, stitch="mean"), "tiles: info.tiling %r"
+          % (m.info.tiling,))
+    check(m.info.crop == 64 and m.info.n_train_images == 2, "tiles: crop %d, %d images"
+          % (m.info.crop, m.info.n_train_images))
+    arr = np.asarray(Image.open(test).convert("RGB"))
+    for name, kw in (("a_mean", {}), ("a_max", dict(stitch="max")),
+                     ("b_max", dict(stitch="max", tile_scale=1.0, tile_overlap=0.0))):
+        ref = np.load(os.path.join(case, name + "_map.npy"))
+        rs = float(np.load(os.path.join(case, name + "_score.npy"))[0])
+        r = m.predict(test, **kw)
+        ra = m.predict(arr, **kw)
+        check(r.map.shape == (260, 300), "tiles %s: map shape %r" % (name, r.map.shape))
+        err = float(np.abs(r.map - ref).max() / np.abs(ref).max())
+        check(err <= 1e-4, "tiles %s: map error %.3g" % (name, err))
+        check(abs(r.score - rs) <= 1e-4 * abs(rs), "tiles %s: score %r vs %r" % (name, r.score, rs))
+        check(np.array_equal(r.map, ra.map) and r.score == ra.score, "tiles %s: array and path agree" % name)
+        check(r.geometry["map_width"] == 300 and r.geometry["map_height"] == 260, "tiles %s: geometry %r"
+              % (name, r.geometry))
+    check(isinstance(raises(ValueError, m.predict, test, stitch="median"), ValueError), "tiles: stitch median")
+    e = raises(patchcore.PatchcoreError, m.predict, np.zeros((50, 50, 3), np.uint8))
+    check(isinstance(e, patchcore.PatchcoreError) and "smaller than a 64x64 tile" in str(e), "tiles: small image message %s" % e)
+    m.close()
+
+
 def main():
     print("patchcore %s from %s, library %s" % (patchcore.__version__, patchcore.__file__, patchcore.library_path()))
     check_layout()
@@ -613,6 +650,7 @@ def main():
         if have_data:
             check_with_data()
             check_update()
+            check_tiles()
     if failures:
         print("FAILED %d check(s):\n  %s" % (len(failures), "\n  ".join(failures)))
         return 1
