@@ -8,6 +8,7 @@
  */
 #include "coreset.h"
 #include "model_impl.h"
+#include "tile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -168,15 +169,38 @@ static pc_status update_common(pc_model *m, const pc_update_options *uo, const p
     o.progress = uo->progress, o.progress_user = uo->progress_user;
     o.on_image_error = uo->on_image_error, o.on_image_error_user = uo->on_image_error_user;
     o.bn_stats = m->bn_stats, o.precision = m->precision;
+    o.tiling = m->tiling;
 
     pc_fit_feats ff = {.spill = {.fd = -1}};
+    pc_tile_items ti = {0};
+    pc_fit_source tsrc;
+    pc_status st = PC_OK;
+    if (m->tiling.tile) { /* every tile of every new image is one input, as in the fit (docs/tiles.md) */
+        if ((st = pc_tile_items_build(&o, src->paths, src->images, n_in, &ti))) return pc_fail_context(st, "update");
+        tsrc = *src;
+        tsrc.tiles = &ti;
+        src = &tsrc;
+        n_in = ti.n;
+    }
     int64_t *sel = NULL;
     float *pjb = NULL, *dist = NULL, *bank = NULL;
     const pc_sampler saved = m->sampler;
     m->sampler = o.sampler; /* the extraction projects when the sampler is the approximate greedy one */
-    pc_status st = pc_model_extract(m, &o, src, n_in, &ff);
+    st = pc_model_extract(m, &o, src, n_in, &ff);
     m->sampler = saved;
-    if (st) return pc_fail_context(st, "update");
+    if (st) {
+        pc_tile_items_free(&ti);
+        return pc_fail_context(st, "update");
+    }
+    /* the images behind the usable inputs (tiles are image-major: count the changes of image) */
+    int32_t n_images = (int32_t)ff.used;
+    if (m->tiling.tile) {
+        n_images = 0;
+        for (size_t u = 0, last = SIZE_MAX; u < ff.used; u++) {
+            const size_t img = (size_t)ti.item[ff.img_of ? (size_t)ff.img_of[u] : u].img;
+            if (img != last) n_images++, last = img;
+        }
+    }
     const int64_t N = (int64_t)(ff.used * ff.hw);
     int64_t n_sel = 0;
     double radius_new = NAN, radius_after = m->coverage_radius;
@@ -221,12 +245,12 @@ static pc_status update_common(pc_model *m, const pc_update_options *uo, const p
     const int64_t n_before = m->bank_n;
     const double radius_before = m->coverage_radius;
     if ((st = swap_bank(m, bank, n_before + n_sel))) goto done;
-    m->n_train_images += (int32_t)ff.used;
+    m->n_train_images += n_images;
     m->n_patches_total += N;
     m->coverage_radius = radius_after;
     if (n_sel > 0 && (!isnan(m->image_threshold) || !isnan(m->pixel_threshold))) m->thresholds_stale = 1;
     if (report) {
-        *report = (pc_update_report){.rule = rule, .n_images = (int32_t)ff.used, .n_patches = N, .n_added = n_sel,
+        *report = (pc_update_report){.rule = rule, .n_images = n_images, .n_patches = N, .n_added = n_sel,
                                      .bank_size = m->bank_n, .radius_before = radius_before, .radius_new = radius_new,
                                      .radius_after = radius_after};
     }
@@ -235,6 +259,7 @@ oom:
     st = pc_fail(PC_ERR_NO_MEMORY, "update: out of memory for %lld new patches", (long long)N);
 done:
     pc_fit_feats_free(&ff);
+    pc_tile_items_free(&ti);
     pc_free(sel), pc_free(pjb), pc_free(dist);
     if (st) pc_copy_error(m->errmsg);
     return st;
@@ -286,6 +311,11 @@ static int differs(const pc_model *a, const pc_model *b, char *why, size_t size)
     if (a->precision != b->precision) {
         snprintf(why, size, "the precision differs (%s vs %s)", pc_precision_name(a->precision),
                  pc_precision_name(b->precision));
+        return 1;
+    }
+    DIFF_INT(tiling.tile, "the tile size");
+    if (a->tiling.tile && a->tiling.scale != b->tiling.scale) { /* the overlap only chose the tiles */
+        snprintf(why, size, "the tile scale differs (%g vs %g)", a->tiling.scale, b->tiling.scale);
         return 1;
     }
 #undef DIFF_INT

@@ -12,7 +12,7 @@
  *     new images' features (taken, bit for bit, from a sampler-none fit of the same images with the same
  *     batches: the same extraction), in an order the replay accepts, as many as the rule says;
  *   - update with the images already in the model adds nothing under rule radius;
- *   - sampler none: fit(A) + update(B) has the bank of fit(A + B), bit for bit;
+ *   - sampler none: fit(A) + update(B) has the bank of fit(A + B), bit for bit, also for a tiled model;
  *   - merge: the bank is the concatenation, patch scores are the smaller of the two models' (1e-5
  *     relative); incompatible models and ensembles are refused naming the difference;
  *   - the coverage radius and the stale-threshold flag survive save and load; an unreadable image is
@@ -336,6 +336,41 @@ static void test_update_none_equals_fit(void **state) {
     pc_model_free(all), pc_model_free(m);
 }
 
+/* A tiled model grows the same way: every tile of the new images is an input (tile 224 on the bottle
+ * images scaled to 225 x 225: four tiles each) */
+static void test_update_tiled(void **state) {
+    (void)state;
+    NEED_FIXTURE();
+    pc_fit_options o;
+    options(&o, PC_SAMPLER_NONE);
+    o.batch_size = 1;
+    o.tiling.tile = 224, o.tiling.scale = 0.25;
+    pc_model *all = NULL, *m = NULL;
+    assert_int_equal(pc_model_fit(&o, (const char *const *)F.ab, 3, &all), PC_OK);
+    assert_int_equal(pc_model_fit(&o, (const char *const *)F.ab, 2, &m), PC_OK);
+    pc_update_options uo;
+    pc_update_options_init(&uo);
+    uo.batch_size = 1;
+    pc_update_report rep;
+    assert_int_equal(pc_model_update(m, &uo, (const char *const *)F.ab + 2, 1, &rep), PC_OK);
+    assert_int_equal(rep.n_images, 1);
+    assert_int_equal(rep.n_patches, 4 * 28 * 28);
+    int64_t na, nm;
+    int32_t D;
+    const float *ba = pc_model_bank(all, &na, &D), *bm = pc_model_bank(m, &nm, &D);
+    assert_int_equal(na, nm);
+    assert_memory_equal(ba, bm, sizeof(float) * (size_t)na * D);
+    pc_model_info ia, im;
+    pc_model_get_info(all, &ia), pc_model_get_info(m, &im);
+    assert_int_equal(im.n_train_images, 3);
+    assert_int_equal(im.n_patches_total, ia.n_patches_total);
+    assert_int_equal(im.tiling.tile, 224);
+    /* merging a tiled model with an untiled one is refused */
+    pc_model *u = fit(PC_SAMPLER_NONE, F.b, 1);
+    assert_int_equal(pc_model_merge(m, u, NULL), PC_ERR_INVALID_ARGUMENT);
+    pc_model_free(u), pc_model_free(all), pc_model_free(m);
+}
+
 static void test_merge(void **state) {
     (void)state;
     NEED_FIXTURE();
@@ -491,6 +526,7 @@ int main(void) {
         cmocka_unit_test(test_continue_synthetic),
         cmocka_unit_test(test_update_ratio_and_radius),
         cmocka_unit_test(test_update_none_equals_fit),
+        cmocka_unit_test(test_update_tiled),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_update_bad_inputs),
     };
