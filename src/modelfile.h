@@ -12,8 +12,9 @@
 #define PC_MF_MAGIC "PCMODEL\x1a"
 /* The newest container version this code reads. Version 1 holds one model; version 2 (an ensemble,
  * model-format.md) is written only for ensembles, so that single models stay readable by older
- * readers and older readers refuse an ensemble as "newer". */
-#define PC_MF_VERSION 2u
+ * readers and older readers refuse an ensemble as "newer"; version 3 (a model with a region of
+ * interest, docs/roi.md) likewise only when the model has one. */
+#define PC_MF_VERSION 3u
 #define PC_MF_HEADER_SIZE 64u
 #define PC_MF_ENTRY_SIZE 128u
 #define PC_MF_NAME_MAX 64u /* including the terminating NUL */
