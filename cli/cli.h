@@ -66,7 +66,7 @@ int cli_write_npy_f32(const char *path, const float *data, int ndim, const int64
 /* ---- shared by fit, benchmark and the other verbs that take images ---------------------------- */
 
 /* Parse one fit option at argv[*i] into opt (--weights --backbone --layers --resize --crop --patch
- * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads).
+ * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads --roi).
  * *matched says whether argv[*i] was a fit option; false return = a bad value (already reported). */
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *opt, int32_t *threads, bool *matched);
 
@@ -86,6 +86,11 @@ bool cli_members_expand(cli_members *mem, const pc_fit_options *base, pc_fit_opt
 void cli_members_free(cli_members *mem);
 /* The help lines of those options with their defaults. */
 void cli_fit_options_help(FILE *out);
+
+/* Decode a region-of-interest mask (--roi FILE; docs/roi.md) to 8-bit grey as PIL's convert("L")
+ * does (any PNG/JPEG, colour included) and check that some pixel is non-zero; false after an error
+ * naming opt and the file. The caller frees out with pc_image_free. */
+bool cli_load_roi(const char *opt, const char *path, pc_image *out);
 
 /* A list of image paths collected from files and directories (walked recursively, sorted, keeping
  * .png .jpg .jpeg .bmp files case-insensitively; files named explicitly are always kept). */

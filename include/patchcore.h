@@ -696,6 +696,11 @@ typedef struct pc_model_info {
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
 
+/* The model's stored region of interest (docs/roi.md) as a view: roi->data points into the model
+ * (0 = outside, 255 = inside; do not free or change it; valid while the model lives). A model without
+ * one gives PC_OK and a zeroed *roi. Thread-safe. */
+PC_API pc_status pc_model_roi(const pc_model *model, pc_image *roi);
+
 /* ---------------------------------------------------------------------------------------------
  * Ensembles (docs/ensemble.md): several single models (members: backbone, layers, settings, bank)
  * in one model, run one after the other on each image (decoded once, preprocessed once per

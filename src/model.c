@@ -1206,6 +1206,12 @@ pc_status pc_model_predict_file(pc_model *m, const char *path, pc_prediction *ou
  * Info and thresholds
  * -------------------------------------------------------------------------------------------- */
 
+pc_status pc_model_roi(const pc_model *model, pc_image *roi) {
+    if (!model || !roi) return pc_fail(PC_ERR_INVALID_ARGUMENT, "roi: NULL argument");
+    *roi = model->roi;
+    return PC_OK;
+}
+
 pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
     if (!model || !info) return pc_fail(PC_ERR_INVALID_ARGUMENT, "info: NULL argument");
     memset(info, 0, sizeof *info);
