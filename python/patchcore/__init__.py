@@ -218,6 +218,7 @@ class ModelInfo:
     bn_stats: str  # "reference" (the reference's batch-norm warm-up) or "trained" (METHOD.md §2)
     precision: str = "f32"  # the backbone's arithmetic: "f32" or "bf16" (docs/precision.md)
     n_members: int = 1  # an ensemble's members (docs/ensemble.md); the fields above are then member 1's
+    roi: Optional[Tuple[int, int]] = None  # (width, height) of the region of interest (docs/roi.md), None: none
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_di
                 "reweight_b", "jobs")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
                                 "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats",
-                                "precision"}
+                                "precision", "roi"}
 
 
 def _layer_numbers(layers):
@@ -379,7 +380,38 @@ def _fit_options(options, keep):
             raise ValueError("patchcore: coreset_starts has %d entries, n_starts is %d" % (s.size, o.n_starts))
         keep.append(s)
         o.coreset_starts = s.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+    if options.get("roi") is not None:
+        r = _roi_struct(options["roi"], keep)
+        keep.append(r)
+        o.roi = ctypes.pointer(r)
     return o
+
+
+def _roi_struct(roi, keep):
+    """A pc_image (channels 1) for a region of interest (docs/roi.md): a path (decoded to grey as PIL's
+    convert("L") does: colour files are converted), a PIL image, or a 2-D uint8 array (H x W; non-zero
+    = inspect). The array it views is appended to keep."""
+    if _is_path(roi):
+        img = _lib.Image()
+        _check(_c.pc_image_load_grey(_lib.fsencode(roi), ctypes.byref(img)))
+        try:
+            n = img.width * img.height
+            a = np.ctypeslib.as_array(img.data, shape=(n,)).copy().reshape(img.height, img.width)
+        finally:
+            _c.pc_image_free(ctypes.byref(img))
+    else:
+        if hasattr(roi, "convert") and hasattr(roi, "mode"):  # a PIL image
+            roi = roi.convert("L")
+        a = np.asarray(roi)
+        if a.dtype != np.uint8 or a.ndim != 2:
+            raise TypeError("patchcore: a region of interest must be a path or a 2-D uint8 array (H x W, non-zero = "
+                            "inspect), not %s %s" % (a.dtype, a.shape))
+        if a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError("patchcore: empty region of interest %s" % (a.shape,))
+        _i32("mask height", a.shape[0]), _i32("mask width", a.shape[1])
+        a = np.ascontiguousarray(a)
+    keep.append(a)
+    return _lib.Image(a.shape[1], a.shape[0], 1, a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
 
 
 def _path_array(paths):
@@ -422,7 +454,10 @@ class Model:
         AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
         the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
-        reproduce a reference run, progress (callable(stage, done, total); return True to cancel).
+        reproduce a reference run, roi (a region of interest, docs/roi.md: a mask file's path or a
+        2-D uint8 array in the images' coordinates, non-zero = inspect; patches outside it stay out of
+        the bank and the model scores inside it only), progress (callable(stage, done, total); return
+        True to cancel).
 
         Inputs that cannot be used are skipped: they are listed in the model's image_errors and one
         PatchcoreWarning says how many. When none is usable, PatchcoreError is raised (its
@@ -511,7 +546,17 @@ class Model:
             pixel_scale=_opt(i.pixel_scale),
             bn_stats={v: k for k, v in _lib.BN_STATS.items()}.get(i.bn_stats, str(i.bn_stats)),
             precision={v: k for k, v in _lib.PRECISIONS.items()}.get(i.precision, str(i.precision)),
-            n_members=i.n_members)
+            n_members=i.n_members, roi=(i.roi_width, i.roi_height) if i.roi_width else None)
+
+    @property
+    def roi(self):
+        """The stored region of interest as an H x W uint8 array (0 outside, 255 inside), or None."""
+        img = _lib.Image()
+        _check(_c.pc_model_roi(self._handle(), ctypes.byref(img)))
+        if not img.data:
+            return None
+        n = img.width * img.height
+        return np.ctypeslib.as_array(img.data, shape=(n,)).copy().reshape(img.height, img.width)
 
     def __repr__(self):
         if not self._h:
@@ -522,10 +567,12 @@ class Model:
             "" if i.image_threshold is None else " calibrated")
 
     # --- predict ----------------------------------------------------------------------------
-    def predict(self, image, pixel_threshold=None):
+    def predict(self, image, pixel_threshold=None, roi=None, ignore_roi=False):
         """Score one image (a path, an array or a PIL image). pixel_threshold overrides the model's
         calibrated pixel threshold for the regions (None: the model's; regions are None when it has
-        none). Thread-safe on one model."""
+        none). roi: a region of interest for this call instead of the model's (a path or a 2-D uint8
+        array, non-zero = inspect; docs/roi.md); ignore_roi=True inspects the whole image even when the
+        model has one. Thread-safe on one model."""
         h = self._handle()
         i = _lib.ModelInfo()
         _check(_c.pc_model_get_info(h, ctypes.byref(i)))
@@ -534,7 +581,18 @@ class Model:
         mp = m.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         p = _lib.Prediction()
         g = _lib.Geometry()
-        if _is_path(image):
+        if roi is not None or ignore_roi:
+            keep = []
+            po = _lib.PredictOptions()
+            _c.pc_predict_options_init(ctypes.byref(po))
+            po.ignore_roi = 1 if ignore_roi else 0
+            if roi is not None:
+                r = _roi_struct(roi, keep)
+                po.roi = ctypes.pointer(r)
+            a = load_image(image) if _is_path(image) else as_rgb(image)
+            img = _image_struct(a)
+            _check(_c.pc_model_predict_ex(h, ctypes.byref(img), ctypes.byref(po), ctypes.byref(p), mp, ctypes.byref(g)))
+        elif _is_path(image):
             _check(_c.pc_model_predict_file(h, _lib.fsencode(image), ctypes.byref(p), mp, ctypes.byref(g)))
         else:
             a = as_rgb(image)
