@@ -8,8 +8,11 @@
  *  - 1e-4 relative (max |diff| / max |ref|, the project's tolerance against torch): the bank rows,
  *    the patch scores, the image scores and the maps, for the model's ROI, a per-call ROI and
  *    ignore_roi;
+ *  - regions (pc_model_regions) at a threshold far from every map value: the areas of scipy's
+ *    8-connected components of the reference map (zero outside the ROI), exactly;
  *  - approximate greedy and random fits with the ROI: the bank's size is ratio x the inside patches
- *    and every selected row is an inside patch;
+ *    and every selected row is an inside patch; a fit streamed under a memory budget selects the
+ *    same rows and makes the same bank (exact);
  *  - save/load keeps the ROI (info, predictions bit for bit), the file is container version 3 (1
  *    without an ROI) and a newer version is refused (the check an older reader applies to 3);
  *  - errors: an all-black mask, a colour mask, an ROI with no inside patch, tiling with an ROI, an
@@ -170,6 +173,35 @@ static void test_against_oracle(void **state) {
     check_rel("bank rows (inside patches)", b, bank.data, (size_t)bank.count);
 
     check_setting(m, fx, "model", NULL);
+    {
+        npy_array rt, ra;
+        load_ref(&rt, "regions_t.npy");
+        load_ref(&ra, "regions_areas.npy");
+        pc_image img = {0};
+        assert_int_equal(pc_image_load(fx->paths[3], &img), PC_OK);
+        float *map = malloc(sizeof(float) * S * S);
+        pc_prediction pr;
+        pc_geometry g;
+        assert_int_equal(pc_model_predict(m, &img, &pr, map, &g), PC_OK);
+        pc_region reg[64];
+        int32_t nr = 0;
+        assert_int_equal(pc_model_regions(m, map, &g, ((const double *)rt.data)[0], reg, 64, &nr), PC_OK);
+        print_message("  regions at %.6g: %d (reference %lld)\n", ((const double *)rt.data)[0], (int)nr,
+                      (long long)ra.count);
+        assert_int_equal(nr, ra.count);
+        int64_t areas[64];
+        for (int32_t i = 0; i < nr; i++) areas[i] = reg[i].area;
+        for (int32_t i = 0; i < nr; i++) /* largest first, as the reference lists them */
+            for (int32_t j = i + 1; j < nr; j++)
+                if (areas[j] > areas[i]) {
+                    int64_t t = areas[i];
+                    areas[i] = areas[j], areas[j] = t;
+                }
+        for (int32_t i = 0; i < nr; i++) assert_int_equal(areas[i], ((const int64_t *)ra.data)[i]);
+        free(map);
+        pc_image_free(&img);
+        npy_free(&rt), npy_free(&ra);
+    }
     pc_predict_options po;
     pc_predict_options_init(&po);
     check_setting(m, fx, "model", &po); /* defaults: the model's ROI */
@@ -208,6 +240,22 @@ static void test_samplers(void **state) {
             for (int64_t j = 0; j < i; j++) assert_true(idx[j] != idx[i]);
         }
         print_message("  sampler %d: bank %lld, every row inside\n", s, (long long)n);
+        if (samplers[s] == PC_SAMPLER_APPROX_GREEDY) { /* streamed to a temporary file: the same bank */
+            pc_fit_options o;
+            fit_opts(&o, fx, samplers[s], &fx->roi);
+            o.max_memory = (int64_t)4 << 30;
+            pc_model *ms = NULL;
+            assert_int_equal(pc_model_fit(&o, (const char *const *)fx->paths, 2, &ms), PC_OK);
+            int64_t n2;
+            const int64_t *idx2 = pc_model_coreset_indices(ms, &n2);
+            assert_int_equal(n2, n);
+            assert_memory_equal(idx2, idx, (size_t)n * sizeof *idx);
+            int32_t d1, d2;
+            const float *b1 = pc_model_bank(m, &n, &d1), *b2 = pc_model_bank(ms, &n2, &d2);
+            assert_memory_equal(b1, b2, (size_t)n * (size_t)d1 * sizeof(float));
+            print_message("  streamed under a memory budget: the same %lld rows and bank\n", (long long)n);
+            pc_model_free(ms);
+        }
         pc_model_free(m);
     }
     npy_free(&inside);

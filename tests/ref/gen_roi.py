@@ -20,12 +20,16 @@ resizes it): an ellipse plus a rectangle, with an all-black corner. Test images:
 broken_large. Written: roi.png, roi_call.png (a per-call ROI, 900x900: a disc), empty.png (all black),
 inputs.txt, inside_train.npy (inside cells of a training image, int64), bank.npy, and for each ROI
 setting X in {model, call, none}: inspect_X.npy (C x C u8 crop mask; all ones for none),
-patch_X.npy (n_test x h*w), scores_X.npy (n_test), maps_X.npy (n_test x C x C).
+patch_X.npy (n_test x h*w), scores_X.npy (n_test), maps_X.npy (n_test x C x C); regions_t.npy (a
+low pixel threshold, far from every map value of the defective image under the model's ROI) and
+regions_areas.npy (the areas, largest first, of scipy.ndimage.label's 8-connected components of that
+map > threshold: regions clipped by the ROI, since the map is 0 outside).
 """
 import os
 import sys
 
 import numpy as np
+import scipy.ndimage
 import torch
 from PIL import Image, ImageDraw
 from torchvision import transforms
@@ -124,6 +128,20 @@ def main():
         common.save(out, "patch_%s.npy" % name, np.stack(patches))
         common.save(out, "scores_%s.npy" % name, np.array(scores, np.float32))
         common.save(out, "maps_%s.npy" % name, np.stack(maps).astype(np.float32))
+        if name == "model":
+            m = maps[1]
+            # a threshold no map value is within 2e-5 x max of (the C map is within 1e-5 x max: no
+            # region may hinge on rounding)
+            for frac in np.arange(0.10, 0.30, 0.001):
+                t = float(frac * m.max())
+                if np.abs(m - t).min() > 2e-5 * m.max():
+                    break
+            else:
+                raise SystemExit("gen_roi: no clear threshold")
+            lab, n = scipy.ndimage.label(m > t, structure=np.ones((3, 3)))
+            areas = np.sort(np.bincount(lab.ravel())[1:])[::-1].astype(np.int64)
+            common.save(out, "regions_t.npy", np.array([t], np.float64))
+            common.save(out, "regions_areas.npy", areas)
     with open(os.path.join(out, "inputs.txt"), "w") as fh:
         fh.write("\n".join(train + test) + "\n")
 
