@@ -1610,8 +1610,11 @@ static pc_status load_roi(pc_model *m, const pc_modelfile *mf, const char *path)
     const pc_mf_tensor *t = pc_modelfile_tensor(mf, "roi");
     const char *v = pc_modelfile_meta(mf, "roi");
     if (!t && !v) return PC_OK;
-    int w = 0, h = 0, used = 0;
-    if (!t || !v || sscanf(v, "%dx%d%n", &w, &h, &used) != 2 || v[used] || w < 1 || h < 1)
+    long w = 0, h = 0;
+    char *end = NULL;
+    if (v) w = strtol(v, &end, 10);
+    if (end && *end == 'x') h = strtol(end + 1, &end, 10);
+    if (!t || !v || !end || *end || w < 1 || h < 1 || w > 65536 * 16 || h > 65536 * 16)
         return pc_fail(PC_ERR_FORMAT, "%s: the region of interest needs metadata 'roi = WxH' and a tensor 'roi' (got "
                        "'%s' and %s)", path, v ? v : "(none)", t ? "a tensor" : "no tensor");
     if (pc_modelfile_version(mf) < 3)
@@ -1619,9 +1622,9 @@ static pc_status load_roi(pc_model *m, const pc_modelfile *mf, const char *path)
                        (unsigned)pc_modelfile_version(mf));
     if (t->dtype != PC_MF_U8 || t->ndim != 2 || t->shape[0] != (uint64_t)h || t->shape[1] != (uint64_t)w ||
         (int64_t)w * h > PC_IMAGE_MAX_PIXELS)
-        return pc_fail(PC_ERR_FORMAT, "%s: tensor 'roi' is not a %dx%d uint8 mask (rows x columns %d x %d, at most %lld "
-                       "pixels)", path, w, h, h, w, (long long)PC_IMAGE_MAX_PIXELS);
-    m->roi = (pc_image){w, h, 1, (uint8_t *)t->data};
+        return pc_fail(PC_ERR_FORMAT, "%s: tensor 'roi' is not a %ldx%ld uint8 mask (rows x columns %ld x %ld, at most "
+                       "%lld pixels)", path, w, h, h, w, (long long)PC_IMAGE_MAX_PIXELS);
+    m->roi = (pc_image){(int32_t)w, (int32_t)h, 1, (uint8_t *)t->data};
     char what[1100];
     snprintf(what, sizeof what, "%s: the region of interest", path);
     pc_status st = pc_roi_check(&m->roi, what);

@@ -8,13 +8,16 @@
  *  - 1e-4 relative (max |diff| / max |ref|, the project's tolerance against torch): the bank rows,
  *    the patch scores, the image scores and the maps, for the model's ROI, a per-call ROI and
  *    ignore_roi;
+ *  - Eq. 7 reweighting (b = 3) under the ROI: the argmax among inside patches, 1e-4 relative to the
+ *    reference's float64 Eq. 7 (which checks that no choice in it is a near-tie);
  *  - regions (pc_model_regions) at a threshold far from every map value: the areas of scipy's
  *    8-connected components of the reference map (zero outside the ROI), exactly;
  *  - approximate greedy and random fits with the ROI: the bank's size is ratio x the inside patches
  *    and every selected row is an inside patch; a fit streamed under a memory budget selects the
  *    same rows and makes the same bank (exact);
  *  - save/load keeps the ROI (info, predictions bit for bit), the file is container version 3 (1
- *    without an ROI) and a newer version is refused (the check an older reader applies to 3);
+ *    without an ROI) and a newer version is refused (the check an older reader applies to 3); a
+ *    file whose 'roi' key disagrees with its tensor is refused (PC_ERR_FORMAT);
  *  - errors: an all-black mask, a colour mask, an ROI with no inside patch, tiling with an ROI, an
  *    ensemble with an ROI.
  */
@@ -261,6 +264,28 @@ static void test_samplers(void **state) {
     npy_free(&inside);
 }
 
+static void test_eq7(void **state) {
+    fixture *fx = *state;
+    NEED_REFS(fx);
+    npy_array e;
+    load_ref(&e, "eq7.npy");
+    pc_fit_options o;
+    fit_opts(&o, fx, PC_SAMPLER_NONE, &fx->roi);
+    o.reweight_b = 3;
+    pc_model *m = NULL;
+    assert_int_equal(pc_model_fit(&o, (const char *const *)fx->paths, 2, &m), PC_OK);
+    pc_image img = {0};
+    assert_int_equal(pc_image_load(fx->paths[3], &img), PC_OK);
+    pc_prediction pr;
+    assert_int_equal(pc_model_predict(m, &img, &pr, NULL, NULL), PC_OK);
+    const double ref = ((const double *)e.data)[0];
+    print_message("  Eq. 7 under the ROI: %.6g, reference %.6g (s* %.6g)\n", pr.score, ref, ((const double *)e.data)[1]);
+    assert_true(fabs(pr.score - ref) <= TOL * ref);
+    pc_image_free(&img);
+    pc_model_free(m);
+    npy_free(&e);
+}
+
 static uint32_t file_version(const char *path) {
     unsigned char h[12] = {0};
     FILE *f = fopen(path, "rb");
@@ -300,6 +325,19 @@ static void test_save_load(void **state) {
     assert_int_equal(pc_model_load(path4, &m2), PC_OK);
     assert_int_equal(pc_model_predict(m2, &img, &p2, b, NULL), PC_OK);
     assert_true(p1.score == p2.score);
+    pc_model_free(m2);
+    /* the key and the tensor must agree */
+    tu_rewrite_meta_key(path, path4, "roi", "449x450");
+    st = pc_model_load(path4, &m2);
+    print_message("  %s\n", pc_last_error());
+    assert_int_equal(st, PC_ERR_FORMAT);
+    assert_non_null(strstr(pc_last_error(), "'roi'"));
+    tu_rewrite_meta_key(path, path4, "roi", "450x450junk");
+    assert_int_equal(pc_model_load(path4, &m2), PC_ERR_FORMAT);
+    tu_rewrite_meta_key(path, path4, "roi", NULL); /* a tensor without its key */
+    assert_int_equal(pc_model_load(path4, &m2), PC_ERR_FORMAT);
+    tu_rewrite_meta_key(path, path4, "roi", "450x450"); /* unchanged: loads */
+    assert_int_equal(pc_model_load(path4, &m2), PC_OK);
     pc_model_free(m2);
     /* a newer container version is refused before anything else is read: the check by which a reader
      * of version 2 refuses this version-3 file */
@@ -402,6 +440,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_oracle),
         cmocka_unit_test(test_samplers),
+        cmocka_unit_test(test_eq7),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_errors),
     };

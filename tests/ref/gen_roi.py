@@ -23,7 +23,10 @@ setting X in {model, call, none}: inspect_X.npy (C x C u8 crop mask; all ones fo
 patch_X.npy (n_test x h*w), scores_X.npy (n_test), maps_X.npy (n_test x C x C); regions_t.npy (a
 low pixel threshold, far from every map value of the defective image under the model's ROI) and
 regions_areas.npy (the areas, largest first, of scipy.ndimage.label's 8-connected components of that
-map > threshold: regions clipped by the ROI, since the map is 0 outside).
+map > threshold: regions clipped by the ROI, since the map is 0 outside); eq7.npy: the defective
+image's Eq. 7 score with b = 3 under the model's ROI (argmax among inside patches; Euclidean distances
+in float64, as METHOD.md and src/scoring.h state it), after checking that no choice in it is a
+near-tie (top two inside patch scores, the nearest bank entry, the b-th neighbour of m*).
 """
 import os
 import sys
@@ -142,6 +145,31 @@ def main():
             areas = np.sort(np.bincount(lab.ravel())[1:])[::-1].astype(np.int64)
             common.save(out, "regions_t.npy", np.array([t], np.float64))
             common.save(out, "regions_areas.npy", areas)
+    # Eq. 7 under the model's ROI, on the defective image
+    f, grid, size = tests[1]
+    cells = inside_cells(crop_mask(roi, size), grid)
+    q = f[cells].astype(np.float64)
+    bk = bank.astype(np.float64)
+    d2 = ((q[:, None, :] - bk[None, :, :]) ** 2).sum(-1)  # inside patches x bank, squared
+    ps = d2.min(1)
+    order = np.argsort(ps)[::-1]
+    print("eq7 gaps: top %.3g" % ((ps[order[0]] - ps[order[1]]) / ps[order[0]]), file=sys.stderr)
+    assert ps[order[0]] - ps[order[1]] > 1e-4 * ps[order[0]], "near-tie for the top inside patch"
+    a = order[0]
+    near = np.sort(d2[a])
+    assert near[1] - near[0] > 1e-3 * near[1], "near-tie for m*"
+    m_star = bk[np.argmin(d2[a])]
+    dm = ((bk - m_star) ** 2).sum(-1)
+    nb = np.argsort(dm)
+    b = 3
+    sd = np.sort(dm)
+    assert sd[b] - sd[b - 1] > 1e-3 * sd[b], "near-tie for the b-th neighbour of m*"
+    dist = np.sqrt(((bk[nb[:b]] - q[a]) ** 2).sum(-1))
+    dstar = np.sqrt(((m_star - q[a]) ** 2).sum())
+    mx = max(dist.max(), dstar)
+    w = 1.0 - np.exp(dstar - mx) / np.exp(dist - mx).sum()
+    common.save(out, "eq7.npy", np.array([w * ps[a], ps[a]], np.float64))
+
     with open(os.path.join(out, "inputs.txt"), "w") as fh:
         fh.write("\n".join(train + test) + "\n")
 
