@@ -18,6 +18,8 @@
  *  - save/load keeps the ROI (info, predictions bit for bit), the file is container version 3 (1
  *    without an ROI) and a newer version is refused (the check an older reader applies to 3); a
  *    file whose 'roi' key disagrees with its tensor is refused (PC_ERR_FORMAT);
+ *  - threads: 4 threads predicting at once on one model, two with the model's ROI and two with a
+ *    per-call one, each 3 times, give the serial results bit for bit (the ROI state is per context);
  *  - errors: an all-black mask, a colour mask, an ROI with no inside patch, tiling with an ROI, an
  *    ensemble with an ROI.
  */
@@ -25,6 +27,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +289,53 @@ static void test_eq7(void **state) {
     npy_free(&e);
 }
 
+typedef struct th_arg {
+    pc_model *m;
+    const pc_image *img;
+    const pc_predict_options *po;
+    float score[3];
+    pc_status st;
+} th_arg;
+
+static void *th_run(void *p) {
+    th_arg *a = p;
+    for (int r = 0; r < 3 && !a->st; r++) {
+        pc_prediction pr;
+        a->st = pc_model_predict_ex(a->m, a->img, a->po, &pr, NULL, NULL);
+        a->score[r] = pr.score;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    fixture *fx = *state;
+    NEED_REFS(fx);
+    pc_model *m = shared_model(fx);
+    pc_image img = {0};
+    assert_int_equal(pc_image_load(fx->paths[3], &img), PC_OK);
+    pc_predict_options own, call;
+    pc_predict_options_init(&own);
+    pc_predict_options_init(&call);
+    call.roi = &fx->call;
+    pc_prediction p_own, p_call;
+    assert_int_equal(pc_model_predict_ex(m, &img, &own, &p_own, NULL, NULL), PC_OK);
+    assert_int_equal(pc_model_predict_ex(m, &img, &call, &p_call, NULL, NULL), PC_OK);
+    assert_true(p_own.score != p_call.score);
+    pthread_t t[4];
+    th_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (th_arg){.m = m, .img = &img, .po = i % 2 ? &call : &own};
+        assert_int_equal(pthread_create(&t[i], NULL, th_run, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(a[i].st, PC_OK);
+        for (int r = 0; r < 3; r++) assert_true(a[i].score[r] == (i % 2 ? p_call.score : p_own.score));
+    }
+    print_message("  4 threads x 3 predictions (model's ROI and a per-call ROI mixed): the serial scores\n");
+    pc_image_free(&img);
+}
+
 static uint32_t file_version(const char *path) {
     unsigned char h[12] = {0};
     FILE *f = fopen(path, "rb");
@@ -441,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_against_oracle),
         cmocka_unit_test(test_samplers),
         cmocka_unit_test(test_eq7),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_errors),
     };
