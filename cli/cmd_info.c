@@ -93,8 +93,8 @@ static int describe_model(const char *path) {
         if (pc_model_roi(m, &roi) == PC_OK && roi.data) { /* docs/roi.md */
             size_t inside = 0, n = (size_t)roi.width * (size_t)roi.height;
             for (size_t k = 0; k < n; k++) inside += roi.data[k] != 0;
-            printf("region of interest: %dx%d mask, %.1f%% of it inside; only patches inside are in the bank\n"
-                   "                 and scored (the memory bank counts inside patches)\n",
+            printf("roi:             %dx%d mask, %.1f%% of it inside; the bank holds, and predict scores,\n"
+                   "                 only the patches inside it (docs/roi.md)\n",
                    (int)roi.width, (int)roi.height, 100.0 * (double)inside / (double)n);
         }
     } else {

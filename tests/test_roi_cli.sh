@@ -34,7 +34,7 @@ grep -q "memory bank:     $((2 * n_in)) of $((2 * n_in)) patches from 2 images" 
 frac=$("$PY" -c "
 import numpy as np; from PIL import Image
 m = np.asarray(Image.open('$ref/roi.png').convert('L')); print('%.1f' % (100.0 * (m > 0).mean()))")
-grep -q "region of interest: 450x450 mask, $frac% of it inside" "$tmp/info.txt" \
+grep -q "roi:             450x450 mask, $frac% of it inside" "$tmp/info.txt" \
     || fail "info does not show the ROI (450x450, $frac%): $(cat "$tmp/info.txt")"
 
 "$cli" predict -m "$tmp/m.pcm" --json --maps "$tmp/model" "$q1" "$q2" >"$tmp/model.jsonl" || fail "predict failed"
