@@ -76,7 +76,7 @@ bool cli_parse_size(const char *opt, const char *s, int64_t *out);
 /* ---- shared by fit, benchmark and the other verbs that take images ---------------------------- */
 
 /* Parse one fit option at argv[*i] into opt (--weights --backbone --layers --resize --crop --patch
- * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads).
+ * --pre-dim --dim --coreset --coreset-size --sampler --k --seed --reweight --batch --threads --roi).
  * *matched says whether argv[*i] was a fit option; false return = a bad value (already reported). */
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *opt, int32_t *threads, bool *matched);
 
@@ -102,6 +102,10 @@ void cli_fit_options_help(FILE *out);
 enum { CLI_TILE_GIVEN = 1, CLI_TILE_OVERLAP_GIVEN = 2, CLI_TILE_SCALE_GIVEN = 4, CLI_STITCH_GIVEN = 8 };
 bool cli_parse_tiling_option(int argc, char **argv, int *i, pc_tiling *t, unsigned *given, bool *matched);
 void cli_tiling_options_help(FILE *out, bool fit);
+/* Decode a region-of-interest mask (--roi FILE; docs/roi.md) to 8-bit grey as PIL's convert("L")
+ * does (any PNG/JPEG, colour included) and check that some pixel is non-zero; false after an error
+ * naming opt and the file. The caller frees out with pc_image_free. */
+bool cli_load_roi(const char *opt, const char *path, pc_image *out);
 
 /* A list of image paths collected from files and directories (walked recursively, sorted, keeping
  * .png .jpg .jpeg .bmp files case-insensitively; files named explicitly are always kept). */

@@ -100,6 +100,14 @@ static int describe_model(const char *path) {
     printf("model:           %s\n", path);
     if (in.n_members <= 1) {
         describe_single(&in, "");
+        pc_image roi;
+        if (pc_model_roi(m, &roi) == PC_OK && roi.data) { /* docs/roi.md */
+            size_t inside = 0, n = (size_t)roi.width * (size_t)roi.height;
+            for (size_t k = 0; k < n; k++) inside += roi.data[k] != 0;
+            printf("roi:             %dx%d mask, %.1f%% of it inside; the bank holds, and predict scores,\n"
+                   "                 only the patches inside it (docs/roi.md)\n",
+                   (int)roi.width, (int)roi.height, 100.0 * (double)inside / (double)n);
+        }
     } else {
         printf("ensemble:        %d members, scores and maps averaged after train-zscore normalisation (the\n"
                "                 map and geometry are member 1's, %dx%d)\n", (int)in.n_members, (int)in.crop,

@@ -41,6 +41,9 @@ static void usage(FILE *f) {
             "  --overlay-scale S      map units per step of the colour scale (default: the model's pixel\n"
             "                         scale from calibrate; half the pixel threshold for older models)\n"
             "  --overlay-opacity A    heat opacity at and above the threshold, 0..1 (default 0.6)\n"
+            "  --roi MASK             region of interest for this run instead of the model's (white = inspect;\n"
+            "                         patches outside score 0 and the map is 0 there; docs/roi.md)\n"
+            "  --no-roi               inspect the whole image even when the model has a region of interest\n"
             "  --fail-on-anomaly      exit with code 4 when any image is judged anomalous\n"
             "  --report FILE          also write a self-contained HTML report (counts, score histogram,\n"
             "                         sortable table of images with overlays; docs/report.md)\n"
@@ -108,7 +111,8 @@ typedef struct pred_run {
     cli_map_format fmt;
     double full_scale;
     const pc_overlay_options *ov;
-    const pc_predict_options *popt; /* what pc_model_map_size is asked with (NULL: the model's own) */
+    const pc_predict_options *popt; /* tiling overrides, --roi / --no-roi (also for pc_model_map_size) */
+    const char *roi_path;
     bool want_map, want_regions, json, calibrated;
     cli_report *report;
     int failed, anomalies;
@@ -153,6 +157,8 @@ static void predict_work(void *user, size_t i, size_t slot) {
             snprintf(sl->err, sizeof sl->err, "%s", msg);
         else
             snprintf(sl->err, sizeof sl->err, "%s: %s", path, msg);
+        if (r->roi_path && sl->st == PC_ERR_INVALID_ARGUMENT) /* name the mask too */
+            snprintf(sl->err + strlen(sl->err), sizeof sl->err - strlen(sl->err), " (--roi %s)", r->roi_path);
         pc_image_free(&sl->img);
         return;
     }
@@ -211,7 +217,9 @@ int cmd_predict(int argc, char **argv) {
         return CLI_EXIT_OK;
     }
     const char *model_path = NULL, *maps_dir = NULL, *overlays_dir = NULL, *report_path = NULL, *v;
-    bool json = false, fail_on_anomaly = false, fmt_given = false, opacity_given = false;
+    bool json = false, fail_on_anomaly = false, fmt_given = false, opacity_given = false, no_roi = false;
+    const char *roi_path = NULL;
+    pc_image roi = {0};
     double threshold = NAN, pixel_threshold = NAN, full_scale = NAN, overlay_scale = NAN, opacity = 0.6;
     int32_t threads = 0, jobs = 0;
     cli_map_format fmt = CLI_MAP_NPY;
@@ -272,6 +280,10 @@ int cmd_predict(int argc, char **argv) {
             json = true;
         } else if (strcmp(a, "--fail-on-anomaly") == 0) {
             fail_on_anomaly = true;
+        } else if (cli_match(a, "--roi")) {
+            if (!cli_take_value(argc, argv, &i, "--roi", &roi_path)) goto out;
+        } else if (strcmp(a, "--no-roi") == 0) {
+            no_roi = true;
         } else if (a[0] == '-' && a[1] != '\0') {
             cli_error("predict: unknown option '%s' (see patchcore predict --help)", a);
             goto out;
@@ -296,11 +308,22 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: --overlay-scale and --overlay-opacity need --overlays DIR");
         goto out;
     }
+    if (roi_path && no_roi) {
+        cli_error("predict: --roi and --no-roi contradict each other");
+        goto out;
+    }
     if (cli_parse_only) {
         rc = CLI_EXIT_OK;
         goto out;
     }
     rc = CLI_EXIT_ERROR;
+    pc_predict_options popt;
+    pc_predict_options_init(&popt);
+    popt.ignore_roi = no_roi;
+    if (roi_path) {
+        if (!cli_load_roi("predict: --roi", roi_path, &roi)) goto out;
+        popt.roi = &roi;
+    }
     if ((maps_dir && cli_make_dir(maps_dir) != 0) || (overlays_dir && cli_make_dir(overlays_dir) != 0)) goto out;
     if (maps_dir && overlays_dir && fmt == CLI_MAP_PNG16 && same_dir(maps_dir, overlays_dir)) {
         cli_error("predict: png16 maps and overlays would both be <name>.png in %s: give them two directories",
@@ -327,8 +350,6 @@ int cmd_predict(int argc, char **argv) {
     if (tiling_given & CLI_TILE_OVERLAP_GIVEN) tl.overlap = tiling.overlap;
     if (tiling_given & CLI_TILE_SCALE_GIVEN) tl.scale = tiling.scale;
     if (tiling_given & CLI_STITCH_GIVEN) tl.stitch = tiling.stitch;
-    pc_predict_options popt;
-    pc_predict_options_init(&popt);
     if (tiling_given) popt.tiling = &tl;
     {
         int32_t mw, mh;
@@ -376,7 +397,7 @@ int cmd_predict(int argc, char **argv) {
     }
     pred_run run = {.model = model, .inputs = &inputs, .stems = stems, .slots = slots, .maps_dir = maps_dir,
                     .overlays_dir = overlays_dir, .fmt = fmt, .full_scale = full_scale, .ov = &ov, .popt = &popt,
-                    .want_map = want_map, .want_regions = want_regions, .json = json,
+                    .roi_path = roi_path, .want_map = want_map, .want_regions = want_regions, .json = json,
                     .calibrated = !isnan(info.image_threshold)};
     run.report = report_path ? cli_report_predict_begin(model_path, &info, !isnan(threshold)) : NULL;
     cli_report *report = run.report;
@@ -401,6 +422,7 @@ int cmd_predict(int argc, char **argv) {
     rc = report_failed ? CLI_EXIT_ERROR : failed ? CLI_EXIT_PARTIAL : (fail_on_anomaly && anomalies) ? CLI_EXIT_ANOMALY : CLI_EXIT_OK;
     if (failed) cli_error("predict: %d of %zu images failed", failed, inputs.n);
 out:
+    pc_image_free(&roi);
     cli_paths_free(&inputs);
     return rc;
 }

@@ -98,6 +98,24 @@ static bool parse_layers(const char *opt, const char *v, pc_arch arch, int32_t *
     return true;
 }
 
+bool cli_load_roi(const char *opt, const char *path, pc_image *out) {
+    pc_status st = pc_image_load_grey(path, out);
+    if (st) {
+        cli_error("%s: cannot read the mask: %s", opt, *pc_last_error() ? pc_last_error() : pc_status_str(st));
+        return false;
+    }
+    const size_t n = (size_t)out->width * (size_t)out->height;
+    for (size_t k = 0; k < n; k++)
+        if (out->data[k]) return true;
+    cli_error("%s: %s is all black (%dx%d): nothing would be inspected (white = inspect)", opt, path,
+              (int)out->width, (int)out->height);
+    pc_image_free(out);
+    return false;
+}
+
+/* The --roi mask of a fit, decoded when the option is read (one fit per process). */
+static pc_image fit_roi;
+
 bool cli_parse_fit_option(int argc, char **argv, int *i, pc_fit_options *o, int32_t *threads, bool *matched) {
     return cli_parse_fit_option_members(argc, argv, i, o, NULL, threads, matched);
 }
@@ -210,6 +228,12 @@ bool cli_parse_fit_option_members(int argc, char **argv, int *i, pc_fit_options 
     } else if (cli_match(a, "--jobs")) {
         TAKE("--jobs");
         return cli_parse_int("--jobs", v, 0, 256, &o->jobs);
+    } else if (cli_match(a, "--roi")) {
+        TAKE("--roi");
+        pc_image_free(&fit_roi);
+        o->roi = NULL;
+        if (!cli_load_roi("--roi", v, &fit_roi)) return false;
+        o->roi = &fit_roi;
     } else {
         *matched = false;
     }
@@ -311,7 +335,12 @@ void cli_fit_options_help(FILE *out) {
             "                      process may use, docs/threads.md)\n"
             "  --max-memory SIZE   keep the fit under SIZE (e.g. 2G, 1500M; K/M/G = 1024^1..3 bytes) by\n"
             "                      streaming the features to a temporary file in $TMPDIR (default /tmp);\n"
-            "                      same model; fails at once if SIZE cannot be met (default 0 = unlimited)\n");
+            "                      same model; fails at once if SIZE cannot be met (default 0 = unlimited)\n"
+            "  --roi MASK          region of interest: a mask image in the images' coordinates (white or\n"
+            "                      any non-zero grey = inspect, black = ignore; colour is converted to\n"
+            "                      grey); patches outside it stay out of the memory bank, and the mask is\n"
+            "                      stored in the model, which then scores inside it only (docs/roi.md;\n"
+            "                      default: the whole image; not with an ensemble)\n");
 }
 
 /* ---- tiling (docs/tiles.md), shared by fit and predict ------------------------------------------ */

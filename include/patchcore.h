@@ -665,7 +665,8 @@ typedef struct pc_model_info {
     pc_sampler sampler;
     double coreset_ratio;
     int64_t bank_size;             /* entries in the memory bank */
-    int64_t n_patches_total;       /* patches before subsampling */
+    int64_t n_patches_total;       /* patches before subsampling (those inside the region of interest
+                                      when the model has one: the coreset's candidates) */
     int32_t n_train_images;
     uint64_t seed;
     int32_t reweight_b;
@@ -695,6 +696,11 @@ typedef struct pc_model_info {
 } pc_model_info;
 
 PC_API pc_status pc_model_get_info(const pc_model *model, pc_model_info *info);
+
+/* The model's stored region of interest (docs/roi.md) as a view: roi->data points into the model
+ * (0 = outside, 255 = inside; do not free or change it; valid while the model lives). A model without
+ * one gives PC_OK and a zeroed *roi. Thread-safe. */
+PC_API pc_status pc_model_roi(const pc_model *model, pc_image *roi);
 
 /* ---------------------------------------------------------------------------------------------
  * Ensembles (docs/ensemble.md): several single models (members: backbone, layers, settings, bank)
@@ -844,7 +850,11 @@ typedef struct pc_predict_options {
 PC_API void pc_predict_options_init(pc_predict_options *opt);
 
 /* pc_model_predict with per-call settings (opt may be NULL: pc_model_predict). map must hold the
- * map size pc_model_map_size gives for this image and these settings. */
+ * map size pc_model_map_size gives for this image and these settings. With a region of interest (the
+ * model's, or opt->roi; docs/roi.md) only the patches inside it are scored, the image score is the
+ * largest inside patch score and the map is 0 outside it. Fails with PC_ERR_INVALID_ARGUMENT for an
+ * ROI that is not a non-empty 1-channel mask or that has no patch inside it for this image, and with
+ * PC_ERR_UNSUPPORTED for an ROI with tiling or on an ensemble. Thread-safe like pc_model_predict. */
 PC_API pc_status pc_model_predict_ex(pc_model *model, const pc_image *rgb, const pc_predict_options *opt,
                                      pc_prediction *out, float *map, pc_geometry *geometry);
 

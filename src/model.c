@@ -131,6 +131,7 @@ static void ctx_free(pctx *c) {
     pc_free(c->ws);
     pc_resize_cache_free(&c->rc);
     pc_tile_bufs_free(&c->tb);
+    pc_roi_cache_free(&c->roi);
     pc_free(c);
 }
 
@@ -153,6 +154,7 @@ void pc_model_free(pc_model *m) {
     pc_free(m->bank_owned);
     pc_free(m->coreset_idx);
     pc_free(m->bank_norms);
+    pc_free(m->roi_owned);
     pc_knn_index_free(m->kix);
     pc_modelfile_close(m->mf);
     pc_free(m);
@@ -441,6 +443,7 @@ typedef struct fit_extract {
     pc_status *errs;    /* (jobs x B) per image of the round */
     char (*msgs)[256];  /* (jobs x B) */
     uint8_t *usable;    /* n_in: 1 when the image's features were computed */
+    int32_t *sizes;     /* n_in x 2: each usable image's width and height (for a region of interest) */
 } fit_extract;
 
 static void fit_worker_free(fit_worker *w, bool own_bb) {
@@ -538,6 +541,7 @@ static pc_status fit_extract_batch(void *user, size_t item) {
             img = &x->src->images[b0 + j];
         }
         if (!s) s = pc_preprocess(w->batch_in + j * 3 * S * S, img, m->resize, m->crop, NULL);
+        if (!s) x->sizes[2 * (b0 + j)] = img->width, x->sizes[2 * (b0 + j) + 1] = img->height;
         errs[j] = s;
         if (s) snprintf(msgs[j], sizeof msgs[j], "%s", pc_last_error());
         pc_image_free(&tmp);
@@ -655,7 +659,8 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
     x.errs = pc_calloc((size_t)jobs * B, sizeof *x.errs);
     x.msgs = pc_calloc((size_t)jobs * B, sizeof *x.msgs);
     x.usable = pc_calloc(n_in, 1);
-    if (!x.w || !x.errs || !x.msgs || !x.usable) {
+    x.sizes = pc_calloc(n_in * 2, sizeof *x.sizes);
+    if (!x.w || !x.errs || !x.msgs || !x.usable || !x.sizes) {
         st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
         goto done;
     }
@@ -718,8 +723,8 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
     x.n_workers = 0;
     pc_free(proj), proj = NULL;
     pc_backbone_release_workspace(m->bb);
-    ff->feats = feats, ff->pj = pj, ff->img_of = img_of;
-    feats = pj = NULL, img_of = NULL;
+    ff->feats = feats, ff->pj = pj, ff->img_of = img_of, ff->sizes = x.sizes;
+    feats = pj = NULL, img_of = NULL, x.sizes = NULL;
     ff->used = used, ff->hw = hw, ff->D = D, ff->P = P;
     ff->stream = stream, ff->approx = approx;
 
@@ -729,6 +734,7 @@ done:
     pc_free(x.errs);
     pc_free(x.msgs);
     pc_free(x.usable);
+    pc_free(x.sizes);
     pthread_mutex_destroy(&x.lock);
     pc_free(feats);
     pc_free(pj);
@@ -743,6 +749,7 @@ void pc_fit_feats_free(pc_fit_feats *ff) {
     pc_free(ff->feats);
     pc_free(ff->pj);
     pc_free(ff->img_of);
+    pc_free(ff->sizes);
     memset(ff, 0, sizeof *ff);
     ff->spill.fd = -1;
 }
@@ -770,8 +777,17 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
     int64_t *starts = NULL;
     pc_status st = PC_OK;
 
-    /* Memory bank */
-    const int64_t N = (int64_t)(ff->used * hw);
+    /* Memory bank. With a region of interest only the rows inside it are candidates (docs/roi.md):
+     * `rows` lists them (full row indices, increasing), the projection is compacted to them, the
+     * samplers choose among them and their choice is translated back to full rows. */
+    int64_t *rows = NULL, N = (int64_t)(ff->used * hw);
+    if (m->roi.data) {
+        st = pc_roi_fit_rows(&rows, &N, &m->roi, ff->sizes, ff->img_of, ff->used, m->resize, m->crop, m->grid_h,
+                             m->grid_w);
+        if (st) goto done;
+        for (int64_t i = 0; ff->pj && i < N; i++) /* rows[i] >= i: each row moves down or stays */
+            memmove(ff->pj + (size_t)i * P, ff->pj + (size_t)rows[i] * P, P * sizeof(float));
+    }
     int64_t n_sel;
     if (m->sampler == PC_SAMPLER_NONE) n_sel = N;
     else if (opt->coreset_size > 0) n_sel = PC_MIN(opt->coreset_size, N);
@@ -826,8 +842,9 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
                                opt->progress_user);
     }
     if (st) goto done;
+    for (int64_t i = 0; rows && i < n_sel; i++) m->coreset_idx[i] = rows[m->coreset_idx[i]];
     m->bank_norms = pc_malloc((size_t)n_sel * sizeof(float));
-    if (m->sampler == PC_SAMPLER_NONE) {
+    if (m->sampler == PC_SAMPLER_NONE && !rows) {
         m->bank_owned = ff->feats; /* every row, in order: the features are the bank */
         ff->feats = NULL;
     } else {
@@ -853,6 +870,7 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
 
 done:
     pc_free(starts);
+    pc_free(rows);
     return st;
 }
 
@@ -868,6 +886,9 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
     if (st) return st;
     st = precision_check(opt->precision, "fit: precision");
     if (st) return st;
+    if (opt->roi && opt->tiling.tile > 0)
+        return pc_fail(PC_ERR_UNSUPPORTED, "fit: a region of interest with tiling is not available yet");
+    if (opt->roi && (st = pc_roi_check(opt->roi, "fit: the region of interest"))) return st;
 
     pc_model *m = pc_model_new_empty();
     if (!m) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -885,6 +906,15 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
     if (opt->tiling.tile) { /* docs/tiles.md: a tile is one backbone input, no Resize or CenterCrop */
         m->tiling = opt->tiling;
         m->resize = m->crop = opt->tiling.tile;
+    }
+    if (opt->roi) { /* kept as 0/255 at its own size */
+        const size_t n = (size_t)opt->roi->width * (size_t)opt->roi->height;
+        if (!(m->roi_owned = pc_malloc(n))) {
+            pc_model_free(m);
+            return pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for the region of interest");
+        }
+        for (size_t i = 0; i < n; i++) m->roi_owned[i] = opt->roi->data[i] ? 255 : 0;
+        m->roi = (pc_image){opt->roi->width, opt->roi->height, 1, m->roi_owned};
     }
 
     pc_fit_feats ff = {.spill = {.fd = -1}};
@@ -972,6 +1002,9 @@ pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: an ensemble has 2..%d members, not %d", PC_ENSEMBLE_MAX_MEMBERS,
                        (int)n_members);
     for (int32_t i = 0; i < n_members; i++) {
+        if (members[i].roi)
+            return pc_fail(PC_ERR_UNSUPPORTED, "fit: member %d: a region of interest is not available in an ensemble "
+                           "(fit a single model with it)", (int)i + 1);
         if (members[i].reweight_b > 0)
             return pc_fail(PC_ERR_UNSUPPORTED, "fit: member %d: Eq. 7 reweighting (reweight_b) is not available in an "
                            "ensemble", (int)i + 1);
@@ -1013,10 +1046,22 @@ pc_status pc_model_fit_ensemble(const pc_fit_options *members, int32_t n_members
  * Predict
  * -------------------------------------------------------------------------------------------- */
 
+/* A prediction's region of interest: the mask (NULL: the whole image), whether it is the model's own
+ * (its inspect mask is then cached per image size in the context) and its name for messages. */
+typedef struct roi_sel {
+    const pc_image *roi;
+    int from_model;
+    const char *what;
+} roi_sel;
+
 /* The prediction pipeline up to patch scores, in context c: c->feats (HW x D), c->dist/idx (HW x k),
- * c->pscores (HW). */
-static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry) {
-    const int64_t hw = (int64_t)m->grid_h * m->grid_w;
+ * c->pscores (HW). With a region of interest (r and r->roi not NULL) only the *n_scored patches inside
+ * it are scored: their rows are compacted to the front of c->feats (in the order of c->roi.cells) and
+ * c->dist, c->idx, c->pscores hold their results in that order; otherwise *n_scored = HW. */
+static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry,
+                              const roi_sel *r, int64_t *n_scored) {
+    int64_t hw = (int64_t)m->grid_h * m->grid_w;
+    if (n_scored) *n_scored = hw;
     /* deadline checks (pc_set_deadline_local) between the stages: the forward pass and the kNN search
      * are the long ones */
     pc_status st = pc_deadline_check("before preprocessing");
@@ -1031,6 +1076,18 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const f
     const float *per_img[PC_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) per_img[i] = c->acts[m->layers[i] - 1];
     pc_features_compute(c->feats, per_img, m->plan, c->fws);
+    if (r && r->roi) {
+        if (!rgb) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: a region of interest needs the image");
+        st = pc_roi_cache_update(&c->roi, r->roi, r->from_model, r->what, rgb->width, rgb->height, m->resize, m->crop,
+                                 m->grid_h, m->grid_w);
+        if (st) return st;
+        const size_t D = (size_t)m->dim;
+        for (int64_t i = 0; i < c->roi.n_cells; i++) /* cells[i] >= i: each row moves down or stays */
+            if (c->roi.cells[i] != i)
+                memcpy(c->feats + (size_t)i * D, c->feats + (size_t)c->roi.cells[i] * D, D * sizeof(float));
+        hw = c->roi.n_cells;
+        *n_scored = hw;
+    }
     if (m->kix)
         st = pc_knn_index_search(m->kix, c->dist, c->idx, c->feats, hw, m->k, c->kws, c->kws_size, NULL);
     else
@@ -1042,7 +1099,7 @@ static pc_status predict_core(pc_model *m, pctx *c, const pc_image *rgb, const f
 }
 
 pc_status pc_model_predict_core(pc_model *m, pctx *c, const pc_image *rgb, const float *input, pc_geometry *geometry) {
-    return predict_core(m, c, rgb, input, geometry);
+    return predict_core(m, c, rgb, input, geometry, NULL, NULL);
 }
 
 /* A tiled prediction with tiling t in a pooled context. */
@@ -1056,19 +1113,27 @@ static pc_status predict_tiled(pc_model *m, const pc_image *rgb, const pc_tiling
     return st;
 }
 
-pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
-                               float *map, pc_geometry *geometry) {
+/* The model's own region of interest for a prediction (none when it has none). */
+static roi_sel model_roi(const pc_model *m) {
+    return (roi_sel){m->roi.data ? &m->roi : NULL, 1, "predict: the model's region of interest"};
+}
+
+/* pc_model_predict_raw with region of interest r. With one, the image score and Eq. 7 take the inside
+ * patches only, the outside patches score 0 and the map is 0 outside the crop's inspect mask. */
+static pc_status predict_raw_roi(pc_model *m, const pc_image *rgb, const float *input, float *keep, const roi_sel *r,
+                                 float *score, float *map, pc_geometry *geometry) {
     if (m->tiling.tile && !input && !keep) return predict_tiled(m, rgb, &m->tiling, score, map, geometry);
     pctx *c;
     pc_status st = pc_model_ctx_get(m, &c);
     if (st) return st;
     const int64_t hw = (int64_t)m->grid_h * m->grid_w;
     const int32_t D = m->dim;
-    st = predict_core(m, c, rgb, input, geometry);
+    int64_t n = hw; /* patches scored */
+    st = predict_core(m, c, rgb, input, geometry, r, &n);
     if (!st && keep && !input) memcpy(keep, c->input, 3 * (size_t)m->crop * (size_t)m->crop * sizeof(float));
     if (!st) {
         int64_t arg;
-        float s = pc_image_score(c->pscores, hw, &arg);
+        float s = pc_image_score(c->pscores, n, &arg);
         if (m->reweight_b > 0) {
             /* Eq. 7: N_b(m*) are the b nearest bank entries of m*, the nearest bank entry of the
              * patch attaining the maximum. */
@@ -1083,19 +1148,29 @@ pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *in
             }
         }
         *score = s;
+        if (n < hw) pc_roi_scatter(c->pscores, c->roi.cells, n, hw);
         if (map && !st) pc_anomaly_map(map, c->pscores, m->grid_h, m->grid_w, m->crop, GAUSSIAN_SIGMA, c->mws);
+        if (map && !st && r && r->roi) pc_roi_apply_map(map, c->roi.inspect, m->crop);
     }
     pc_model_ctx_put(m, c);
     return st;
 }
 
-/* pc_model_predict with a tiling (NULL: the model's own). */
-static pc_status predict_with(pc_model *m, const pc_image *rgb, const pc_tiling *tiling, pc_prediction *out, float *map,
-                              pc_geometry *geometry) {
+pc_status pc_model_predict_raw(pc_model *m, const pc_image *rgb, const float *input, float *keep, float *score,
+                               float *map, pc_geometry *geometry) {
+    const roi_sel r = model_roi(m);
+    return predict_raw_roi(m, rgb, input, keep, &r, score, map, geometry);
+}
+
+/* A prediction with region of interest r (NULL: the model's own) and tiling (NULL: the model's own),
+ * thresholds applied. */
+static pc_status predict_with(pc_model *m, const pc_image *rgb, const roi_sel *r, const pc_tiling *tiling,
+                              pc_prediction *out, float *map, pc_geometry *geometry) {
     float s = 0;
+    const roi_sel own = model_roi(m);
     pc_status st = m->n_members ? pc_ensemble_predict(m->ens, rgb, &s, map, geometry)
                    : tiling     ? predict_tiled(m, rgb, tiling, &s, map, geometry)
-                                : pc_model_predict_raw(m, rgb, NULL, NULL, &s, map, geometry);
+                                : predict_raw_roi(m, rgb, NULL, NULL, r ? r : &own, &s, map, geometry);
     if (st) {
         pc_copy_error(m->errmsg);
         return st;
@@ -1115,7 +1190,48 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
     pc_threads_apply();
     pc_clear_error();
     if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
-    return predict_with(m, rgb, NULL, out, map, geometry);
+    return predict_with(m, rgb, NULL, NULL, out, map, geometry);
+}
+
+/* The region of interest a call with opt uses (r->roi NULL: none); fails for a mask that is not one. */
+static pc_status roi_of_call(const pc_model *m, const pc_predict_options *opt, roi_sel *r) {
+    *r = model_roi(m);
+    if (opt && opt->ignore_roi) r->roi = NULL;
+    else if (opt && opt->roi) {
+        *r = (roi_sel){opt->roi, 0, "predict: the region of interest"};
+        pc_status st = pc_roi_check(opt->roi, r->what);
+        if (st) return st;
+    }
+    const pc_model *m0 = m->n_members ? m->members[0] : m;
+    if (r->roi && (m0->tiling.tile || (opt && opt->tiling && opt->tiling->tile > 0)))
+        return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest with tiling is not available yet");
+    if (m->n_members && r->roi)
+        return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest is not available for an ensemble");
+    return PC_OK;
+}
+
+pc_status pc_model_roi_outputs(pc_model *m, const pc_image *rgb, const pc_predict_options *opt, float *patch_scores,
+                               uint8_t *inspect) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!m || !rgb || m->n_members) return pc_fail(PC_ERR_INVALID_ARGUMENT, "roi outputs: NULL or an ensemble");
+    roi_sel r;
+    pc_status st = roi_of_call(m, opt, &r);
+    if (st) return st;
+    pctx *c;
+    if ((st = pc_model_ctx_get(m, &c))) return st;
+    const int64_t hw = (int64_t)m->grid_h * m->grid_w;
+    int64_t n = hw;
+    st = predict_core(m, c, rgb, NULL, NULL, &r, &n);
+    if (!st && n < hw) pc_roi_scatter(c->pscores, c->roi.cells, n, hw);
+    if (!st && patch_scores) memcpy(patch_scores, c->pscores, (size_t)hw * sizeof(float));
+    if (!st && inspect) {
+        const size_t n2 = (size_t)m->crop * (size_t)m->crop;
+        if (r.roi) memcpy(inspect, c->roi.inspect, n2);
+        else memset(inspect, 1, n2);
+    }
+    pc_model_ctx_put(m, c);
+    return st;
 }
 
 /* The tiling a prediction with these options uses (*t; t->tile = 0: none). A per-call tiling may change
@@ -1124,8 +1240,6 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
 static pc_status effective_tiling(const pc_model *m, const pc_predict_options *opt, pc_tiling *t) {
     const pc_model *m0 = m->n_members ? m->members[0] : m;
     *t = m0->tiling;
-    if (opt && opt->roi && (m0->tiling.tile || (opt->tiling && opt->tiling->tile)))
-        return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest with tiling is not available yet");
     if (!opt || !opt->tiling) return PC_OK;
     if (m->n_members) return pc_fail(PC_ERR_UNSUPPORTED, "predict: tiling is not available with an ensemble");
     if (!m->tiling.tile)
@@ -1161,18 +1275,19 @@ pc_status pc_model_map_size(const pc_model *m, int32_t width, int32_t height, co
 
 pc_status pc_model_predict_ex(pc_model *m, const pc_image *rgb, const pc_predict_options *opt, pc_prediction *out,
                               float *map, pc_geometry *geometry) {
+    if (!opt) return pc_model_predict(m, rgb, out, map, geometry);
     pc_threads_apply();
     pc_clear_error();
     if (!m || !rgb || !out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "predict: NULL argument");
+    roi_sel r;
     pc_tiling t;
-    pc_status st = effective_tiling(m, opt, &t);
-    if (!st && opt && opt->roi)
-        st = pc_fail(PC_ERR_UNSUPPORTED, "predict: per-call regions of interest are not available yet");
+    pc_status st = roi_of_call(m, opt, &r);
+    if (!st) st = effective_tiling(m, opt, &t);
     if (st) {
         pc_copy_error(m->errmsg);
         return st;
     }
-    return predict_with(m, rgb, t.tile && !m->n_members ? &t : NULL, out, map, geometry);
+    return predict_with(m, rgb, &r, t.tile && !m->n_members ? &t : NULL, out, map, geometry);
 }
 
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores) {
@@ -1181,7 +1296,7 @@ pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *featur
     pctx *c;
     pc_status st = pc_model_ctx_get(m, &c);
     if (st) return st;
-    st = predict_core(m, c, rgb, NULL, NULL);
+    st = predict_core(m, c, rgb, NULL, NULL, NULL, NULL);
     const size_t hw = (size_t)m->grid_h * m->grid_w;
     if (!st && features) memcpy(features, c->feats, hw * (size_t)m->dim * sizeof(float));
     if (!st && patch_scores) memcpy(patch_scores, c->pscores, hw * sizeof(float));
@@ -1219,6 +1334,12 @@ pc_status pc_model_predict_file(pc_model *m, const char *path, pc_prediction *ou
  * Info and thresholds
  * -------------------------------------------------------------------------------------------- */
 
+pc_status pc_model_roi(const pc_model *model, pc_image *roi) {
+    if (!model || !roi) return pc_fail(PC_ERR_INVALID_ARGUMENT, "roi: NULL argument");
+    *roi = model->roi;
+    return PC_OK;
+}
+
 pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
     if (!model || !info) return pc_fail(PC_ERR_INVALID_ARGUMENT, "info: NULL argument");
     memset(info, 0, sizeof *info);
@@ -1245,6 +1366,7 @@ pc_status pc_model_get_info(const pc_model *model, pc_model_info *info) {
     info->bn_stats_implicit = m->bn_stats_implicit;
     info->precision = m->precision;
     info->coverage_radius = m->coverage_radius;
+    info->roi_width = m->roi.width, info->roi_height = m->roi.height;
     info->thresholds_stale = model->thresholds_stale;
     info->tiling = m->tiling;
     return PC_OK;
@@ -1400,6 +1522,7 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
     size_t at = 0, cap = 0, n = 0;
     const int32_t nm = m->n_members;
     for (int32_t i = 0; i < PC_MAX(nm, 1); i++) cap += single_tensor_count(nm ? m->members[i] : m);
+    cap += 1; /* the region of interest */
     pc_mf_tensor *t = pc_calloc(cap, sizeof *t);
     char (*names)[PC_MF_NAME_MAX] = pc_calloc(cap, PC_MF_NAME_MAX);
     if (!t || !names || !meta) {
@@ -1428,6 +1551,15 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
     } else {
         single_meta(m, "", meta, meta_cap, &at);
         st = single_tensors(m, "", "backbone/", t, names, &n);
+        if (!st && m->roi.data) { /* docs/roi.md; version 3, so that an older patchcore refuses the file */
+            if (at < meta_cap)
+                at += (size_t)snprintf(meta + at, meta_cap - at, "roi = %dx%d\n", (int)m->roi.width, (int)m->roi.height);
+            snprintf(names[n], PC_MF_NAME_MAX, "roi");
+            t[n] = (pc_mf_tensor){.name = names[n], .dtype = PC_MF_U8, .ndim = 2,
+                                  .shape = {(uint64_t)m->roi.height, (uint64_t)m->roi.width}, .data = m->roi.data,
+                                  .nbytes = (uint64_t)m->roi.height * (uint64_t)m->roi.width};
+            n++;
+        }
     }
     if (at < meta_cap)
         at += (size_t)snprintf(meta + at, meta_cap - at,
@@ -1436,7 +1568,7 @@ pc_status pc_model_save(const pc_model *m, const char *path) {
                                m->image_threshold, m->pixel_threshold, m->score_scale, m->pixel_scale,
                                m->thresholds_stale);
     if (!st && at >= meta_cap) st = pc_fail(PC_ERR_INTERNAL, "save: metadata does not fit %zu bytes", meta_cap);
-    if (!st) st = pc_modelfile_write_version(path, meta, t, n, !nm && m->tiling.tile ? 3 : nm ? 2 : 1);
+    if (!st) st = pc_modelfile_write_version(path, meta, t, n, nm ? 2 : (m->tiling.tile || m->roi.data) ? 3 : 1);
     pc_free(t);
     pc_free(names);
     pc_free(meta);
@@ -1649,6 +1781,39 @@ fail:
     return st;
 }
 
+/* The region of interest of a single model (docs/roi.md): metadata 'roi = WxH' and a u8 tensor 'roi'
+ * (H, W) of 0/255, in a version-3 file; both or neither. */
+static pc_status load_roi(pc_model *m, const pc_modelfile *mf, const char *path) {
+    const pc_mf_tensor *t = pc_modelfile_tensor(mf, "roi");
+    const char *v = pc_modelfile_meta(mf, "roi");
+    if (!t && !v) return PC_OK;
+    long w = 0, h = 0;
+    char *end = NULL;
+    if (v) w = strtol(v, &end, 10);
+    if (end && *end == 'x') h = strtol(end + 1, &end, 10);
+    if (!t || !v || !end || *end || w < 1 || h < 1 || w > 65536 * 16 || h > 65536 * 16)
+        return pc_fail(PC_ERR_FORMAT, "%s: the region of interest needs metadata 'roi = WxH' and a tensor 'roi' (got "
+                       "'%s' and %s)", path, v ? v : "(none)", t ? "a tensor" : "no tensor");
+    if (pc_modelfile_version(mf) < 3)
+        return pc_fail(PC_ERR_FORMAT, "%s: a region of interest in a version %u file (it needs version 3)", path,
+                       (unsigned)pc_modelfile_version(mf));
+    if (t->dtype != PC_MF_U8 || t->ndim != 2 || t->shape[0] != (uint64_t)h || t->shape[1] != (uint64_t)w ||
+        (int64_t)w * h > PC_IMAGE_MAX_PIXELS)
+        return pc_fail(PC_ERR_FORMAT, "%s: tensor 'roi' is not a %ldx%ld uint8 mask (rows x columns %ld x %ld, at most "
+                       "%lld pixels)", path, w, h, h, w, (long long)PC_IMAGE_MAX_PIXELS);
+    m->roi = (pc_image){(int32_t)w, (int32_t)h, 1, (uint8_t *)t->data};
+    char what[1100];
+    snprintf(what, sizeof what, "%s: the region of interest", path);
+    pc_status st = pc_roi_check(&m->roi, what);
+    if (st) {
+        m->roi = (pc_image){0};
+        char msg[PC_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", pc_last_error());
+        return st == PC_ERR_INVALID_ARGUMENT ? pc_fail(PC_ERR_FORMAT, "%s", msg) : st;
+    }
+    return PC_OK;
+}
+
 pc_status pc_model_load(const char *path, pc_model **out) {
     pc_threads_apply();
     pc_clear_error();
@@ -1683,6 +1848,7 @@ pc_status pc_model_load(const char *path, pc_model **out) {
     }
     if (!pc_modelfile_meta(mf, "members")) {
         st = load_single(m, mf, path, "", "", "backbone/");
+        if (!st) st = load_roi(m, mf, path);
         if (st) goto fail;
         *out = m;
         return PC_OK;

@@ -15,6 +15,7 @@
 #include "weights.h"
 #include "spill.h"
 #include "tile.h"
+#include "roi.h"
 
 #include <stdbool.h>
 
@@ -40,6 +41,7 @@ typedef struct pctx {
     size_t kws_size;
     pc_resize_cache rc;   /* preprocessing tables and buffers, kept between predicts */
     pc_tile_bufs tb;      /* a tiled prediction's scaled image and stitching (grown, never shrunk) */
+    pc_roi_cache roi;     /* the region of interest at the last image size (roi.c) */
 } pctx;
 
 struct pc_model {
@@ -88,6 +90,10 @@ struct pc_model {
      * thresholds were calibrated (update.c). */
     double coverage_radius;
     int thresholds_stale;
+    /* The region of interest (docs/roi.md): 0/255, roi.width x roi.height (roi.data NULL: none);
+     * roi.data is roi_owned after fit, or points into the mapped file after load. */
+    pc_image roi;
+    uint8_t *roi_owned;
     /* predict contexts */
     pthread_mutex_t lock;
     pctx *free_ctx;
@@ -109,6 +115,7 @@ typedef struct pc_fit_feats {
     float *feats, *pj;
     pc_spill spill;
     int64_t *img_of;
+    int32_t *sizes; /* 2 per input (input index): the decoded image's width and height */
     size_t used, hw, D, P;
     bool stream, approx;
 } pc_fit_feats;

@@ -11,6 +11,12 @@
  * Thread-safe like pc_model_predict. */
 pc_status pc_model_patch_outputs(pc_model *m, const pc_image *rgb, float *features, float *patch_scores);
 
+/* The patch scores (HW, 0 outside the region of interest) and the crop x crop inspect mask (0/1; all
+ * 1 without a region of interest) of one image under the region of interest opt selects (NULL: the
+ * model's; docs/roi.md). Either output may be NULL. Single models only. Thread-safe. */
+pc_status pc_model_roi_outputs(pc_model *m, const pc_image *rgb, const pc_predict_options *opt, float *patch_scores,
+                               uint8_t *inspect);
+
 /* The selected training-patch indices in selection order (*n entries), or NULL for a loaded model. */
 const int64_t *pc_model_coreset_indices(const pc_model *m, int64_t *n);
 

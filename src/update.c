@@ -9,6 +9,7 @@
 #include "coreset.h"
 #include "model_impl.h"
 #include "tile.h"
+#include "roi.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -201,7 +202,15 @@ static pc_status update_common(pc_model *m, const pc_update_options *uo, const p
             if (img != last) n_images++, last = img;
         }
     }
-    const int64_t N = (int64_t)(ff.used * ff.hw);
+    /* With a region of interest only the rows inside it are candidates, as in the fit (docs/roi.md): rows
+     * lists them, the projection is compacted to them, and the choice is translated back. */
+    int64_t *rows = NULL, N = (int64_t)(ff.used * ff.hw);
+    if (m->roi.data) {
+        st = pc_roi_fit_rows(&rows, &N, &m->roi, ff.sizes, ff.img_of, ff.used, m->resize, m->crop, m->grid_h, m->grid_w);
+        if (st) goto done;
+        for (int64_t i = 0; ff.pj && i < N; i++) /* rows[i] >= i: each row moves down or stays */
+            memmove(ff.pj + (size_t)i * ff.P, ff.pj + (size_t)rows[i] * ff.P, ff.P * sizeof(float));
+    }
     int64_t n_sel = 0;
     double radius_new = NAN, radius_after = m->coverage_radius;
     int64_t cap = uo->max_add > 0 ? PC_MIN(uo->max_add, N) : N;
@@ -241,6 +250,7 @@ static pc_status update_common(pc_model *m, const pc_update_options *uo, const p
         radius_after = isnan(m->coverage_radius) ? NAN : PC_MAX(m->coverage_radius, (double)r);
         pc_free(ff.pj), ff.pj = NULL;
     }
+    for (int64_t i = 0; rows && i < n_sel; i++) sel[i] = rows[sel[i]];
     if ((st = grown_bank(m, &ff, sel, NULL, n_sel, &bank))) goto done;
     const int64_t n_before = m->bank_n;
     const double radius_before = m->coverage_radius;
@@ -260,7 +270,7 @@ oom:
 done:
     pc_fit_feats_free(&ff);
     pc_tile_items_free(&ti);
-    pc_free(sel), pc_free(pjb), pc_free(dist);
+    pc_free(sel), pc_free(pjb), pc_free(dist), pc_free(rows);
     if (st) pc_copy_error(m->errmsg);
     return st;
 }
@@ -316,6 +326,13 @@ static int differs(const pc_model *a, const pc_model *b, char *why, size_t size)
     DIFF_INT(tiling.tile, "the tile size");
     if (a->tiling.tile && a->tiling.scale != b->tiling.scale) { /* the overlap only chose the tiles */
         snprintf(why, size, "the tile scale differs (%g vs %g)", a->tiling.scale, b->tiling.scale);
+        return 1;
+    }
+    if ((a->roi.data != NULL) != (b->roi.data != NULL) ||
+        (a->roi.data && (a->roi.width != b->roi.width || a->roi.height != b->roi.height ||
+                         memcmp(a->roi.data, b->roi.data, (size_t)a->roi.width * (size_t)a->roi.height) != 0))) {
+        snprintf(why, size, "the region of interest differs (%s)",
+                 a->roi.data && b->roi.data ? "another mask" : a->roi.data ? "only the first has one" : "only the second has one");
         return 1;
     }
 #undef DIFF_INT

@@ -12,7 +12,8 @@
  *     new images' features (taken, bit for bit, from a sampler-none fit of the same images with the same
  *     batches: the same extraction), in an order the replay accepts, as many as the rule says;
  *   - update with the images already in the model adds nothing under rule radius;
- *   - sampler none: fit(A) + update(B) has the bank of fit(A + B), bit for bit, also for a tiled model;
+ *   - sampler none: fit(A) + update(B) has the bank of fit(A + B), bit for bit, also for a tiled model
+ *     and with a region of interest (only inside patches join);
  *   - merge: the bank is the concatenation, patch scores are the smaller of the two models' (1e-5
  *     relative); incompatible models and ensembles are refused naming the difference;
  *   - the coverage radius and the stale-threshold flag survive save and load; an unreadable image is
@@ -371,6 +372,43 @@ static void test_update_tiled(void **state) {
     pc_model_free(u), pc_model_free(all), pc_model_free(m);
 }
 
+/* With a region of interest only inside patches join the bank, as in the fit: fit(A) + update(B) with
+ * sampler none has the bank of fit(A + B) with the same mask, bit for bit; a model without the mask
+ * cannot be merged with it */
+static void test_update_roi(void **state) {
+    (void)state;
+    NEED_FIXTURE();
+    pc_image roi = {900, 900, 1, calloc(900 * 900, 1)};
+    for (int y = 200; y < 700; y++) memset(roi.data + (size_t)y * 900 + 150, 255, 500); /* a 500 x 500 square */
+    pc_fit_options o;
+    options(&o, PC_SAMPLER_NONE);
+    o.batch_size = 1;
+    o.roi = &roi;
+    pc_model *all = NULL, *m = NULL;
+    assert_int_equal(pc_model_fit(&o, (const char *const *)F.ab, 3, &all), PC_OK);
+    assert_int_equal(pc_model_fit(&o, (const char *const *)F.ab, 2, &m), PC_OK);
+    pc_update_options uo;
+    pc_update_options_init(&uo);
+    uo.batch_size = 1;
+    pc_update_report rep;
+    assert_int_equal(pc_model_update(m, &uo, (const char *const *)F.ab + 2, 1, &rep), PC_OK);
+    int64_t na, nm;
+    int32_t D;
+    const float *ba = pc_model_bank(all, &na, &D), *bm = pc_model_bank(m, &nm, &D);
+    print_message("ROI: %lld of 784 patches of the new image inside, bank %lld\n", (long long)rep.n_patches, (long long)nm);
+    assert_true(rep.n_patches > 0 && rep.n_patches < 784);
+    assert_int_equal(na, nm);
+    assert_memory_equal(ba, bm, sizeof(float) * (size_t)na * D);
+    pc_model_info ia, im;
+    pc_model_get_info(all, &ia), pc_model_get_info(m, &im);
+    assert_int_equal(im.n_patches_total, ia.n_patches_total);
+    pc_model *u = fit(PC_SAMPLER_NONE, F.b, 1);
+    assert_int_equal(pc_model_merge(m, u, NULL), PC_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(pc_last_error(), "region of interest"));
+    pc_model_free(u), pc_model_free(all), pc_model_free(m);
+    free(roi.data);
+}
+
 static void test_merge(void **state) {
     (void)state;
     NEED_FIXTURE();
@@ -527,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_update_ratio_and_radius),
         cmocka_unit_test(test_update_none_equals_fit),
         cmocka_unit_test(test_update_tiled),
+        cmocka_unit_test(test_update_roi),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_update_bad_inputs),
     };

@@ -314,7 +314,7 @@ void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, cons
     pc_mf_tensor *t = malloc(nt * sizeof *t);
     assert_non_null(t);
     for (size_t i = 0; i < nt; i++) t[i] = *pc_modelfile_tensor_at(mf, i);
-    assert_int_equal(pc_modelfile_write(dst, out, t, nt), PC_OK);
+    assert_int_equal(pc_modelfile_write_version(dst, out, t, nt, pc_modelfile_version(mf)), PC_OK);
     free(t), free(out);
     pc_modelfile_close(mf);
 }

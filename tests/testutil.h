@@ -92,7 +92,8 @@ double *min_dist_f64(const double *q, int64_t n, const double *fixed, int64_t n_
 double greedy_fp32_rho(int32_t P, int32_t n_starts);
 
 /* Copy model file src to dst with its metadata line "key = ..." removed (value NULL) or replaced by
- * "key = value"; the tensors are copied as they are. Fails the test when the key is absent from src. */
+ * "key = value"; the tensors and the container version are kept. Fails the test when the key is
+ * absent from src. */
 void tu_rewrite_meta_key(const char *src, const char *dst, const char *key, const char *value);
 
 /* pc_backbone_load of reference file DIR/REL (arch, layer mask) must fail with `want`, leave the

@@ -223,6 +223,7 @@ class ModelInfo:
     thresholds_stale: bool = False  # the bank changed after calibration (update, merge): calibrate again
     # tiling (docs/tiles.md): None, or a dict tile, overlap, scale, stitch ("mean" or "max")
     tiling: Optional[dict] = None
+    roi: Optional[Tuple[int, int]] = None  # (width, height) of the region of interest (docs/roi.md), None: none
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ _INT_OPTIONS = ("resize", "crop", "patch", "pre_dim", "dim", "k", "projection_di
                 "reweight_b", "jobs")
 _OPTIONS = set(_INT_OPTIONS) | {"weights", "arch", "layers", "sampler", "coreset_ratio", "coreset_size", "seed",
                                 "coreset_projection", "coreset_starts", "progress", "max_memory", "bn_stats",
-                                "precision", "tile", "tile_overlap", "tile_scale", "stitch"}
+                                "precision", "tile", "tile_overlap", "tile_scale", "stitch", "roi"}
 
 
 def _layer_numbers(layers):
@@ -418,7 +419,38 @@ def _fit_options(options, keep):
             raise ValueError("patchcore: coreset_starts has %d entries, n_starts is %d" % (s.size, o.n_starts))
         keep.append(s)
         o.coreset_starts = s.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+    if options.get("roi") is not None:
+        r = _roi_struct(options["roi"], keep)
+        keep.append(r)
+        o.roi = ctypes.pointer(r)
     return o
+
+
+def _roi_struct(roi, keep):
+    """A pc_image (channels 1) for a region of interest (docs/roi.md): a path (decoded to grey as PIL's
+    convert("L") does: colour files are converted), a PIL image, or a 2-D uint8 array (H x W; non-zero
+    = inspect). The array it views is appended to keep."""
+    if _is_path(roi):
+        img = _lib.Image()
+        _check(_c.pc_image_load_grey(_lib.fsencode(roi), ctypes.byref(img)))
+        try:
+            n = img.width * img.height
+            a = np.ctypeslib.as_array(img.data, shape=(n,)).copy().reshape(img.height, img.width)
+        finally:
+            _c.pc_image_free(ctypes.byref(img))
+    else:
+        if hasattr(roi, "convert") and hasattr(roi, "mode"):  # a PIL image
+            roi = roi.convert("L")
+        a = np.asarray(roi)
+        if a.dtype != np.uint8 or a.ndim != 2:
+            raise TypeError("patchcore: a region of interest must be a path or a 2-D uint8 array (H x W, non-zero = "
+                            "inspect), not %s %s" % (a.dtype, a.shape))
+        if a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError("patchcore: empty region of interest %s" % (a.shape,))
+        _i32("mask height", a.shape[0]), _i32("mask width", a.shape[1])
+        a = np.ascontiguousarray(a)
+    keep.append(a)
+    return _lib.Image(a.shape[1], a.shape[0], 1, a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
 
 
 def _path_array(paths):
@@ -461,9 +493,12 @@ class Model:
         AMX, a PatchcoreError elsewhere), jobs (batches in flight during feature extraction, 0 =
         the library's default; the same model for any value while batch_size >= the thread count),
         coreset_projection (projection_dim x dim float32) and coreset_starts (n_starts int64) to
-        reproduce a reference run, progress (callable(stage, done, total); return True to cancel),
-        tile (S: cut each image into overlapping S x S tiles at native resolution, replacing resize
-        and crop; docs/tiles.md), tile_overlap (0.25), tile_scale (1.0), stitch ("mean" or "max").
+        reproduce a reference run, roi (a region of interest, docs/roi.md: a mask file's path or a
+        2-D uint8 array in the images' coordinates, non-zero = inspect; patches outside it stay out of
+        the bank and the model scores inside it only), progress (callable(stage, done, total); return
+        True to cancel), tile (S: cut each image into overlapping S x S tiles at native resolution,
+        replacing resize and crop; docs/tiles.md), tile_overlap (0.25), tile_scale (1.0), stitch
+        ("mean" or "max").
 
         Inputs that cannot be used are skipped: they are listed in the model's image_errors and one
         PatchcoreWarning says how many. When none is usable, PatchcoreError is raised (its
@@ -556,7 +591,18 @@ class Model:
             thresholds_stale=bool(i.thresholds_stale),
             tiling=None if i.tiling.tile == 0 else dict(
                 tile=i.tiling.tile, overlap=i.tiling.overlap, scale=i.tiling.scale,
-                stitch={v: k for k, v in _lib.STITCH.items()}.get(i.tiling.stitch, str(i.tiling.stitch))))
+                stitch={v: k for k, v in _lib.STITCH.items()}.get(i.tiling.stitch, str(i.tiling.stitch))),
+            roi=(i.roi_width, i.roi_height) if i.roi_width else None)
+
+    @property
+    def roi(self):
+        """The stored region of interest as an H x W uint8 array (0 outside, 255 inside), or None."""
+        img = _lib.Image()
+        _check(_c.pc_model_roi(self._handle(), ctypes.byref(img)))
+        if not img.data:
+            return None
+        n = img.width * img.height
+        return np.ctypeslib.as_array(img.data, shape=(n,)).copy().reshape(img.height, img.width)
 
     def __repr__(self):
         if not self._h:
@@ -567,10 +613,13 @@ class Model:
             "" if i.image_threshold is None else " calibrated")
 
     # --- predict ----------------------------------------------------------------------------
-    def predict(self, image, pixel_threshold=None, tile_overlap=None, tile_scale=None, stitch=None):
+    def predict(self, image, pixel_threshold=None, roi=None, ignore_roi=False, tile_overlap=None, tile_scale=None,
+                stitch=None):
         """Score one image (a path, an array or a PIL image). pixel_threshold overrides the model's
         calibrated pixel threshold for the regions (None: the model's; regions are None when it has
-        none). Thread-safe on one model.
+        none). roi: a region of interest for this call instead of the model's (a path or a 2-D uint8
+        array, non-zero = inspect; docs/roi.md); ignore_roi=True inspects the whole image even when the
+        model has one. Thread-safe on one model.
 
         A tiled model (fit with tile=S; docs/tiles.md) returns a map of the image's size, shape
         (H, W), and its maximum as the score; tile_overlap, tile_scale and stitch ("mean", "max")
@@ -579,12 +628,22 @@ class Model:
         i = _lib.ModelInfo()
         _check(_c.pc_model_get_info(h, ctypes.byref(i)))
         po = None
-        if tile_overlap is not None or tile_scale is not None or stitch is not None:
-            t = _lib.Tiling()
-            ctypes.pointer(t)[0] = i.tiling
-            _tiling_overrides(t, tile_overlap, tile_scale, stitch)
+        keep = []
+        if (tile_overlap is not None or tile_scale is not None or stitch is not None or roi is not None
+                or ignore_roi):
             po = _lib.PredictOptions()
-            po.tiling = ctypes.pointer(t)
+            _c.pc_predict_options_init(ctypes.byref(po))
+            if tile_overlap is not None or tile_scale is not None or stitch is not None:
+                t = _lib.Tiling()
+                ctypes.pointer(t)[0] = i.tiling
+                _tiling_overrides(t, tile_overlap, tile_scale, stitch)
+                po.tiling = ctypes.pointer(t)
+                keep.append(t)
+            po.ignore_roi = 1 if ignore_roi else 0
+            if roi is not None:
+                r = _roi_struct(roi, keep)
+                po.roi = ctypes.pointer(r)
+                keep.append(r)
         pop = ctypes.byref(po) if po is not None else None
         p = _lib.Prediction()
         g = _lib.Geometry()

@@ -33,6 +33,10 @@ Oracles and tolerances:
     training images gives (H, W) maps equal to that PyTorch/PIL/scipy oracle's stitched maps within
     1e-4 of the map's maximum (mean; max through the per-call stitch override; scale 1 and overlap 0
     through tile_scale/tile_overlap), scores within 1e-4 relative; arrays and paths agree bit for bit.
+  - regions of interest (docs/roi.md) against tests/ref/gen_roi.py (PIL/numpy + the PyTorch PatchCore):
+    fit(roi=2-D array) with sampler none keeps exactly the inside patches (bank size exact), the stored
+    mask is the PIL mask binarised (exact), scores and maps within 1e-4 relative for the model's ROI,
+    predict(roi=path) and predict(ignore_roi=True); a save/load keeps it; bad masks raise.
 """
 import json
 import os
@@ -581,6 +585,45 @@ def check_update():
     check(isinstance(e, patchcore.PatchcoreError) and "layers" in e.message, "incompatible merge refused: %s" % e)
     for x in (g, h, other):
         x.close()
+def check_roi():
+    from PIL import Image
+    ref = os.path.join(REF, "roi")
+    if not os.path.exists(os.path.join(ref, "inputs.txt")):
+        print("  SKIP: %s absent (make refs): no region-of-interest checks" % ref)
+        return
+    print("regions of interest: fit(roi=array), predict(roi=path), predict(ignore_roi=True)")
+    inputs = open(os.path.join(ref, "inputs.txt")).read().split()
+    mask = np.asarray(Image.open(os.path.join(ref, "roi.png")).convert("L"))
+    n_in = np.load(os.path.join(ref, "inside_train.npy")).size
+    m = patchcore.Model.fit(inputs[:2], weights=WEIGHTS, sampler="none", roi=mask)
+    i = m.info
+    check(i.roi == (450, 450) and i.bank_size == 2 * n_in and i.n_patches_total == 2 * n_in,
+          "info: roi %s, bank %d (expect %d inside patches)" % (i.roi, i.bank_size, 2 * n_in))
+    check(np.array_equal(m.roi, np.where(mask > 0, 255, 0).astype(np.uint8)), "the stored mask is the binarised PIL mask")
+    for x, kw in (("model", {}), ("call", {"roi": os.path.join(ref, "roi_call.png")}), ("none", {"ignore_roi": True})):
+        rs = np.load(os.path.join(ref, "scores_%s.npy" % x))
+        rm = np.load(os.path.join(ref, "maps_%s.npy" % x))
+        ins = np.load(os.path.join(ref, "inspect_%s.npy" % x))
+        for t, p in enumerate(inputs[2:4]):
+            r = m.predict(p, **kw)
+            e, me = abs(r.score - rs[t]) / rs[t], rel_err(r.map, rm[t])
+            check(e <= 1e-4 and me <= 1e-4 and (r.map[ins == 0] == 0).all(),
+                  "roi %s, image %d: score rel err %.2g, map %.2g (<= 1e-4), zero outside" % (x, t, e, me))
+    path = os.path.join(WORK, "roi.pcm")
+    m.save(path)
+    with patchcore.Model.load(path) as m2:
+        r1, r2 = m.predict(inputs[3]), m2.predict(inputs[3])
+        check(m2.info.roi == (450, 450) and r1.score == r2.score and np.array_equal(r1.map, r2.map),
+              "save/load keeps the ROI: same predictions bit for bit")
+    e = raises(TypeError, m.predict, inputs[3], roi=np.zeros((4, 4, 3), np.uint8))
+    check(isinstance(e, TypeError), "a 3-D ROI array raises TypeError")
+    e = raises(patchcore.PatchcoreError, m.predict, inputs[3], roi=os.path.join(ref, "empty.png"))
+    check(isinstance(e, patchcore.PatchcoreError) and e.status_name == "PC_ERR_INVALID_ARGUMENT"
+          and "all black" in e.message, "an all-black ROI raises: %s" % e)
+    missing = os.path.join(WORK, "no_such_mask.png")
+    e = raises(patchcore.PatchcoreError, m.predict, inputs[3], roi=missing)
+    check(isinstance(e, patchcore.PatchcoreError) and missing in e.message, "a missing mask file is named: %s" % e)
+    m.close()
 
 
 def check_installed():
@@ -651,6 +694,7 @@ def main():
             check_with_data()
             check_update()
             check_tiles()
+            check_roi()
     if failures:
         print("FAILED %d check(s):\n  %s" % (len(failures), "\n  ".join(failures)))
         return 1
