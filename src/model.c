@@ -1197,14 +1197,14 @@ pc_status pc_model_predict(pc_model *m, const pc_image *rgb, pc_prediction *out,
 static pc_status roi_of_call(const pc_model *m, const pc_predict_options *opt, roi_sel *r) {
     *r = model_roi(m);
     if (opt && opt->ignore_roi) r->roi = NULL;
-    else if (opt && opt->roi) {
-        *r = (roi_sel){opt->roi, 0, "predict: the region of interest"};
-        pc_status st = pc_roi_check(opt->roi, r->what);
-        if (st) return st;
-    }
+    else if (opt && opt->roi) *r = (roi_sel){opt->roi, 0, "predict: the region of interest"};
     const pc_model *m0 = m->n_members ? m->members[0] : m;
     if (r->roi && (m0->tiling.tile || (opt && opt->tiling && opt->tiling->tile > 0)))
         return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest with tiling is not available yet");
+    if (r->roi && !r->from_model) {
+        pc_status st = pc_roi_check(r->roi, r->what);
+        if (st) return st;
+    }
     if (m->n_members && r->roi)
         return pc_fail(PC_ERR_UNSUPPORTED, "predict: a region of interest is not available for an ensemble");
     return PC_OK;
