@@ -829,8 +829,8 @@ typedef struct pc_prediction {
     int32_t anomalous;             /* score > image threshold (0 when uncalibrated) */
 } pc_prediction;
 
-/* Predict one decoded RGB image: the image score and, when map != NULL, the crop x crop anomaly map
- * (METHOD.md §6). Thread-safe: several threads may predict on one model at once (each call takes a
+/* Predict one decoded RGB image: the image score and, when map != NULL, the anomaly map (METHOD.md §6):
+ * crop x crop, or the image's width x height for a tiled model (pc_model_map_size; docs/tiles.md). Thread-safe: several threads may predict on one model at once (each call takes a
  * scratch workspace from a pool on the model; no allocation once the pool is warm). geometry (may be
  * NULL) receives how the map relates to the original image. */
 PC_API pc_status pc_model_predict(pc_model *model, const pc_image *rgb, pc_prediction *out, float *map,
