@@ -64,7 +64,7 @@ tsan-test:
 # keep CI short: the tests of identities within the library (pruned = brute kNN, streamed = in-memory
 # fit, concurrent = serial predict, CLI runs), which hold under any one core, and test_backbone (45 s;
 # tolerances on continuous values). ISA_TESTS="..." to choose.
-ISA_TESTS ?= test_nn|test_features|test_coreset|test_knn|test_scoring|test_pipeline|test_eval|test_python|test_densenet|test_ensemble|test_ensemble_cli
+ISA_TESTS ?= test_nn|test_features|test_coreset|test_knn|test_scoring|test_pipeline|test_eval|test_python|test_densenet|test_ensemble|test_ensemble_cli|test_update|test_tiles|test_tiles_eval|test_roi
 ISA_CTEST  = ctest -R '^($(subst $(space),,$(ISA_TESTS)))$$' --output-on-failure -j 1
 space     := $(subst ,, )
 

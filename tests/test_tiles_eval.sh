@@ -7,7 +7,8 @@
 #    score; once calibrated, --overlays writes an image of the original size and the regions lie inside;
 #  - eval --json: image AUROC from predict's scores and pixel AUROC from predict's maps against the
 #    full-resolution masks (value 255 = anomalous, the default rule), both by sklearn's roc_auc_score on
-#    the concatenated pixels, within 1e-6; eval --jobs 2 gives the same JSON as --jobs 1;
+#    the concatenated pixels, within 1e-6; eval --jobs 2 gives the same metrics within 1e-6 (its images
+#    run on one thread each, which may change the maps' last bits);
 #  - calibrate with --defective and --masks (F1) runs on the tiled maps and predict then decides.
 # Environment (set by CTest): PC_CLI, PC_SHARED_DIR. Exit 77 when ../shared is absent.
 set -eu
@@ -76,8 +77,10 @@ e1, e2 = (json.load(open(tmp + f)) for f in ("/e1.json", "/e2.json"))
 print("image AUROC %.6f (eval %.6f), pixel AUROC %.6f (eval %.6f)" % (img_auc, e1["image_auroc"], pix_auc, e1["pixel_auroc"]))
 assert abs(e1["image_auroc"] - img_auc) <= 1e-6 and abs(e1["pixel_auroc"] - pix_auc) <= 1e-6, (e1, img_auc, pix_auc)
 e1.pop("seconds", None); e2.pop("seconds", None)
+# two jobs run each image on one thread instead of two: the maps may differ in their last bits
+# (OpenBLAS rounds a team's SGEMM unlike one thread's), so the metrics agree to 1e-6, not bit for bit
 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"):
-    assert e1[k] == e2[k], (k, e1[k], e2[k])
+    assert abs(e1[k] - e2[k]) <= 1e-6, (k, e1[k], e2[k])
 PYEOF
 # F1 calibration on the tiled maps, then decisions and regions inside the image
 "$cli" calibrate -m "$tmp/t.pcm" --no-progress --defective "$c/test/broken_large" --masks "$c/ground_truth/broken_large" \
