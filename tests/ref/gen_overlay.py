@@ -72,33 +72,40 @@ def taps(n, nr, off, s):
     return j0, j1, f - j0, inside
 
 
-def overlay(img, m, r, s, thr, scale, opacity, ow, outline=(0, 255, 255)):
+def overlay_rect(img, m, rw, rh, left, top, thr, scale, opacity, ow, outline=(0, 255, 255)):
+    """overlay() with the map's own extent per axis: columns sample [0, MW), rows [0, MH)."""
     h, w = img.shape[:2]
-    rw, rh, left, top = geometry(w, h, r, s)
-    x0, x1, wx, inx = taps(w, rw, left, s)
-    y0, y1, wy, iny = taps(h, rh, top, s)
+    mh, mw = m.shape
+    x0, x1, wx, inx = taps(w, rw, left, mw)
+    y0, y1, wy, iny = taps(h, rh, top, mh)
     md = m.astype(np.float64)
     WX, WY = wx[None, :], wy[:, None]
     topv = (1.0 - WX) * md[y0][:, x0] + WX * md[y0][:, x1]
     botv = (1.0 - WX) * md[y1][:, x0] + WX * md[y1][:, x1]
     v = (1.0 - WY) * topv + WY * botv
-    inside_crop = iny[:, None] & inx[None, :]
+    inside_map = iny[:, None] & inx[None, :]
     t = (v - thr) / scale
     p = 1.0 / (1.0 + np.exp(-LN9 * t))
     idx = np.clip(np.floor(p * 256.0), 0, 255).astype(np.int64)
     amax = int(math.floor(opacity * 255.0 + 0.5))
     alpha_tab = np.array([0 if i < ALPHA_LO else amax if i >= ALPHA_HI else amax * (i - ALPHA_LO) // (ALPHA_HI - ALPHA_LO)
                           for i in range(256)], np.int64)
-    a = np.where(inside_crop, alpha_tab[idx], 0)[..., None]
+    a = np.where(inside_map, alpha_tab[idx], 0)[..., None]
     col = LUT[idx].astype(np.int64)
     out = ((img.astype(np.int64) * (255 - a) + col * a + 127) // 255).astype(np.uint8)
     if ow == 0:
         ow = max(1, (min(w, h) + 150) // 300)
     if ow > 0:
-        region = inside_crop & (v > thr)
+        region = inside_map & (v > thr)
         eroded = ndimage.binary_erosion(region, structure=np.ones((2 * ow + 1, 2 * ow + 1), bool), border_value=0)
         out[region & ~eroded] = outline
-    return out, (rw, rh, left, top)
+    return out
+
+
+def overlay(img, m, r, s, thr, scale, opacity, ow, outline=(0, 255, 255)):
+    h, w = img.shape[:2]
+    rw, rh, left, top = geometry(w, h, r, s)
+    return overlay_rect(img, m, rw, rh, left, top, thr, scale, opacity, ow, outline), (rw, rh, left, top)
 
 
 def make_image(h, w):
@@ -191,36 +198,6 @@ with open(os.path.join(OUT, "manifest.txt"), "w") as f:
 
 # ---- maps that are not crop x crop squares -------------------------------------------------------
 rng2 = np.random.default_rng(15)
-
-
-def overlay_rect(img, m, rw, rh, left, top, thr, scale, opacity, ow, outline=(0, 255, 255)):
-    """overlay() with the map's own extent per axis: columns sample [0, MW), rows [0, MH)."""
-    h, w = img.shape[:2]
-    mh, mw = m.shape
-    x0, x1, wx, inx = taps(w, rw, left, mw)
-    y0, y1, wy, iny = taps(h, rh, top, mh)
-    md = m.astype(np.float64)
-    WX, WY = wx[None, :], wy[:, None]
-    topv = (1.0 - WX) * md[y0][:, x0] + WX * md[y0][:, x1]
-    botv = (1.0 - WX) * md[y1][:, x0] + WX * md[y1][:, x1]
-    v = (1.0 - WY) * topv + WY * botv
-    inside_map = iny[:, None] & inx[None, :]
-    t = (v - thr) / scale
-    p = 1.0 / (1.0 + np.exp(-LN9 * t))
-    idx = np.clip(np.floor(p * 256.0), 0, 255).astype(np.int64)
-    amax = int(math.floor(opacity * 255.0 + 0.5))
-    alpha_tab = np.array([0 if i < ALPHA_LO else amax if i >= ALPHA_HI else amax * (i - ALPHA_LO) // (ALPHA_HI - ALPHA_LO)
-                          for i in range(256)], np.int64)
-    a = np.where(inside_map, alpha_tab[idx], 0)[..., None]
-    col = LUT[idx].astype(np.int64)
-    out = ((img.astype(np.int64) * (255 - a) + col * a + 127) // 255).astype(np.uint8)
-    if ow == 0:
-        ow = max(1, (min(w, h) + 150) // 300)
-    if ow > 0:
-        region = inside_map & (v > thr)
-        eroded = ndimage.binary_erosion(region, structure=np.ones((2 * ow + 1, 2 * ow + 1), bool), border_value=0)
-        out[region & ~eroded] = outline
-    return out
 
 
 def make_map_rect(mh, mw, thr, scale):
