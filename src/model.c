@@ -211,9 +211,15 @@ static int deepest_layer(const pc_model *m) {
  * not stored in the model file). Its results are identical to the brute-force search; it only pays
  * for banks of PC_KNN_MIN_BANK entries and more and a few neighbours, so smaller banks and k > 16 keep
  * the brute force. */
+pc_status pc_model_index_for(const pc_model *m, const float *bank, const float *norms, int64_t n,
+                             pc_knn_index **out) {
+    *out = NULL;
+    if (n < PC_KNN_MIN_BANK || m->k > 16) return PC_OK;
+    return pc_knn_index_build(out, bank, norms, n, m->dim, 0);
+}
+
 pc_status pc_model_build_index(pc_model *m) {
-    if (m->bank_n < PC_KNN_MIN_BANK || m->k > 16) return PC_OK;
-    return pc_knn_index_build(&m->kix, m->bank, m->bank_norms, m->bank_n, m->dim, 0);
+    return pc_model_index_for(m, m->bank, m->bank_norms, m->bank_n, &m->kix);
 }
 
 /* ----------------------------------------------------------------------------------------------

@@ -135,6 +135,9 @@ pc_model *pc_model_new_empty(void);
 
 /* The pruned kNN index over m->bank (NULL kept for small banks and large k). */
 pc_status pc_model_build_index(pc_model *m);
+/* The same index (NULL where the brute force is kept) for another bank of m's dimension (update.c). */
+pc_status pc_model_index_for(const pc_model *m, const float *bank, const float *norms, int64_t n,
+                             pc_knn_index **out);
 
 /* Borrow and return a prediction context from the model's pool. */
 pc_status pc_model_ctx_get(pc_model *m, pctx **out);

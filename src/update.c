@@ -44,10 +44,8 @@ static pc_status swap_bank(pc_model *m, float *bank, int64_t n) {
         return pc_fail(PC_ERR_NO_MEMORY, "cannot allocate the norms of a %lld-entry bank", (long long)n);
     }
     pc_knn_norms(norms, bank, n, m->dim);
-    /* build the index on a scratch copy of the fields it reads, then commit */
-    pc_model tmp = *m;
-    tmp.bank = bank, tmp.bank_n = n, tmp.bank_norms = norms, tmp.kix = NULL;
-    pc_status st = pc_model_build_index(&tmp);
+    pc_knn_index *kix = NULL;
+    pc_status st = pc_model_index_for(m, bank, norms, n, &kix);
     if (st) {
         pc_free(bank), pc_free(norms);
         return st;
@@ -60,7 +58,7 @@ static pc_status swap_bank(pc_model *m, float *bank, int64_t n) {
     m->bank = bank;
     m->bank_n = n;
     m->bank_norms = norms;
-    m->kix = tmp.kix;
+    m->kix = kix;
     /* the fit's bookkeeping no longer describes the bank */
     pc_free(m->coreset_idx), m->coreset_idx = NULL;
     pc_free(m->usable_src), m->usable_src = NULL;
