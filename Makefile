@@ -4,24 +4,28 @@ PREFIX    ?= /usr/local
 BUILD     ?= build
 NATIVE    ?= 0
 SANITIZE  ?= 0
+MPI       ?= 0
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON    ?= /usr/bin/python3
 SHARED    ?= $(or $(PATCHCORE_SHARED),../shared)
 BOTTLE     = $(SHARED)/data/mvtec_ad/bottle
 R18        = $(SHARED)/weights/resnet18_in1k_to_layer3.pth
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATIVE)),ON,OFF) \
-             -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
+             -DPC_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF) \
+             -DPC_MPI=$(if $(filter 1,$(MPI)),ON,OFF)
 
+
+.PHONY: mpi mpi-test
 .PHONY: all configure build test test-all test-avx2 test-native-blas test-isa tsan-test refs asan asan-test install \
         clean bench fuzz fuzz-build demo man
 
 all: build
 
 $(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS) $(CMAKE_EXTRA)
 
 configure:
-	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS) $(CMAKE_EXTRA)
 
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -95,9 +99,25 @@ else
 	$(MAKE) test-avx2
 endif
 
-# `make test`, the extra instruction-set pass, then the whole suite again under ASan + UBSan (what CI
-# runs).
-test-all: test test-isa asan-test
+# The distributed fit (docs/mpi.md): an MPI build of the CLI in build-mpi (`make MPI=1` builds one in
+# $(BUILD)), then tests/test_mpi.sh under mpirun with 1, 2, 3 and 5 ranks, every model compared with cmp
+# against the plain build's single-process fit.
+# MPI_CC=mpicc.mpich MPI_BUILD=build-mpich builds against MPICH instead (Debian's libmpich-dev; tests run
+# with its mpiexec when MPIRUN=mpiexec.mpich).
+MPI_BUILD ?= build-mpi
+MPI_CC    ?=
+MPIRUN    ?= mpirun
+mpi:
+	$(MAKE) build BUILD=$(MPI_BUILD) MPI=1 \
+	  CMAKE_EXTRA="-DPC_BUILD_TESTS=OFF -DPC_BUILD_BENCH=OFF $(if $(MPI_CC),-DMPI_C_COMPILER=$(MPI_CC))"
+
+mpi-test: build mpi
+	PC_CLI=$(BUILD)/patchcore PC_MPI_CLI=$(MPI_BUILD)/patchcore PC_MPIRUN=$(MPIRUN) \
+	  PC_SHARED_DIR=$(abspath $(SHARED)) PC_SOURCE_DIR=$(CURDIR) OMP_NUM_THREADS=2 sh tests/test_mpi.sh
+
+# `make test`, the extra instruction-set pass, the MPI tests, then the whole suite again under ASan +
+# UBSan (what CI runs).
+test-all: test test-isa mpi-test asan-test
 
 # libFuzzer targets (clang; `scripts/setup.sh fuzz` installs it). Each target runs FUZZ_SECONDS on a
 # working corpus in build-fuzz/corpus/<target>, seeded from fuzz/corpus/<target>; crashers are
@@ -155,4 +175,4 @@ bench: build
 	sh bench/run.sh $(BUILD)
 
 clean:
-	rm -rf build build-asan build-fuzz build-tsan
+	rm -rf build build-asan build-fuzz build-tsan build-mpi build-mpich

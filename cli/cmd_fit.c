@@ -5,6 +5,9 @@
 #include "eval_cli.h"
 
 #include <math.h>
+#ifdef PC_HAVE_MPI
+#include "fit_mpi.h"
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,12 @@ static void usage(FILE *f) {
             "                      over the sorted list, out of the bank and calibrate the thresholds on\n"
             "                      them (split-conformal at 1%%, as `patchcore calibrate` by default)\n"
             "  --calibrate DIR     calibrate on the good images in DIR (file or folder; repeatable)\n"
+            "  --mpi               spread the fit over the processes of an MPI job (mpirun -np N patchcore\n"
+            "                      fit --mpi ...; docs/mpi.md): each extracts its share of the images, the\n"
+            "                      coreset runs over all of them, process 0 writes MODEL, the same file\n"
+            "                      as one process writes. Needs a build with MPI (make MPI=1). Without\n"
+            "                      the flag, a process started by mpirun/mpiexec does the same\n"
+            "  --no-mpi            fit alone, even when started by mpirun\n"
             "  --json              print the summary as one JSON object\n"
             "  --no-progress       no progress line on stderr\n"
             "  -q, --quiet         no progress and no summary\n"
@@ -56,6 +65,17 @@ static int stage_clock_cb(void *user, const char *stage, int64_t done, int64_t t
 }
 
 
+/* Whether an MPI launcher started this process (Open MPI's mpirun, MPICH's Hydra, a PMIx launcher),
+ * with its rank and the job's size (size 0: the launcher did not say). */
+static bool launched_by_mpi(int *rank, int *size) {
+    const char *r = getenv("OMPI_COMM_WORLD_RANK"), *n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) r = getenv("PMI_RANK"), n = getenv("PMI_SIZE");
+    if (!n && !(r = getenv("PMIX_RANK"))) return false;
+    *rank = r ? atoi(r) : 0;
+    *size = n ? atoi(n) : 0;
+    return true;
+}
+
 int cmd_fit(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -67,6 +87,8 @@ int cmd_fit(int argc, char **argv) {
     int32_t threads = 0, n_members = 1;
     const char *output = NULL;
     bool json = false, quiet = false, progress = true;
+    int mpi_flag = 0; /* 1 --mpi, -1 --no-mpi, 0 as the launcher says */
+    bool distributed = false;
     cli_paths inputs = {0}, cal = {0}, held = {0};
     double holdout = 0;
     unsigned tiling_given = 0;
@@ -94,6 +116,10 @@ int cmd_fit(int argc, char **argv) {
                 rc = CLI_EXIT_ERROR;
                 goto out;
             }
+        } else if (strcmp(a, "--mpi") == 0) {
+            mpi_flag = 1;
+        } else if (strcmp(a, "--no-mpi") == 0) {
+            mpi_flag = -1;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (strcmp(a, "--no-progress") == 0) {
@@ -148,6 +174,41 @@ int cmd_fit(int argc, char **argv) {
         rc = CLI_EXIT_OK;
         goto out;
     }
+    /* Spread over MPI processes with --mpi, or when an MPI launcher started this process: without MPI,
+     * N processes started by mpirun would each fit every image and write the same file. */
+    int mpi_rank = 0, mpi_size = 1;
+    const bool launched = launched_by_mpi(&mpi_rank, &mpi_size);
+    distributed = mpi_flag > 0 || (mpi_flag == 0 && launched && mpi_size != 1);
+#ifndef PC_HAVE_MPI
+    if (distributed) {
+        if (mpi_flag > 0)
+            cli_error("fit: --mpi: this patchcore was built without MPI (build one with make MPI=1, docs/mpi.md)");
+        else if (mpi_rank == 0)
+            cli_error("fit: started by an MPI launcher (rank %d of %d), but this patchcore was built without MPI: "
+                      "every process would fit all the images and write the same file. Build with make MPI=1 "
+                      "(docs/mpi.md), or give --no-mpi to fit on each process alone",
+                      mpi_rank, mpi_size);
+        distributed = false;
+        goto out;
+    }
+#else
+    cli_mpi_report mrep = {0};
+    if (distributed) {
+        if (n_members > 1) {
+            cli_error("fit: an ensemble cannot be spread over MPI processes yet (fit it with --no-mpi)");
+            distributed = false;
+            goto out;
+        }
+        int32_t r32 = 0, n32 = 1;
+        if (cli_mpi_start(&r32, &n32)) {
+            rc = CLI_EXIT_ERROR;
+            distributed = false;
+            goto out;
+        }
+        mpi_rank = r32, mpi_size = n32;
+        if (mpi_rank != 0) quiet = true, progress = false; /* process 0 speaks for the job */
+    }
+#endif
     pc_set_num_threads(threads);
     cli_progress prog;
     cli_progress_init(&prog, progress);
@@ -161,16 +222,32 @@ int cmd_fit(int argc, char **argv) {
     }
     double t0 = cli_now();
     pc_model *model = NULL;
-    pc_status st = pc_model_fit_ensemble(members, n_members, (const char *const *)inputs.paths, inputs.n, &model);
+    pc_status st;
+#ifdef PC_HAVE_MPI
+    if (distributed)
+        st = cli_mpi_fit(&members[0], (const char *const *)inputs.paths, inputs.n, &model, &mrep);
+    else
+#endif
+        st = pc_model_fit_ensemble(members, n_members, (const char *const *)inputs.paths, inputs.n, &model);
     cli_progress_done(&prog);
     double t_end = cli_now(), t_fit = t_end - t0;
     /* features: decoding, preprocessing, backbone and patch features; coreset: from there to the end
      * of the fit (projection, greedy selection, gathering the bank and its norms). */
     double t_features = clock.t_features_end > 0 ? clock.t_features_end - t0 : t_fit;
     double t_coreset = t_fit - t_features;
+#ifdef PC_HAVE_MPI
+    if (distributed) { /* the slowest process's features; the loop; the bank to process 0 */
+        t_features = mrep.features_seconds;
+        t_coreset = mrep.coreset_seconds;
+    }
+#endif
     if (st) {
-        cli_error_status(st, "fit");
+        if (mpi_rank == 0) cli_error_status(st, "fit");
         rc = CLI_EXIT_ERROR;
+        goto out;
+    }
+    if (!model) { /* an MPI process other than 0: its part is done, process 0 writes the model */
+        rc = CLI_EXIT_OK;
         goto out;
     }
     pc_calibration calib;
@@ -220,6 +297,17 @@ int cmd_fit(int argc, char **argv) {
                    (int)info.n_train_images, sk.count, (long long)info.n_patches_total, (long long)info.bank_size,
                    (int)info.grid_h, (int)info.grid_w, (int)info.dim, (int)jobs, (int)pc_job_threads(0, jobs), t_fit,
                    t_features, feat_rate, t_coreset, t_save);
+#ifdef PC_HAVE_MPI
+            if (distributed) {
+                printf(", \"ranks\": %d, \"mpi_library\": ", (int)mrep.size);
+                cli_json_string(stdout, mrep.library);
+                printf(", \"features_min_seconds\": %.3f, "
+                       "\"gather_seconds\": %.3f, \"coreset_picks\": %lld, \"coreset_comm_seconds\": %.3f, "
+                       "\"comm_seconds\": %.3f, \"comm_bytes\": %lld",
+                       mrep.features_min_seconds, mrep.gather_seconds,
+                       (long long)mrep.picks, mrep.coreset_comm_seconds, mrep.comm_seconds, (long long)mrep.comm_bytes);
+            }
+#endif
         }
         if (json && n_members > 1) {
             printf(", \"members\": [");
@@ -250,6 +338,14 @@ int cmd_fit(int argc, char **argv) {
                    (int)info.grid_w, (int)info.dim, (long long)info.bank_size, t_fit, t_features, feat_rate, (int)jobs,
                    jobs == 1 ? "" : "s", (int)pc_job_threads(0, jobs), pc_job_threads(0, jobs) == 1 ? "" : "s",
                    t_coreset, t_save);
+#ifdef PC_HAVE_MPI
+        if (!json && distributed)
+            printf("processes  %d (%s): features %.2f-%.2f s per process; coreset %.2f s, of which %.2f s in "
+                   "%lld reductions; bank gathered in %.2f s; process 0 talked %.2f s, %.1f MB\n",
+                   (int)mrep.size, mrep.library, mrep.features_min_seconds, mrep.features_seconds,
+                   mrep.coreset_seconds, mrep.coreset_comm_seconds, (long long)mrep.picks, mrep.gather_seconds,
+                   mrep.comm_seconds, (double)mrep.comm_bytes / 1e6);
+#endif
         for (int32_t m = 0; n_members > 1 && !json && m < n_members; m++) {
             pc_model_info mi;
             double z[4];
@@ -269,6 +365,9 @@ int cmd_fit(int argc, char **argv) {
     pc_model_free(model);
     rc = sk.count ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 out:
+#ifdef PC_HAVE_MPI
+    if (distributed) cli_mpi_end();
+#endif
     cli_members_free(&mem);
     cli_paths_free(&inputs);
     cli_paths_free(&cal);

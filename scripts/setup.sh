@@ -13,12 +13,15 @@ PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil pyt
 PKGS_BROWSER="chromium valgrind"
 # `patchcore serve`'s tests (tests/test_serve.sh: curl as the client) and benchmark (bench/serve.sh: wrk).
 PKGS_SERVE="curl wrk"
+# The distributed fit (`make MPI=1`, docs/mpi.md; tests/test_mpi.sh runs it under mpirun).
+PKGS_MPI="libopenmpi-dev openmpi-bin"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;
-  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE $PKGS_BROWSER $PKGS_SERVE" ;;
+  all)   PKGS="$PKGS_BUILD $PKGS_ORACLE $PKGS_BROWSER $PKGS_SERVE $PKGS_MPI" ;;
+  mpi)   PKGS="$PKGS_BUILD $PKGS_MPI" ;;
   fuzz)  PKGS="$PKGS_BUILD $PKGS_FUZZ" ;;
-  *) echo "usage: scripts/setup.sh [build|all|fuzz]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [build|all|fuzz|mpi]" >&2; exit 2 ;;
 esac
 
 SUDO=""

@@ -14,11 +14,13 @@
  * choices except on near-ties at the 1e-6 level; see docs/method-implementation.md.
  */
 #include "coreset.h"
+#include "comm.h"
 #include "knn.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -237,27 +239,82 @@ void pc_coreset_project(float *pj, const float *feats, int64_t n_rows, int32_t d
                 proj_dim, 0.0f, pj, proj_dim);
 }
 
+/* A loop over points spread over processes (pc_coreset_greedy_shard): this process holds the global
+ * points [offsets[rank], offsets[rank + 1]); seconds accumulates the time spent talking. */
+typedef struct shard {
+    const pc_comm *comm;
+    const int64_t *offsets;
+    double seconds;
+} shard;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The global pick from this process's candidate (local index bi, -1: none, with distance bv): *next and
+ * *cur_max the winner's global index and distance, row its projected row, on every process. */
+static pc_status shard_pick(shard *sh, const float *pj, int32_t d, int64_t bi, float bv, int64_t *next, float *cur_max,
+                            float *row) {
+    const int64_t off = sh->offsets[sh->comm->rank];
+    int64_t g = bi >= 0 ? off + bi : -1;
+    float v = bi >= 0 ? bv : -INFINITY;
+    if (bi >= 0) memcpy(row, pj + (size_t)bi * d, sizeof(float) * (size_t)d);
+    else memset(row, 0, sizeof(float) * (size_t)d);
+    const double t0 = now_seconds();
+    pc_status st = sh->comm->argmax(sh->comm->user, &v, &g, row, d);
+    sh->seconds += now_seconds() - t0;
+    if (st) return st;
+    if (g < 0) return pc_fail(PC_ERR_INTERNAL, "coreset: no process has a point with a finite distance");
+    *next = g, *cur_max = v;
+    return PC_OK;
+}
+
+/* The projected row of global point g (a start point), sent by the process that holds it. */
+static pc_status shard_row(shard *sh, const float *pj, int32_t d, int64_t g, float *row) {
+    const pc_comm *c = sh->comm;
+    int32_t owner = 0;
+    while (owner + 1 < c->size && g >= sh->offsets[owner + 1]) owner++;
+    if (owner == c->rank) memcpy(row, pj + (size_t)(g - sh->offsets[owner]) * d, sizeof(float) * (size_t)d);
+    const double t0 = now_seconds();
+    pc_status st = c->bcast(c->user, row, sizeof(float) * (size_t)d, owner);
+    sh->seconds += now_seconds() - t0;
+    return st;
+}
+
 /* The greedy loop on a given N x proj_dim projection (prune: see pruned_range). */
-/* init_dist: when not NULL, the initial distances (a continuation, pc_coreset_greedy_continue) instead of
+/* sh: when not NULL, the points are this process's share of a loop spread over processes: n_points
+ * (possibly 0) local ones, starts and out_idx global indices, and each pick is agreed with the other
+ * processes (one reduction that carries the winner's row); every process computes the distances of
+ * its own points exactly as one process computes them, so the picks are those of one process.
+ * init_dist: when not NULL, the initial distances (a continuation, pc_coreset_greedy_continue) instead of
  * the mean distance to the start points. stop_radius >= 0: stop before a pick once the largest distance
  * is <= stop_radius. *n_done: the number picked. radius (may be NULL; pruned loop only): the largest
  * distance from a point to the nearest pick (or, for a continuation, to the nearest pick or initial
  * point) after the last pick. */
 static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
                              const int64_t *starts, int32_t n_starts, int64_t n, pc_progress_fn progress, void *user,
-                             bool prune, const float *init_dist, float stop_radius, int64_t *n_done, float *radius) {
+                             bool prune, const float *init_dist, float stop_radius, int64_t *n_done, float *radius,
+                             shard *sh) {
     pc_status st = PC_OK;
-    float *dist = pc_malloc(sizeof(float) * (size_t)n_points);
-    float *sel = pc_malloc(sizeof(float) * (size_t)proj_dim);
+    float *dist = pc_malloc(sizeof(float) * (size_t)(n_points > 0 ? n_points : 1));
+    float *sel = pc_malloc(sizeof(float) * (size_t)proj_dim * 2);
     /* pruning state: the centre of every point, the chosen centres' projections, centre distances */
     if (n > INT32_MAX) prune = false;
-    int32_t *assign = prune ? pc_malloc(sizeof(int32_t) * (size_t)n_points) : NULL;
+    int32_t *assign = prune ? pc_malloc(sizeof(int32_t) * (size_t)(n_points > 0 ? n_points : 1)) : NULL;
     float *cent = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * proj_dim) : NULL;
     float *cd = prune ? pc_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)) : NULL;
     if (!dist || !sel || (prune && (!assign || !cent || !cd))) {
         pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
-        return pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for the distances of %lld points", (long long)n_points);
+        st = pc_fail(PC_ERR_NO_MEMORY, "coreset: out of memory for the distances of %lld points", (long long)n_points);
+        return sh ? pc_comm_agree(sh->comm, st) : st;
     }
+    if (sh && (st = pc_comm_agree(sh->comm, PC_OK))) {
+        pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
+        return st;
+    }
+    float *nextrow = sel + proj_dim; /* sh: the row of the next pick, as the reduction brought it */
     if (prune)
         for (int64_t i = 0; i < n_points; i++) assign[i] = -1;
 
@@ -274,7 +331,11 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
     /* initial distance: mean distance to the start points, or the caller's */
     if (init_dist) memcpy(dist, init_dist, sizeof(float) * (size_t)n_points);
     for (int32_t s = 0; !init_dist && s < n_starts; s++) {
-        memcpy(sel, pj + (size_t)starts[s] * proj_dim, sizeof(float) * (size_t)proj_dim);
+        if (sh) {
+            if ((st = shard_row(sh, pj, proj_dim, starts[s], sel))) goto out;
+        } else {
+            memcpy(sel, pj + (size_t)starts[s] * proj_dim, sizeof(float) * (size_t)proj_dim);
+        }
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
         for (int t = 0; t < nth; t++) {
             int64_t lo = (int64_t)t * chunk, hi = PC_MIN(n_points, lo + chunk);
@@ -283,8 +344,15 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
     }
     if (!init_dist)
         for (int64_t i = 0; i < n_points; i++) dist[i] /= (float)n_starts;
-    int64_t next = argmax_first(dist, n_points);
-    float cur_max = dist[next];
+    int64_t next;
+    float cur_max;
+    if (sh) {
+        const int64_t bi = n_points > 0 ? argmax_first(dist, n_points) : -1;
+        if ((st = shard_pick(sh, pj, proj_dim, bi, bi >= 0 ? dist[bi] : -INFINITY, &next, &cur_max, nextrow))) goto out;
+    } else {
+        next = argmax_first(dist, n_points);
+        cur_max = dist[next];
+    }
     int64_t done = 0;
 
     const int64_t every = n / 100 > 0 ? n / 100 : 1;
@@ -292,7 +360,7 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
         if (stop_radius >= 0 && !(cur_max > stop_radius)) break;
         out_idx[it] = next;
         done = it + 1;
-        memcpy(sel, pj + (size_t)next * proj_dim, sizeof(float) * (size_t)proj_dim);
+        memcpy(sel, sh ? nextrow : pj + (size_t)next * proj_dim, sizeof(float) * (size_t)proj_dim);
         if (prune) {
             const int32_t t_it = (int32_t)it;
             memcpy(cent + (size_t)it * proj_dim, sel, sizeof(float) * (size_t)proj_dim);
@@ -321,6 +389,13 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
         next = -1;
         for (int t = 0; t < nth; t++)
             if (besti[t] >= 0 && (next < 0 || bestv[t] > bv)) bv = bestv[t], next = besti[t];
+        if (sh) {
+            if (it + 1 < n)
+                if ((st = shard_pick(sh, pj, proj_dim, next, bv, &next, &cur_max, nextrow))) break;
+            /* progress only: every process goes on to the end together (no cancelling one of them) */
+            if (progress && ((it + 1) % every == 0 || it + 1 == n)) progress(user, "coreset", it + 1, n);
+            continue;
+        }
         if (next < 0) next = 0; /* all distances NaN: cannot happen with finite features */
         cur_max = bv;
         if (progress && ((it + 1) % every == 0 || it + 1 == n) && progress(user, "coreset", it + 1, n)) {
@@ -343,8 +418,14 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
             }
             if (d > r) r = d;
         }
+        if (sh) {
+            const double t0 = now_seconds();
+            st = sh->comm->max(sh->comm->user, &r);
+            sh->seconds += now_seconds() - t0;
+        }
         *radius = r;
     }
+out:
     pc_free(dist), pc_free(sel), pc_free(assign), pc_free(cent), pc_free(cd);
     return st;
 }
@@ -367,7 +448,7 @@ pc_status pc_coreset_greedy_projected(int64_t *out_idx, const float *pj, int64_t
     pc_status st = check_loop_args(out_idx, pj, n_points, proj_dim, starts, n_starts, n);
     if (st != PC_OK) return st;
     return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true, NULL, -1.f, NULL,
-                       NULL);
+                       NULL, NULL);
 }
 
 pc_status pc_coreset_greedy_projected_radius(int64_t *out_idx, const float *pj, int64_t n_points, int32_t proj_dim,
@@ -376,7 +457,7 @@ pc_status pc_coreset_greedy_projected_radius(int64_t *out_idx, const float *pj, 
     pc_status st = check_loop_args(out_idx, pj, n_points, proj_dim, starts, n_starts, n);
     if (st != PC_OK) return st;
     return greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, true, NULL, -1.f, NULL,
-                       radius);
+                       radius, NULL);
 }
 
 pc_status pc_coreset_min_distances(float *dist, const float *pj, int64_t n_points, const float *fixed,
@@ -414,7 +495,27 @@ pc_status pc_coreset_greedy_continue(int64_t *out_idx, int64_t *n_out, float *ra
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: bad arguments to continue (N %lld, proj %d, n %lld)",
                        (long long)n_points, proj_dim, (long long)n_max);
     return greedy_loop(out_idx, pj, n_points, proj_dim, NULL, 0, n_max, progress, user, true, init_dist, stop_radius,
-                       n_out, radius);
+                       n_out, radius, NULL);
+}
+
+pc_status pc_coreset_greedy_shard(int64_t *out_idx, float *radius, const float *pj, int64_t n_local, int32_t proj_dim,
+                                  const pc_comm *comm, const int64_t *offsets, const int64_t *starts, int32_t n_starts,
+                                  int64_t n, pc_progress_fn progress, void *user, double *comm_seconds) {
+    const int64_t n_points = offsets[comm->size];
+    pc_status st = PC_OK;
+    if (!out_idx || (!pj && n_local) || n_local != offsets[comm->rank + 1] - offsets[comm->rank] || proj_dim < 1 ||
+        n_starts < 1 || n_starts > n_points || n < 0 || n > n_points)
+        st = pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: bad arguments (N %lld of %lld, proj %d, starts %d, n %lld)",
+                     (long long)n_local, (long long)n_points, proj_dim, n_starts, (long long)n);
+    for (int32_t s = 0; !st && s < n_starts; s++)
+        if (starts[s] < 0 || starts[s] >= n_points)
+            st = pc_fail(PC_ERR_INVALID_ARGUMENT, "coreset: start index %lld out of range", (long long)starts[s]);
+    if ((st = pc_comm_agree(comm, st))) return st;
+    shard sh = {comm, offsets, 0.0};
+    st = greedy_loop(out_idx, pj, n_local, proj_dim, starts, n_starts, n, progress, user, true, NULL, -1.f, NULL, radius,
+                     &sh);
+    if (comm_seconds) *comm_seconds = sh.seconds;
+    return st;
 }
 
 static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
@@ -434,7 +535,8 @@ static pc_status greedy_impl(int64_t *out_idx, const float *feats, int64_t n_poi
     for (int64_t r0 = 0; r0 < n_points; r0 += rows_blk)
         pc_coreset_project(pj + (size_t)r0 * proj_dim, feats + (size_t)r0 * dim, PC_MIN(rows_blk, n_points - r0), dim,
                            proj, proj_dim);
-    st = greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, prune, NULL, -1.f, NULL, NULL);
+    st = greedy_loop(out_idx, pj, n_points, proj_dim, starts, n_starts, n, progress, user, prune, NULL, -1.f, NULL, NULL,
+                     NULL);
     pc_free(pj);
     return st;
 }

@@ -94,6 +94,20 @@ pc_status pc_coreset_greedy_continue(int64_t *out_idx, int64_t *n_out, float *ra
                                      int32_t proj_dim, const float *init_dist, int64_t n_max, float stop_radius,
                                      pc_progress_fn progress, void *user);
 
+/* The greedy loop over points spread over processes (docs/mpi.md), called by every process of comm:
+ * this one holds the projections pj of the global points [offsets[rank], offsets[rank + 1]) (n_local
+ * rows, possibly none; offsets has comm->size + 1 entries, offsets[size] = N). starts: global indices,
+ * the same on every process. Each iteration every process lowers its own points' distances exactly as
+ * pc_coreset_greedy_projected does, and one reduction (comm->argmax) picks the farthest point of all,
+ * lowest global index on ties, and brings its row; so out_idx (global indices, on every process) and
+ * radius (may be NULL) are those of pc_coreset_greedy_projected_radius on all N rows. progress cannot
+ * cancel here. comm_seconds (may be NULL): the time this process spent talking. */
+struct pc_comm;
+pc_status pc_coreset_greedy_shard(int64_t *out_idx, float *radius, const float *pj, int64_t n_local, int32_t proj_dim,
+                                  const struct pc_comm *comm, const int64_t *offsets, const int64_t *starts,
+                                  int32_t n_starts, int64_t n, pc_progress_fn progress, void *user,
+                                  double *comm_seconds);
+
 /* The same without pruning: every iteration is one fused, vectorised, threaded distance-and-minimum
  * pass over all N x proj_dim projections. Identical results; kept for tests and benchmarks. */
 pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,

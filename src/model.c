@@ -586,6 +586,11 @@ static pc_status fit_extract_batch(void *user, size_t item) {
  * inputs' rows to the front. Reports unusable inputs and progress through opt. Fit and update share it. */
 pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
                            pc_fit_feats *ff) {
+    return pc_model_extract_part(m, opt, src, n_in, false, ff);
+}
+
+pc_status pc_model_extract_part(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
+                                bool allow_none, pc_fit_feats *ff) {
     memset(ff, 0, sizeof *ff);
     ff->spill.fd = -1;
     float *feats = NULL, *pj = NULL, *proj = NULL;
@@ -705,11 +710,11 @@ pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_
     }
     size_t used = 0;
     for (size_t i = 0; i < n_in; i++) used += x.usable[i];
-    if (used == 0) {
+    if (used == 0 && !allow_none) {
         st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: none of the %zu training images could be used", n_in);
         goto done;
     }
-    if (used < n_in) {
+    if (used < n_in && used > 0) {
         /* the usable images' rows to the front, in order (each moves down or stays) */
         img_of = pc_malloc(used * sizeof *img_of);
         if (!img_of) {
@@ -774,6 +779,49 @@ void pc_model_backbone_tensors(const pc_model *m, const pc_tensor **t, size_t *n
     *n = m->bb_tensors ? m->bb_tensors->count : m->n_bb_views;
 }
 
+pc_status pc_fit_starts(const pc_fit_options *opt, uint64_t seed, int64_t N, int64_t **out, int32_t *n_out) {
+    /* start points: the caller's (to reproduce a reference run exactly) or drawn from the seed */
+    int32_t ns = (int32_t)PC_MIN((int64_t)opt->n_starts, N);
+    int64_t *starts = pc_malloc((size_t)(ns > 0 ? ns : 1) * sizeof(int64_t));
+    *out = NULL, *n_out = 0;
+    if (!starts) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+    if (opt->coreset_starts) {
+        for (int32_t i = 0; i < ns; i++) {
+            if (opt->coreset_starts[i] < 0 || opt->coreset_starts[i] >= N) {
+                pc_free(starts);
+                return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: coreset start index %lld out of range",
+                               (long long)opt->coreset_starts[i]);
+            }
+            starts[i] = opt->coreset_starts[i];
+        }
+    } else if (opt->n_starts != PC_CORESET_STARTS) {
+        /* pc_coreset_starts draws PC_CORESET_STARTS; a different count takes the first ones (as before) */
+        int64_t drawn[PC_CORESET_STARTS];
+        int32_t nd = pc_coreset_starts(drawn, seed, N);
+        ns = PC_MIN(ns, nd);
+        memcpy(starts, drawn, (size_t)ns * sizeof(int64_t));
+    } else {
+        ns = pc_coreset_starts(starts, seed, N);
+    }
+    *out = starts, *n_out = ns;
+    return PC_OK;
+}
+
+int64_t pc_fit_bank_size(const pc_model *m, const pc_fit_options *opt, int64_t N) {
+    if (m->sampler == PC_SAMPLER_NONE) return N;
+    if (opt->coreset_size > 0) return PC_MIN(opt->coreset_size, N);
+    return pc_coreset_size(N, opt->coreset_ratio);
+}
+
+pc_status pc_model_finish_bank(pc_model *m) {
+    m->bank = m->bank_owned;
+    if (!m->bank_norms && !(m->bank_norms = pc_malloc((size_t)(m->bank_n > 0 ? m->bank_n : 1) * sizeof(float))))
+        return pc_fail(PC_ERR_NO_MEMORY, "fit: cannot allocate the memory bank");
+    if (m->sampler == PC_SAMPLER_NONE) m->coverage_radius = 0; /* every patch is in the bank */
+    pc_knn_norms(m->bank_norms, m->bank, m->bank_n, (int32_t)m->dim);
+    return pc_model_build_index(m);
+}
+
 /* The memory bank from extracted features (METHOD.md §4): the subsampling, the selected rows gathered,
  * their norms and the kNN index. Takes what it needs from ff (the features become the bank for
  * sampler none). */
@@ -794,10 +842,7 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
         for (int64_t i = 0; ff->pj && i < N; i++) /* rows[i] >= i: each row moves down or stays */
             memmove(ff->pj + (size_t)i * P, ff->pj + (size_t)rows[i] * P, P * sizeof(float));
     }
-    int64_t n_sel;
-    if (m->sampler == PC_SAMPLER_NONE) n_sel = N;
-    else if (opt->coreset_size > 0) n_sel = PC_MIN(opt->coreset_size, N);
-    else n_sel = pc_coreset_size(N, opt->coreset_ratio);
+    const int64_t n_sel = pc_fit_bank_size(m, opt, N);
     m->n_train_images = (int32_t)ff->used;
     m->n_patches_total = N;
     m->usable_src = pc_malloc(ff->used * sizeof *m->usable_src);
@@ -812,31 +857,8 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
         goto done;
     }
     if (approx) {
-        /* start points: the caller's (to reproduce a reference run exactly) or drawn from the seed */
-        int32_t ns = (int32_t)PC_MIN((int64_t)opt->n_starts, N);
-        starts = pc_malloc((size_t)ns * sizeof(int64_t));
-        if (!starts) {
-            st = pc_fail(PC_ERR_NO_MEMORY, "out of memory");
-            goto done;
-        }
-        if (opt->coreset_starts) {
-            for (int32_t i = 0; i < ns; i++) {
-                if (opt->coreset_starts[i] < 0 || opt->coreset_starts[i] >= N) {
-                    st = pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: coreset start index %lld out of range",
-                                 (long long)opt->coreset_starts[i]);
-                    goto done;
-                }
-                starts[i] = opt->coreset_starts[i];
-            }
-        } else if (opt->n_starts != PC_CORESET_STARTS) {
-            /* pc_coreset_starts draws PC_CORESET_STARTS; a different count takes the first ones (as before) */
-            int64_t drawn[PC_CORESET_STARTS];
-            int32_t nd = pc_coreset_starts(drawn, m->seed, N);
-            ns = PC_MIN(ns, nd);
-            memcpy(starts, drawn, (size_t)ns * sizeof(int64_t));
-        } else {
-            ns = pc_coreset_starts(starts, m->seed, N);
-        }
+        int32_t ns;
+        if ((st = pc_fit_starts(opt, m->seed, N, &starts, &ns))) goto done;
         float radius = NAN;
         st = pc_coreset_greedy_projected_radius(m->coreset_idx, ff->pj, N, (int32_t)P, starts, ns, n_sel, opt->progress,
                                                 opt->progress_user, &radius);
@@ -868,11 +890,8 @@ static pc_status fit_bank(pc_model *m, const pc_fit_options *opt, pc_fit_feats *
         for (int64_t i = 0; i < n_sel; i++)
             memcpy(m->bank_owned + (size_t)i * D, ff->feats + (size_t)m->coreset_idx[i] * D, D * sizeof(float));
     }
-    m->bank = m->bank_owned;
     m->bank_n = n_sel;
-    if (m->sampler == PC_SAMPLER_NONE) m->coverage_radius = 0; /* every patch is in the bank */
-    pc_knn_norms(m->bank_norms, m->bank, n_sel, (int32_t)D);
-    st = pc_model_build_index(m);
+    st = pc_model_finish_bank(m);
 
 done:
     pc_free(starts);
@@ -880,14 +899,8 @@ done:
     return st;
 }
 
-static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src, size_t n_in, pc_model **out) {
-    pc_threads_apply();
-    pc_clear_error();
-    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
+pc_status pc_model_fit_setup(const pc_fit_options *opt, pc_model **out) {
     *out = NULL;
-    if (!opt) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: options are NULL");
-    if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
-    if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
     pc_status st = check_options(opt);
     if (st) return st;
     st = precision_check(opt->precision, "fit: precision");
@@ -922,10 +935,6 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
         for (size_t i = 0; i < n; i++) m->roi_owned[i] = opt->roi->data[i] ? 255 : 0;
         m->roi = (pc_image){opt->roi->width, opt->roi->height, 1, m->roi_owned};
     }
-
-    pc_fit_feats ff = {.spill = {.fd = -1}};
-    pc_tile_items ti = {0};
-    pc_fit_source tsrc;
     pc_backbone_options bo = {.bn_stats = m->bn_stats, .warmup_size = m->crop, .precision = m->precision};
     st = pc_backbone_load_with(opt->weights, opt->arch, m->layer_mask, &bo, &m->bb);
     if (st) goto done;
@@ -937,8 +946,30 @@ static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src,
         if (st) goto done;
     }
     st = model_plan(m);
-    if (st) goto done;
+done:
+    if (st) {
+        pc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return PC_OK;
+}
 
+static pc_status fit_common(const pc_fit_options *opt, const pc_fit_source *src, size_t n_in, pc_model **out) {
+    pc_threads_apply();
+    pc_clear_error();
+    if (!out) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out is NULL");
+    *out = NULL;
+    if (!opt) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: options are NULL");
+    if (n_in == 0) return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: no training images given");
+    if (n_in > (size_t)INT32_MAX) return pc_fail(PC_ERR_TOO_LARGE, "fit: too many images");
+    pc_model *m = NULL;
+    pc_status st = pc_model_fit_setup(opt, &m);
+    if (st) return st;
+
+    pc_fit_feats ff = {.spill = {.fd = -1}};
+    pc_tile_items ti = {0};
+    pc_fit_source tsrc;
     if (m->tiling.tile) { /* every tile of every image is one input */
         st = pc_tile_items_build(opt, src->paths, src->images, n_in, &ti);
         if (st) goto done;

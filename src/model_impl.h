@@ -122,6 +122,21 @@ typedef struct pc_fit_feats {
 
 pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
                            pc_fit_feats *ff);
+/* The same; allow_none: no usable input is not an error (ff->used = 0; one process's share of a
+ * sharded fit, fit_shard.c). */
+pc_status pc_model_extract_part(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
+                                bool allow_none, pc_fit_feats *ff);
+
+/* A new model with opt's settings, its backbone loaded and its feature plan made (no bank yet): the
+ * first step of a fit (model.c, fit_shard.c). */
+pc_status pc_model_fit_setup(const pc_fit_options *opt, pc_model **out);
+/* The greedy coreset's start points for N candidates (opt->coreset_starts, or drawn from seed):
+ * *starts (allocated) and their number. */
+pc_status pc_fit_starts(const pc_fit_options *opt, uint64_t seed, int64_t N, int64_t **starts, int32_t *n_starts);
+/* The bank size a fit keeps of N candidates (sampler none: all; --coreset-size; the ratio). */
+int64_t pc_fit_bank_size(const pc_model *m, const pc_fit_options *opt, int64_t N);
+/* After m->bank_owned and m->bank_n are set: m->bank, the norms and the kNN index. */
+pc_status pc_model_finish_bank(pc_model *m);
 void pc_fit_feats_free(pc_fit_feats *ff);
 
 /* Rows sel[0..n_sel) of the extracted features into out (n_sel x D), from memory or the temporary file. */
