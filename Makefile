@@ -15,7 +15,7 @@ CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DPC_NATIVE=$(if $(filter 1,$(NATI
              -DPC_MPI=$(if $(filter 1,$(MPI)),ON,OFF)
 
 
-.PHONY: mpi mpi-test
+.PHONY: mpi mpi-test mpich-test
 .PHONY: all configure build test test-all test-avx2 test-native-blas test-isa tsan-test refs asan asan-test install \
         clean bench fuzz fuzz-build demo man
 
@@ -114,6 +114,13 @@ mpi:
 mpi-test: build mpi
 	PC_CLI=$(BUILD)/patchcore PC_MPI_CLI=$(MPI_BUILD)/patchcore PC_MPIRUN=$(MPIRUN) \
 	  PC_SHARED_DIR=$(abspath $(SHARED)) PC_SOURCE_DIR=$(CURDIR) OMP_NUM_THREADS=2 sh tests/test_mpi.sh
+	@if command -v mpicc.mpich >/dev/null; then \
+	  mpicc.mpich -fsyntax-only -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror -Iinclude -Isrc -Icli mpi/*.c && \
+	  echo "mpi-test: mpi/*.c compiles against MPICH's mpi.h too (make mpich-test builds and tests with MPICH)"; fi
+
+# The same tests with an MPICH build run by MPICH's mpiexec (Debian libmpich-dev).
+mpich-test:
+	$(MAKE) mpi-test MPI_BUILD=build-mpich MPI_CC=mpicc.mpich MPIRUN=mpiexec.mpich
 
 # `make test`, the extra instruction-set pass, the MPI tests, then the whole suite again under ASan +
 # UBSan (what CI runs).

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,7 +73,11 @@ static pc_status c_argmax(void *user, float *v, int64_t *g, float *row, int32_t 
         if (c->pick_type != MPI_DATATYPE_NULL) MPI_Type_free(&c->pick_type);
         free(c->pick_in), free(c->pick_out);
         c->pick_in = malloc(bytes), c->pick_out = malloc(bytes);
-        if (!c->pick_in || !c->pick_out) return pc_fail(PC_ERR_NO_MEMORY, "out of memory");
+        if (!c->pick_in || !c->pick_out) { /* the others are already in the reduction: end the job */
+            fprintf(stderr, "patchcore: fit: rank %d of %d: out of memory for a %zu-byte message\n", (int)c->comm.rank,
+                    (int)c->comm.size, bytes);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
         MPI_Type_contiguous((int)bytes, MPI_BYTE, &c->pick_type);
         MPI_Type_commit(&c->pick_type);
         c->pick_dim = proj_dim;

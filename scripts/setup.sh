@@ -13,8 +13,9 @@ PKGS_ORACLE="python3 python3-numpy python3-scipy python3-sklearn python3-pil pyt
 PKGS_BROWSER="chromium valgrind"
 # `patchcore serve`'s tests (tests/test_serve.sh: curl as the client) and benchmark (bench/serve.sh: wrk).
 PKGS_SERVE="curl wrk"
-# The distributed fit (`make MPI=1`, docs/mpi.md; tests/test_mpi.sh runs it under mpirun).
-PKGS_MPI="libopenmpi-dev openmpi-bin"
+# The distributed fit (`make MPI=1`, docs/mpi.md; tests/test_mpi.sh runs it under Open MPI's mpirun;
+# MPICH for `make mpich-test` and the MPICH compile check of `make mpi-test`).
+PKGS_MPI="libopenmpi-dev openmpi-bin libmpich-dev mpich"
 
 case "${1:-all}" in
   build) PKGS="$PKGS_BUILD" ;;

@@ -16,7 +16,7 @@ typedef struct pc_fit_shard_stats {
     double coreset_seconds;       /* the sampler over all processes' patches */
     double coreset_comm_seconds;  /* of which waiting for and making the reductions */
     double gather_seconds;        /* the bank's rows to process 0 (and, there, its norms and index) */
-    int64_t picks;                /* reductions of the greedy loop (one per pick, plus the first) */
+    int64_t picks;                /* reductions of the greedy loop: one per pick (start rows not counted) */
     int64_t images, rows;         /* its share: images given, patch rows that were candidates */
     int64_t bytes_sent, bytes_received; /* point-to-point payload of the gather */
 } pc_fit_shard_stats;
