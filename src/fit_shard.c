@@ -215,7 +215,8 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
         o.on_image_error = record_bad;
         o.on_image_error_user = &bad;
         pc_fit_source src = {.paths = paths + lo};
-        st = pc_model_extract_part(m, &o, &src, hi - lo, true, &ff);
+        const pc_fit_share share = {n_paths, me == 0};
+        st = pc_model_extract_part(m, &o, &src, hi - lo, &share, &ff);
         if (!st && bad.failed) st = pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for the list of unusable images");
     }
     /* candidates: every row, or those inside the region of interest (moved to the front of pj) */

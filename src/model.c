@@ -351,14 +351,15 @@ typedef struct fit_memory {
 } fit_memory;
 
 static fit_memory plan_memory(const pc_model *m, const pc_fit_options *o, double n_img, double hw, bool stream,
-                              double fws_bytes, double jobs) {
+                              double fws_bytes, double jobs, const pc_fit_share *share) {
     fit_memory p;
     const double D = m->dim, P = o->projection_dim, f4 = 4, B = o->batch_size, S = m->crop;
-    const double N = n_img * hw;
+    const double N = n_img * hw;                                          /* this process's rows */
+    const double N_all = share ? (double)share->total_inputs * hw : N;    /* the whole fit's */
     double n_sel;
-    if (o->sampler == PC_SAMPLER_NONE) n_sel = N;
-    else if (o->coreset_size > 0) n_sel = PC_MIN((double)o->coreset_size, N);
-    else n_sel = PC_MAX(1.0, floor(N * o->coreset_ratio));
+    if (o->sampler == PC_SAMPLER_NONE) n_sel = N_all;
+    else if (o->coreset_size > 0) n_sel = PC_MIN((double)o->coreset_size, N_all);
+    else n_sel = PC_MAX(1.0, floor(N_all * o->coreset_ratio));
     double dict = 0;
     for (size_t i = 0; m->bb_tensors && i < m->bb_tensors->count; i++)
         if (m->bb_tensors->tensors[i].data) dict += (double)m->bb_tensors->tensors[i].numel * f4;
@@ -376,10 +377,14 @@ static fit_memory plan_memory(const pc_model *m, const pc_fit_options *o, double
     if (approx)
         p.coreset = kept + N * P * f4 + N * 8 /* distances, centres */ + n_sel * (P + 1) * f4 + idx;
     else if (o->sampler == PC_SAMPLER_RANDOM)
-        p.coreset = kept + N * 8 /* permutation */ + idx;
+        p.coreset = kept + N_all * 8 /* permutation */ + idx;
     else
         p.coreset = all_feats + idx;
-    if (o->sampler == PC_SAMPLER_NONE) /* the features become the bank */
+    if (share && !share->holds_bank) /* fit_shard.c: its picks' indices, 1,024 rows at a time to process 0 */
+        p.gather = kept + 1024 * D * f4 + 3 * idx + (stream ? n_sel * 16 : 0);
+    else if (share) /* process 0: the whole bank besides its own share */
+        p.gather = kept + n_sel * D * f4 + n_sel * f4 + 3 * idx + 1024 * D * f4 + (stream ? n_sel * 16 : 0);
+    else if (o->sampler == PC_SAMPLER_NONE) /* the features become the bank */
         p.gather = all_feats + n_sel * f4 + idx;
     else
         p.gather = kept + n_sel * D * f4 + n_sel * f4 + idx + (stream ? n_sel * 16 : 0);
@@ -586,11 +591,12 @@ static pc_status fit_extract_batch(void *user, size_t item) {
  * inputs' rows to the front. Reports unusable inputs and progress through opt. Fit and update share it. */
 pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
                            pc_fit_feats *ff) {
-    return pc_model_extract_part(m, opt, src, n_in, false, ff);
+    return pc_model_extract_part(m, opt, src, n_in, NULL, ff);
 }
 
 pc_status pc_model_extract_part(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
-                                bool allow_none, pc_fit_feats *ff) {
+                                const pc_fit_share *share, pc_fit_feats *ff) {
+    const bool allow_none = share != NULL;
     memset(ff, 0, sizeof *ff);
     ff->spill.fd = -1;
     float *feats = NULL, *pj = NULL, *proj = NULL;
@@ -620,7 +626,7 @@ pc_status pc_model_extract_part(pc_model *m, const pc_fit_options *opt, const pc
     if (st) goto done;
     if (opt->max_memory > 0) {
         fit_memory p = plan_memory(m, opt, (double)n_in, (double)hw, stream, (double)pc_features_workspace_size(m->plan),
-                                   (double)jobs);
+                                   (double)jobs, share);
         if (p.peak > (double)opt->max_memory) {
             st = pc_fail(PC_ERR_TOO_LARGE,
                          "fit: the memory budget of %.0f MiB is too small: %zu %s need about %.0f MiB (weights and "

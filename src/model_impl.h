@@ -122,10 +122,16 @@ typedef struct pc_fit_feats {
 
 pc_status pc_model_extract(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
                            pc_fit_feats *ff);
-/* The same; allow_none: no usable input is not an error (ff->used = 0; one process's share of a
- * sharded fit, fit_shard.c). */
+/* One process's share of a fit spread over processes (fit_shard.c): the whole fit's number of inputs
+ * (the bank's size follows from it) and whether this process gathers the bank, for the memory plan. */
+typedef struct pc_fit_share {
+    size_t total_inputs;
+    bool holds_bank;
+} pc_fit_share;
+/* The same for share != NULL: the inputs are one process's share, none usable is not an error
+ * (ff->used = 0), and --max-memory's plan counts what this process holds of the whole fit. */
 pc_status pc_model_extract_part(pc_model *m, const pc_fit_options *opt, const pc_fit_source *src, size_t n_in,
-                                bool allow_none, pc_fit_feats *ff);
+                                const pc_fit_share *share, pc_fit_feats *ff);
 
 /* A new model with opt's settings, its backbone loaded and its feature plan made (no bank yet): the
  * first step of a fit (model.c, fit_shard.c). */
