@@ -212,6 +212,11 @@ static void pruned_range(float *dist, int32_t *assign, const float *cd, const fl
     *best = bv, *best_i = bi;
 }
 
+void pc_coreset_centre_distances(float *cd, const float *cent, int64_t n, const float *sel, int32_t proj_dim) {
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < n; c++) cd[c] = sqrtf(dist2_point(cent + (size_t)c * proj_dim, sel, proj_dim));
+}
+
 /* argmax, first index on ties (NaN never wins) */
 static int64_t argmax_first(const float *v, int64_t n) {
     int64_t bi = 0;
@@ -366,8 +371,7 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
             memcpy(cent + (size_t)it * proj_dim, sel, sizeof(float) * (size_t)proj_dim);
 #pragma omp parallel num_threads(nth)
             {
-#pragma omp for schedule(static)
-                for (int32_t c = 0; c < t_it; c++) cd[c] = sqrtf(dist2_point(cent + (size_t)c * proj_dim, sel, proj_dim));
+                pc_coreset_centre_distances(cd, cent, t_it, sel, proj_dim); /* shared by the team */
 #pragma omp for schedule(static, 1)
                 for (int t = 0; t < nth; t++) {
                     int64_t lo = (int64_t)t * chunk, hi = PC_MIN(n_points, lo + chunk);

@@ -108,6 +108,12 @@ pc_status pc_coreset_greedy_shard(int64_t *out_idx, float *radius, const float *
                                   int32_t n_starts, int64_t n, pc_progress_fn progress, void *user,
                                   double *comm_seconds);
 
+/* The pruned loop's bookkeeping for each pick: cd[c] = the distance from each of the n earlier picks
+ * (cent: n x proj_dim) to the new one (sel), as the loop measures distances. Its work is n x proj_dim
+ * per pick, the same on every process of a sharded loop (docs/mpi.md, cost model). An orphaned OpenMP
+ * worksharing loop: called by every thread of a parallel region, they share it; outside one, serial. */
+void pc_coreset_centre_distances(float *cd, const float *cent, int64_t n, const float *sel, int32_t proj_dim);
+
 /* The same without pruning: every iteration is one fused, vectorised, threaded distance-and-minimum
  * pass over all N x proj_dim projections. Identical results; kept for tests and benchmarks. */
 pc_status pc_coreset_greedy_dense(int64_t *out_idx, const float *feats, int64_t n_points, int32_t dim,
