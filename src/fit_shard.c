@@ -17,6 +17,7 @@
 #include "model_impl.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -96,6 +97,39 @@ static pc_status report_bad(const pc_comm *c, const pc_fit_options *opt, const b
         }
     pc_free(counts);
     return st;
+}
+
+/* Process 0's list of inputs on every process (each lists its inputs itself; a host whose listing
+ * differs, or that lacks some files, must still take the same share of the same list). *buf holds
+ * the strings, *list points into it. */
+static pc_status share_list(const pc_comm *c, const char *const *paths, size_t n_paths, char **buf,
+                            const char ***list, size_t *n_out) {
+    uint64_t size[2] = {n_paths, 0}; /* count, bytes */
+    for (size_t i = 0; c->rank == 0 && i < n_paths; i++) size[1] += strlen(paths[i]) + 1;
+    pc_status st = c->bcast(c->user, size, sizeof size, 0);
+    if (st) return st;
+    if (size[0] > (uint64_t)INT32_MAX || size[1] > ((uint64_t)1 << 40))
+        return pc_fail(PC_ERR_TOO_LARGE, "fit: %llu images, %llu bytes of names: too many", (unsigned long long)size[0],
+                       (unsigned long long)size[1]);
+    *buf = pc_malloc((size_t)size[1]);
+    *list = pc_malloc(sizeof(char *) * (size_t)size[0]);
+    st = *buf && *list ? PC_OK : pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for the list of %llu images",
+                                         (unsigned long long)size[0]);
+    if ((st = pc_comm_agree(c, st))) return st;
+    size_t o = 0;
+    for (size_t i = 0; c->rank == 0 && i < n_paths; i++) {
+        const size_t len = strlen(paths[i]) + 1;
+        memcpy(*buf + o, paths[i], len);
+        o += len;
+    }
+    if ((st = c->bcast(c->user, *buf, (size_t)size[1], 0))) return st;
+    o = 0;
+    for (size_t i = 0; i < (size_t)size[0]; i++) {
+        (*list)[i] = *buf + o;
+        o += strnlen(*buf + o, (size_t)size[1] - o) + 1;
+    }
+    *n_out = (size_t)size[0];
+    return PC_OK;
 }
 
 /* Process 0 gets the bank rows (selection order), their global row indices and the usable images'
@@ -181,9 +215,16 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
     if (!stats) stats = &dummy;
     memset(stats, 0, sizeof *stats);
     pc_status st = PC_OK;
-    if (!out || !opt || !comm || (!paths && n_paths))
+    if (!out || !opt || !comm || (!paths && n_paths && comm->rank == 0))
         return pc_fail(PC_ERR_INVALID_ARGUMENT, "fit: out, options, communicator or paths is NULL");
     *out = NULL;
+    char *names = NULL;
+    const char **list = NULL;
+    if ((st = share_list(comm, paths, comm->rank == 0 ? n_paths : 0, &names, &list, &n_paths))) {
+        pc_free(names), pc_free(list);
+        return st;
+    }
+    paths = list;
     const int32_t R = comm->size, me = comm->rank;
     pc_model *m = NULL;
     pc_fit_feats ff = {.spill = {.fd = -1}};
@@ -226,6 +267,19 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
                              m->grid_w);
         for (int64_t i = 0; !st && ff.pj && i < n_loc; i++)
             memmove(ff.pj + (size_t)i * ff.P, ff.pj + (size_t)rows[i] * ff.P, ff.P * sizeof(float));
+    }
+    /* An image this process cannot read at all (an I/O error: missing or unreadable, as on a host
+     * without the shared filesystem) or could not decode for want of memory ends the job, naming the
+     * process; an image that is read but cannot be decoded is skipped and reported, as one process
+     * does (docs/mpi.md). */
+    for (int64_t i = 0; !st && i < bad.n; i++) {
+        const bad_image *b = &bad.v[i];
+        if (b->status == PC_ERR_IO)
+            st = pc_fail(PC_ERR_IO, "fit: cannot read a training image: %.*s (every process must see the images at "
+                         "the same paths)", (int)sizeof b->message, b->message);
+        else if (b->status == PC_ERR_NO_MEMORY)
+            st = pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for a training image: %.*s", (int)sizeof b->message,
+                         b->message);
     }
     stats->features_seconds = now_seconds() - t0;
     stats->rows = n_loc;
@@ -283,6 +337,7 @@ done:
     pc_fit_feats_free(&ff);
     pc_free(bad.v);
     pc_free(rows), pc_free(offsets), pc_free(uoff), pc_free(counts), pc_free(sel), pc_free(starts);
+    pc_free(names), pc_free(list);
     if (st || me != 0) {
         pc_model_free(m);
         return st;

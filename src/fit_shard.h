@@ -25,8 +25,12 @@ typedef struct pc_fit_shard_stats {
  * contiguous, [*lo, *hi) (empty when there are fewer batches than processes). */
 void pc_fit_shard_range(size_t n, int32_t batch, int32_t rank, int32_t size, size_t *lo, size_t *hi);
 
-/* On process 0, *out is the model (NULL elsewhere). Unusable images are reported on process 0 only,
- * through opt->on_image_error, in input order, after every process's features are made. A failure on
+/* The inputs are process 0's paths (sent to the others, whose own paths and n_paths are not used: a
+ * host whose listing differs still takes its share of process 0's list). On process 0, *out is the
+ * model (NULL elsewhere). An image a process cannot read (an I/O error) or decode for want of memory
+ * fails the job, naming the process; one it reads but cannot decode is skipped, and reported on
+ * process 0 only, through opt->on_image_error, in input order, after every process's features are
+ * made. A failure on
  * any process is every process's result: the lowest failing rank's, its message starting "rank R of N:
  * ". Progress (opt->progress) is reported on each process that is given a callback: "features" for its
  * own share, then "coreset" for the whole loop (it cannot cancel there). Tiling and ensembles are not

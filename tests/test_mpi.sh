@@ -16,7 +16,8 @@
 #  - failures, with a model file already in place that must stay byte for byte as it was and no
 #    temporary file left: process 1 of 3 out of memory (the allocation fault hook PC_FAULT_ALLOC, given
 #    to that process only), process 2 of 3 unable to write its features to its temporary file in the
-#    middle of extraction (PC_FAULT_WRITE, "disk full"), and process 1 of 3 killed with SIGKILL in the
+#    middle of extraction (PC_FAULT_WRITE, "disk full"), process 2 of 3 unable to read one of its images
+#    (relative paths, started in a folder that lacks it), and process 1 of 3 killed with SIGKILL in the
 #    middle of the fit: exit non-zero, a message naming the process and the cause;
 #  - usage: an ensemble is refused under --mpi.
 # Environment: PC_CLI, PC_MPI_CLI (optional), PC_MPIRUN (default mpirun), PC_SHARED_DIR. Exit 77 when
@@ -65,6 +66,7 @@ fi
 
 # ---- the MPI build ----
 command -v "$mpirun" >/dev/null || fail "$mpirun not found (scripts/setup.sh installs Open MPI)"
+mcli=$(cd "$(dirname "$mcli")" && pwd)/$(basename "$mcli") # absolute: some processes start elsewhere
 # Open MPI refuses to run as root unless told; --oversubscribe: more processes than the 2 cores
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 mflags=""
@@ -170,6 +172,20 @@ mpmd PC_FAULT_WRITE=1 2 --max-memory 200M -o "$tmp/keep.pcm" "$tmp/in" >"$tmp/ou
 grep -q "patchcore: fit: rank 2 of 3: .*No space left" "$tmp/err" || fail "process 2 disk full: $(cat "$tmp/err")"
 intact "process 2 disk full"
 echo "ok: process 2 of 3 cannot write its features: exit $rc, \"$(grep '^patchcore: fit:' "$tmp/err" | cut -c1-100)...\""
+
+# process 2 cannot read one of its images: relative paths, process 2 started in a folder that lacks one
+# (a host without the same files); the list is process 0's, so process 2 fails on it, naming it
+mkdir -p "$tmp/w0/in" "$tmp/w1/in"
+for i in 000 001 002 003 004 005; do ln -s "$b/train/good/$i.png" "$tmp/w0/in/$i.png"; done
+for i in 000 001 002 003 005; do ln -s "$b/train/good/$i.png" "$tmp/w1/in/$i.png"; done
+rc=0
+"$mpirun" $mflags -np 2 env -C "$tmp/w0" "$mcli" fit --threads 1 $common -o "$tmp/keep.pcm" in \
+    : -np 1 env -C "$tmp/w1" "$mcli" fit --threads 1 $common -o "$tmp/keep.pcm" in >"$tmp/out" 2>"$tmp/err" || rc=$?
+[ $rc -ne 0 ] || fail "process 2 cannot read an image: exit 0"
+grep -q "patchcore: fit: rank 2 of 3: fit: cannot read a training image: in/004.png" "$tmp/err" \
+    || fail "process 2 cannot read an image: $(cat "$tmp/err")"
+intact "process 2 cannot read an image"
+echo "ok: process 2 of 3 cannot read an image: exit $rc, \"$(grep '^patchcore: fit:' "$tmp/err" | cut -c1-100)...\""
 
 # SIGKILL to process 1 in the middle of the fit: the launcher ends the job, process 0 says so
 "$mpirun" $mflags -np 3 "$mcli" fit --threads 1 $common --coreset 0.5 -o "$tmp/keep.pcm" "$b/train/good" \
