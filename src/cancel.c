@@ -14,23 +14,23 @@
 
 static _Thread_local double tl_deadline; /* CLOCK_MONOTONIC seconds; 0: none */
 
-static double monotonic_now(void) {
+double pc_monotonic_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void pc_set_deadline_local(double seconds) {
-    tl_deadline = (seconds > 0 && isfinite(seconds)) ? monotonic_now() + seconds : 0;
+    tl_deadline = (seconds > 0 && isfinite(seconds)) ? pc_monotonic_seconds() + seconds : 0;
 }
 
 double pc_deadline_get(void) { return tl_deadline; }
 
-bool pc_deadline_passed(double deadline) { return deadline > 0 && monotonic_now() >= deadline; }
+bool pc_deadline_passed(double deadline) { return deadline > 0 && pc_monotonic_seconds() >= deadline; }
 
 pc_status pc_deadline_check(const char *stage) {
     if (tl_deadline == 0) return PC_OK;
-    const double late = monotonic_now() - tl_deadline;
+    const double late = pc_monotonic_seconds() - tl_deadline;
     if (late < 0) return PC_OK;
     return pc_fail(PC_ERR_CANCELLED, "deadline passed %.1f ms ago, stopped %s", late * 1e3, stage);
 }

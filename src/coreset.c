@@ -20,7 +20,6 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -252,12 +251,6 @@ typedef struct shard {
     double seconds;
 } shard;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The global pick from this process's candidate (local index bi, -1: none, with distance bv): *next and
  * *cur_max the winner's global index and distance, row its projected row, on every process. */
 static pc_status shard_pick(shard *sh, const float *pj, int32_t d, int64_t bi, float bv, int64_t *next, float *cur_max,
@@ -267,9 +260,9 @@ static pc_status shard_pick(shard *sh, const float *pj, int32_t d, int64_t bi, f
     float v = bi >= 0 ? bv : -INFINITY;
     if (bi >= 0) memcpy(row, pj + (size_t)bi * d, sizeof(float) * (size_t)d);
     else memset(row, 0, sizeof(float) * (size_t)d);
-    const double t0 = now_seconds();
+    const double t0 = pc_monotonic_seconds();
     pc_status st = sh->comm->argmax(sh->comm->user, &v, &g, row, d);
-    sh->seconds += now_seconds() - t0;
+    sh->seconds += pc_monotonic_seconds() - t0;
     if (st) return st;
     if (g < 0) return pc_fail(PC_ERR_INTERNAL, "coreset: no process has a point with a finite distance");
     *next = g, *cur_max = v;
@@ -282,9 +275,9 @@ static pc_status shard_row(shard *sh, const float *pj, int32_t d, int64_t g, flo
     int32_t owner = 0;
     while (owner + 1 < c->size && g >= sh->offsets[owner + 1]) owner++;
     if (owner == c->rank) memcpy(row, pj + (size_t)(g - sh->offsets[owner]) * d, sizeof(float) * (size_t)d);
-    const double t0 = now_seconds();
+    const double t0 = pc_monotonic_seconds();
     pc_status st = c->bcast(c->user, row, sizeof(float) * (size_t)d, owner);
-    sh->seconds += now_seconds() - t0;
+    sh->seconds += pc_monotonic_seconds() - t0;
     return st;
 }
 
@@ -423,9 +416,9 @@ static pc_status greedy_loop(int64_t *out_idx, const float *pj, int64_t n_points
             if (d > r) r = d;
         }
         if (sh) {
-            const double t0 = now_seconds();
+            const double t0 = pc_monotonic_seconds();
             st = sh->comm->max(sh->comm->user, &r);
-            sh->seconds += now_seconds() - t0;
+            sh->seconds += pc_monotonic_seconds() - t0;
         }
         *radius = r;
     }

@@ -20,13 +20,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void pc_fit_shard_range(size_t n, int32_t batch, int32_t rank, int32_t size, size_t *lo, size_t *hi) {
     const uint64_t nb = (n + (size_t)batch - 1) / (size_t)batch;
@@ -246,7 +239,7 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
     if ((st = pc_comm_agree(comm, st))) goto done;
 
     /* this process's features */
-    double t0 = now_seconds();
+    double t0 = pc_monotonic_seconds();
     pc_fit_shard_range(n_paths, opt->batch_size, me, R, &lo, &hi);
     stats->images = (int64_t)(hi - lo);
     bad.lo = lo, bad.hi = hi;
@@ -281,7 +274,7 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
             st = pc_fail(PC_ERR_NO_MEMORY, "fit: out of memory for a training image: %.*s", (int)sizeof b->message,
                          b->message);
     }
-    stats->features_seconds = now_seconds() - t0;
+    stats->features_seconds = pc_monotonic_seconds() - t0;
     stats->rows = n_loc;
     if ((st = pc_comm_agree(comm, st))) goto done;
     if ((st = report_bad(comm, opt, &bad, paths))) goto done;
@@ -301,7 +294,7 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
     if (st) goto done; /* the same on every process */
 
     /* the sampler, on every process */
-    t0 = now_seconds();
+    t0 = pc_monotonic_seconds();
     const int64_t n_sel = pc_fit_bank_size(m, opt, N);
     sel = pc_malloc(sizeof(int64_t) * (size_t)(n_sel > 0 ? n_sel : 1));
     st = sel ? PC_OK : pc_fail(PC_ERR_NO_MEMORY, "out of memory");
@@ -318,11 +311,11 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
     } else {
         st = pc_coreset_select(sel, m->sampler, NULL, N, m->dim, n_sel, m->seed, opt->progress, opt->progress_user);
     }
-    stats->coreset_seconds = now_seconds() - t0;
+    stats->coreset_seconds = pc_monotonic_seconds() - t0;
     if ((st = pc_comm_agree(comm, st))) goto done;
 
     /* the bank, on process 0 */
-    t0 = now_seconds();
+    t0 = pc_monotonic_seconds();
     st = gather_bank(comm, m, &ff, sel, n_sel, offsets, uoff, rows, lo, stats);
     if (!st && me == 0) {
         m->n_train_images = (int32_t)uoff[R];
@@ -330,7 +323,7 @@ pc_status pc_model_fit_shard(const pc_fit_options *opt, const char *const *paths
         m->bank_n = n_sel;
         st = pc_model_finish_bank(m);
     }
-    stats->gather_seconds = now_seconds() - t0;
+    stats->gather_seconds = pc_monotonic_seconds() - t0;
     st = pc_comm_agree(comm, st);
 
 done:

@@ -41,6 +41,9 @@ static inline bool pc_mul3_size(size_t a, size_t b, size_t c, size_t *out) {
     return pc_mul_size(a, b, &t) && pc_mul_size(t, c, out);
 }
 
+/* CLOCK_MONOTONIC in seconds (src/cancel.c): deadlines, and the time a stage spends talking. */
+double pc_monotonic_seconds(void);
+
 /* Allocation helpers: aligned (64 bytes, for SIMD and cache lines), counted, NULL on failure.
  * pc_malloc(0) returns a valid unique pointer. Free with pc_free. The fault-injection hook
  * (PC_FAULT_ALLOC environment variable in test builds) lives behind these. */
